@@ -1,0 +1,1 @@
+//! Load scenarios and criterion benches live under `benches/`.

@@ -1,0 +1,172 @@
+//! The command layer: each command validates its (already parsed) input against the
+//! current state, writes the normalized tables and appends its events in one
+//! transaction. Transient conflicts (deadlock, serialization failure) are retried a few
+//! times with jittered backoff.
+
+mod catalog;
+mod customers;
+mod inventory;
+mod orders;
+
+use std::future::Future;
+use std::time::Duration;
+
+use rand::Rng;
+use uuid::Uuid;
+
+pub use catalog::{NewCategory, NewProduct, ProductPatch};
+pub use customers::NewCustomer;
+pub use inventory::StockOutcome;
+pub use orders::{OrderLineInput, PlacedOrder};
+
+use crate::db::{PgPool, PooledConn};
+use crate::error::DomainError;
+use crate::event_log::{EventMeta, LogPoint};
+use crate::types::{CustomerId, Role};
+
+/// Who is issuing a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A signed-in account.
+    User {
+        /// The account.
+        id: CustomerId,
+        /// Its role.
+        role: Role,
+    },
+    /// The system itself (seeding, scheduled jobs).
+    System(&'static str),
+}
+
+/// Per-request context of a command.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    /// Who.
+    pub actor: Actor,
+    /// Correlates every event this request appends.
+    pub correlation_id: Uuid,
+}
+
+impl CommandContext {
+    /// Context for a signed-in user.
+    pub fn user(id: CustomerId, role: Role) -> Self {
+        Self {
+            actor: Actor::User { id, role },
+            correlation_id: Uuid::now_v7(),
+        }
+    }
+
+    /// Context for the system itself.
+    pub fn system(what: &'static str) -> Self {
+        Self {
+            actor: Actor::System(what),
+            correlation_id: Uuid::now_v7(),
+        }
+    }
+
+    fn meta(&self) -> EventMeta {
+        let actor = match &self.actor {
+            Actor::User { id, role } => format!("{}:{id}", role.as_str().to_ascii_lowercase()),
+            Actor::System(what) => format!("system:{what}"),
+        };
+        EventMeta {
+            actor,
+            correlation_id: self.correlation_id,
+        }
+    }
+
+    fn is_staff(&self) -> bool {
+        match &self.actor {
+            Actor::User { role, .. } => role.is_staff(),
+            Actor::System(_) => true,
+        }
+    }
+
+    /// Back-office commands: STAFF, ADMIN or the system.
+    fn require_staff(&self) -> Result<(), DomainError> {
+        if self.is_staff() {
+            Ok(())
+        } else {
+            Err(DomainError::Forbidden("this needs a STAFF or ADMIN role".into()))
+        }
+    }
+
+    /// The customer acting, when it is a signed-in user.
+    fn user_id(&self) -> Option<CustomerId> {
+        match &self.actor {
+            Actor::User { id, .. } => Some(*id),
+            Actor::System(_) => None,
+        }
+    }
+}
+
+/// What a command returns: its result and the log point of its last event, from which
+/// clients get a consistency token.
+#[derive(Debug, Clone)]
+pub struct Outcome<T> {
+    /// The command's result.
+    pub value: T,
+    /// Where its events landed in the log.
+    pub at: LogPoint,
+}
+
+/// Entry point of the write side; cheap to clone.
+#[derive(Clone)]
+pub struct Commands {
+    pool: PgPool,
+    max_attempts: u32,
+}
+
+impl Commands {
+    /// Commands over a pool.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            max_attempts: 4,
+        }
+    }
+
+    /// The pool commands use.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs `attempt` with a pooled connection, retrying transient failures.
+    async fn run<T, F, Fut>(&self, mut attempt: F) -> Result<T, DomainError>
+    where
+        F: FnMut(PooledConn<'static>) -> Fut,
+        Fut: Future<Output = Result<T, DomainError>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let conn = self.pool.get_owned().await?;
+            match attempt(conn).await {
+                Err(e) if e.is_retryable() && tries < self.max_attempts => {
+                    let base = 10u64 << tries;
+                    let wait = rand::thread_rng().gen_range(0..=base);
+                    tracing::debug!(error = %e, tries, wait_ms = wait, "retrying command");
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Maps a unique violation of `constraint` to `conflict`, anything else through `From`.
+fn on_unique(
+    err: diesel::result::Error,
+    constraint: &str,
+    conflict: impl FnOnce() -> DomainError,
+) -> DomainError {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match &err {
+        Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+            if info.constraint_name() == Some(constraint) =>
+        {
+            conflict()
+        }
+        _ => err.into(),
+    }
+}

@@ -1,0 +1,387 @@
+//! An embedded PostgreSQL cluster started from the machine's own PostgreSQL binaries,
+//! for `till serve` with no `DATABASE_URL` and for tests.
+//!
+//! The postmaster is a direct child of this process, spawned from a dedicated thread
+//! that lives as long as the cluster, with a parent-death signal: if this process dies
+//! by any means (even `kill -9`), the kernel tells PostgreSQL to shut down, so no orphan
+//! is left holding the data folder. When running as root, PostgreSQL runs as the
+//! unprivileged `postgres` user (it refuses to run as root).
+
+use std::fs;
+use std::io;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{Pid, Uid, User};
+use thiserror::Error;
+
+/// Why the embedded cluster could not start.
+#[derive(Debug, Error)]
+pub enum EmbeddedError {
+    /// No `initdb`/`postgres` binaries were found.
+    #[error(
+        "no PostgreSQL server binaries found (looked for initdb and postgres on PATH and under \
+         /usr/lib/postgresql/*/bin). Install them (Debian/Ubuntu: `apt-get install postgresql`) \
+         or set DATABASE_URL to an existing database"
+    )]
+    NoBinaries,
+    /// Running as root but no unprivileged user to run PostgreSQL as.
+    #[error(
+        "running as root, and PostgreSQL refuses to run as root: create an unprivileged \
+         `postgres` user (`useradd -r postgres`) or run as a normal user"
+    )]
+    NoUnprivilegedUser,
+    /// The data folder is not reachable by the user PostgreSQL runs as.
+    #[error("the PostgreSQL data folder {0} is not reachable by the `postgres` user; set TILL_PG_DATA to a folder it can reach (e.g. under /var/tmp)")]
+    Unreachable(PathBuf),
+    /// A command failed.
+    #[error("{what} failed: {detail}")]
+    Command {
+        /// Which step.
+        what: &'static str,
+        /// Its output or error.
+        detail: String,
+    },
+    /// The server did not accept connections in time.
+    #[error("PostgreSQL did not become ready within {0:?}; see {1}")]
+    NotReady(Duration, PathBuf),
+    /// Filesystem trouble.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Options for [`EmbeddedPostgres::start`].
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Data folder; created and initialised when empty.
+    pub data_dir: PathBuf,
+    /// TCP port on 127.0.0.1; `None` picks a free one.
+    pub port: Option<u16>,
+    /// Trade durability for speed (fsync off): for throwaway test clusters only.
+    pub ephemeral: bool,
+    /// `max_connections` of the cluster.
+    pub max_connections: u32,
+}
+
+/// A running cluster owned by this process.
+pub struct EmbeddedPostgres {
+    data_dir: PathBuf,
+    port: u16,
+    child: Arc<Mutex<Option<Child>>>,
+    pid: u32,
+}
+
+impl EmbeddedPostgres {
+    /// Finds the directory holding `initdb`, `postgres` and `pg_isready`.
+    pub fn find_binaries() -> Result<PathBuf, EmbeddedError> {
+        let has_all = |dir: &Path| {
+            ["initdb", "postgres", "pg_isready"]
+                .iter()
+                .all(|b| dir.join(b).is_file())
+        };
+        if let Some(path) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&path) {
+                if has_all(&dir) {
+                    return Ok(dir);
+                }
+            }
+        }
+        let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+                let bin = e.path().join("bin");
+                has_all(&bin).then_some((v, bin))
+            })
+            .collect();
+        versions.sort();
+        versions.pop().map(|(_, p)| p).ok_or(EmbeddedError::NoBinaries)
+    }
+
+    /// Initialises the data folder if needed and starts the postmaster; returns once it
+    /// accepts connections.
+    pub fn start(opts: &EmbeddedOptions) -> Result<Self, EmbeddedError> {
+        let bin = Self::find_binaries()?;
+        let run_as = unprivileged_user()?;
+        fs::create_dir_all(&opts.data_dir)?;
+        let data_dir = opts.data_dir.canonicalize()?;
+        if let Some(user) = &run_as {
+            check_reachable(&data_dir)?;
+            chown_tree_root(&data_dir, user)?;
+        }
+        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))?;
+
+        if !data_dir.join("PG_VERSION").exists() {
+            let mut cmd = Command::new(bin.join("initdb"));
+            cmd.arg("-D")
+                .arg(&data_dir)
+                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]);
+            if opts.ephemeral {
+                cmd.arg("--no-sync");
+            }
+            run_checked(as_user(cmd, run_as.as_ref()), "initdb")?;
+        }
+        stop_stale_postmaster(&data_dir);
+
+        let port = match opts.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let log_path = data_dir.join("server.log");
+        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        if let Some(user) = &run_as {
+            nix::unistd::chown(&log_path, Some(user.uid), Some(user.gid)).map_err(io::Error::from)?;
+        }
+        let mut cmd = Command::new(bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(&data_dir)
+            .arg("-p")
+            .arg(port.to_string())
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "unix_socket_directories="])
+            .args(["-c", &format!("max_connections={}", opts.max_connections)]);
+        if opts.ephemeral {
+            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log.try_clone()?));
+        let mut cmd = as_user(cmd, run_as.as_ref());
+        die_with_parent(&mut cmd);
+
+        let child = spawn_on_keeper_thread(cmd)?;
+        let pid = child_pid(&child);
+        let pg = Self {
+            data_dir: data_dir.clone(),
+            port,
+            child,
+            pid,
+        };
+        pg.wait_ready(&bin, Duration::from_secs(60), &log_path)?;
+        Ok(pg)
+    }
+
+    fn wait_ready(&self, bin: &Path, timeout: Duration, log: &Path) -> Result<(), EmbeddedError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(mut guard) = self.child.lock() {
+                if let Some(child) = guard.as_mut() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        let tail = fs::read_to_string(log).unwrap_or_default();
+                        let tail: String = tail.lines().rev().take(10).collect::<Vec<_>>().join("\n");
+                        return Err(EmbeddedError::Command {
+                            what: "postgres",
+                            detail: format!("exited with {status} during start-up; log:\n{tail}"),
+                        });
+                    }
+                }
+            }
+            let ready = Command::new(bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(EmbeddedError::NotReady(timeout, log.to_owned()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The TCP port the cluster listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The data folder.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A connection URL for database `db` as the `postgres` superuser.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Stops the cluster with a fast shutdown (clients disconnected, clean checkpoint)
+    /// and waits for it to exit.
+    pub fn stop(&self) {
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let done = match self.child.lock() {
+                Ok(mut guard) => match guard.as_mut() {
+                    Some(child) => !matches!(child.try_wait(), Ok(None)),
+                    None => true,
+                },
+                Err(_) => true,
+            };
+            if done {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGQUIT);
+    }
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `Some(user)` when running as root (PostgreSQL must run as someone else).
+fn unprivileged_user() -> Result<Option<User>, EmbeddedError> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    match User::from_name("postgres") {
+        Ok(Some(user)) => Ok(Some(user)),
+        _ => Err(EmbeddedError::NoUnprivilegedUser),
+    }
+}
+
+/// Every ancestor must be searchable by others, or the `postgres` user cannot reach the
+/// data folder.
+fn check_reachable(dir: &Path) -> Result<(), EmbeddedError> {
+    for ancestor in dir.ancestors().skip(1) {
+        let mode = fs::metadata(ancestor)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(EmbeddedError::Unreachable(dir.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+fn chown_tree_root(dir: &Path, user: &User) -> Result<(), EmbeddedError> {
+    nix::unistd::chown(dir, Some(user.uid), Some(user.gid)).map_err(io::Error::from)?;
+    Ok(())
+}
+
+fn as_user(mut cmd: Command, user: Option<&User>) -> Command {
+    if let Some(u) = user {
+        cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+        cmd.env("HOME", &u.dir).env("USER", &u.name);
+    }
+    cmd
+}
+
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(io::Error::from)
+        });
+    }
+}
+
+fn run_checked(mut cmd: Command, what: &'static str) -> Result<(), EmbeddedError> {
+    let out = cmd.output().map_err(|e| EmbeddedError::Command {
+        what,
+        detail: e.to_string(),
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(EmbeddedError::Command {
+            what,
+            detail: format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        })
+    }
+}
+
+/// A postmaster left running from an earlier process that died before its
+/// parent-death signal could be set up, or an old version without it: stop it so the
+/// data folder can be used.
+fn stop_stale_postmaster(data_dir: &Path) {
+    let Ok(pidfile) = fs::read_to_string(data_dir.join("postmaster.pid")) else {
+        return;
+    };
+    let Some(pid) = pidfile.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+        return;
+    };
+    let pid = Pid::from_raw(pid);
+    if kill(pid, None).is_err() {
+        return; // stale file, PostgreSQL handles it
+    }
+    tracing::warn!(%pid, "stopping a PostgreSQL left running on this data folder");
+    let _ = kill(pid, Signal::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kill(pid, None).is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn free_port() -> Result<u16, EmbeddedError> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Spawns the child from a thread that stays alive (and reaps it) for as long as the
+/// child runs: the parent-death signal fires when the spawning *thread* exits.
+fn spawn_on_keeper_thread(mut cmd: Command) -> Result<Arc<Mutex<Option<Child>>>, EmbeddedError> {
+    let (tx, rx) = std::sync::mpsc::channel::<Result<Arc<Mutex<Option<Child>>>, io::Error>>();
+    std::thread::Builder::new()
+        .name("postgres-keeper".into())
+        .spawn(move || {
+            let child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let shared = Arc::new(Mutex::new(Some(child)));
+            let _ = tx.send(Ok(shared.clone()));
+            loop {
+                std::thread::sleep(Duration::from_millis(200));
+                let exited = match shared.lock() {
+                    Ok(mut g) => match g.as_mut() {
+                        Some(c) => !matches!(c.try_wait(), Ok(None)),
+                        None => true,
+                    },
+                    Err(_) => true,
+                };
+                if exited {
+                    return;
+                }
+            }
+        })?;
+    match rx.recv() {
+        Ok(Ok(child)) => Ok(child),
+        Ok(Err(e)) => Err(EmbeddedError::Command {
+            what: "postgres",
+            detail: e.to_string(),
+        }),
+        Err(_) => Err(EmbeddedError::Command {
+            what: "postgres",
+            detail: "keeper thread died".into(),
+        }),
+    }
+}
+
+fn child_pid(child: &Arc<Mutex<Option<Child>>>) -> u32 {
+    child
+        .lock()
+        .ok()
+        .and_then(|g| g.as_ref().map(Child::id))
+        .unwrap_or(0)
+}

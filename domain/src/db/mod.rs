@@ -1,0 +1,93 @@
+//! Database plumbing shared by every crate: the connection pool, the embedded migrations,
+//! and an embedded PostgreSQL cluster for development and tests.
+
+pub mod embedded;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::time::Duration;
+
+use diesel::ConnectionError;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use diesel::migration::MigrationSource;
+
+use crate::error::DomainError;
+
+/// The pooled connection type every crate uses.
+pub type PgPool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
+
+/// A connection checked out of [`PgPool`].
+pub type PooledConn<'a> = bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncPgConnection>>;
+
+/// The SQL migrations under `migrations/`, compiled into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
+
+/// How to size and guard the pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Most connections the pool opens.
+    pub max_size: u32,
+    /// How long a caller waits for a free connection before failing fast.
+    pub acquire_timeout: Duration,
+    /// `statement_timeout` set on every connection.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_size: 16,
+            acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Builds a bounded pool. It does not connect up front, so a server can start (and
+/// report unready) while the database is down.
+pub fn pool(url: &str, settings: &PoolSettings) -> PgPool {
+    let statement_timeout_ms = settings.statement_timeout.as_millis();
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        Box::pin(async move {
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            diesel::sql_query(format!("SET statement_timeout = {statement_timeout_ms}"))
+                .execute(&mut conn)
+                .await
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        })
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+    bb8::Pool::builder()
+        .max_size(settings.max_size)
+        .connection_timeout(settings.acquire_timeout)
+        .test_on_check_out(false)
+        .build_unchecked(manager)
+}
+
+/// Applies every pending migration; returns the versions applied.
+pub async fn migrate(url: &str) -> Result<Vec<String>, DomainError> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        type Wrapper = diesel_async::async_connection_wrapper::AsyncConnectionWrapper<AsyncPgConnection>;
+        let mut conn = <Wrapper as diesel::Connection>::establish(&url)
+        .map_err(|e| DomainError::Unavailable(e.to_string()))?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| DomainError::Internal(format!("migration failed: {e}")))?;
+        Ok(applied.iter().map(ToString::to_string).collect())
+    })
+    .await
+    .map_err(|e| DomainError::Internal(format!("migration task failed: {e}")))?
+}
+
+/// Versions of the embedded migrations, oldest first.
+pub fn migration_versions() -> Vec<String> {
+    MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+        .map(|ms| ms.iter().map(|m| m.name().version().to_string()).collect())
+        .unwrap_or_default()
+}

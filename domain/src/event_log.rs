@@ -1,0 +1,213 @@
+//! Appending to and reading from the event log. Appends run inside the command's own
+//! transaction, so a change and its events commit (or roll back) together.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::DomainError;
+use crate::events::{DomainEvent, StoredEvent};
+use crate::schema::events;
+
+/// The channel the projector LISTENs on; every append NOTIFYs it (delivered at commit).
+pub const EVENTS_CHANNEL: &str = "till_events";
+
+/// A point in the log, in the projector's order: (transaction id, position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct LogPoint {
+    /// Transaction id of the writer.
+    pub tx_id: i64,
+    /// Position within the log.
+    pub position: i64,
+}
+
+impl LogPoint {
+    /// The opaque text form handed to clients as a consistency token.
+    pub fn to_token(self) -> String {
+        format!("{}.{}", self.tx_id, self.position)
+    }
+
+    /// Parses a consistency token.
+    pub fn from_token(token: &str) -> Option<Self> {
+        let (tx, pos) = token.trim().split_once('.')?;
+        Some(Self {
+            tx_id: tx.parse().ok().filter(|v: &i64| *v >= 0)?,
+            position: pos.parse().ok().filter(|v: &i64| *v >= 0)?,
+        })
+    }
+}
+
+/// Who did it and which request it belongs to.
+#[derive(Debug, Clone)]
+pub struct EventMeta {
+    /// `customer:<uuid>`, `staff:<uuid>`, `system:<job>`.
+    pub actor: String,
+    /// Correlates all events of one request.
+    pub correlation_id: Uuid,
+}
+
+impl EventMeta {
+    /// Metadata for work the system does on its own (seeding, jobs).
+    pub fn system(what: &str) -> Self {
+        Self {
+            actor: format!("system:{what}"),
+            correlation_id: Uuid::now_v7(),
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = events)]
+struct NewEvent<'a> {
+    event_type: &'a str,
+    event_version: i16,
+    stream_type: &'a str,
+    stream_id: Uuid,
+    payload: serde_json::Value,
+    actor: &'a str,
+    correlation_id: Uuid,
+}
+
+/// Appends events in one statement and notifies the projector; returns the point of the
+/// last one (the consistency token of the command).
+pub async fn append(
+    conn: &mut AsyncPgConnection,
+    meta: &EventMeta,
+    batch: &[DomainEvent],
+) -> Result<LogPoint, DomainError> {
+    if batch.is_empty() {
+        return Err(DomainError::Internal("a command appended no events".into()));
+    }
+    let rows: Vec<NewEvent<'_>> = batch
+        .iter()
+        .map(|e| {
+            let (stream_type, stream_id) = e.stream();
+            NewEvent {
+                event_type: e.event_type(),
+                event_version: e.schema_version(),
+                stream_type,
+                stream_id,
+                payload: e.payload(),
+                actor: &meta.actor,
+                correlation_id: meta.correlation_id,
+            }
+        })
+        .collect();
+    let points: Vec<(i64, i64)> = diesel::insert_into(events::table)
+        .values(&rows)
+        .returning((events::tx_id, events::position))
+        .get_results(conn)
+        .await?;
+    notify(conn).await?;
+    points
+        .into_iter()
+        .max()
+        .map(|(tx_id, position)| LogPoint { tx_id, position })
+        .ok_or_else(|| DomainError::Internal("event insert returned no rows".into()))
+}
+
+/// Sends the projector's wake-up (coalesced by PostgreSQL within one transaction).
+pub async fn notify(conn: &mut AsyncPgConnection) -> Result<(), DomainError> {
+    diesel::sql_query(format!("NOTIFY {EVENTS_CHANNEL}"))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[derive(Queryable)]
+struct EventRow {
+    position: i64,
+    tx_id: i64,
+    event_type: String,
+    event_version: i16,
+    payload: serde_json::Value,
+    actor: String,
+    correlation_id: Uuid,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+}
+
+
+/// Reads up to `limit` events after `after`, in (tx_id, position) order, but only
+/// from transactions older than every transaction still in flight. A transaction that
+/// commits late has a lower id than the horizon until it finishes, so the reader waits
+/// for it instead of skipping past it.
+pub async fn read_after(
+    conn: &mut AsyncPgConnection,
+    after: LogPoint,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, DomainError> {
+    let horizon = diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+    );
+    let rows: Vec<EventRow> = events::table
+        .filter(
+            events::tx_id
+                .gt(after.tx_id)
+                .or(events::tx_id.eq(after.tx_id).and(events::position.gt(after.position))),
+        )
+        .filter(events::tx_id.lt(horizon))
+        .order((events::tx_id.asc(), events::position.asc()))
+        .limit(limit)
+        .select((
+            events::position,
+            events::tx_id,
+            events::event_type,
+            events::event_version,
+            events::payload,
+            events::actor,
+            events::correlation_id,
+            events::occurred_at,
+        ))
+        .load(conn)
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            let event = DomainEvent::from_stored(&r.event_type, r.event_version, r.payload)
+                .map_err(|e| {
+                    DomainError::Internal(format!(
+                        "event {} ({}) does not decode: {e}",
+                        r.position, r.event_type
+                    ))
+                })?;
+            Ok(StoredEvent {
+                position: r.position,
+                tx_id: r.tx_id,
+                event,
+                actor: r.actor,
+                correlation_id: r.correlation_id,
+                occurred_at: r.occurred_at,
+            })
+        })
+        .collect()
+}
+
+/// The newest point in the log (regardless of visibility), for lag reporting.
+pub async fn head(conn: &mut AsyncPgConnection) -> Result<LogPoint, DomainError> {
+    let row: Option<(i64, i64)> = events::table
+        .order((events::tx_id.desc(), events::position.desc()))
+        .select((events::tx_id, events::position))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(row
+        .map(|(tx_id, position)| LogPoint { tx_id, position })
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogPoint;
+
+    #[test]
+    fn tokens_round_trip_and_reject_garbage() {
+        let p = LogPoint {
+            tx_id: 812,
+            position: 77,
+        };
+        assert_eq!(LogPoint::from_token(&p.to_token()), Some(p));
+        assert_eq!(LogPoint::from_token("abc"), None);
+        assert_eq!(LogPoint::from_token("1.-2"), None);
+        assert!(LogPoint { tx_id: 2, position: 1 } > LogPoint { tx_id: 1, position: 9 });
+    }
+}

@@ -1,0 +1,15 @@
+//! Till's write side: parse-don't-validate input types, commands that enforce the
+//! invariants, domain events appended to the log in the same transaction, and the
+//! database plumbing (pool, migrations, embedded PostgreSQL).
+//!
+//! This crate knows nothing of HTTP or GraphQL.
+
+pub mod commands;
+pub mod db;
+pub mod error;
+pub mod event_log;
+pub mod events;
+pub mod schema;
+pub mod types;
+
+pub use error::DomainError;

@@ -1,0 +1,339 @@
+//! Given/when/then tests of the command rules against a real PostgreSQL database.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use till_domain::commands::{
+    CommandContext, Commands, NewCategory, NewCustomer, NewProduct, OrderLineInput, ProductPatch,
+};
+use till_domain::db::testing::TestDb;
+use till_domain::schema::{events, inventory, orders};
+use till_domain::types::*;
+use till_domain::DomainError;
+
+struct World {
+    db: TestDb,
+    cmd: Commands,
+    staff: CommandContext,
+    eur: Currency,
+}
+
+impl World {
+    async fn new() -> Self {
+        let db = TestDb::new().await;
+        let cmd = Commands::new(db.pool.clone());
+        Self {
+            db,
+            cmd,
+            staff: CommandContext::system("test"),
+            eur: Currency::parse("EUR").unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    async fn category(&self, slug: &str) -> CategoryId {
+        self.cmd
+            .create_category(
+                &self.staff,
+                NewCategory {
+                    slug: Slug::parse(slug).unwrap_or_else(|e| panic!("{e}")),
+                    name: Name::parse("name", slug).unwrap_or_else(|e| panic!("{e}")),
+                    parent: None,
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .value
+    }
+
+    async fn product(&self, sku: &str, price: i64, stock: i64) -> ProductId {
+        let cat = self.category(&format!("cat-{}", sku.to_lowercase())).await;
+        self.cmd
+            .create_product(
+                &self.staff,
+                NewProduct {
+                    sku: Sku::parse(sku).unwrap_or_else(|e| panic!("{e}")),
+                    name: Name::parse("name", &format!("Product {sku}")).unwrap_or_else(|e| panic!("{e}")),
+                    description: Description::default(),
+                    category: cat,
+                    price: Money::price(price).unwrap_or_else(|e| panic!("{e}")),
+                    status: ProductStatus::Active,
+                    initial_stock: (stock > 0)
+                        .then(|| StockDelta::restock(stock).unwrap_or_else(|e| panic!("{e}"))),
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .value
+    }
+
+    async fn customer(&self, email: &str) -> CustomerId {
+        self.cmd
+            .create_customer(
+                &self.staff,
+                NewCustomer {
+                    email: Email::parse(email).unwrap_or_else(|e| panic!("{e}")),
+                    name: Name::parse("name", "Ann").unwrap_or_else(|e| panic!("{e}")),
+                    role: Role::Customer,
+                    password_hash: None,
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .value
+    }
+
+    async fn stock(&self, p: ProductId) -> (i32, i32) {
+        let mut conn = self.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+        inventory::table
+            .find(p.0)
+            .select((inventory::on_hand, inventory::reserved))
+            .first(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn event_count(&self, event_type: &str) -> i64 {
+        let mut conn = self.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+        events::table
+            .filter(events::event_type.eq(event_type))
+            .count()
+            .get_result(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn order_status(&self, id: OrderId) -> String {
+        let mut conn = self.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+        orders::table
+            .find(id.0)
+            .select(orders::status)
+            .first(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+fn line(p: ProductId, q: i64) -> OrderLineInput {
+    OrderLineInput {
+        product: p,
+        quantity: Quantity::parse(q).unwrap_or_else(|e| panic!("{e}")),
+    }
+}
+
+#[tokio::test]
+async fn placing_an_order_reserves_every_line_and_appends_events() {
+    // given
+    let w = World::new().await;
+    let a = w.product("A-1", 250, 10).await;
+    let b = w.product("B-1", 1000, 3).await;
+    let ann = w.customer("ann@example.com").await;
+    let ctx = CommandContext::user(ann, Role::Customer);
+    // when
+    let placed = w
+        .cmd
+        .place_order(&ctx, ann, vec![line(a, 4), line(b, 1), line(a, 1)], &w.eur)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // then
+    assert_eq!(placed.value.total.minor(), 5 * 250 + 1000);
+    assert_eq!(placed.value.lines.len(), 2, "repeated products are merged");
+    assert_eq!(w.stock(a).await, (10, 5));
+    assert_eq!(w.stock(b).await, (3, 1));
+    assert_eq!(w.event_count("OrderPlaced").await, 1);
+    assert_eq!(w.event_count("StockReserved").await, 2);
+    assert_eq!(w.order_status(placed.value.id).await, "PENDING_PAYMENT");
+}
+
+#[tokio::test]
+async fn an_order_that_cannot_be_filled_reserves_nothing_and_names_the_short_product() {
+    let w = World::new().await;
+    let a = w.product("A-2", 100, 10).await;
+    let b = w.product("B-2", 100, 1).await;
+    let ann = w.customer("ann2@example.com").await;
+    let ctx = CommandContext::user(ann, Role::Customer);
+
+    let err = w
+        .cmd
+        .place_order(&ctx, ann, vec![line(a, 5), line(b, 2)], &w.eur)
+        .await
+        .err();
+
+    match err {
+        Some(DomainError::OutOfStock {
+            sku,
+            requested,
+            available,
+            ..
+        }) => {
+            assert_eq!((sku.as_str(), requested, available), ("B-2", 2, 1));
+        }
+        other => panic!("expected OutOfStock, got {other:?}"),
+    }
+    assert_eq!(w.stock(a).await, (10, 0), "the first line's reservation rolled back");
+    assert_eq!(w.event_count("OrderPlaced").await, 0);
+}
+
+#[tokio::test]
+async fn cancelling_releases_stock_and_only_the_owner_may_cancel() {
+    let w = World::new().await;
+    let a = w.product("A-3", 100, 5).await;
+    let ann = w.customer("ann3@example.com").await;
+    let bob = w.customer("bob3@example.com").await;
+    let placed = w
+        .cmd
+        .place_order(&CommandContext::user(ann, Role::Customer), ann, vec![line(a, 2)], &w.eur)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let by_bob = w
+        .cmd
+        .cancel_order(&CommandContext::user(bob, Role::Customer), placed.value.id)
+        .await;
+    assert!(matches!(by_bob, Err(DomainError::NotFound { .. })), "{by_bob:?}");
+
+    w.cmd
+        .cancel_order(&CommandContext::user(ann, Role::Customer), placed.value.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(w.stock(a).await, (5, 0));
+    assert_eq!(w.order_status(placed.value.id).await, "CANCELLED");
+
+    let again = w
+        .cmd
+        .cancel_order(&CommandContext::user(ann, Role::Customer), placed.value.id)
+        .await;
+    assert!(matches!(again, Err(DomainError::InvalidState(_))), "{again:?}");
+}
+
+#[tokio::test]
+async fn payment_moves_reserved_stock_out_and_shipping_needs_payment() {
+    let w = World::new().await;
+    let a = w.product("A-4", 100, 5).await;
+    let ann = w.customer("ann4@example.com").await;
+    let placed = w
+        .cmd
+        .place_order(&CommandContext::user(ann, Role::Customer), ann, vec![line(a, 2)], &w.eur)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let id = placed.value.id;
+
+    let early = w.cmd.ship_order(&w.staff, id).await;
+    assert!(matches!(early, Err(DomainError::InvalidState(_))), "{early:?}");
+
+    let as_customer = w.cmd.ship_order(&CommandContext::user(ann, Role::Customer), id).await;
+    assert!(matches!(as_customer, Err(DomainError::Forbidden(_))), "{as_customer:?}");
+
+    w.cmd.mark_paid(&w.staff, id).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(w.stock(a).await, (3, 0));
+    w.cmd.ship_order(&w.staff, id).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(w.order_status(id).await, "SHIPPED");
+}
+
+#[tokio::test]
+async fn updating_with_a_stale_version_is_a_conflict() {
+    let w = World::new().await;
+    let a = w.product("A-5", 100, 0).await;
+    let patch = ProductPatch {
+        price: Some(Money::price(120).unwrap_or_else(|e| panic!("{e}"))),
+        ..ProductPatch::default()
+    };
+    w.cmd
+        .update_product(&w.staff, a, Some(1), patch.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stale = w.cmd.update_product(&w.staff, a, Some(1), patch).await;
+    assert!(matches!(stale, Err(DomainError::Conflict(_))), "{stale:?}");
+}
+
+#[tokio::test]
+async fn duplicates_are_conflicts() {
+    let w = World::new().await;
+    w.product("DUP-1", 100, 0).await;
+    let cat = w.category("other").await;
+    let again = w
+        .cmd
+        .create_product(
+            &w.staff,
+            NewProduct {
+                sku: Sku::parse("DUP-1").unwrap_or_else(|e| panic!("{e}")),
+                name: Name::parse("name", "x").unwrap_or_else(|e| panic!("{e}")),
+                description: Description::default(),
+                category: cat,
+                price: Money::price(1).unwrap_or_else(|e| panic!("{e}")),
+                status: ProductStatus::Active,
+                initial_stock: None,
+            },
+        )
+        .await;
+    assert!(matches!(again, Err(DomainError::Conflict(_))), "{again:?}");
+
+    w.customer("Case@Example.com").await;
+    let email_again = w
+        .cmd
+        .create_customer(
+            &w.staff,
+            NewCustomer {
+                email: Email::parse("case@example.COM").unwrap_or_else(|e| panic!("{e}")),
+                name: Name::parse("name", "x").unwrap_or_else(|e| panic!("{e}")),
+                role: Role::Customer,
+                password_hash: None,
+            },
+        )
+        .await;
+    assert!(matches!(email_again, Err(DomainError::Conflict(_))), "{email_again:?}");
+}
+
+#[tokio::test]
+async fn adjustments_cannot_undercut_reservations_and_customers_cannot_restock() {
+    let w = World::new().await;
+    let a = w.product("A-6", 100, 5).await;
+    let ann = w.customer("ann6@example.com").await;
+    w.cmd
+        .place_order(&CommandContext::user(ann, Role::Customer), ann, vec![line(a, 4)], &w.eur)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cut = w
+        .cmd
+        .adjust_inventory(&w.staff, a, StockDelta::adjustment(-2).unwrap_or_else(|e| panic!("{e}")), "damaged")
+        .await;
+    assert!(matches!(cut, Err(DomainError::InvalidState(_))), "{cut:?}");
+    let by_customer = w
+        .cmd
+        .restock(
+            &CommandContext::user(ann, Role::Customer),
+            a,
+            StockDelta::restock(5).unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+    assert!(matches!(by_customer, Err(DomainError::Forbidden(_))), "{by_customer:?}");
+    assert_eq!(w.stock(a).await, (5, 4));
+}
+
+/// 200 buyers race for 50 units: exactly 50 orders succeed, the rest are told
+/// OUT_OF_STOCK, and stock ends at zero available.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_orders_never_oversell() {
+    let w = World::new().await;
+    let a = w.product("HOT-1", 999, 50).await;
+    let ann = w.customer("crowd@example.com").await;
+    let ctx = CommandContext::user(ann, Role::Customer);
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let cmd = w.cmd.clone();
+            let ctx = ctx.clone();
+            let eur = w.eur.clone();
+            tokio::spawn(async move { cmd.place_order(&ctx, ann, vec![line(a, 1)], &eur).await })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut out = 0;
+    for t in tasks {
+        match t.await.unwrap_or_else(|e| panic!("{e}")) {
+            Ok(_) => ok += 1,
+            Err(DomainError::OutOfStock { .. }) => out += 1,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!((ok, out), (50, 150));
+    assert_eq!(w.stock(a).await, (50, 50));
+    assert_eq!(w.event_count("OrderPlaced").await, 50);
+}

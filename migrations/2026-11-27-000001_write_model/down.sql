@@ -1,0 +1,9 @@
+DROP TABLE projection_checkpoints;
+DROP TABLE events;
+DROP TABLE order_status_history;
+DROP TABLE order_lines;
+DROP TABLE orders;
+DROP TABLE customers;
+DROP TABLE inventory;
+DROP TABLE products;
+DROP TABLE categories;
