@@ -182,6 +182,31 @@ pub async fn read_after(
         .collect()
 }
 
+/// How many events lie after `after` in the projector's order, counting at most `cap`.
+pub async fn count_after(
+    conn: &mut AsyncPgConnection,
+    after: LogPoint,
+    cap: i64,
+) -> Result<i64, DomainError> {
+    let n: i64 = diesel::sql_query(
+        "SELECT count(*) AS n FROM (SELECT 1 FROM events \
+         WHERE (tx_id, position) > ($1, $2) LIMIT $3) AS lagging",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(after.tx_id)
+    .bind::<diesel::sql_types::BigInt, _>(after.position)
+    .bind::<diesel::sql_types::BigInt, _>(cap)
+    .get_result::<Count>(conn)
+    .await?
+    .n;
+    Ok(n)
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
 /// The newest point in the log (regardless of visibility), for lag reporting.
 pub async fn head(conn: &mut AsyncPgConnection) -> Result<LogPoint, DomainError> {
     let row: Option<(i64, i64)> = events::table

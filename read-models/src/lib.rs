@@ -1,1 +1,22 @@
-//! placeholder
+//! Till's read side: projections of the event log into denormalized tables, the
+//! projector that applies them (exactly once, in log order, never skipping an event),
+//! read queries, and the moka cache the projector invalidates.
+//!
+//! Depends on the domain crate only for its event types and database plumbing; never
+//! writes write-side tables.
+
+pub mod cache;
+pub mod error;
+pub mod progress;
+pub mod projections;
+pub mod projector;
+pub mod queries;
+pub mod schema;
+pub mod views;
+
+pub use cache::{CacheSettings, ReadCache};
+pub use error::ReadError;
+pub use progress::Progress;
+pub use projections::{Change, Projection};
+pub use projector::{Projector, ProjectorSettings};
+pub use queries::ReadModels;

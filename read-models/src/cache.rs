@@ -1,0 +1,149 @@
+//! The in-process cache in front of read-model lookups: moka, bounded by weight
+//! (approximate bytes), invalidated by the projector when a row it serves changes.
+//!
+//! A reader that loaded a row just before the projector changed it must not put the
+//! stale row back after the invalidation: every invalidation bumps an epoch, and a
+//! loaded row is only inserted if no invalidation happened while it was being read.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use moka::future::Cache;
+use uuid::Uuid;
+
+use crate::projections::Change;
+use crate::views::{CategoryView, OrderView, ProductView};
+
+/// Sizing of the caches.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    /// Total bound in bytes, split between products (60%) and orders (40%).
+    pub max_bytes: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Counters a metrics exporter can read.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: AtomicU64,
+    /// Lookups that went to the database.
+    pub misses: AtomicU64,
+}
+
+/// The caches of one process.
+#[derive(Clone)]
+pub struct ReadCache {
+    pub(crate) products: Cache<Uuid, Arc<ProductView>>,
+    pub(crate) orders: Cache<Uuid, Arc<OrderView>>,
+    pub(crate) categories: Cache<(), Arc<Vec<CategoryView>>>,
+    epoch: Arc<AtomicU64>,
+    stats: Arc<CacheStats>,
+}
+
+impl ReadCache {
+    /// Builds the caches with their weight bounds.
+    pub fn new(settings: CacheSettings) -> Self {
+        let product_bytes = settings.max_bytes / 10 * 6;
+        let order_bytes = settings.max_bytes / 10 * 4;
+        Self {
+            products: Cache::builder()
+                .name("products")
+                .max_capacity(product_bytes)
+                .weigher(|_k, v: &Arc<ProductView>| v.weight())
+                .build(),
+            orders: Cache::builder()
+                .name("orders")
+                .max_capacity(order_bytes)
+                .weigher(|_k, v: &Arc<OrderView>| v.weight())
+                .build(),
+            categories: Cache::builder().name("categories").max_capacity(1).build(),
+            epoch: Arc::new(AtomicU64::new(0)),
+            stats: Arc::new(CacheStats::default()),
+        }
+    }
+
+    /// Hit and miss counters.
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// Current invalidation epoch; take it before reading the database.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn hit(&self) {
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn miss(&self) {
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Inserts a product loaded at `epoch` unless something was invalidated since.
+    pub(crate) async fn put_product(&self, epoch: u64, view: Arc<ProductView>) {
+        let id = view.id;
+        self.products.insert(id, view).await;
+        if self.epoch() != epoch {
+            // An invalidation raced with our read: drop what may be stale.
+            self.products.invalidate(&id).await;
+        }
+    }
+
+    /// Inserts an order loaded at `epoch` unless something was invalidated since.
+    pub(crate) async fn put_order(&self, epoch: u64, view: Arc<OrderView>) {
+        let id = view.id;
+        self.orders.insert(id, view).await;
+        if self.epoch() != epoch {
+            self.orders.invalidate(&id).await;
+        }
+    }
+
+    /// Inserts the category list loaded at `epoch`.
+    pub(crate) async fn put_categories(&self, epoch: u64, list: Arc<Vec<CategoryView>>) {
+        self.categories.insert((), list).await;
+        if self.epoch() != epoch {
+            self.categories.invalidate_all();
+        }
+    }
+
+    /// Drops every entry a batch of changes touched.
+    pub async fn invalidate(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for change in changes {
+            match change {
+                Change::Product(id) => self.products.invalidate(id).await,
+                Change::Order { order, .. } => self.orders.invalidate(order).await,
+                Change::Categories => self.categories.invalidate_all(),
+                Change::Customer(_) | Change::Sales => {}
+            }
+        }
+    }
+
+    /// Entry counts and weighted sizes: (products entries, bytes, orders entries, bytes).
+    pub fn sizes(&self) -> (u64, u64, u64, u64) {
+        (
+            self.products.entry_count(),
+            self.products.weighted_size(),
+            self.orders.entry_count(),
+            self.orders.weighted_size(),
+        )
+    }
+
+    /// Runs moka's pending housekeeping (evictions), for tests and metrics.
+    pub async fn run_pending_tasks(&self) {
+        self.products.run_pending_tasks().await;
+        self.orders.run_pending_tasks().await;
+    }
+}

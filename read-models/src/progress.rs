@@ -1,0 +1,92 @@
+//! How far each projection has got, and waiting for a point in the log (read your
+//! writes with a consistency token).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use till_domain::event_log::LogPoint;
+use till_domain::schema::projection_checkpoints;
+use tokio::sync::watch;
+
+use crate::error::ReadError;
+use crate::projections::Projection;
+
+/// Checkpoints of every projection, published by the projector as it commits.
+pub struct Progress {
+    points: HashMap<Projection, watch::Sender<LogPoint>>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Progress {
+    /// All projections at the start of the log.
+    pub fn new() -> Self {
+        Self {
+            points: Projection::ALL
+                .into_iter()
+                .map(|p| (p, watch::Sender::new(LogPoint::default())))
+                .collect(),
+        }
+    }
+
+    /// Records that `projection` has applied everything up to `point`.
+    pub fn advance(&self, projection: Projection, point: LogPoint) {
+        if let Some(tx) = self.points.get(&projection) {
+            tx.send_if_modified(|cur| {
+                if point > *cur {
+                    *cur = point;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    /// The last point `projection` is known to have applied.
+    pub fn current(&self, projection: Projection) -> LogPoint {
+        self.points
+            .get(&projection)
+            .map(|tx| *tx.borrow())
+            .unwrap_or_default()
+    }
+
+    /// Loads the checkpoints from the database (at start-up, or when another process
+    /// runs the projector).
+    pub async fn refresh(&self, conn: &mut AsyncPgConnection) -> Result<(), ReadError> {
+        let rows: Vec<(String, i64, i64)> = projection_checkpoints::table
+            .select((
+                projection_checkpoints::projection,
+                projection_checkpoints::tx_id,
+                projection_checkpoints::position,
+            ))
+            .load(conn)
+            .await?;
+        for (name, tx_id, position) in rows {
+            if let Some(p) = Projection::from_name(&name) {
+                self.advance(p, LogPoint { tx_id, position });
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every projection has applied `point`, at most `timeout`.
+    pub async fn wait_for(&self, point: LogPoint, timeout: Duration) -> Result<(), ReadError> {
+        let all = async {
+            for tx in self.points.values() {
+                let mut rx = tx.subscribe();
+                // The sender lives as long as `self`, so this only ends when reached.
+                let _ = rx.wait_for(|cur| *cur >= point).await;
+            }
+        };
+        tokio::time::timeout(timeout, all)
+            .await
+            .map_err(|_| ReadError::NotCaughtUp(timeout))
+    }
+}

@@ -1,0 +1,97 @@
+//! Projections: each turns events into rows of its read-model tables. Every apply is
+//! idempotent in effect within a batch transaction that also moves the projection's
+//! checkpoint, so each event is reflected exactly once.
+
+mod customer_summary;
+mod order_view;
+mod product_view;
+mod sales;
+
+use diesel_async::AsyncPgConnection;
+use till_domain::events::StoredEvent;
+use till_domain::types::OrderStatus;
+use uuid::Uuid;
+
+use crate::error::ReadError;
+
+/// What a batch changed, for cache invalidation and change feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// A product view row.
+    Product(Uuid),
+    /// The category tree.
+    Categories,
+    /// An order view row (and its customer).
+    Order {
+        /// The order.
+        order: Uuid,
+        /// Its customer.
+        customer: Uuid,
+    },
+    /// A customer summary row.
+    Customer(Uuid),
+    /// The sales tables.
+    Sales,
+}
+
+/// Every projection Till maintains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Projection {
+    /// Categories and the product view (`rm_categories`, `rm_product_view`).
+    ProductView,
+    /// The order view (`rm_order_view`).
+    OrderView,
+    /// The customer summary (`rm_customer_summary`).
+    CustomerSummary,
+    /// Sales per day and per product (`rm_sales_daily`, `rm_product_sales`).
+    Sales,
+}
+
+impl Projection {
+    /// All projections.
+    pub const ALL: [Projection; 4] = [
+        Projection::ProductView,
+        Projection::OrderView,
+        Projection::CustomerSummary,
+        Projection::Sales,
+    ];
+
+    /// The checkpoint name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ProductView => "product_view",
+            Self::OrderView => "order_view",
+            Self::CustomerSummary => "customer_summary",
+            Self::Sales => "sales",
+        }
+    }
+
+    /// Parses a checkpoint name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Applies one event (events a projection does not use are ignored).
+    pub async fn apply(
+        self,
+        conn: &mut AsyncPgConnection,
+        event: &StoredEvent,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ReadError> {
+        match self {
+            Self::ProductView => product_view::apply(conn, event, changes).await,
+            Self::OrderView => order_view::apply(conn, event, changes).await,
+            Self::CustomerSummary => customer_summary::apply(conn, event, changes).await,
+            Self::Sales => sales::apply(conn, event, changes).await,
+        }
+    }
+}
+
+/// True when an order entering `status` gives its sale back (stock released, revenue
+/// reversed).
+fn reverses_sale(status: &str) -> bool {
+    matches!(
+        OrderStatus::from_db(status),
+        Ok(OrderStatus::Cancelled | OrderStatus::Expired | OrderStatus::PaymentFailed)
+    )
+}

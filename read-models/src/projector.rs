@@ -1,0 +1,313 @@
+//! The projector: applies the event log to every projection, in log order, each batch
+//! in one transaction together with the projection's checkpoint (exactly-once effect).
+//! It wakes on NOTIFY from writers, and polls as a fallback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures_util::StreamExt;
+use till_domain::db::PgPool;
+use till_domain::event_log::{self, LogPoint, EVENTS_CHANNEL};
+use till_domain::schema::{events, projection_checkpoints};
+use tokio::sync::{broadcast, watch};
+
+use crate::cache::ReadCache;
+use crate::error::ReadError;
+use crate::progress::Progress;
+use crate::projections::{Change, Projection};
+
+/// Tuning of the projector.
+#[derive(Debug, Clone)]
+pub struct ProjectorSettings {
+    /// Most events applied in one transaction.
+    pub batch_size: i64,
+    /// How often to look for events when no NOTIFY arrives.
+    pub poll_interval: Duration,
+    /// How soon to look again when committed events wait behind a transaction still
+    /// in flight.
+    pub horizon_retry: Duration,
+}
+
+impl Default for ProjectorSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+            horizon_retry: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Result of one batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOutcome {
+    /// Events applied.
+    pub applied: usize,
+    /// The checkpoint after the batch.
+    pub checkpoint: LogPoint,
+}
+
+/// Runs projections over a pool; cheap to clone.
+#[derive(Clone)]
+pub struct Projector {
+    pool: PgPool,
+    database_url: String,
+    cache: ReadCache,
+    progress: Arc<Progress>,
+    changes: broadcast::Sender<Change>,
+    settings: ProjectorSettings,
+}
+
+impl Projector {
+    /// A projector that invalidates `cache` and publishes to `progress`.
+    pub fn new(
+        pool: PgPool,
+        database_url: String,
+        cache: ReadCache,
+        progress: Arc<Progress>,
+        settings: ProjectorSettings,
+    ) -> Self {
+        let (changes, _) = broadcast::channel(4096);
+        Self {
+            pool,
+            database_url,
+            cache,
+            progress,
+            changes,
+            settings,
+        }
+    }
+
+    /// A feed of what each committed batch changed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Applies at most one batch of `projection` and returns how far it got.
+    pub async fn run_batch(&self, projection: Projection) -> Result<BatchOutcome, ReadError> {
+        let mut conn = self.pool.get().await?;
+        let limit = self.settings.batch_size;
+        let (outcome, changes) = conn
+            .transaction(async |conn| apply_batch(conn, projection, limit).await)
+            .await?;
+        self.progress.advance(projection, outcome.checkpoint);
+        if !changes.is_empty() {
+            self.cache.invalidate(&changes).await;
+            for c in changes {
+                let _ = self.changes.send(c);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Applies batches until `projection` has nothing more it can read now.
+    pub async fn catch_up(&self, projection: Projection) -> Result<LogPoint, ReadError> {
+        loop {
+            let out = self.run_batch(projection).await?;
+            if out.applied == 0 {
+                return Ok(out.checkpoint);
+            }
+        }
+    }
+
+    /// Catches every projection up to the head of the log as it is now (waiting for
+    /// transactions still in flight), for the CLI and tests.
+    pub async fn catch_up_all(&self) -> Result<(), ReadError> {
+        let target = {
+            let mut conn = self.pool.get().await?;
+            event_log::head(&mut conn).await?
+        };
+        for p in Projection::ALL {
+            loop {
+                let reached = self.catch_up(p).await?;
+                if reached >= target {
+                    break;
+                }
+                tokio::time::sleep(self.settings.horizon_retry).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the listener and one runner per projection; they stop when `shutdown`
+    /// turns true.
+    pub fn spawn(&self, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+        let (wake_tx, wake_rx) = watch::channel(0u64);
+        let mut handles = vec![tokio::spawn(listen(
+            self.database_url.clone(),
+            wake_tx,
+            shutdown.clone(),
+        ))];
+        for p in Projection::ALL {
+            let this = self.clone();
+            let wake = wake_rx.clone();
+            let stop = shutdown.clone();
+            handles.push(tokio::spawn(async move { this.run(p, wake, stop).await }));
+        }
+        handles
+    }
+
+    async fn run(
+        &self,
+        projection: Projection,
+        mut wake: watch::Receiver<u64>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut failures: u32 = 0;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            wake.borrow_and_update();
+            let idle = match self.run_batch(projection).await {
+                Ok(out) if out.applied > 0 => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(out) => {
+                    failures = 0;
+                    match self.waiting_behind_horizon(out.checkpoint).await {
+                        Ok(true) => self.settings.horizon_retry,
+                        _ => self.settings.poll_interval,
+                    }
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let backoff = Duration::from_millis(100u64 << failures.min(6));
+                    tracing::warn!(projection = projection.name(), error = %e, ?backoff, "projection batch failed");
+                    backoff
+                }
+            };
+            tokio::select! {
+                _ = wake.changed() => {}
+                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep(idle) => {}
+            }
+        }
+    }
+
+    /// True when committed events exist past `checkpoint` that the horizon still hides
+    /// (an older transaction is in flight): worth looking again very soon.
+    async fn waiting_behind_horizon(&self, checkpoint: LogPoint) -> Result<bool, ReadError> {
+        let mut conn = self.pool.get().await?;
+        let exists: bool = diesel::select(diesel::dsl::exists(
+            events::table.filter(
+                events::tx_id.gt(checkpoint.tx_id).or(events::tx_id
+                    .eq(checkpoint.tx_id)
+                    .and(events::position.gt(checkpoint.position))),
+            ),
+        ))
+        .get_result(&mut conn)
+        .await?;
+        Ok(exists)
+    }
+}
+
+async fn apply_batch(
+    conn: &mut AsyncPgConnection,
+    projection: Projection,
+    limit: i64,
+) -> Result<(BatchOutcome, Vec<Change>), ReadError> {
+    // One applier per projection at a time, across every process: a transaction-scoped
+    // advisory lock (taken before any write, so it does not hold back the horizon).
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('till.projection.' || $1))")
+        .bind::<Text, _>(projection.name())
+        .execute(conn)
+        .await?;
+    let current: Option<(i64, i64)> = projection_checkpoints::table
+        .find(projection.name())
+        .select((projection_checkpoints::tx_id, projection_checkpoints::position))
+        .first(conn)
+        .await
+        .optional()?;
+    let from = current
+        .map(|(tx_id, position)| LogPoint { tx_id, position })
+        .unwrap_or_default();
+    let batch = event_log::read_after(conn, from, limit).await?;
+    let mut changes = Vec::new();
+    for event in &batch {
+        projection.apply(conn, event, &mut changes).await?;
+    }
+    let checkpoint = batch
+        .last()
+        .map(|e| LogPoint {
+            tx_id: e.tx_id,
+            position: e.position,
+        })
+        .unwrap_or(from);
+    if !batch.is_empty() {
+        diesel::insert_into(projection_checkpoints::table)
+            .values((
+                projection_checkpoints::projection.eq(projection.name()),
+                projection_checkpoints::tx_id.eq(checkpoint.tx_id),
+                projection_checkpoints::position.eq(checkpoint.position),
+                projection_checkpoints::updated_at.eq(diesel::dsl::now),
+            ))
+            .on_conflict(projection_checkpoints::projection)
+            .do_update()
+            .set((
+                projection_checkpoints::tx_id.eq(checkpoint.tx_id),
+                projection_checkpoints::position.eq(checkpoint.position),
+                projection_checkpoints::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    changes.dedup();
+    Ok((
+        BatchOutcome {
+            applied: batch.len(),
+            checkpoint,
+        },
+        changes,
+    ))
+}
+
+/// Holds a LISTEN connection and bumps `wake` on every notification; reconnects with
+/// backoff when the database goes away, and wakes the runners after reconnecting so
+/// nothing sent meanwhile is missed.
+async fn listen(url: String, wake: watch::Sender<u64>, mut shutdown: watch::Receiver<bool>) {
+    let mut failures: u32 = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match AsyncPgConnection::establish(&url).await {
+            Ok(mut conn) => {
+                let listening = diesel::sql_query(format!("LISTEN {EVENTS_CHANNEL}"))
+                    .execute(&mut conn)
+                    .await;
+                if let Err(e) = listening {
+                    tracing::warn!(error = %e, "LISTEN failed");
+                } else {
+                    failures = 0;
+                    wake.send_modify(|n| *n += 1);
+                    let mut stream = std::pin::pin!(conn.notifications_stream());
+                    loop {
+                        tokio::select! {
+                            n = stream.next() => match n {
+                                Some(Ok(_)) => wake.send_modify(|n| *n += 1),
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "notification stream failed");
+                                    break;
+                                }
+                                None => break,
+                            },
+                            _ = shutdown.changed() => return,
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot open the LISTEN connection"),
+        }
+        failures = failures.saturating_add(1);
+        let backoff = Duration::from_millis(100u64 << failures.min(6));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Catalog reads: products (by id, by SKU, filtered and sorted pages) and categories.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::PgArrayExpressionMethods;
+use diesel_async::RunQueryDsl;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{like_escape, Page, ReadModels};
+use crate::error::ReadError;
+use crate::schema::{rm_categories, rm_product_view as pv};
+use crate::views::{CategoryRow, CategoryView, ProductRow, ProductView};
+
+/// Orderings of `products`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ProductSort {
+    /// Cheapest first.
+    Price,
+    /// A to Z.
+    Name,
+    /// Newest first.
+    #[default]
+    Newest,
+    /// Most units sold first.
+    Popular,
+}
+
+/// Filters of `products`; all given filters must match.
+#[derive(Debug, Clone, Default)]
+pub struct ProductFilter {
+    /// In this category or any below it.
+    pub category: Option<Uuid>,
+    /// Name contains this text (case-insensitive).
+    pub search: Option<String>,
+    /// Price at least this, minor units.
+    pub price_min: Option<i64>,
+    /// Price at most this, minor units.
+    pub price_max: Option<i64>,
+    /// Only products with available stock.
+    pub in_stock: bool,
+    /// Only these statuses (the API restricts non-staff to ACTIVE).
+    pub statuses: Vec<String>,
+}
+
+/// Position after a product in one ordering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductCursor {
+    /// The ordering the cursor belongs to.
+    pub sort: ProductSort,
+    /// Sort key of the product (price, popularity or created_at micros as numbers).
+    pub n: Option<i64>,
+    /// Sort key when it is text (name).
+    pub s: Option<String>,
+    /// The product id (tie-breaker).
+    pub id: Uuid,
+}
+
+impl ProductCursor {
+    fn after(view: &ProductView, sort: ProductSort) -> Self {
+        let (n, s) = match sort {
+            ProductSort::Price => (Some(view.price_minor), None),
+            ProductSort::Name => (None, Some(view.name.clone())),
+            ProductSort::Newest => (Some(view.created_at.timestamp_micros()), None),
+            ProductSort::Popular => (Some(view.popularity), None),
+        };
+        Self {
+            sort,
+            n,
+            s,
+            id: view.id,
+        }
+    }
+}
+
+impl ReadModels {
+    /// One product by id, from the cache when it is there.
+    pub async fn product(&self, id: Uuid) -> Result<Option<Arc<ProductView>>, ReadError> {
+        if let Some(hit) = self.cache.products.get(&id).await {
+            self.cache.hit();
+            return Ok(Some(hit));
+        }
+        self.cache.miss();
+        let epoch = self.cache.epoch();
+        let mut conn = self.pool.get().await?;
+        let row: Option<ProductRow> = pv::table
+            .find(id)
+            .select(ProductRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?;
+        match row {
+            Some(row) => {
+                let view = Arc::new(ProductView::try_from(row)?);
+                self.cache.put_product(epoch, view.clone()).await;
+                Ok(Some(view))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// One product by SKU.
+    pub async fn product_by_sku(&self, sku: &str) -> Result<Option<Arc<ProductView>>, ReadError> {
+        let mut conn = self.pool.get().await?;
+        let id: Option<Uuid> = pv::table
+            .filter(pv::sku.eq(sku))
+            .select(pv::id)
+            .first(&mut conn)
+            .await
+            .optional()?;
+        drop(conn);
+        match id {
+            Some(id) => self.product(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Several products by id in one query (for batched lookups), cache first.
+    pub async fn products_by_ids(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, Arc<ProductView>>, ReadError> {
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in ids {
+            match self.cache.products.get(id).await {
+                Some(v) => {
+                    self.cache.hit();
+                    found.insert(*id, v);
+                }
+                None => missing.push(*id),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let epoch = self.cache.epoch();
+        let mut conn = self.pool.get().await?;
+        let rows: Vec<ProductRow> = pv::table
+            .filter(pv::id.eq_any(&missing))
+            .select(ProductRow::as_select())
+            .load(&mut conn)
+            .await?;
+        for row in rows {
+            self.cache.miss();
+            let view = Arc::new(ProductView::try_from(row)?);
+            self.cache.put_product(epoch, view.clone()).await;
+            found.insert(view.id, view);
+        }
+        Ok(found)
+    }
+
+    /// A keyset page of products.
+    pub async fn products(
+        &self,
+        filter: &ProductFilter,
+        sort: ProductSort,
+        after: Option<&ProductCursor>,
+        first: i64,
+    ) -> Result<Page<ProductView, ProductCursor>, ReadError> {
+        let mut q = pv::table.into_boxed();
+        if let Some(c) = filter.category {
+            q = q.filter(pv::category_ids.contains(vec![c]));
+        }
+        if let Some(term) = filter.search.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            q = q.filter(pv::name.ilike(like_escape(term)));
+        }
+        if let Some(min) = filter.price_min {
+            q = q.filter(pv::price_minor.ge(min));
+        }
+        if let Some(max) = filter.price_max {
+            q = q.filter(pv::price_minor.le(max));
+        }
+        if filter.in_stock {
+            q = q.filter(pv::available.gt(0));
+        }
+        if !filter.statuses.is_empty() {
+            q = q.filter(pv::status.eq_any(filter.statuses.clone()));
+        }
+        if let Some(c) = after {
+            if c.sort != sort {
+                return Err(ReadError::BadInput(
+                    "the cursor belongs to another sort order".into(),
+                ));
+            }
+            let bad = || ReadError::BadInput("the cursor is malformed".into());
+            q = match sort {
+                ProductSort::Price => {
+                    let v = c.n.ok_or_else(bad)?;
+                    q.filter(pv::price_minor.gt(v).or(pv::price_minor.eq(v).and(pv::id.gt(c.id))))
+                }
+                ProductSort::Name => {
+                    let v = c.s.clone().ok_or_else(bad)?;
+                    q.filter(pv::name.gt(v.clone()).or(pv::name.eq(v).and(pv::id.gt(c.id))))
+                }
+                ProductSort::Newest => {
+                    let v = c.n.and_then(DateTime::<Utc>::from_timestamp_micros).ok_or_else(bad)?;
+                    q.filter(pv::created_at.lt(v).or(pv::created_at.eq(v).and(pv::id.lt(c.id))))
+                }
+                ProductSort::Popular => {
+                    let v = c.n.ok_or_else(bad)?;
+                    q.filter(pv::popularity.lt(v).or(pv::popularity.eq(v).and(pv::id.lt(c.id))))
+                }
+            };
+        }
+        q = match sort {
+            ProductSort::Price => q.order((pv::price_minor.asc(), pv::id.asc())),
+            ProductSort::Name => q.order((pv::name.asc(), pv::id.asc())),
+            ProductSort::Newest => q.order((pv::created_at.desc(), pv::id.desc())),
+            ProductSort::Popular => q.order((pv::popularity.desc(), pv::id.desc())),
+        };
+        let mut conn = self.pool.get().await?;
+        let rows: Vec<ProductRow> = q
+            .limit(first + 1)
+            .select(ProductRow::as_select())
+            .load(&mut conn)
+            .await?;
+        let has_next_page = rows.len() as i64 > first;
+        let items = rows
+            .into_iter()
+            .take(first as usize)
+            .map(|r| {
+                let v = ProductView::try_from(r)?;
+                Ok((ProductCursor::after(&v, sort), v))
+            })
+            .collect::<Result<Vec<_>, ReadError>>()?;
+        Ok(Page {
+            items,
+            has_next_page,
+            has_previous_page: after.is_some(),
+        })
+    }
+
+    /// The whole category tree (small; cached until a category changes).
+    pub async fn categories(&self) -> Result<Arc<Vec<CategoryView>>, ReadError> {
+        if let Some(hit) = self.cache.categories.get(&()).await {
+            self.cache.hit();
+            return Ok(hit);
+        }
+        self.cache.miss();
+        let epoch = self.cache.epoch();
+        let mut conn = self.pool.get().await?;
+        let rows: Vec<CategoryRow> = rm_categories::table
+            .order(rm_categories::slug.asc())
+            .limit(10_000)
+            .select(CategoryRow::as_select())
+            .load(&mut conn)
+            .await?;
+        let list = Arc::new(
+            rows.into_iter()
+                .map(CategoryView::try_from)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        self.cache.put_categories(epoch, list.clone()).await;
+        Ok(list)
+    }
+
+    /// One category by id.
+    pub async fn category(&self, id: Uuid) -> Result<Option<CategoryView>, ReadError> {
+        Ok(self.categories().await?.iter().find(|c| c.id == id).cloned())
+    }
+}

@@ -1,0 +1,128 @@
+//! Order reads: by id (cached), and newest-first pages for one customer or for staff.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Page, ReadModels};
+use crate::error::ReadError;
+use crate::schema::{rm_customer_summary, rm_order_view as ov};
+use crate::views::{CustomerSummary, OrderRow, OrderView};
+
+/// Filters of order lists.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    /// Only this customer's orders.
+    pub customer: Option<Uuid>,
+    /// Only orders in this status.
+    pub status: Option<String>,
+    /// Placed at or after.
+    pub placed_from: Option<DateTime<Utc>>,
+    /// Placed before.
+    pub placed_to: Option<DateTime<Utc>>,
+}
+
+/// Position after an order in newest-first order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCursor {
+    /// placed_at in microseconds.
+    pub t: i64,
+    /// The order id (tie-breaker).
+    pub id: Uuid,
+}
+
+impl ReadModels {
+    /// One order by id, from the cache when it is there.
+    pub async fn order(&self, id: Uuid) -> Result<Option<Arc<OrderView>>, ReadError> {
+        if let Some(hit) = self.cache.orders.get(&id).await {
+            self.cache.hit();
+            return Ok(Some(hit));
+        }
+        self.cache.miss();
+        let epoch = self.cache.epoch();
+        let mut conn = self.pool.get().await?;
+        let row: Option<OrderRow> = ov::table
+            .find(id)
+            .select(OrderRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?;
+        match row {
+            Some(row) => {
+                let view = Arc::new(OrderView::try_from(row)?);
+                self.cache.put_order(epoch, view.clone()).await;
+                Ok(Some(view))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A newest-first keyset page of orders.
+    pub async fn orders(
+        &self,
+        filter: &OrderFilter,
+        after: Option<&OrderCursor>,
+        first: i64,
+    ) -> Result<Page<OrderView, OrderCursor>, ReadError> {
+        let mut q = ov::table.into_boxed();
+        if let Some(c) = filter.customer {
+            q = q.filter(ov::customer_id.eq(c));
+        }
+        if let Some(s) = &filter.status {
+            q = q.filter(ov::status.eq(s.clone()));
+        }
+        if let Some(from) = filter.placed_from {
+            q = q.filter(ov::placed_at.ge(from));
+        }
+        if let Some(to) = filter.placed_to {
+            q = q.filter(ov::placed_at.lt(to));
+        }
+        if let Some(c) = after {
+            let t = DateTime::<Utc>::from_timestamp_micros(c.t)
+                .ok_or_else(|| ReadError::BadInput("the cursor is malformed".into()))?;
+            q = q.filter(ov::placed_at.lt(t).or(ov::placed_at.eq(t).and(ov::id.lt(c.id))));
+        }
+        let mut conn = self.pool.get().await?;
+        let rows: Vec<OrderRow> = q
+            .order((ov::placed_at.desc(), ov::id.desc()))
+            .limit(first + 1)
+            .select(OrderRow::as_select())
+            .load(&mut conn)
+            .await?;
+        let has_next_page = rows.len() as i64 > first;
+        let items = rows
+            .into_iter()
+            .take(first as usize)
+            .map(|r| {
+                let v = OrderView::try_from(r)?;
+                Ok((
+                    OrderCursor {
+                        t: v.placed_at.timestamp_micros(),
+                        id: v.id,
+                    },
+                    v,
+                ))
+            })
+            .collect::<Result<Vec<_>, ReadError>>()?;
+        Ok(Page {
+            items,
+            has_next_page,
+            has_previous_page: after.is_some(),
+        })
+    }
+
+    /// A customer's summary.
+    pub async fn customer_summary(&self, id: Uuid) -> Result<Option<CustomerSummary>, ReadError> {
+        let mut conn = self.pool.get().await?;
+        Ok(rm_customer_summary::table
+            .find(id)
+            .select(CustomerSummary::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?)
+    }
+}

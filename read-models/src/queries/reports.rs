@@ -1,0 +1,96 @@
+//! Back-office reports and projection status.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use till_domain::event_log;
+use till_domain::schema::projection_checkpoints as pc;
+
+use super::ReadModels;
+use crate::error::ReadError;
+use crate::projections::Projection;
+use crate::schema::{rm_product_sales, rm_sales_daily};
+use crate::views::{DailySales, ProductSales};
+
+/// Where one projection stands.
+#[derive(Debug, Clone)]
+pub struct ProjectionStatus {
+    /// Its name.
+    pub name: &'static str,
+    /// Last applied log position.
+    pub position: i64,
+    /// Last applied transaction id.
+    pub tx_id: i64,
+    /// Events appended after its checkpoint (by position).
+    pub lag_events: i64,
+    /// When it last committed a batch.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl ReadModels {
+    /// Sales per day in `[from, to]` (UTC days), oldest first; days without sales are
+    /// omitted.
+    pub async fn sales_report(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<DailySales>, ReadError> {
+        if to < from {
+            return Err(ReadError::BadInput("`to` is before `from`".into()));
+        }
+        if (to - from).num_days() > 3660 {
+            return Err(ReadError::BadInput("a report spans at most 10 years".into()));
+        }
+        let mut conn = self.pool.get().await?;
+        Ok(rm_sales_daily::table
+            .filter(rm_sales_daily::day.between(from, to))
+            .order(rm_sales_daily::day.asc())
+            .select(DailySales::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
+    /// Best-selling products by units.
+    pub async fn top_products(&self, limit: i64) -> Result<Vec<ProductSales>, ReadError> {
+        let mut conn = self.pool.get().await?;
+        Ok(rm_product_sales::table
+            .filter(rm_product_sales::units.gt(0))
+            .order((rm_product_sales::units.desc(), rm_product_sales::product_id.asc()))
+            .limit(limit)
+            .select(ProductSales::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
+    /// Checkpoint and lag of every projection.
+    pub async fn projection_status(&self) -> Result<Vec<ProjectionStatus>, ReadError> {
+        let mut conn = self.pool.get().await?;
+        let rows: Vec<(String, i64, i64, DateTime<Utc>)> = pc::table
+            .select((pc::projection, pc::tx_id, pc::position, pc::updated_at))
+            .load(&mut conn)
+            .await?;
+        let mut out = Vec::with_capacity(Projection::ALL.len());
+        for p in Projection::ALL {
+            let row = rows.iter().find(|r| r.0 == p.name());
+            let (tx_id, position, updated_at) =
+                row.map(|r| (r.1, r.2, Some(r.3))).unwrap_or((0, 0, None));
+            let lag_events = event_log::count_after(
+                &mut conn,
+                event_log::LogPoint { tx_id, position },
+                LAG_COUNT_CAP,
+            )
+            .await?;
+            out.push(ProjectionStatus {
+                name: p.name(),
+                position,
+                tx_id,
+                lag_events,
+                updated_at,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Lag counts stop at this many events (the exact figure no longer matters then).
+const LAG_COUNT_CAP: i64 = 1_000_000;

@@ -1,0 +1,349 @@
+//! Projection tests against a real PostgreSQL: gap safety under out-of-order commits,
+//! exactly-once application with two projectors racing, and views that agree with the
+//! write model.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use rand::Rng;
+use till_domain::commands::{
+    CommandContext, Commands, NewCategory, NewCustomer, NewProduct, OrderLineInput,
+};
+use till_domain::db::testing::TestDb;
+use till_domain::event_log::{self, EventMeta};
+use till_domain::events::{DomainEvent, OrderLineFact};
+use till_domain::schema::inventory;
+use till_domain::types::*;
+use till_read_models::schema::{rm_customer_summary, rm_order_view, rm_product_sales, rm_sales_daily};
+use diesel::sql_types::BigInt;
+use till_read_models::{CacheSettings, Projection, Progress, Projector, ProjectorSettings, ReadCache, ReadModels};
+use uuid::Uuid;
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+struct Side {
+    projector: Projector,
+    reads: ReadModels,
+}
+
+fn read_side(db: &TestDb) -> Side {
+    let cache = ReadCache::new(CacheSettings::default());
+    let progress = Arc::new(Progress::new());
+    let projector = Projector::new(
+        db.pool.clone(),
+        db.url.clone(),
+        cache.clone(),
+        progress.clone(),
+        ProjectorSettings {
+            batch_size: 7,
+            ..ProjectorSettings::default()
+        },
+    );
+    let reads = ReadModels::new(db.pool.clone(), cache, progress);
+    Side { projector, reads }
+}
+
+async fn wait_caught_up(db: &TestDb, reads: &ReadModels, head: event_log::LogPoint) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut conn = ok(db.pool.get().await);
+        ok(reads.progress().refresh(&mut conn).await);
+        if Projection::ALL.iter().all(|p| reads.progress().current(*p) >= head) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "projections did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn fake_order(customer: Uuid, total: i64, day_offset: i64) -> DomainEvent {
+    let placed_at = chrono::Utc::now() - chrono::Duration::days(day_offset);
+    DomainEvent::OrderPlaced {
+        order_id: Uuid::now_v7(),
+        customer_id: customer,
+        customer_email: "x@example.com".into(),
+        customer_name: "X".into(),
+        lines: vec![OrderLineFact {
+            product_id: Uuid::nil(),
+            sku: "GAP".into(),
+            name: "Gap".into(),
+            quantity: 1,
+            unit_price_minor: total,
+        }],
+        total_minor: total,
+        currency: "EUR".into(),
+        placed_at,
+        version: 1,
+    }
+}
+
+/// Writers hold their transactions open for random times after appending, so lower
+/// positions routinely commit after higher ones are visible. Two projectors run the
+/// whole time. Every committed event must be reflected exactly once; rolled-back ones
+/// never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn out_of_order_commits_are_never_skipped_nor_applied_twice() {
+    let db = TestDb::with_pool_size(60).await;
+    let a = read_side(&db);
+    let b = read_side(&db);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut handles = a.projector.spawn(stop_rx.clone());
+    handles.extend(b.projector.spawn(stop_rx));
+
+    let customer = Uuid::now_v7();
+    let writers: Vec<_> = (0..24)
+        .map(|w| {
+            let url = db.url.clone();
+            tokio::spawn(async move {
+                let mut conn = ok(diesel_async::AsyncPgConnection::establish(&url).await);
+                let mut committed = (0i64, 0i64);
+                for i in 0..12 {
+                    let (total, delay, day, rollback) = {
+                        let mut rng = rand::thread_rng();
+                        (
+                            rng.gen_range(1..10_000i64),
+                            rng.gen_range(0..40u64),
+                            rng.gen_range(0..3i64),
+                            rng.gen_bool(0.1),
+                        )
+                    };
+                    let meta = EventMeta::system("gap-test");
+                    let event = fake_order(customer, total, day);
+                    let result: Result<(), till_domain::DomainError> = conn
+                        .transaction(async |conn| {
+                            event_log::append(conn, &meta, &[event]).await?;
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                            if rollback {
+                                return Err(till_domain::DomainError::Conflict(format!(
+                                    "writer {w} rolls back {i}"
+                                )));
+                            }
+                            Ok(())
+                        })
+                        .await;
+                    if result.is_ok() {
+                        committed.0 += 1;
+                        committed.1 += total;
+                    }
+                }
+                committed
+            })
+        })
+        .collect();
+    let mut expected_count = 0;
+    let mut expected_sum = 0;
+    for w in writers {
+        let (n, sum) = ok(w.await);
+        expected_count += n;
+        expected_sum += sum;
+    }
+
+    let head = {
+        let mut conn = ok(db.pool.get().await);
+        ok(event_log::head(&mut conn).await)
+    };
+    // Either projector may have applied any batch; watch the database's checkpoints.
+    wait_caught_up(&db, &a.reads, head).await;
+    let _ = stop_tx.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+
+    let mut conn = ok(db.pool.get().await);
+    let orders: i64 = ok(rm_order_view::table.count().get_result(&mut conn).await);
+    let (daily_orders, daily_revenue): (i64, i64) = ok(rm_sales_daily::table
+        .select((
+            diesel::dsl::sql::<BigInt>("coalesce(sum(orders_count), 0)::bigint"),
+            diesel::dsl::sql::<BigInt>("coalesce(sum(revenue_minor), 0)::bigint"),
+        ))
+        .first(&mut conn)
+        .await);
+    let (count, spend): (i64, i64) = ok(rm_customer_summary::table
+        .find(customer)
+        .select((rm_customer_summary::orders_count, rm_customer_summary::lifetime_spend_minor))
+        .first(&mut conn)
+        .await);
+    let units: i64 = ok(rm_product_sales::table
+        .find(Uuid::nil())
+        .select(rm_product_sales::units)
+        .first(&mut conn)
+        .await);
+    assert!(expected_count > 200, "the test must commit plenty: {expected_count}");
+    assert_eq!(orders, expected_count, "order view rows");
+    assert_eq!(daily_orders, expected_count, "sales per day, orders");
+    assert_eq!(daily_revenue, expected_sum, "sales per day, revenue");
+    assert_eq!((count, spend), (expected_count, expected_sum), "customer summary");
+    assert_eq!(units, expected_count, "product sales");
+}
+
+
+struct Shop {
+    db: TestDb,
+    cmd: Commands,
+    side: Side,
+    staff: CommandContext,
+    eur: Currency,
+}
+
+impl Shop {
+    async fn new() -> Self {
+        let db = TestDb::new().await;
+        let cmd = Commands::new(db.pool.clone());
+        let side = read_side(&db);
+        Self {
+            db,
+            cmd,
+            side,
+            staff: CommandContext::system("test"),
+            eur: ok(Currency::parse("EUR")),
+        }
+    }
+
+    async fn product(&self, sku: &str, parent: Option<CategoryId>, price: i64, stock: i64) -> (CategoryId, ProductId) {
+        let cat = ok(self
+            .cmd
+            .create_category(
+                &self.staff,
+                NewCategory {
+                    slug: ok(Slug::parse(&format!("c-{}", sku.to_lowercase()))),
+                    name: ok(Name::parse("name", &format!("Cat {sku}"))),
+                    parent,
+                },
+            )
+            .await)
+        .value;
+        let id = ok(self
+            .cmd
+            .create_product(
+                &self.staff,
+                NewProduct {
+                    sku: ok(Sku::parse(sku)),
+                    name: ok(Name::parse("name", &format!("Widget {sku}"))),
+                    description: Description::default(),
+                    category: cat,
+                    price: ok(Money::price(price)),
+                    status: ProductStatus::Active,
+                    initial_stock: Some(ok(StockDelta::restock(stock))),
+                },
+            )
+            .await)
+        .value;
+        (cat, id)
+    }
+
+    async fn customer(&self, email: &str) -> CustomerId {
+        ok(self
+            .cmd
+            .create_customer(
+                &self.staff,
+                NewCustomer {
+                    email: ok(Email::parse(email)),
+                    name: ok(Name::parse("name", "Ann")),
+                    role: Role::Customer,
+                    password_hash: None,
+                },
+            )
+            .await)
+        .value
+    }
+}
+
+#[tokio::test]
+async fn views_follow_the_write_model_and_the_cache_is_invalidated() {
+    let s = Shop::new().await;
+    let (root, a) = s.product("VA-1", None, 500, 10).await;
+    let (_, b) = s.product("VB-1", Some(root), 200, 5).await;
+    let ann = s.customer("ann@example.com").await;
+    ok(s.side.projector.catch_up_all().await);
+
+    // Cached before the order.
+    let before = ok(s.side.reads.product(a.0).await).unwrap_or_else(|| panic!("no product"));
+    assert_eq!(before.available, 10);
+
+    let ctx = CommandContext::user(ann, Role::Customer);
+    let placed = ok(s
+        .cmd
+        .place_order(
+            &ctx,
+            ann,
+            vec![
+                OrderLineInput { product: a, quantity: ok(Quantity::parse(3)) },
+                OrderLineInput { product: b, quantity: ok(Quantity::parse(2)) },
+            ],
+            &s.eur,
+        )
+        .await);
+    let second = ok(s
+        .cmd
+        .place_order(
+            &ctx,
+            ann,
+            vec![OrderLineInput { product: a, quantity: ok(Quantity::parse(1)) }],
+            &s.eur,
+        )
+        .await);
+    ok(s.cmd.cancel_order(&ctx, second.value.id).await);
+    ok(s.side.projector.catch_up_all().await);
+
+    let after = ok(s.side.reads.product(a.0).await).unwrap_or_else(|| panic!("no product"));
+    assert_eq!((after.on_hand, after.reserved, after.available), (10, 3, 7), "cache invalidated");
+    assert_eq!(after.popularity, 3, "cancelled units do not count");
+    let bview = ok(s.side.reads.product(b.0).await).unwrap_or_else(|| panic!("no product"));
+    assert_eq!(
+        bview.category_path.iter().map(|c| c.slug.as_str()).collect::<Vec<_>>(),
+        vec!["c-va-1", "c-vb-1"]
+    );
+
+    // The product view agrees with the write model.
+    let mut conn = ok(s.db.pool.get().await);
+    let (on_hand, reserved): (i32, i32) = ok(inventory::table
+        .find(a.0)
+        .select((inventory::on_hand, inventory::reserved))
+        .first(&mut conn)
+        .await);
+    assert_eq!((on_hand, reserved), (after.on_hand, after.reserved));
+
+    let order = ok(s.side.reads.order(placed.value.id.0).await).unwrap_or_else(|| panic!("no order"));
+    assert_eq!(order.total_minor, 3 * 500 + 2 * 200);
+    assert_eq!(order.lines.len(), 2);
+    assert_eq!(order.lines[0].name, "Widget VA-1");
+    let cancelled = ok(s.side.reads.order(second.value.id.0).await).unwrap_or_else(|| panic!("no order"));
+    assert_eq!(
+        cancelled.status_history.iter().map(|h| h.status.as_str()).collect::<Vec<_>>(),
+        vec!["PENDING_PAYMENT", "CANCELLED"]
+    );
+
+    let summary = ok(s.side.reads.customer_summary(ann.0).await).unwrap_or_else(|| panic!("no summary"));
+    assert_eq!((summary.orders_count, summary.lifetime_spend_minor), (2, 1900));
+
+    let today = chrono::Utc::now().date_naive();
+    let report = ok(s.side.reads.sales_report(today, today).await);
+    assert_eq!(report.len(), 1);
+    assert_eq!((report[0].orders_count, report[0].units, report[0].revenue_minor), (1, 5, 1900));
+    let top = ok(s.side.reads.top_products(10).await);
+    assert_eq!(top.iter().map(|p| (p.sku.as_str(), p.units)).collect::<Vec<_>>(), vec![("VA-1", 3), ("VB-1", 2)]);
+
+    // Keyset pages: category filter includes sub-categories; pages do not overlap.
+    let filter = till_read_models::queries::ProductFilter {
+        category: Some(root.0),
+        ..Default::default()
+    };
+    let p1 = ok(s
+        .side
+        .reads
+        .products(&filter, till_read_models::queries::ProductSort::Price, None, 1)
+        .await);
+    assert!(p1.has_next_page);
+    assert_eq!(p1.items[0].1.sku, "VB-1");
+    let p2 = ok(s
+        .side
+        .reads
+        .products(&filter, till_read_models::queries::ProductSort::Price, Some(&p1.items[0].0), 1)
+        .await);
+    assert!(!p2.has_next_page);
+    assert_eq!(p2.items[0].1.sku, "VA-1");
+}
