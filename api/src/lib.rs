@@ -1,1 +1,12 @@
-//! placeholder
+//! The `till` application: HTTP host, GraphQL schema (thin resolvers), HTTP concerns,
+//! configuration and CLI. Business rules live in `till-domain`, projections in
+//! `till-read-models`.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod graphql;
+pub mod http;
+pub mod seed;
+pub mod telemetry;

@@ -9,7 +9,9 @@ pub mod db;
 pub mod error;
 pub mod event_log;
 pub mod events;
+pub mod lookups;
 pub mod schema;
+pub mod seed;
 pub mod types;
 
 pub use error::DomainError;

@@ -93,12 +93,14 @@ impl Projector {
         let (outcome, changes) = conn
             .transaction(async |conn| apply_batch(conn, projection, limit).await)
             .await?;
-        self.progress.advance(projection, outcome.checkpoint);
+        // Invalidate before publishing progress: a reader woken by the new checkpoint
+        // must not find a stale cache entry.
         if !changes.is_empty() {
             self.cache.invalidate(&changes).await;
-            for c in changes {
-                let _ = self.changes.send(c);
-            }
+        }
+        self.progress.advance(projection, outcome.checkpoint);
+        for c in changes {
+            let _ = self.changes.send(c);
         }
         Ok(outcome)
     }

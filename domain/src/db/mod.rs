@@ -91,3 +91,57 @@ pub fn migration_versions() -> Vec<String> {
         .map(|ms| ms.iter().map(|m| m.name().version().to_string()).collect())
         .unwrap_or_default()
 }
+
+diesel::table! {
+    __diesel_schema_migrations (version) {
+        version -> VarChar,
+    }
+}
+
+/// Readiness: the database answers and every embedded migration is applied. The error
+/// says which check failed, for operators.
+pub async fn check_ready(pool: &PgPool) -> Result<(), String> {
+    use diesel::QueryDsl as _;
+    let mut conn = pool.get().await.map_err(|e| format!("database: {e}"))?;
+    let applied: Vec<String> = __diesel_schema_migrations::table
+        .select(__diesel_schema_migrations::version)
+        .load(&mut *conn)
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    let missing: Vec<String> = migration_versions()
+        .into_iter()
+        .filter(|v| !applied.contains(v))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("migrations pending: {}", missing.join(", ")))
+    }
+}
+
+/// Creates database `name` through the maintenance URL `admin_url` unless it exists.
+pub async fn create_database_if_missing(admin_url: &str, name: &str) -> Result<(), DomainError> {
+    use diesel::{ExpressionMethods as _, QueryDsl as _};
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(DomainError::Internal(format!("unsafe database name {name:?}")));
+    }
+    let mut conn = AsyncPgConnection::establish(admin_url)
+        .await
+        .map_err(|e| DomainError::Unavailable(e.to_string()))?;
+    diesel::table! {
+        pg_database (datname) {
+            datname -> Text,
+        }
+    }
+    let exists: bool = diesel::select(diesel::dsl::exists(
+        pg_database::table.filter(pg_database::datname.eq(name)),
+    ))
+    .get_result(&mut conn)
+    .await?;
+    if !exists {
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await?;
+    }
+    Ok(())
+}

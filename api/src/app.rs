@@ -1,0 +1,316 @@
+//! Building and running the HTTP application: state built once at start-up and shared
+//! through app data, the projector in-process, graceful shutdown.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use thiserror::Error;
+use till_domain::commands::Commands;
+use till_domain::db::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
+use till_domain::db::PgPool;
+use till_domain::types::Currency;
+use till_domain::DomainError;
+use till_read_models::{CacheSettings, Progress, Projector, ProjectorSettings, ReadCache, ReadModels};
+use tokio::sync::watch;
+use tracing_actix_web::TracingLogger;
+
+use crate::auth::TokenService;
+use crate::config::{DbConfig, Mode, Secret, ServeConfig};
+use crate::graphql::{self, ApiState, Limits, TillSchema};
+
+/// Why the application could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The embedded PostgreSQL could not start.
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    /// Database trouble.
+    #[error("database: {0}")]
+    Database(#[from] DomainError),
+    /// Socket trouble.
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Shared by every HTTP worker.
+pub struct AppData {
+    /// The executable schema.
+    pub schema: TillSchema,
+    /// Resolver state.
+    pub api: Arc<ApiState>,
+    /// Token verification.
+    pub tokens: TokenService,
+    /// The pool (for readiness).
+    pub pool: PgPool,
+    /// Most operations per batch.
+    pub max_batch: usize,
+    /// The SDL served at `/schema.graphql`.
+    pub sdl: String,
+    shutting_down: AtomicBool,
+}
+
+impl AppData {
+    /// True once shutdown has begun (readiness reports unready).
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+/// Where the database is.
+pub struct Database {
+    /// Connection URL.
+    pub url: String,
+    /// The embedded cluster, when Till started one (stopped on drop).
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Uses `DATABASE_URL`, or starts the embedded PostgreSQL in dev mode.
+    pub async fn resolve(db: &DbConfig, mode: Mode) -> Result<Self, StartError> {
+        if let Some(url) = &db.database_url {
+            return Ok(Self {
+                url: url.expose().to_owned(),
+                embedded: None,
+            });
+        }
+        if mode == Mode::Production {
+            return Err(StartError::Config("DATABASE_URL is required in production mode".into()));
+        }
+        let opts = EmbeddedOptions {
+            data_dir: db.pg_data.clone(),
+            port: (db.pg_port != 0).then_some(db.pg_port),
+            ephemeral: false,
+            max_connections: 200,
+        };
+        tracing::info!(data = %opts.data_dir.display(), "starting the embedded PostgreSQL");
+        let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&opts))
+            .await
+            .map_err(|e| StartError::Config(format!("embedded PostgreSQL start-up panicked: {e}")))??;
+        let admin = pg.url("postgres");
+        till_domain::db::create_database_if_missing(&admin, "till").await?;
+        Ok(Self {
+            url: pg.url("till"),
+            embedded: Some(pg),
+        })
+    }
+}
+
+/// A built, listening application.
+pub struct Application {
+    server: actix_web::dev::Server,
+    port: u16,
+    data: Arc<AppData>,
+    stop_workers: watch::Sender<bool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    shutdown_timeout: Duration,
+    _database: Database,
+}
+
+/// Reads the HS256 secret: from config, or in dev from `.till/jwt-secret` (created
+/// with a random value on first use).
+pub fn jwt_secret(configured: Option<&Secret>, mode: Mode) -> Result<Secret, StartError> {
+    if let Some(s) = configured {
+        if s.expose().len() < 32 {
+            return Err(StartError::Config("TILL_JWT_SECRET must be at least 32 bytes".into()));
+        }
+        return Ok(s.clone());
+    }
+    if mode == Mode::Production {
+        return Err(StartError::Config("TILL_JWT_SECRET is required in production mode".into()));
+    }
+    let path = std::path::Path::new(".till/jwt-secret");
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        if existing.trim().len() >= 32 {
+            return Ok(Secret::new(existing.trim()));
+        }
+    }
+    let fresh: String = {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        (0..48).map(|_| format!("{:x}", rng.gen_range(0..16u8))).collect()
+    };
+    std::fs::create_dir_all(".till")?;
+    std::fs::write(path, &fresh)?;
+    Ok(Secret::new(fresh))
+}
+
+impl Application {
+    /// Connects, migrates (dev), seeds (dev), starts the projector and binds the port
+    /// (port 0 picks a free one, for tests).
+    pub async fn build(cfg: ServeConfig, database: Database) -> Result<Self, StartError> {
+        let currency = Currency::parse(&cfg.currency).map_err(|e| StartError::Config(e.to_string()))?;
+        let secret = jwt_secret(cfg.jwt_secret.as_ref(), cfg.mode)?;
+        if cfg.mode == Mode::Dev {
+            let applied = till_domain::db::migrate(&database.url).await?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "migrations applied");
+            }
+        }
+        let pool = till_domain::db::pool(&database.url, &cfg.db.pool_settings());
+        let cache = ReadCache::new(CacheSettings {
+            max_bytes: cfg.cache_max_bytes,
+        });
+        let progress = Arc::new(Progress::new());
+        if let Ok(mut conn) = pool.get().await {
+            if let Err(e) = progress.refresh(&mut conn).await {
+                tracing::warn!(error = %e, "could not read projection checkpoints");
+            }
+        }
+        let commands = Commands::new(pool.clone());
+        let reads = ReadModels::new(pool.clone(), cache.clone(), progress.clone());
+        let (stop_workers, stop_rx) = watch::channel(false);
+        let mut workers = Vec::new();
+        if cfg.projector {
+            let projector = Projector::new(
+                pool.clone(),
+                database.url.clone(),
+                cache,
+                progress.clone(),
+                ProjectorSettings::default(),
+            );
+            workers.extend(projector.spawn(stop_rx.clone()));
+        } else {
+            workers.push(tokio::spawn(follow_checkpoints(pool.clone(), progress.clone(), stop_rx)));
+        }
+        let api = Arc::new(ApiState {
+            commands: commands.clone(),
+            reads,
+            currency: currency.clone(),
+            consistency_wait: cfg.consistency_wait(),
+            max_page_size: cfg.max_page_size,
+        });
+        let schema = graphql::build(
+            Some(api.clone()),
+            Limits {
+                max_depth: cfg.max_depth,
+                max_complexity: cfg.max_complexity,
+                introspection: cfg.mode == Mode::Dev,
+            },
+        );
+        let data = Arc::new(AppData {
+            sdl: schema.sdl(),
+            schema,
+            api,
+            tokens: TokenService::new(&secret),
+            pool,
+            max_batch: cfg.max_batch,
+            shutting_down: AtomicBool::new(false),
+        });
+
+        if cfg.mode == Mode::Dev && cfg.seed_demo {
+            crate::seed::demo_if_empty(&commands).await?;
+        }
+
+        let listener = TcpListener::bind(cfg.listen)?;
+        let port = listener.local_addr()?.port();
+        let shared = web::Data::new(data.clone());
+        let max_body = cfg.max_body_bytes;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(shared.clone())
+                .app_data(web::PayloadConfig::new(max_body))
+                .wrap(TracingLogger::default())
+                .configure(crate::http::configure)
+        })
+        .disable_signals()
+        .shutdown_timeout(cfg.shutdown_timeout_s);
+        if cfg.http_workers > 0 {
+            server = server.workers(cfg.http_workers);
+        }
+        let server = server.listen(listener)?.run();
+        Ok(Self {
+            server,
+            port,
+            data,
+            stop_workers,
+            workers,
+            shutdown_timeout: Duration::from_secs(cfg.shutdown_timeout_s),
+            _database: database,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Shared state (tests use it to mint tokens).
+    pub fn data(&self) -> &Arc<AppData> {
+        &self.data
+    }
+
+    /// Serves until SIGINT/SIGTERM: readiness turns unready, in-flight requests drain,
+    /// the projector stops after its batch, then the embedded PostgreSQL (if any) stops.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let data = self.data.clone();
+        let stopper = tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: draining requests");
+            data.shutting_down.store(true, Ordering::Release);
+            handle.stop(true).await;
+        });
+        let result = self.server.await;
+        stopper.abort();
+        let _ = self.stop_workers.send(true);
+        for w in self.workers {
+            if tokio::time::timeout(self.shutdown_timeout, w).await.is_err() {
+                tracing::warn!("a background worker did not stop in time");
+            }
+        }
+        tracing::info!("stopped");
+        result
+    }
+
+    /// Serves in the background (tests); the returned handle stops it.
+    pub fn spawn(self) -> (u16, Arc<AppData>, tokio::task::JoinHandle<std::io::Result<()>>) {
+        let port = self.port;
+        let data = self.data.clone();
+        (port, data, tokio::spawn(self.run_until_stopped()))
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Without a local projector, follow the checkpoints another process writes, so
+/// consistency tokens still resolve.
+async fn follow_checkpoints(pool: PgPool, progress: Arc<Progress>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Ok(mut conn) = pool.get().await {
+            if let Err(e) = progress.refresh(&mut conn).await {
+                tracing::debug!(error = %e, "checkpoint refresh failed");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The command line: `till [serve]`, `worker`... (see `till --help`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use thiserror::Error;
+use till_domain::types::{CustomerId, Currency, Role};
+use till_read_models::{CacheSettings, Progress, Projector, ProjectorSettings, ReadCache, ReadModels};
+
+use crate::app::{jwt_secret, Application, Database, StartError};
+use crate::auth::TokenService;
+use crate::config::{DbConfig, Mode, Secret, ServeConfig};
+use crate::seed::{self, SeedSizes};
+
+/// Till: a headless-commerce GraphQL API.
+#[derive(Debug, Parser)]
+#[command(name = "till", version, about)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the GraphQL API (and run the projector).
+    Serve(ServeConfig),
+    /// Apply pending database migrations and exit.
+    Migrate {
+        /// Database settings.
+        #[command(flatten)]
+        db: DbConfig,
+    },
+    /// Insert a large data set (events included; the projector builds the views).
+    Seed {
+        /// Database settings.
+        #[command(flatten)]
+        db: DbConfig,
+        /// Categories to create.
+        #[arg(long, default_value_t = 50)]
+        categories: usize,
+        /// Products to create.
+        #[arg(long, default_value_t = 1000)]
+        products: usize,
+        /// Customers to create.
+        #[arg(long, default_value_t = 500)]
+        customers: usize,
+        /// Paid orders to create.
+        #[arg(long, default_value_t = 5000)]
+        orders: usize,
+        /// Store currency of the orders.
+        #[arg(long, env = "TILL_CURRENCY", default_value = "EUR")]
+        currency: String,
+        /// Do not wait for the projections to catch up.
+        #[arg(long)]
+        no_catch_up: bool,
+    },
+    /// Print the GraphQL schema (SDL, sorted).
+    Schema,
+    /// Mint a development access token.
+    Token {
+        /// Role of the token.
+        #[arg(long, value_enum, default_value_t = RoleArg::Staff)]
+        role: RoleArg,
+        /// Account id (`sub`); must be an existing account for commands that need one.
+        #[arg(long)]
+        sub: uuid::Uuid,
+        /// Lifetime in minutes.
+        #[arg(long, default_value_t = 60)]
+        ttl_minutes: u64,
+        /// HS256 secret (default: TILL_JWT_SECRET, else the dev secret in .till/).
+        #[arg(long, env = "TILL_JWT_SECRET")]
+        jwt_secret: Option<Secret>,
+    },
+    /// Inspect or drive the projections.
+    Projections {
+        /// Database settings.
+        #[command(flatten)]
+        db: DbConfig,
+        /// What to do.
+        #[arg(value_enum, default_value_t = ProjectionsAction::Status)]
+        action: ProjectionsAction,
+    },
+}
+
+/// Roles for `till token`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// CUSTOMER.
+    Customer,
+    /// STAFF.
+    Staff,
+    /// ADMIN.
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Customer => Role::Customer,
+            RoleArg::Staff => Role::Staff,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+/// `till projections` actions.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProjectionsAction {
+    /// Show each projection's checkpoint and lag.
+    Status,
+    /// Apply every pending event now and exit.
+    CatchUp,
+}
+
+/// A CLI failure.
+#[derive(Debug, Error)]
+pub enum CliError {
+    /// Start-up failed.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A command failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[derive(Debug, Parser)]
+struct ServeFromEnv {
+    #[command(flatten)]
+    cfg: ServeConfig,
+}
+
+/// Parses the command line and runs it.
+pub async fn run() -> Result<(), CliError> {
+    let cli = Cli::parse();
+    let command = match cli.command {
+        Some(c) => c,
+        None => Command::Serve(ServeFromEnv::parse_from(["till"]).cfg),
+    };
+    match command {
+        Command::Serve(cfg) => serve(cfg).await,
+        Command::Migrate { db } => {
+            let database = Database::resolve(&db, Mode::Dev).await?;
+            let applied = till_domain::db::migrate(&database.url).await.map_err(StartError::from)?;
+            if applied.is_empty() {
+                println!("migrations: nothing to apply");
+            } else {
+                println!("migrations applied: {}", applied.join(", "));
+            }
+            Ok(())
+        }
+        Command::Seed {
+            db,
+            categories,
+            products,
+            customers,
+            orders,
+            currency,
+            no_catch_up,
+        } => {
+            let currency = Currency::parse(&currency).map_err(|e| CliError::Failed(e.to_string()))?;
+            let database = Database::resolve(&db, Mode::Dev).await?;
+            till_domain::db::migrate(&database.url).await.map_err(StartError::from)?;
+            let pool = till_domain::db::pool(&database.url, &db.pool_settings());
+            let sizes = SeedSizes {
+                categories: categories.max(1),
+                products,
+                customers,
+                orders,
+            };
+            if orders > 0 && (products == 0 || customers == 0) {
+                return Err(CliError::Failed("orders need at least one product and one customer".into()));
+            }
+            let timings = seed::bulk(&pool, sizes, &currency)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            for (phase, rows, took) in &timings.phases {
+                println!("seeded {rows:>8} {phase:<10} in {:>7.2}s", took.as_secs_f64());
+            }
+            if !no_catch_up {
+                let started = Instant::now();
+                catch_up(&pool, &database.url).await?;
+                println!("projections caught up in {:.2}s", started.elapsed().as_secs_f64());
+            }
+            Ok(())
+        }
+        Command::Schema => {
+            print!("{}", crate::graphql::sdl());
+            Ok(())
+        }
+        Command::Token {
+            role,
+            sub,
+            ttl_minutes,
+            jwt_secret: secret,
+        } => {
+            let secret = jwt_secret(secret.as_ref(), Mode::Dev)?;
+            let token = TokenService::new(&secret)
+                .mint(CustomerId(sub), role.into(), Duration::from_secs(ttl_minutes * 60))
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Projections { db, action } => {
+            let database = Database::resolve(&db, Mode::Dev).await?;
+            let pool = till_domain::db::pool(&database.url, &db.pool_settings());
+            if matches!(action, ProjectionsAction::CatchUp) {
+                catch_up(&pool, &database.url).await?;
+            }
+            let reads = ReadModels::new(pool, ReadCache::new(CacheSettings::default()), Arc::new(Progress::new()));
+            let status = reads
+                .projection_status()
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            println!("{:<18} {:>10} {:>10}  updated", "projection", "position", "lag");
+            for s in status {
+                let updated = s.updated_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into());
+                println!("{:<18} {:>10} {:>10}  {updated}", s.name, s.position, s.lag_events);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn catch_up(pool: &till_domain::db::PgPool, url: &str) -> Result<(), CliError> {
+    let total = {
+        let reads = ReadModels::new(pool.clone(), ReadCache::new(CacheSettings::default()), Arc::new(Progress::new()));
+        reads
+            .projection_status()
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?
+            .iter()
+            .map(|s| s.lag_events)
+            .sum::<i64>()
+    };
+    let pb = indicatif::ProgressBar::new(total.max(0) as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix("projecting");
+    let projector = Projector::new(
+        pool.clone(),
+        url.to_owned(),
+        ReadCache::new(CacheSettings::default()),
+        Arc::new(Progress::new()),
+        ProjectorSettings {
+            batch_size: 2000,
+            ..ProjectorSettings::default()
+        },
+    );
+    for p in till_read_models::Projection::ALL {
+        loop {
+            let out = projector
+                .run_batch(p)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            pb.inc(out.applied as u64);
+            if out.applied == 0 {
+                break;
+            }
+        }
+    }
+    projector
+        .catch_up_all()
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    pb.finish();
+    Ok(())
+}
+
+async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
+    let mode = cfg.mode;
+    let database = Database::resolve(&cfg.db, mode).await?;
+    let embedded = database.embedded.is_some();
+    let secret = jwt_secret(cfg.jwt_secret.as_ref(), mode)?;
+    let app = Application::build(cfg.clone(), database).await?;
+    let base = format!("http://{}:{}", cfg.listen.ip(), app.port());
+    println!();
+    println!("  Till is running{}", if embedded { " (embedded PostgreSQL)" } else { "" });
+    println!("  GraphiQL:  {base}/graphiql");
+    println!("  GraphQL:   {base}/graphql");
+    if mode == Mode::Dev {
+        let tokens = TokenService::new(&secret);
+        let pool = &app.data().pool;
+        for (email, label) in [
+            (seed::DEMO_STAFF_EMAIL, "staff token"),
+            (seed::DEMO_SHOPPER_EMAIL, "shopper token"),
+        ] {
+            if let Ok(Some((id, role))) = till_domain::lookups::account_by_email(pool, email).await {
+                if let Ok(t) = tokens.mint(id, role, Duration::from_secs(24 * 3600)) {
+                    println!("  {label} ({email}, 24 h):");
+                    println!("    Authorization: Bearer {t}");
+                }
+            }
+        }
+    }
+    println!();
+    app.run_until_stopped()
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))
+}

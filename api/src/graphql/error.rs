@@ -1,0 +1,166 @@
+//! The one place where domain and read errors become GraphQL errors with a stable
+//! `extensions.code`. Internal causes are logged here and never sent to clients.
+
+use async_graphql::ErrorExtensions;
+use till_domain::DomainError;
+use till_read_models::ReadError;
+
+/// Stable error codes clients can switch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// No or invalid credentials.
+    Unauthenticated,
+    /// Authenticated, but not allowed.
+    Forbidden,
+    /// No such entity (or not yours).
+    NotFound,
+    /// Input broke a rule.
+    BadUserInput,
+    /// Not enough stock.
+    OutOfStock,
+    /// State or version conflict.
+    Conflict,
+    /// Dependency down or overloaded; retry later.
+    ServiceUnavailable,
+    /// A bug.
+    Internal,
+}
+
+impl Code {
+    /// The wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::Forbidden => "FORBIDDEN",
+            Code::NotFound => "NOT_FOUND",
+            Code::BadUserInput => "BAD_USER_INPUT",
+            Code::OutOfStock => "OUT_OF_STOCK",
+            Code::Conflict => "CONFLICT",
+            Code::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            Code::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// Builds a client-facing error with a code.
+pub fn coded(code: Code, message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code.as_str()))
+}
+
+/// Maps a domain error.
+pub fn domain(err: DomainError) -> async_graphql::Error {
+    match err {
+        DomainError::Validation { field, message } => {
+            coded(Code::BadUserInput, format!("{field}: {message}")).extend_with(|_, e| e.set("field", field))
+        }
+        DomainError::NotFound { entity, id } => coded(Code::NotFound, format!("{entity} {id} was not found")),
+        DomainError::Conflict(m) | DomainError::InvalidState(m) => coded(Code::Conflict, m),
+        DomainError::OutOfStock {
+            product_id,
+            sku,
+            requested,
+            available,
+        } => coded(
+            Code::OutOfStock,
+            format!("product {sku} is out of stock: requested {requested}, available {available}"),
+        )
+        .extend_with(|_, e| {
+            e.set("productId", super::ids::encode(super::ids::Kind::Product, product_id));
+            e.set("sku", sku.clone());
+            e.set("requested", requested);
+            e.set("available", available);
+        }),
+        DomainError::Forbidden(m) => coded(Code::Forbidden, m),
+        DomainError::Unavailable(cause) | DomainError::Transient(cause) => {
+            tracing::warn!(%cause, "database unavailable");
+            unavailable()
+        }
+        DomainError::Internal(cause) => internal(&cause),
+    }
+}
+
+/// Maps a read-side error.
+pub fn read(err: ReadError) -> async_graphql::Error {
+    match err {
+        ReadError::BadInput(m) => coded(Code::BadUserInput, m),
+        ReadError::Unavailable(cause) => {
+            tracing::warn!(%cause, "database unavailable");
+            unavailable()
+        }
+        ReadError::NotCaughtUp(wait) => coded(
+            Code::ServiceUnavailable,
+            format!("the read models did not catch up within {} ms; retry shortly", wait.as_millis()),
+        ),
+        ReadError::Internal(cause) => internal(&cause),
+    }
+}
+
+fn unavailable() -> async_graphql::Error {
+    coded(
+        Code::ServiceUnavailable,
+        "the service is temporarily unavailable; retry shortly",
+    )
+}
+
+fn internal(cause: &str) -> async_graphql::Error {
+    tracing::error!(%cause, "internal error");
+    coded(Code::Internal, "internal error")
+}
+
+/// A required sign-in.
+pub fn unauthenticated() -> async_graphql::Error {
+    coded(Code::Unauthenticated, "sign in to do this")
+}
+
+/// A missing role.
+pub fn forbidden() -> async_graphql::Error {
+    coded(Code::Forbidden, "this needs a STAFF or ADMIN role")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(e: &async_graphql::Error) -> Option<String> {
+        let v = serde_json::to_value(e.extensions.as_ref()?.get("code")?).ok()?;
+        v.as_str().map(str::to_owned)
+    }
+
+    #[test]
+    fn every_domain_error_has_its_code_and_no_internals() {
+        let cases = [
+            (DomainError::Validation { field: "sku", message: "bad".into() }, "BAD_USER_INPUT"),
+            (DomainError::not_found("order", "x"), "NOT_FOUND"),
+            (DomainError::Conflict("c".into()), "CONFLICT"),
+            (DomainError::InvalidState("s".into()), "CONFLICT"),
+            (
+                DomainError::OutOfStock {
+                    product_id: uuid::Uuid::nil(),
+                    sku: "A".into(),
+                    requested: 2,
+                    available: 1,
+                },
+                "OUT_OF_STOCK",
+            ),
+            (DomainError::Forbidden("f".into()), "FORBIDDEN"),
+            (DomainError::Unavailable("connection refused 10.0.0.1".into()), "SERVICE_UNAVAILABLE"),
+            (DomainError::Transient("deadlock".into()), "SERVICE_UNAVAILABLE"),
+            (DomainError::Internal("syntax error at or near SELECT".into()), "INTERNAL"),
+        ];
+        for (err, want) in cases {
+            let e = domain(err);
+            assert_eq!(code_of(&e).as_deref(), Some(want));
+            assert!(!e.message.contains("SELECT") && !e.message.contains("10.0.0.1"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn read_errors_have_codes() {
+        assert_eq!(code_of(&read(ReadError::BadInput("x".into()))).as_deref(), Some("BAD_USER_INPUT"));
+        assert_eq!(code_of(&read(ReadError::Internal("x".into()))).as_deref(), Some("INTERNAL"));
+        assert_eq!(
+            code_of(&read(ReadError::NotCaughtUp(std::time::Duration::from_secs(1)))).as_deref(),
+            Some("SERVICE_UNAVAILABLE")
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! The GraphQL schema: thin resolvers that parse input into domain types, call a
+//! command or a read query, and map the result.
+
+pub mod error;
+pub mod ids;
+pub mod loaders;
+mod mutation;
+mod query;
+pub mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Context, EmptySubscription, Schema, SDLExportOptions};
+use till_domain::commands::{CommandContext, Commands};
+use till_domain::types::Currency;
+use till_read_models::ReadModels;
+use uuid::Uuid;
+
+pub use mutation::Mutation;
+pub use query::Query;
+
+use crate::auth::Principal;
+
+/// The schema type.
+pub type TillSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// What resolvers share: built once at start-up.
+pub struct ApiState {
+    /// The write side.
+    pub commands: Commands,
+    /// The read side.
+    pub reads: ReadModels,
+    /// Store currency.
+    pub currency: Currency,
+    /// Bound on waiting for the read models.
+    pub consistency_wait: Duration,
+    /// Largest page.
+    pub max_page_size: i64,
+}
+
+/// Per-request facts resolvers need.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// Who is calling.
+    pub principal: Principal,
+    /// Correlates logs and events of this request.
+    pub request_id: Uuid,
+}
+
+/// Limits applied to every operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deepest selection nesting.
+    pub max_depth: usize,
+    /// Highest static complexity.
+    pub max_complexity: usize,
+    /// Whether introspection is served.
+    pub introspection: bool,
+}
+
+/// Builds the schema around shared state.
+pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
+    let mut builder = Schema::build(Query, Mutation, EmptySubscription)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity);
+    if !limits.introspection {
+        builder = builder.disable_introspection();
+    }
+    if let Some(state) = state {
+        builder = builder.data(state);
+    }
+    builder.finish()
+}
+
+/// The SDL with types, fields, arguments and enum values sorted (the checked-in
+/// `schema.graphql`).
+pub fn sdl() -> String {
+    let schema = build(
+        None,
+        Limits {
+            max_depth: 64,
+            max_complexity: usize::MAX,
+            introspection: true,
+        },
+    );
+    schema.sdl_with_options(
+        SDLExportOptions::new()
+            .sorted_fields()
+            .sorted_arguments()
+            .sorted_enum_items(),
+    )
+}
+
+pub(crate) fn state<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Arc<ApiState>> {
+    ctx.data::<Arc<ApiState>>()
+}
+
+pub(crate) fn principal(ctx: &Context<'_>) -> async_graphql::Result<Principal> {
+    Ok(ctx
+        .data_opt::<RequestInfo>()
+        .map(|r| r.principal)
+        .unwrap_or(Principal::Anonymous))
+}
+
+/// The command context of a signed-in caller (UNAUTHENTICATED otherwise).
+pub(crate) fn command_context(ctx: &Context<'_>) -> async_graphql::Result<CommandContext> {
+    let info = ctx.data_opt::<RequestInfo>();
+    match info.map(|i| (i.principal, i.request_id)) {
+        Some((Principal::User { id, role }, request_id)) => {
+            let mut c = CommandContext::user(id, role);
+            c.correlation_id = request_id;
+            Ok(c)
+        }
+        _ => Err(error::unauthenticated()),
+    }
+}
+
+/// Guard for back-office fields.
+pub struct StaffGuard;
+
+impl async_graphql::Guard for StaffGuard {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        match principal(ctx)? {
+            Principal::Anonymous => Err(error::unauthenticated()),
+            p if p.is_staff() => Ok(()),
+            _ => Err(error::forbidden()),
+        }
+    }
+}
+
+/// Guard for fields that need any signed-in account.
+pub struct SignedInGuard;
+
+impl async_graphql::Guard for SignedInGuard {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        match principal(ctx)? {
+            Principal::Anonymous => Err(error::unauthenticated()),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Mutation root: each resolver parses its input into domain types, runs one command
+//! and returns a payload with a consistency token. The payload's entity is read from
+//! the read model once it has caught up with the command (bounded wait).
+
+use async_graphql::{Context, InputObject, Object, Result, ID};
+use till_domain::commands::{NewCategory, NewProduct, OrderLineInput, ProductPatch};
+use till_domain::event_log::LogPoint;
+use till_domain::types::{
+    CategoryId, CustomerId, Description, Money as DomainMoney, Name, OrderId, ProductId, Quantity, Sku, Slug,
+    StockDelta,
+};
+use uuid::Uuid;
+
+use super::error::{self, coded, Code};
+use super::ids::{self, Kind};
+use super::types::catalog::{Category, Product, ProductStatus};
+use super::types::order::Order;
+use super::{command_context, state, StaffGuard};
+
+/// Input of `createCategory`.
+#[derive(Debug, InputObject)]
+pub struct CreateCategoryInput {
+    /// URL-safe unique slug: lowercase words separated by dashes.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// Parent category (global id), if any.
+    pub parent_id: Option<ID>,
+}
+
+/// Input of `createProduct`.
+#[derive(Debug, InputObject)]
+pub struct CreateProductInput {
+    /// Unique SKU: 1-64 letters, digits, '.', '_' or '-'.
+    pub sku: String,
+    /// Display name.
+    pub name: String,
+    /// Long description (default empty).
+    pub description: Option<String>,
+    /// Category (global id).
+    pub category_id: ID,
+    /// Unit price in minor units.
+    pub price_minor: i64,
+    /// DRAFT or ACTIVE (default ACTIVE).
+    pub status: Option<ProductStatus>,
+    /// Units on hand at creation (default 0).
+    pub initial_stock: Option<i32>,
+}
+
+/// Input of `updateProduct`: omitted fields stay as they are.
+#[derive(Debug, InputObject)]
+pub struct UpdateProductInput {
+    /// The product (global id).
+    pub id: ID,
+    /// Fail with CONFLICT unless the product is still at this version.
+    pub expected_version: Option<i32>,
+    /// New name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New category (global id).
+    pub category_id: Option<ID>,
+    /// New unit price in minor units.
+    pub price_minor: Option<i64>,
+    /// New status (DRAFT or ACTIVE).
+    pub status: Option<ProductStatus>,
+}
+
+/// One line of `placeOrder`.
+#[derive(Debug, InputObject)]
+#[graphql(name = "OrderLineInput")]
+pub struct OrderLineInputGql {
+    /// The product (global id).
+    pub product_id: ID,
+    /// Units, 1 to 10000.
+    pub quantity: i32,
+}
+
+/// Input of `placeOrder`.
+#[derive(Debug, InputObject)]
+pub struct PlaceOrderInput {
+    /// 1 to 50 lines; repeated products are merged.
+    pub lines: Vec<OrderLineInputGql>,
+    /// Order on behalf of this customer (staff only; default: the caller).
+    pub customer_id: Option<ID>,
+}
+
+/// Result of a category mutation.
+pub struct CategoryPayload {
+    at: LogPoint,
+    id: Uuid,
+}
+
+/// Result of a category mutation.
+#[Object]
+impl CategoryPayload {
+    /// Send as `X-Consistency-Token` to read your own write.
+    async fn consistency_token(&self) -> String {
+        self.at.to_token()
+    }
+    /// The category after the change.
+    async fn category(&self, ctx: &Context<'_>) -> Result<Option<Category>> {
+        let st = state(ctx)?;
+        st.reads.progress().wait_for(self.at, st.consistency_wait).await.map_err(error::read)?;
+        Ok(st.reads.category(self.id).await.map_err(error::read)?.map(Category::from))
+    }
+}
+
+/// Result of a product or inventory mutation.
+pub struct ProductPayload {
+    at: LogPoint,
+    id: Uuid,
+}
+
+/// Result of a product or inventory mutation.
+#[Object]
+impl ProductPayload {
+    /// Send as `X-Consistency-Token` to read your own write.
+    async fn consistency_token(&self) -> String {
+        self.at.to_token()
+    }
+    /// The product after the change.
+    async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
+        let st = state(ctx)?;
+        st.reads.progress().wait_for(self.at, st.consistency_wait).await.map_err(error::read)?;
+        Ok(st.reads.product(self.id).await.map_err(error::read)?.map(Product))
+    }
+}
+
+/// Result of an order mutation.
+pub struct OrderPayload {
+    at: LogPoint,
+    id: Uuid,
+}
+
+/// Result of an order mutation.
+#[Object]
+impl OrderPayload {
+    /// Send as `X-Consistency-Token` to read your own write.
+    async fn consistency_token(&self) -> String {
+        self.at.to_token()
+    }
+    /// The order after the change.
+    async fn order(&self, ctx: &Context<'_>) -> Result<Option<Order>> {
+        let st = state(ctx)?;
+        st.reads.progress().wait_for(self.at, st.consistency_wait).await.map_err(error::read)?;
+        Ok(st.reads.order(self.id).await.map_err(error::read)?.map(Order))
+    }
+}
+
+fn parse<T>(r: std::result::Result<T, till_domain::DomainError>) -> Result<T> {
+    r.map_err(error::domain)
+}
+
+fn non_negative_stock(initial: Option<i32>) -> Result<Option<StockDelta>> {
+    match initial {
+        None | Some(0) => Ok(None),
+        Some(n) if n < 0 => Err(coded(Code::BadUserInput, "initialStock: must not be negative")),
+        Some(n) => parse(StockDelta::restock(i64::from(n))).map(Some),
+    }
+}
+
+/// Changes to the catalog, inventory and orders.
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Creates a category (back office).
+    #[graphql(guard = "StaffGuard")]
+    async fn create_category(&self, ctx: &Context<'_>, input: CreateCategoryInput) -> Result<CategoryPayload> {
+        let cmd = command_context(ctx)?;
+        let new = NewCategory {
+            slug: parse(Slug::parse(&input.slug))?,
+            name: parse(Name::parse("name", &input.name))?,
+            parent: input
+                .parent_id
+                .as_ref()
+                .map(|p| ids::decode(Kind::Category, p, "parentId").map(CategoryId))
+                .transpose()?,
+        };
+        let out = state(ctx)?.commands.create_category(&cmd, new).await.map_err(error::domain)?;
+        Ok(CategoryPayload {
+            at: out.at,
+            id: out.value.0,
+        })
+    }
+
+    /// Creates a product and its inventory (back office).
+    #[graphql(guard = "StaffGuard")]
+    async fn create_product(&self, ctx: &Context<'_>, input: CreateProductInput) -> Result<ProductPayload> {
+        let cmd = command_context(ctx)?;
+        let new = NewProduct {
+            sku: parse(Sku::parse(&input.sku))?,
+            name: parse(Name::parse("name", &input.name))?,
+            description: parse(Description::parse(input.description.as_deref().unwrap_or("")))?,
+            category: CategoryId(ids::decode(Kind::Category, &input.category_id, "categoryId")?),
+            price: parse(DomainMoney::price(input.price_minor))?,
+            status: input.status.unwrap_or(ProductStatus::Active).into(),
+            initial_stock: non_negative_stock(input.initial_stock)?,
+        };
+        let out = state(ctx)?.commands.create_product(&cmd, new).await.map_err(error::domain)?;
+        Ok(ProductPayload {
+            at: out.at,
+            id: out.value.0,
+        })
+    }
+
+    /// Changes a product's fields; pass `expectedVersion` for optimistic concurrency
+    /// (CONFLICT when someone changed it first). Back office.
+    #[graphql(guard = "StaffGuard")]
+    async fn update_product(&self, ctx: &Context<'_>, input: UpdateProductInput) -> Result<ProductPayload> {
+        let cmd = command_context(ctx)?;
+        let id = ProductId(ids::decode(Kind::Product, &input.id, "id")?);
+        let patch = ProductPatch {
+            name: input.name.as_deref().map(|n| Name::parse("name", n)).transpose().map_err(error::domain)?,
+            description: input
+                .description
+                .as_deref()
+                .map(Description::parse)
+                .transpose()
+                .map_err(error::domain)?,
+            category: input
+                .category_id
+                .as_ref()
+                .map(|c| ids::decode(Kind::Category, c, "categoryId").map(CategoryId))
+                .transpose()?,
+            price: input.price_minor.map(DomainMoney::price).transpose().map_err(error::domain)?,
+            status: input.status.map(Into::into),
+        };
+        let out = state(ctx)?
+            .commands
+            .update_product(&cmd, id, input.expected_version, patch)
+            .await
+            .map_err(error::domain)?;
+        Ok(ProductPayload {
+            at: out.at,
+            id: out.value.0,
+        })
+    }
+
+    /// Withdraws a product from sale (back office).
+    #[graphql(guard = "StaffGuard")]
+    async fn archive_product(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The product (global id).")] id: ID,
+        #[graphql(desc = "Fail with CONFLICT unless the product is still at this version.")]
+        expected_version: Option<i32>,
+    ) -> Result<ProductPayload> {
+        let cmd = command_context(ctx)?;
+        let pid = ProductId(ids::decode(Kind::Product, &id, "id")?);
+        let out = state(ctx)?
+            .commands
+            .archive_product(&cmd, pid, expected_version)
+            .await
+            .map_err(error::domain)?;
+        Ok(ProductPayload {
+            at: out.at,
+            id: out.value.0,
+        })
+    }
+
+    /// Adds arrived units to a product's stock (back office).
+    #[graphql(guard = "StaffGuard")]
+    async fn restock_product(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The product (global id).")] product_id: ID,
+        #[graphql(desc = "Units arrived, 1 to 1000000.")] quantity: i32,
+    ) -> Result<ProductPayload> {
+        let cmd = command_context(ctx)?;
+        let pid = ProductId(ids::decode(Kind::Product, &product_id, "productId")?);
+        let qty = parse(StockDelta::restock(i64::from(quantity)))?;
+        state(ctx)?.commands.restock(&cmd, pid, qty).await.map_err(error::domain).map(|out| ProductPayload {
+            at: out.at,
+            id: pid.0,
+        })
+    }
+
+    /// Corrects on-hand stock by a signed delta with a reason (back office). Refused
+    /// when it would leave fewer units on hand than are reserved.
+    #[graphql(guard = "StaffGuard")]
+    async fn adjust_inventory(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The product (global id).")] product_id: ID,
+        #[graphql(desc = "Signed change of on-hand units, non-zero.")] delta: i32,
+        #[graphql(desc = "Why (stock count, damage...), 1-200 characters.")] reason: String,
+    ) -> Result<ProductPayload> {
+        let cmd = command_context(ctx)?;
+        let pid = ProductId(ids::decode(Kind::Product, &product_id, "productId")?);
+        let delta = parse(StockDelta::adjustment(i64::from(delta)))?;
+        state(ctx)?
+            .commands
+            .adjust_inventory(&cmd, pid, delta, &reason)
+            .await
+            .map_err(error::domain)
+            .map(|out| ProductPayload {
+                at: out.at,
+                id: pid.0,
+            })
+    }
+
+    /// Places an order, reserving stock for every line at once: all lines or none
+    /// (OUT_OF_STOCK names the product that is short).
+    async fn place_order(&self, ctx: &Context<'_>, input: PlaceOrderInput) -> Result<OrderPayload> {
+        let cmd = command_context(ctx)?;
+        let me = super::principal(ctx)?.user_id().ok_or_else(error::unauthenticated)?;
+        let customer = match &input.customer_id {
+            Some(c) => CustomerId(ids::decode(Kind::Customer, c, "customerId")?),
+            None => me,
+        };
+        let lines = input
+            .lines
+            .iter()
+            .map(|l| {
+                Ok(OrderLineInput {
+                    product: ProductId(ids::decode(Kind::Product, &l.product_id, "lines.productId")?),
+                    quantity: parse(Quantity::parse(i64::from(l.quantity)))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let st = state(ctx)?;
+        let out = st
+            .commands
+            .place_order(&cmd, customer, lines, &st.currency)
+            .await
+            .map_err(error::domain)?;
+        Ok(OrderPayload {
+            at: out.at,
+            id: out.value.id.0,
+        })
+    }
+
+    /// Cancels an unpaid order and releases its stock (its owner or staff).
+    async fn cancel_order(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The order (global id).")] id: ID,
+    ) -> Result<OrderPayload> {
+        let cmd = command_context(ctx)?;
+        let oid = OrderId(ids::decode(Kind::Order, &id, "id")?);
+        let out = state(ctx)?.commands.cancel_order(&cmd, oid).await.map_err(error::domain)?;
+        Ok(OrderPayload {
+            at: out.at,
+            id: out.value.0,
+        })
+    }
+
+    /// Marks a paid order as shipped (back office).
+    #[graphql(guard = "StaffGuard")]
+    async fn ship_order(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The order (global id).")] id: ID,
+    ) -> Result<OrderPayload> {
+        let cmd = command_context(ctx)?;
+        let oid = OrderId(ids::decode(Kind::Order, &id, "id")?);
+        let out = state(ctx)?.commands.ship_order(&cmd, oid).await.map_err(error::domain)?;
+        Ok(OrderPayload {
+            at: out.at,
+            id: out.value.0,
+        })
+    }
+}

@@ -1,0 +1,342 @@
+//! Query root.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, InputObject, Object, Result, ID};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::NaiveDate;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use till_read_models::queries::{OrderCursor, OrderFilter, Page, ProductFilter};
+
+use super::error::{self, coded, Code};
+use super::ids::{self, Kind};
+use super::types::catalog::{Category, Product, ProductSortBy, ProductStatus};
+use super::types::customer::Customer;
+use super::types::money::Money;
+use super::types::node::Node;
+use super::types::order::{Order, OrderStatus};
+use super::types::reports::{DailySales, ProductSales, ProjectionStatus};
+use super::{principal, state, SignedInGuard, StaffGuard};
+use crate::auth::Principal;
+
+/// Filters of `products`; all given filters must match.
+#[derive(Debug, Default, InputObject)]
+pub struct ProductFilterInput {
+    /// In this category (global id) or any category below it.
+    pub category: Option<ID>,
+    /// Name contains this text (case-insensitive).
+    pub search: Option<String>,
+    /// Unit price at least this many minor units.
+    pub price_min: Option<i64>,
+    /// Unit price at most this many minor units.
+    pub price_max: Option<i64>,
+    /// Only products that can be ordered now.
+    pub in_stock: Option<bool>,
+    /// Only this status (staff only; others always see ACTIVE products).
+    pub status: Option<ProductStatus>,
+}
+
+/// Filters of `orders` (back office).
+#[derive(Debug, Default, InputObject)]
+pub struct OrderFilterInput {
+    /// Only this status.
+    pub status: Option<OrderStatus>,
+    /// Only this customer's orders (global id).
+    pub customer: Option<ID>,
+    /// Placed on or after this day (UTC).
+    pub placed_from: Option<NaiveDate>,
+    /// Placed before this day (UTC).
+    pub placed_to: Option<NaiveDate>,
+}
+
+const DEFAULT_PAGE: i32 = 20;
+
+fn page_size(ctx: &Context<'_>, first: Option<i32>) -> Result<i64> {
+    let max = state(ctx)?.max_page_size;
+    let n = i64::from(first.unwrap_or(DEFAULT_PAGE));
+    if n < 1 || n > max {
+        return Err(coded(Code::BadUserInput, format!("first: must be between 1 and {max}")));
+    }
+    Ok(n)
+}
+
+fn encode_cursor<C: Serialize>(c: &C) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).unwrap_or_default())
+}
+
+fn decode_cursor<C: DeserializeOwned>(after: Option<&str>) -> Result<Option<C>> {
+    let Some(raw) = after else { return Ok(None) };
+    URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .map(Some)
+        .ok_or_else(|| coded(Code::BadUserInput, "after: not a cursor from this list"))
+}
+
+fn connection<T, C: Serialize, N>(page: Page<T, C>, wrap: impl Fn(T) -> N) -> Connection<String, N>
+where
+    N: async_graphql::OutputType,
+{
+    let mut conn = Connection::new(page.has_previous_page, page.has_next_page);
+    conn.edges
+        .extend(page.items.into_iter().map(|(c, v)| Edge::new(encode_cursor(&c), wrap(v))));
+    conn
+}
+
+fn is_visible(p: &Principal, status: &str) -> bool {
+    p.is_staff() || status == "ACTIVE"
+}
+
+/// Storefront and back-office reads.
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// Fetches any object by its global id (null when it does not exist or is not
+    /// yours to see).
+    async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
+        let Some((kind, uuid)) = ids::decode_any(&id) else {
+            return Err(coded(Code::BadUserInput, "id: not a global id"));
+        };
+        let st = state(ctx)?;
+        let me = principal(ctx)?;
+        Ok(match kind {
+            Kind::Product => st
+                .reads
+                .product(uuid)
+                .await
+                .map_err(error::read)?
+                .filter(|p| is_visible(&me, &p.status))
+                .map(|p| Node::Product(Product(p))),
+            Kind::Category => st
+                .reads
+                .category(uuid)
+                .await
+                .map_err(error::read)?
+                .map(|c| Node::Category(Category::from(c))),
+            Kind::Order => st
+                .reads
+                .order(uuid)
+                .await
+                .map_err(error::read)?
+                .filter(|o| me.is_staff() || me.user_id().map(|u| u.0) == Some(o.customer_id))
+                .map(|o| Node::Order(Order(o))),
+            Kind::Customer => {
+                if !(me.is_staff() || me.user_id().map(|u| u.0) == Some(uuid)) {
+                    None
+                } else {
+                    st.reads
+                        .customer_summary(uuid)
+                        .await
+                        .map_err(error::read)?
+                        .map(|c| Node::Customer(Customer(c)))
+                }
+            }
+        })
+    }
+
+    /// One product by global id or by SKU (give exactly one).
+    async fn product(&self, ctx: &Context<'_>, id: Option<ID>, sku: Option<String>) -> Result<Option<Product>> {
+        let st = state(ctx)?;
+        let view = match (id, sku) {
+            (Some(id), None) => {
+                let uuid = ids::decode(Kind::Product, &id, "id")?;
+                st.reads.product(uuid).await.map_err(error::read)?
+            }
+            (None, Some(sku)) => st.reads.product_by_sku(sku.trim()).await.map_err(error::read)?,
+            _ => return Err(coded(Code::BadUserInput, "give exactly one of id or sku")),
+        };
+        let me = principal(ctx)?;
+        Ok(view.filter(|p| is_visible(&me, &p.status)).map(Product))
+    }
+
+    /// A page of products, filtered and sorted (keyset pagination: pass `endCursor` as
+    /// `after` for the next page).
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to the configured maximum (default 20).")] first: Option<i32>,
+        #[graphql(desc = "Cursor after which the page starts.")] after: Option<String>,
+        filter: Option<ProductFilterInput>,
+        #[graphql(desc = "Ordering (default NEWEST).")] sort_by: Option<ProductSortBy>,
+    ) -> Result<Connection<String, Product>> {
+        let st = state(ctx)?;
+        let n = page_size(ctx, first)?;
+        let f = filter.unwrap_or_default();
+        let me = principal(ctx)?;
+        let statuses = match (me.is_staff(), f.status) {
+            (true, Some(s)) => vec![till_domain::types::ProductStatus::from(s).as_str().to_owned()],
+            (true, None) => vec![],
+            (false, Some(ProductStatus::Active) | None) => vec!["ACTIVE".to_owned()],
+            (false, Some(_)) => return Err(error::forbidden()),
+        };
+        if let (Some(min), Some(max)) = (f.price_min, f.price_max) {
+            if min > max {
+                return Err(coded(Code::BadUserInput, "filter: priceMin is above priceMax"));
+            }
+        }
+        let search = f.search.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        if search.as_ref().is_some_and(|s| s.chars().count() > 100) {
+            return Err(coded(Code::BadUserInput, "filter.search: at most 100 characters"));
+        }
+        let filter = ProductFilter {
+            category: f.category.as_ref().map(|c| ids::decode(Kind::Category, c, "filter.category")).transpose()?,
+            search,
+            price_min: f.price_min,
+            price_max: f.price_max,
+            in_stock: f.in_stock.unwrap_or(false),
+            statuses,
+        };
+        let sort = sort_by.unwrap_or_default().into();
+        let cursor = decode_cursor(after.as_deref())?;
+        let page = st
+            .reads
+            .products(&filter, sort, cursor.as_ref(), n)
+            .await
+            .map_err(error::read)?;
+        Ok(connection(page, |v| Product(std::sync::Arc::new(v))))
+    }
+
+    /// Every category, ordered by slug.
+    async fn categories(&self, ctx: &Context<'_>) -> Result<Vec<Category>> {
+        let list = state(ctx)?.reads.categories().await.map_err(error::read)?;
+        Ok(list.iter().cloned().map(Category::from).collect())
+    }
+
+    /// The signed-in account (null until the read model has it).
+    #[graphql(guard = "SignedInGuard")]
+    async fn me(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
+        let Some(id) = principal(ctx)?.user_id() else {
+            return Err(error::unauthenticated());
+        };
+        Ok(state(ctx)?
+            .reads
+            .customer_summary(id.0)
+            .await
+            .map_err(error::read)?
+            .map(Customer))
+    }
+
+    /// The signed-in customer's orders, newest first.
+    #[graphql(guard = "SignedInGuard", complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn my_orders(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size (default 20).")] first: Option<i32>,
+        #[graphql(desc = "Cursor after which the page starts.")] after: Option<String>,
+    ) -> Result<Connection<String, Order>> {
+        let Some(me) = principal(ctx)?.user_id() else {
+            return Err(error::unauthenticated());
+        };
+        let n = page_size(ctx, first)?;
+        let cursor: Option<OrderCursor> = decode_cursor(after.as_deref())?;
+        let filter = OrderFilter {
+            customer: Some(me.0),
+            ..OrderFilter::default()
+        };
+        let page = state(ctx)?
+            .reads
+            .orders(&filter, cursor.as_ref(), n)
+            .await
+            .map_err(error::read)?;
+        Ok(connection(page, |v| Order(std::sync::Arc::new(v))))
+    }
+
+    /// One order by global id: its owner and staff only (NOT_FOUND for anyone else).
+    #[graphql(guard = "SignedInGuard")]
+    async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<Order> {
+        let uuid = ids::decode(Kind::Order, &id, "id")?;
+        let me = principal(ctx)?;
+        let found = state(ctx)?.reads.order(uuid).await.map_err(error::read)?;
+        match found {
+            Some(o) if me.is_staff() || me.user_id().map(|u| u.0) == Some(o.customer_id) => Ok(Order(o)),
+            _ => Err(coded(Code::NotFound, format!("order {} was not found", id.as_str()))),
+        }
+    }
+
+    /// All orders, newest first (back office).
+    #[graphql(guard = "StaffGuard", complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size (default 20).")] first: Option<i32>,
+        #[graphql(desc = "Cursor after which the page starts.")] after: Option<String>,
+        filter: Option<OrderFilterInput>,
+    ) -> Result<Connection<String, Order>> {
+        let n = page_size(ctx, first)?;
+        let f = filter.unwrap_or_default();
+        let cursor: Option<OrderCursor> = decode_cursor(after.as_deref())?;
+        let day_start = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+        let filter = OrderFilter {
+            customer: f.customer.as_ref().map(|c| ids::decode(Kind::Customer, c, "filter.customer")).transpose()?,
+            status: f.status.map(|s| s.as_str().to_owned()),
+            placed_from: f.placed_from.and_then(day_start),
+            placed_to: f.placed_to.and_then(day_start),
+        };
+        let page = state(ctx)?
+            .reads
+            .orders(&filter, cursor.as_ref(), n)
+            .await
+            .map_err(error::read)?;
+        Ok(connection(page, |v| Order(std::sync::Arc::new(v))))
+    }
+
+    /// Booked sales per day between two UTC days, inclusive (back office).
+    #[graphql(guard = "StaffGuard")]
+    async fn sales_report(&self, ctx: &Context<'_>, from: NaiveDate, to: NaiveDate) -> Result<Vec<DailySales>> {
+        let st = state(ctx)?;
+        let rows = st.reads.sales_report(from, to).await.map_err(error::read)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DailySales {
+                day: r.day,
+                orders: r.orders_count,
+                units: r.units,
+                revenue: Money::new(r.revenue_minor, st.currency.as_str()),
+            })
+            .collect())
+    }
+
+    /// Best-selling products by units (back office).
+    #[graphql(guard = "StaffGuard")]
+    async fn top_products(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "How many (1-100, default 10).")] first: Option<i32>,
+    ) -> Result<Vec<ProductSales>> {
+        let n = first.unwrap_or(10);
+        if !(1..=100).contains(&n) {
+            return Err(coded(Code::BadUserInput, "first: must be between 1 and 100"));
+        }
+        let st = state(ctx)?;
+        let rows = st.reads.top_products(i64::from(n)).await.map_err(error::read)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ProductSales {
+                product_id: ids::id(Kind::Product, r.product_id),
+                sku: r.sku,
+                name: r.name,
+                units: r.units,
+                revenue: Money::new(r.revenue_minor, st.currency.as_str()),
+            })
+            .collect())
+    }
+
+    /// Checkpoint and lag of each projection (back office).
+    #[graphql(guard = "StaffGuard")]
+    async fn projections(&self, ctx: &Context<'_>) -> Result<Vec<ProjectionStatus>> {
+        let rows = state(ctx)?.reads.projection_status().await.map_err(error::read)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ProjectionStatus {
+                name: r.name.to_owned(),
+                position: r.position,
+                lag_events: r.lag_events,
+                updated_at: r.updated_at,
+            })
+            .collect())
+    }
+}

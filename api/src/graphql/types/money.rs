@@ -1,0 +1,36 @@
+//! Money on the wire.
+
+use async_graphql::SimpleObject;
+
+/// An amount of money in the store currency.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Money {
+    /// Integer minor units (cents): the exact amount, for arithmetic.
+    pub amount_minor: i64,
+    /// ISO 4217 currency code.
+    pub currency: String,
+    /// Decimal text such as `12.50`, for display (two decimals).
+    pub amount: String,
+}
+
+impl Money {
+    /// Money from minor units.
+    pub fn new(minor: i64, currency: &str) -> Self {
+        let sign = if minor < 0 { "-" } else { "" };
+        let abs = minor.unsigned_abs();
+        Self {
+            amount_minor: minor,
+            currency: currency.to_owned(),
+            amount: format!("{sign}{}.{:02}", abs / 100, abs % 100),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_two_decimals() {
+        assert_eq!(super::Money::new(1250, "EUR").amount, "12.50");
+        assert_eq!(super::Money::new(-5, "EUR").amount, "-0.05");
+    }
+}

@@ -1,0 +1,195 @@
+//! Orders.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use till_read_models::views::{OrderLineView, OrderView};
+
+use super::catalog::Product;
+use super::money::Money;
+use crate::graphql::ids::{self, Kind};
+use crate::graphql::{loaders::ProductLoader, principal};
+
+/// Lifecycle of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum OrderStatus {
+    /// Placed, stock reserved, waiting for payment.
+    PendingPayment,
+    /// Payment captured.
+    Paid,
+    /// Handed to the carrier.
+    Shipped,
+    /// Cancelled before payment; stock released.
+    Cancelled,
+    /// Payment declined; stock released.
+    PaymentFailed,
+    /// Not paid in time; stock released.
+    Expired,
+}
+
+impl OrderStatus {
+    /// From the stored text.
+    pub fn from_view(s: &str) -> Self {
+        match s {
+            "PAID" => Self::Paid,
+            "SHIPPED" => Self::Shipped,
+            "CANCELLED" => Self::Cancelled,
+            "PAYMENT_FAILED" => Self::PaymentFailed,
+            "EXPIRED" => Self::Expired,
+            _ => Self::PendingPayment,
+        }
+    }
+
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PendingPayment => "PENDING_PAYMENT",
+            Self::Paid => "PAID",
+            Self::Shipped => "SHIPPED",
+            Self::Cancelled => "CANCELLED",
+            Self::PaymentFailed => "PAYMENT_FAILED",
+            Self::Expired => "EXPIRED",
+        }
+    }
+}
+
+/// An order with its lines, customer and status history.
+pub struct Order(pub Arc<OrderView>);
+
+/// A customer's order.
+#[Object]
+impl Order {
+    /// Global id.
+    pub async fn id(&self) -> ID {
+        ids::id(Kind::Order, self.0.id)
+    }
+    /// Current status.
+    async fn status(&self) -> OrderStatus {
+        OrderStatus::from_view(&self.0.status)
+    }
+    /// Sum of the lines.
+    async fn total(&self) -> Money {
+        Money::new(self.0.total_minor, &self.0.currency)
+    }
+    /// What was bought, with prices captured at placement.
+    async fn lines(&self) -> Vec<OrderLine> {
+        self.0
+            .lines
+            .iter()
+            .map(|l| OrderLine {
+                line: l.clone(),
+                currency: self.0.currency.clone(),
+            })
+            .collect()
+    }
+    /// Who placed it.
+    async fn customer(&self) -> OrderCustomer {
+        OrderCustomer {
+            uuid: self.0.customer_id,
+            email: self.0.customer_email.clone(),
+            name: self.0.customer_name.clone(),
+        }
+    }
+    /// Every status the order has been in, oldest first.
+    async fn status_history(&self) -> Vec<StatusChange> {
+        self.0
+            .status_history
+            .iter()
+            .map(|h| StatusChange {
+                status: OrderStatus::from_view(&h.status),
+                at: h.at,
+            })
+            .collect()
+    }
+    /// Order version (grows with every status change).
+    async fn version(&self) -> i32 {
+        self.0.version
+    }
+    /// When it was placed.
+    async fn placed_at(&self) -> DateTime<Utc> {
+        self.0.placed_at
+    }
+    /// When it last changed.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+/// One line of an order.
+pub struct OrderLine {
+    line: OrderLineView,
+    currency: String,
+}
+
+/// A product and quantity in an order.
+#[Object]
+impl OrderLine {
+    /// The product as it is now (null if it no longer exists in the catalog view).
+    async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
+        let loader = ctx.data::<async_graphql::dataloader::DataLoader<ProductLoader>>()?;
+        Ok(loader.load_one(self.line.product_id).await?.map(Product))
+    }
+    /// Global id of the product.
+    async fn product_id(&self) -> ID {
+        ids::id(Kind::Product, self.line.product_id)
+    }
+    /// SKU at placement.
+    async fn sku(&self) -> &str {
+        &self.line.sku
+    }
+    /// Product name at placement.
+    async fn name(&self) -> &str {
+        &self.line.name
+    }
+    /// Units.
+    async fn quantity(&self) -> i32 {
+        self.line.quantity
+    }
+    /// Unit price captured at placement.
+    async fn unit_price(&self) -> Money {
+        Money::new(self.line.unit_price_minor, &self.currency)
+    }
+    /// Unit price times quantity.
+    async fn line_total(&self) -> Money {
+        Money::new(
+            self.line.unit_price_minor.saturating_mul(i64::from(self.line.quantity)),
+            &self.currency,
+        )
+    }
+}
+
+/// The customer as recorded on an order.
+pub struct OrderCustomer {
+    uuid: uuid::Uuid,
+    email: String,
+    name: String,
+}
+
+/// Who placed an order.
+#[Object]
+impl OrderCustomer {
+    /// Global id of the customer.
+    async fn id(&self) -> ID {
+        ids::id(Kind::Customer, self.uuid)
+    }
+    /// Email at placement (the owner and staff only; others see null).
+    async fn email(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        let p = principal(ctx)?;
+        let visible = p.is_staff() || p.user_id().map(|u| u.0) == Some(self.uuid);
+        Ok(visible.then(|| self.email.clone()))
+    }
+    /// Name at placement.
+    async fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// An entry of an order's status history.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct StatusChange {
+    /// Status entered.
+    pub status: OrderStatus,
+    /// When.
+    pub at: DateTime<Utc>,
+}

@@ -1,0 +1,323 @@
+//! GraphQL over HTTP (the GraphQL-over-HTTP spec): POST with a JSON body, GET for
+//! queries only, `application/graphql-response+json` responses with meaningful status
+//! codes, batches up to a limit, and read-your-writes through `X-Consistency-Token`.
+
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::parser::types::OperationType;
+use async_graphql::{BatchRequest, Request, Variables};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use till_domain::event_log::LogPoint;
+
+use crate::app::AppData;
+use crate::graphql::error::Code;
+use crate::graphql::loaders::ProductLoader;
+use crate::graphql::RequestInfo;
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json; charset=utf-8";
+const JSON: &str = "application/json; charset=utf-8";
+
+/// The response media type negotiated from `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    GraphqlResponse,
+    Json,
+}
+
+impl Media {
+    fn content_type(self) -> &'static str {
+        match self {
+            Media::GraphqlResponse => GRAPHQL_RESPONSE,
+            Media::Json => JSON,
+        }
+    }
+}
+
+fn negotiate(req: &HttpRequest) -> Option<Media> {
+    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Some(Media::Json);
+    };
+    let types: Vec<String> = accept
+        .split(',')
+        .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .collect();
+    if types.iter().any(|t| t == "application/graphql-response+json") {
+        Some(Media::GraphqlResponse)
+    } else if types.iter().any(|t| t == "application/json") {
+        Some(Media::Json)
+    } else if types.iter().any(|t| t == "*/*" || t == "application/*") {
+        Some(Media::GraphqlResponse)
+    } else {
+        None
+    }
+}
+
+/// A whole-request error in GraphQL response shape.
+fn request_error(status: StatusCode, media: Media, code: Code, message: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, media.content_type()))
+        .json(json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Params {
+    query: Option<Value>,
+    operation_name: Option<Value>,
+    variables: Option<Value>,
+    extensions: Option<Value>,
+}
+
+/// Turns raw parameters into an async-graphql request, or says what is wrong.
+fn to_request(p: Params) -> Result<Request, String> {
+    let query = match p.query {
+        Some(Value::String(q)) => q,
+        Some(_) => return Err("`query` must be a string".into()),
+        None => return Err("`query` is required".into()),
+    };
+    let mut request = Request::new(query);
+    match p.operation_name {
+        None | Some(Value::Null) => {}
+        Some(Value::String(name)) => request = request.operation_name(name),
+        Some(_) => return Err("`operationName` must be a string".into()),
+    }
+    match p.variables {
+        None | Some(Value::Null) => {}
+        Some(v @ Value::Object(_)) => request = request.variables(Variables::from_json(v)),
+        Some(_) => return Err("`variables` must be an object".into()),
+    }
+    match p.extensions {
+        None | Some(Value::Null) | Some(Value::Object(_)) => {}
+        Some(_) => return Err("`extensions` must be an object".into()),
+    }
+    Ok(request)
+}
+
+/// Common preamble: media type, principal, consistency wait.
+async fn prepare(req: &HttpRequest, data: &AppData) -> Result<(Media, RequestInfo), HttpResponse> {
+    let Some(media) = negotiate(req) else {
+        return Err(HttpResponse::NotAcceptable()
+            .insert_header((header::CONTENT_TYPE, JSON))
+            .json(json!({ "errors": [{ "message": "accept application/graphql-response+json or application/json", "extensions": { "code": "BAD_USER_INPUT" } }] })));
+    };
+    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let principal = data.tokens.principal(auth).map_err(|e| {
+        let mut r = request_error(StatusCode::UNAUTHORIZED, media, Code::Unauthenticated, &e.to_string());
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r
+    })?;
+    if let Some(raw) = req.headers().get("x-consistency-token") {
+        let point = raw
+            .to_str()
+            .ok()
+            .and_then(LogPoint::from_token)
+            .ok_or_else(|| {
+                request_error(
+                    StatusCode::BAD_REQUEST,
+                    media,
+                    Code::BadUserInput,
+                    "X-Consistency-Token is not a token from a mutation payload",
+                )
+            })?;
+        let wait = data.api.consistency_wait;
+        if data.api.reads.progress().wait_for(point, wait).await.is_err() {
+            let mut r = request_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                media,
+                Code::ServiceUnavailable,
+                &format!(
+                    "the read models did not reach the consistency token within {} ms; retry shortly",
+                    wait.as_millis()
+                ),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Err(r);
+        }
+    }
+    Ok((
+        media,
+        RequestInfo {
+            principal,
+            request_id: uuid::Uuid::now_v7(),
+        },
+    ))
+}
+
+fn with_context(request: Request, info: &RequestInfo, data: &AppData) -> Request {
+    request
+        .data(info.clone())
+        .data(DataLoader::new(ProductLoader(data.api.reads.clone()), tokio::spawn))
+}
+
+async fn execute(data: &AppData, media: Media, info: RequestInfo, batch: BatchRequest) -> HttpResponse {
+    let single = matches!(batch, BatchRequest::Single(_));
+    let batch = match batch {
+        BatchRequest::Single(r) => BatchRequest::Single(with_context(r, &info, data)),
+        BatchRequest::Batch(rs) => {
+            BatchRequest::Batch(rs.into_iter().map(|r| with_context(r, &info, data)).collect())
+        }
+    };
+    let response = data.schema.execute_batch(batch).await;
+    let status = match (&response, single, media) {
+        // The request never reached execution: parse or validation failure.
+        (async_graphql::BatchResponse::Single(r), true, Media::GraphqlResponse)
+            if r.data == async_graphql::Value::Null
+                && !r.errors.is_empty()
+                && r.errors.iter().all(|e| e.path.is_empty()) =>
+        {
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::OK,
+    };
+    let body = match serde_json::to_vec(&response) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "response serialization failed");
+            return request_error(StatusCode::INTERNAL_SERVER_ERROR, media, Code::Internal, "internal error");
+        }
+    };
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, media.content_type()))
+        .body(body)
+}
+
+/// `POST /graphql`.
+pub async fn post(req: HttpRequest, body: web::Bytes, data: web::Data<Arc<AppData>>) -> HttpResponse {
+    let (media, info) = match prepare(&req, &data).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if content_type != "application/json" && content_type != "application/graphql+json" {
+        return request_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            media,
+            Code::BadUserInput,
+            "send the request as Content-Type: application/json",
+        );
+    }
+    let bad = |m: &str| request_error(StatusCode::BAD_REQUEST, media, Code::BadUserInput, m);
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return bad("the body is not valid JSON"),
+    };
+    let batch = match value {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return bad("an empty batch");
+            }
+            if items.len() > data.max_batch {
+                return bad(&format!("a batch holds at most {} operations", data.max_batch));
+            }
+            let mut requests = Vec::with_capacity(items.len());
+            for item in items {
+                let parsed = serde_json::from_value::<Params>(item)
+                    .map_err(|e| e.to_string())
+                    .and_then(to_request);
+                match parsed {
+                    Ok(r) => requests.push(r),
+                    Err(m) => return bad(&m),
+                }
+            }
+            BatchRequest::Batch(requests)
+        }
+        v @ Value::Object(_) => match serde_json::from_value::<Params>(v).map_err(|e| e.to_string()).and_then(to_request) {
+            Ok(r) => BatchRequest::Single(r),
+            Err(m) => return bad(&m),
+        },
+        _ => return bad("the body must be a JSON object (or an array for a batch)"),
+    };
+    execute(&data, media, info, batch).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetParams {
+    query: Option<String>,
+    operation_name: Option<String>,
+    variables: Option<String>,
+    extensions: Option<String>,
+}
+
+/// `GET /graphql`: queries only; a mutation is refused with 405 (GET must be safe).
+pub async fn get(req: HttpRequest, data: web::Data<Arc<AppData>>) -> HttpResponse {
+    let (media, info) = match prepare(&req, &data).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let bad = |m: &str| request_error(StatusCode::BAD_REQUEST, media, Code::BadUserInput, m);
+    let params = match web::Query::<GetParams>::from_query(req.query_string()) {
+        Ok(p) => p.into_inner(),
+        Err(_) => return bad("malformed query string"),
+    };
+    let parse_json = |s: Option<String>, what: &str| -> Result<Option<Value>, HttpResponse> {
+        match s {
+            None => Ok(None),
+            Some(s) => serde_json::from_str::<Value>(&s)
+                .map(Some)
+                .map_err(|_| bad(&format!("`{what}` is not valid JSON"))),
+        }
+    };
+    let variables = match parse_json(params.variables, "variables") {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let extensions = match parse_json(params.extensions, "extensions") {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let request = match to_request(Params {
+        query: params.query.clone().map(Value::String),
+        operation_name: params.operation_name.clone().map(Value::String),
+        variables,
+        extensions,
+    }) {
+        Ok(r) => r,
+        Err(m) => return bad(&m),
+    };
+    if let Some(query) = &params.query {
+        if let Ok(doc) = async_graphql::parser::parse_query(query) {
+            let op_type = match params.operation_name.as_deref() {
+                Some(name) => doc
+                    .operations
+                    .iter()
+                    .find(|(n, _)| n.map(|n| n.as_str()) == Some(name))
+                    .map(|(_, op)| op.node.ty),
+                None => doc.operations.iter().next().map(|(_, op)| op.node.ty),
+            };
+            if matches!(op_type, Some(OperationType::Mutation | OperationType::Subscription)) {
+                return HttpResponse::MethodNotAllowed()
+                    .insert_header((header::ALLOW, "POST"))
+                    .insert_header((header::CONTENT_TYPE, media.content_type()))
+                    .json(json!({ "errors": [{ "message": "mutations are only accepted over POST", "extensions": { "code": "BAD_USER_INPUT" } }] }));
+            }
+        }
+    }
+    execute(&data, media, info, BatchRequest::Single(request)).await
+}
+
+/// Any other method on `/graphql`.
+pub async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, "GET, POST"))
+        .finish()
+}
+
+/// `GET /schema.graphql`: the SDL.
+pub async fn sdl(data: web::Data<Arc<AppData>>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(data.sdl.clone())
+}
