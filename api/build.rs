@@ -18,8 +18,14 @@ const PACKAGE_FILES: [&str; 2] = ["package.json", "package-lock.json"];
 
 /// (path inside `node_modules`, file name under `$OUT_DIR/graphiql/`)
 const ASSETS: [(&str, &str); 4] = [
-    ("react/umd/react.production.min.js", "react.production.min.js"),
-    ("react-dom/umd/react-dom.production.min.js", "react-dom.production.min.js"),
+    (
+        "react/umd/react.production.min.js",
+        "react.production.min.js",
+    ),
+    (
+        "react-dom/umd/react-dom.production.min.js",
+        "react-dom.production.min.js",
+    ),
     ("graphiql/graphiql.min.js", "graphiql.min.js"),
     ("graphiql/graphiql.min.css", "graphiql.min.css"),
 ];
@@ -52,7 +58,10 @@ fn run() -> BuildResult<()> {
     stage(&install_dir.join("node_modules"), &out_dir.join("graphiql"))?;
 
     // Versions the asset URLs so browsers may cache them forever.
-    println!("cargo:rustc-env=TILL_GRAPHIQL_ASSETS_REV={:016x}", fnv1a(&package_files));
+    println!(
+        "cargo:rustc-env=TILL_GRAPHIQL_ASSETS_REV={:016x}",
+        fnv1a(&package_files)
+    );
     Ok(())
 }
 
@@ -76,7 +85,9 @@ fn install(source_dir: &Path, install_dir: &Path, wanted: &[u8]) -> BuildResult<
     let stamp = install_dir.join(STAMP);
     let node_modules = install_dir.join("node_modules");
     let up_to_date = fs::read(&stamp).is_ok_and(|installed| installed == wanted)
-        && ASSETS.iter().all(|(from, _)| node_modules.join(from).is_file());
+        && ASSETS
+            .iter()
+            .all(|(from, _)| node_modules.join(from).is_file());
     if up_to_date {
         return Ok(());
     }
@@ -93,7 +104,13 @@ fn install(source_dir: &Path, install_dir: &Path, wanted: &[u8]) -> BuildResult<
 
     let npm = npm_program();
     let output = Command::new(&npm)
-        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"])
+        .args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--loglevel=error",
+        ])
         .current_dir(install_dir)
         .env("npm_config_update_notifier", "false")
         .output()
@@ -139,8 +156,8 @@ fn stage(node_modules: &Path, target_dir: &Path) -> BuildResult<()> {
     fs::create_dir_all(target_dir)?;
     for (from, to) in ASSETS {
         let source = node_modules.join(from);
-        let bytes = fs::read(&source)
-            .map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+        let bytes =
+            fs::read(&source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
         let target = target_dir.join(to);
         // Rewriting identical bytes would only bump the mtime and force a recompile.
         if fs::read(&target).is_ok_and(|existing| existing == bytes) {

@@ -27,11 +27,14 @@ struct Asset {
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
-const ASSETS: [Asset; 5] = [
+static ASSETS: [Asset; 5] = [
     Asset {
         name: "react.production.min.js",
         content_type: JS,
-        bytes: include_bytes!(concat!(env!("OUT_DIR"), "/graphiql/react.production.min.js")),
+        bytes: include_bytes!(concat!(
+            env!("OUT_DIR"),
+            "/graphiql/react.production.min.js"
+        )),
         immutable: true,
     },
     Asset {

@@ -1,0 +1,9 @@
+//! The api crate's integration tests: a real server on a random port against a real
+//! PostgreSQL database of its own per test.
+
+mod graphql_http;
+mod orders;
+mod schema;
+mod security;
+mod seed;
+mod support;

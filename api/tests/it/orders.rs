@@ -1,0 +1,187 @@
+//! Placing orders over HTTP: read-your-writes with the consistency token, and no
+//! oversell under 200 concurrent buyers.
+
+use serde_json::json;
+
+use crate::support::*;
+
+const PLACE: &str = "mutation($p: ID!, $q: Int!) { placeOrder(input: {lines: [{productId: $p, quantity: $q}]}) { consistencyToken } }";
+
+#[tokio::test]
+async fn an_order_placed_over_http_is_readable_with_its_consistency_token() {
+    let app = spawn_app().await;
+    let product = app.product("RYW-1", 1250, 10).await;
+    let (_, token) = app.customer("ryw@example.com").await;
+
+    let (status, body) = app.gql(Some(&token), PLACE, json!({ "p": product, "q": 3 })).await;
+    assert_eq!(status, 200, "{body}");
+    let ct = body["data"]["placeOrder"]["consistencyToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {body}"))
+        .to_owned();
+
+    let started = std::time::Instant::now();
+    let (status, body) = app
+        .gql_with(
+            Some(&token),
+            "{ myOrders(first: 5) { edges { node { status total { amountMinor } lines { sku quantity product { available } } } } } }",
+            json!({}),
+            &[("x-consistency-token", &ct)],
+        )
+        .await;
+    println!("read-your-writes query answered in {:?}", started.elapsed());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["myOrders"]["edges"],
+        json!([{ "node": {
+            "status": "PENDING_PAYMENT",
+            "total": { "amountMinor": 3750 },
+            "lines": [{ "sku": "RYW-1", "quantity": 3, "product": { "available": 7 } }]
+        }}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_buyers_for_fifty_units_never_oversell() {
+    let app = spawn_app().await;
+    let product = app.product("FLASH-1", 999, 50).await;
+    let (_, token) = app.customer("crowd@example.com").await;
+    let app = std::sync::Arc::new(app);
+
+    let buyers: Vec<_> = (0..200)
+        .map(|_| {
+            let app = app.clone();
+            let token = token.clone();
+            let product = product.clone();
+            tokio::spawn(async move { app.gql(Some(&token), PLACE, json!({ "p": product, "q": 1 })).await })
+        })
+        .collect();
+    let mut sold = 0;
+    let mut refused = 0;
+    let mut tokens = Vec::new();
+    for b in buyers {
+        let (status, body) = ok(b.await);
+        assert_eq!(status, 200, "{body}");
+        match code(&body) {
+            None => {
+                sold += 1;
+                tokens.push(body["data"]["placeOrder"]["consistencyToken"].as_str().map(str::to_owned));
+            }
+            Some("OUT_OF_STOCK") => {
+                refused += 1;
+                assert_eq!(body["errors"][0]["extensions"]["sku"], "FLASH-1");
+            }
+            Some(other) => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!((sold, refused), (50, 150));
+
+    // The product view agrees once it has applied the last sale.
+    let last = tokens
+        .into_iter()
+        .flatten()
+        .max_by_key(|t| {
+            t.split_once('.')
+                .map(|(a, b)| (a.parse::<i64>().unwrap_or(0), b.parse::<i64>().unwrap_or(0)))
+        })
+        .unwrap_or_else(|| panic!("no tokens"));
+    let (status, body) = app
+        .gql_with(
+            Some(&app.staff_token),
+            "query($id: ID!) { product(id: $id) { available onHand reserved popularity } }",
+            json!({ "id": product }),
+            &[("x-consistency-token", &last)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["product"],
+        json!({ "available": 0, "onHand": 50, "reserved": 50, "popularity": 50 })
+    );
+}
+
+#[tokio::test]
+async fn cancelling_through_the_api_releases_stock() {
+    let app = spawn_app().await;
+    let product = app.product("CXL-1", 500, 4).await;
+    let (_, token) = app.customer("cxl@example.com").await;
+    let (_, body) = app
+        .gql(
+            Some(&token),
+            "mutation($p: ID!) { placeOrder(input: {lines: [{productId: $p, quantity: 4}]}) { order { id status } } }",
+            json!({ "p": product }),
+        )
+        .await;
+    let order_id = body["data"]["placeOrder"]["order"]["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(body["data"]["placeOrder"]["order"]["status"], "PENDING_PAYMENT", "{body}");
+
+    let (_, body) = app
+        .gql(
+            Some(&token),
+            "mutation($id: ID!) { cancelOrder(id: $id) { order { status statusHistory { status } lines { product { available } } } } }",
+            json!({ "id": order_id }),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["cancelOrder"]["order"],
+        json!({
+            "status": "CANCELLED",
+            "statusHistory": [{ "status": "PENDING_PAYMENT" }, { "status": "CANCELLED" }],
+            "lines": [{ "product": { "available": 4 } }]
+        }),
+        "{body}"
+    );
+
+    let (_, body) = app
+        .gql(Some(&app.staff_token), "mutation($id: ID!) { shipOrder(id: $id) { consistencyToken } }", json!({ "id": order_id }))
+        .await;
+    assert_eq!(code(&body), Some("CONFLICT"), "{body}");
+}
+
+#[tokio::test]
+async fn back_office_mutations_round_trip() {
+    let app = spawn_app().await;
+    let staff = Some(app.staff_token.as_str());
+    let (_, body) = app
+        .gql(staff, r#"mutation { createCategory(input: {slug: "gear", name: "Gear"}) { category { id slug path { slug } } } }"#, json!({}))
+        .await;
+    let cat = body["data"]["createCategory"]["category"]["id"].as_str().unwrap_or_default().to_owned();
+    assert!(!cat.is_empty(), "{body}");
+    let (_, body) = app
+        .gql(
+            staff,
+            "mutation($c: ID!) { createProduct(input: {sku: \"GEAR-1\", name: \"Rope\", categoryId: $c, priceMinor: 2500, initialStock: 5}) { product { id version available category { slug } } } }",
+            json!({ "c": cat }),
+        )
+        .await;
+    let p = &body["data"]["createProduct"]["product"];
+    assert_eq!((p["version"].as_i64(), p["available"].as_i64()), (Some(1), Some(5)), "{body}");
+    let pid = p["id"].as_str().unwrap_or_default().to_owned();
+
+    let update = "mutation($id: ID!, $v: Int) { updateProduct(input: {id: $id, expectedVersion: $v, priceMinor: 2700}) { product { price { amount } version } } }";
+    let (_, body) = app.gql(staff, update, json!({ "id": pid, "v": 1 })).await;
+    assert_eq!(body["data"]["updateProduct"]["product"], json!({ "price": { "amount": "27.00" }, "version": 2 }), "{body}");
+    let (_, body) = app.gql(staff, update, json!({ "id": pid, "v": 1 })).await;
+    assert_eq!(code(&body), Some("CONFLICT"), "{body}");
+
+    let (_, body) = app
+        .gql(staff, "mutation($id: ID!) { restockProduct(productId: $id, quantity: 10) { product { available } } }", json!({ "id": pid }))
+        .await;
+    assert_eq!(body["data"]["restockProduct"]["product"]["available"], 15, "{body}");
+    let (_, body) = app
+        .gql(
+            staff,
+            "mutation($id: ID!) { adjustInventory(productId: $id, delta: -3, reason: \"damaged\") { product { available onHand } } }",
+            json!({ "id": pid }),
+        )
+        .await;
+    assert_eq!(body["data"]["adjustInventory"]["product"], json!({ "available": 12, "onHand": 12 }), "{body}");
+    let (_, body) = app
+        .gql(staff, "mutation($id: ID!) { archiveProduct(id: $id) { product { status } } }", json!({ "id": pid }))
+        .await;
+    assert_eq!(body["data"]["archiveProduct"]["product"]["status"], "ARCHIVED", "{body}");
+
+    // Archived products are hidden from shoppers.
+    let (_, body) = app.gql(None, "query($id: ID!) { product(id: $id) { sku } }", json!({ "id": pid })).await;
+    assert_eq!(body["data"]["product"], serde_json::Value::Null, "{body}");
+}

@@ -1,0 +1,130 @@
+//! Roles and ownership: each protected operation against each kind of caller.
+
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn roles_are_enforced_per_operation() {
+    let app = spawn_app().await;
+    let (_, customer) = app.customer("role@example.com").await;
+    let product = app.product("ROLE-1", 100, 5).await;
+
+    let staff_ops: [(&str, serde_json::Value); 7] = [
+        (r#"mutation { createCategory(input: {slug: "x", name: "X"}) { consistencyToken } }"#, json!({})),
+        ("mutation($p: ID!) { restockProduct(productId: $p, quantity: 1) { consistencyToken } }", json!({ "p": product })),
+        ("mutation($p: ID!) { adjustInventory(productId: $p, delta: 1, reason: \"count\") { consistencyToken } }", json!({ "p": product })),
+        ("mutation($p: ID!) { archiveProduct(id: $p) { consistencyToken } }", json!({ "p": product })),
+        ("{ orders(first: 1) { edges { cursor } } }", json!({})),
+        ("{ salesReport(from: \"2026-01-01\", to: \"2026-01-31\") { day } }", json!({})),
+        ("{ projections { name } topProducts { sku } }", json!({})),
+    ];
+    for (query, vars) in staff_ops {
+        let (_, body) = app.gql(None, query, vars.clone()).await;
+        assert_eq!(code(&body), Some("UNAUTHENTICATED"), "anonymous {query}: {body}");
+        let (_, body) = app.gql(Some(&customer), query, vars.clone()).await;
+        assert_eq!(code(&body), Some("FORBIDDEN"), "customer {query}: {body}");
+        let (_, body) = app.gql(Some(&app.staff_token), query, vars).await;
+        assert_eq!(code(&body), None, "staff {query}: {body}");
+    }
+
+    // Staff-only fields on a public type.
+    let other = app.product("ROLE-2", 100, 5).await;
+    let ct = app.head_token().await;
+    let (_, body) = app
+        .gql_with(Some(&customer), "query($p: ID!) { product(id: $p) { onHand } }", json!({ "p": other }), &[("x-consistency-token", &ct)])
+        .await;
+    assert_eq!(code(&body), Some("FORBIDDEN"), "{body}");
+
+    // Signed-in-only queries.
+    let (_, body) = app.gql(None, "{ myOrders { edges { cursor } } }", json!({})).await;
+    assert_eq!(code(&body), Some("UNAUTHENTICATED"), "{body}");
+}
+
+#[tokio::test]
+async fn a_customer_cannot_see_or_touch_another_customers_order() {
+    let app = spawn_app().await;
+    let product = app.product("IDOR-1", 100, 5).await;
+    let (_, ann) = app.customer("ann@example.com").await;
+    let (_, bob) = app.customer("bob@example.com").await;
+    let (_, body) = app
+        .gql(
+            Some(&ann),
+            "mutation($p: ID!) { placeOrder(input: {lines: [{productId: $p, quantity: 1}]}) { order { id customer { email } } } }",
+            json!({ "p": product }),
+        )
+        .await;
+    let order = body["data"]["placeOrder"]["order"]["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(body["data"]["placeOrder"]["order"]["customer"]["email"], "ann@example.com", "{body}");
+
+    let (_, body) = app.gql(Some(&bob), "query($id: ID!) { order(id: $id) { id } }", json!({ "id": order })).await;
+    assert_eq!(code(&body), Some("NOT_FOUND"), "{body}");
+    let (_, body) = app
+        .gql(Some(&bob), "query($id: ID!) { node(id: $id) { id ... on Order { total { amount } } } }", json!({ "id": order }))
+        .await;
+    assert_eq!(body["data"]["node"], serde_json::Value::Null, "{body}");
+    let (_, body) = app.gql(Some(&bob), "mutation($id: ID!) { cancelOrder(id: $id) { consistencyToken } }", json!({ "id": order })).await;
+    assert_eq!(code(&body), Some("NOT_FOUND"), "{body}");
+    let (_, body) = app.gql(Some(&bob), "{ myOrders { edges { node { id } } } }", json!({})).await;
+    assert_eq!(body["data"]["myOrders"]["edges"], json!([]), "{body}");
+
+    // Staff see it, and the owner's email.
+    let (_, body) = app
+        .gql(Some(&app.staff_token), "query($id: ID!) { node(id: $id) { ... on Order { customer { email } } } }", json!({ "id": order }))
+        .await;
+    assert_eq!(body["data"]["node"]["customer"]["email"], "ann@example.com", "{body}");
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_401() {
+    let app = spawn_app().await;
+    for header in ["Bearer not-a-jwt", "Basic dXNlcjpwYXNz", "Bearer "] {
+        let r = ok(app
+            .http
+            .post(format!("{}/graphql", app.base))
+            .header("authorization", header)
+            .json(&json!({ "query": "{ __typename }" }))
+            .send()
+            .await);
+        assert_eq!(r.status().as_u16(), 401, "{header}");
+        let body: serde_json::Value = ok(r.json().await);
+        assert_eq!(code(&body), Some("UNAUTHENTICATED"));
+    }
+}
+
+#[tokio::test]
+async fn errors_name_the_problem_without_internals() {
+    let app = spawn_app().await;
+    let product = app.product("ERR-1", 100, 1).await;
+    let (_, token) = app.customer("err@example.com").await;
+    let (_, body) = app
+        .gql(
+            Some(&token),
+            "mutation($p: ID!) { placeOrder(input: {lines: [{productId: $p, quantity: 2}]}) { consistencyToken } }",
+            json!({ "p": product }),
+        )
+        .await;
+    assert_eq!(code(&body), Some("OUT_OF_STOCK"), "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["productId"], product.as_str());
+    assert_eq!(body["errors"][0]["extensions"]["available"], 1);
+
+    let (_, body) = app
+        .gql(
+            Some(&token),
+            "mutation($p: ID!) { placeOrder(input: {lines: [{productId: $p, quantity: 0}]}) { consistencyToken } }",
+            json!({ "p": product }),
+        )
+        .await;
+    assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+
+    let (_, body) = app
+        .gql(
+            Some(&app.staff_token),
+            r#"mutation { createCategory(input: {slug: "Not A Slug", name: "x"}) { consistencyToken } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+    let text = body.to_string();
+    assert!(!text.contains("SQL") && !text.contains("diesel") && !text.contains("constraint"), "{text}");
+}

@@ -1,0 +1,181 @@
+//! `spawn_app()` and a small GraphQL client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{json, Value};
+use till_api::app::{AppData, Application, Database};
+use till_api::config::{Secret, ServeConfig};
+use till_domain::commands::{CommandContext, NewCategory, NewCustomer, NewProduct};
+use till_domain::db::testing::TestDb;
+use till_domain::types::*;
+
+pub fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[derive(Parser)]
+struct Defaults {
+    #[command(flatten)]
+    cfg: ServeConfig,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub data: Arc<AppData>,
+    pub http: reqwest::Client,
+    pub db: TestDb,
+    pub staff_token: String,
+}
+
+pub const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let db = TestDb::with_pool_size(30).await;
+    let mut cfg = Defaults::parse_from(["till"]).cfg;
+    cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg.jwt_secret = Some(Secret::new(SECRET));
+    cfg.seed_demo = false;
+    cfg.db.db_pool_size = 30;
+    cfg.http_workers = 2;
+    cfg.consistency_wait_ms = 5000;
+    tweak(&mut cfg);
+    let app = ok(Application::build(
+        cfg,
+        Database {
+            url: db.url.clone(),
+            embedded: None,
+        },
+    )
+    .await);
+    let (port, data, _handle) = app.spawn();
+    let staff = ok(data
+        .api
+        .commands
+        .create_customer(
+            &CommandContext::system("test"),
+            NewCustomer {
+                email: ok(Email::parse("staff@example.com")),
+                name: ok(Name::parse("name", "Staff")),
+                role: Role::Staff,
+                password_hash: None,
+            },
+        )
+        .await)
+    .value;
+    let staff_token = ok(data.tokens.mint(staff, Role::Staff, Duration::from_secs(600)));
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        data,
+        http: reqwest::Client::new(),
+        db,
+        staff_token,
+    }
+}
+
+impl TestApp {
+    /// Creates a customer account and returns (id, bearer token).
+    pub async fn customer(&self, email: &str) -> (CustomerId, String) {
+        let id = ok(self
+            .data
+            .api
+            .commands
+            .create_customer(
+                &CommandContext::system("test"),
+                NewCustomer {
+                    email: ok(Email::parse(email)),
+                    name: ok(Name::parse("name", "Shopper")),
+                    role: Role::Customer,
+                    password_hash: None,
+                },
+            )
+            .await)
+        .value;
+        (id, ok(self.data.tokens.mint(id, Role::Customer, Duration::from_secs(600))))
+    }
+
+    /// Creates an ACTIVE product with stock; returns its global id.
+    pub async fn product(&self, sku: &str, price: i64, stock: i64) -> String {
+        let sys = CommandContext::system("test");
+        let cat = ok(self
+            .data
+            .api
+            .commands
+            .create_category(
+                &sys,
+                NewCategory {
+                    slug: ok(Slug::parse(&format!("cat-{}", sku.to_lowercase()))),
+                    name: ok(Name::parse("name", "Cat")),
+                    parent: None,
+                },
+            )
+            .await)
+        .value;
+        let id = ok(self
+            .data
+            .api
+            .commands
+            .create_product(
+                &sys,
+                NewProduct {
+                    sku: ok(Sku::parse(sku)),
+                    name: ok(Name::parse("name", &format!("Product {sku}"))),
+                    description: Description::default(),
+                    category: cat,
+                    price: ok(Money::price(price)),
+                    status: ProductStatus::Active,
+                    initial_stock: (stock > 0).then(|| ok(StockDelta::restock(stock))),
+                },
+            )
+            .await)
+        .value;
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Product:{id}"))
+    }
+
+    /// A consistency token for everything written so far.
+    pub async fn head_token(&self) -> String {
+        let mut conn = ok(self.db.pool.get().await);
+        ok(till_domain::event_log::head(&mut conn).await).to_token()
+    }
+
+    /// POSTs a GraphQL request; returns (status, body).
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+        self.gql_with(token, query, variables, &[]).await
+    }
+
+    pub async fn gql_with(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/graphql", self.base))
+            .header("accept", "application/graphql-response+json")
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = ok(req.send().await);
+        let status = resp.status().as_u16();
+        let body: Value = ok(resp.json().await);
+        (status, body)
+    }
+}
+
+/// The first error's `extensions.code`.
+pub fn code(body: &Value) -> Option<&str> {
+    body["errors"][0]["extensions"]["code"].as_str()
+}
