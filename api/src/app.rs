@@ -13,7 +13,9 @@ use till_domain::db::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres
 use till_domain::db::PgPool;
 use till_domain::types::Currency;
 use till_domain::DomainError;
-use till_read_models::{CacheSettings, Progress, Projector, ProjectorSettings, ReadCache, ReadModels};
+use till_read_models::{
+    CacheSettings, Progress, Projector, ProjectorSettings, ReadCache, ReadModels,
+};
 use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
 
@@ -80,7 +82,9 @@ impl Database {
             });
         }
         if mode == Mode::Production {
-            return Err(StartError::Config("DATABASE_URL is required in production mode".into()));
+            return Err(StartError::Config(
+                "DATABASE_URL is required in production mode".into(),
+            ));
         }
         let opts = EmbeddedOptions {
             data_dir: db.pg_data.clone(),
@@ -91,7 +95,9 @@ impl Database {
         tracing::info!(data = %opts.data_dir.display(), "starting the embedded PostgreSQL");
         let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&opts))
             .await
-            .map_err(|e| StartError::Config(format!("embedded PostgreSQL start-up panicked: {e}")))??;
+            .map_err(|e| {
+                StartError::Config(format!("embedded PostgreSQL start-up panicked: {e}"))
+            })??;
         let admin = pg.url("postgres");
         till_domain::db::create_database_if_missing(&admin, "till").await?;
         Ok(Self {
@@ -117,12 +123,16 @@ pub struct Application {
 pub fn jwt_secret(configured: Option<&Secret>, mode: Mode) -> Result<Secret, StartError> {
     if let Some(s) = configured {
         if s.expose().len() < 32 {
-            return Err(StartError::Config("TILL_JWT_SECRET must be at least 32 bytes".into()));
+            return Err(StartError::Config(
+                "TILL_JWT_SECRET must be at least 32 bytes".into(),
+            ));
         }
         return Ok(s.clone());
     }
     if mode == Mode::Production {
-        return Err(StartError::Config("TILL_JWT_SECRET is required in production mode".into()));
+        return Err(StartError::Config(
+            "TILL_JWT_SECRET is required in production mode".into(),
+        ));
     }
     let path = std::path::Path::new(".till/jwt-secret");
     if let Ok(existing) = std::fs::read_to_string(path) {
@@ -133,7 +143,9 @@ pub fn jwt_secret(configured: Option<&Secret>, mode: Mode) -> Result<Secret, Sta
     let fresh: String = {
         use rand::Rng;
         let mut rng = rand::thread_rng();
-        (0..48).map(|_| format!("{:x}", rng.gen_range(0..16u8))).collect()
+        (0..48)
+            .map(|_| format!("{:x}", rng.gen_range(0..16u8)))
+            .collect()
     };
     std::fs::create_dir_all(".till")?;
     std::fs::write(path, &fresh)?;
@@ -144,7 +156,8 @@ impl Application {
     /// Connects, migrates (dev), seeds (dev), starts the projector and binds the port
     /// (port 0 picks a free one, for tests).
     pub async fn build(cfg: ServeConfig, database: Database) -> Result<Self, StartError> {
-        let currency = Currency::parse(&cfg.currency).map_err(|e| StartError::Config(e.to_string()))?;
+        let currency =
+            Currency::parse(&cfg.currency).map_err(|e| StartError::Config(e.to_string()))?;
         let secret = jwt_secret(cfg.jwt_secret.as_ref(), cfg.mode)?;
         if cfg.mode == Mode::Dev {
             let applied = till_domain::db::migrate(&database.url).await?;
@@ -176,7 +189,11 @@ impl Application {
             );
             workers.extend(projector.spawn(stop_rx.clone()));
         } else {
-            workers.push(tokio::spawn(follow_checkpoints(pool.clone(), progress.clone(), stop_rx)));
+            workers.push(tokio::spawn(follow_checkpoints(
+                pool.clone(),
+                progress.clone(),
+                stop_rx,
+            )));
         }
         let api = Arc::new(ApiState {
             commands: commands.clone(),
@@ -260,7 +277,10 @@ impl Application {
         stopper.abort();
         let _ = self.stop_workers.send(true);
         for w in self.workers {
-            if tokio::time::timeout(self.shutdown_timeout, w).await.is_err() {
+            if tokio::time::timeout(self.shutdown_timeout, w)
+                .await
+                .is_err()
+            {
                 tracing::warn!("a background worker did not stop in time");
             }
         }
@@ -269,7 +289,13 @@ impl Application {
     }
 
     /// Serves in the background (tests); the returned handle stops it.
-    pub fn spawn(self) -> (u16, Arc<AppData>, tokio::task::JoinHandle<std::io::Result<()>>) {
+    pub fn spawn(
+        self,
+    ) -> (
+        u16,
+        Arc<AppData>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
         let port = self.port;
         let data = self.data.clone();
         (port, data, tokio::spawn(self.run_until_stopped()))
@@ -301,7 +327,11 @@ async fn wait_for_signal() {
 
 /// Without a local projector, follow the checkpoints another process writes, so
 /// consistency tokens still resolve.
-async fn follow_checkpoints(pool: PgPool, progress: Arc<Progress>, mut stop: watch::Receiver<bool>) {
+async fn follow_checkpoints(
+    pool: PgPool,
+    progress: Arc<Progress>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         if let Ok(mut conn) = pool.get().await {
             if let Err(e) = progress.refresh(&mut conn).await {

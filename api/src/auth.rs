@@ -91,7 +91,8 @@ impl TokenService {
             iat: now,
             exp: now + ttl.as_secs(),
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|_| AuthError::Invalid)
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|_| AuthError::Invalid)
     }
 
     /// Reads the principal from an `Authorization` header value.
@@ -105,7 +106,8 @@ impl TokenService {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Malformed)?;
-        let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|_| AuthError::Invalid)?;
+        let data = decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|_| AuthError::Invalid)?;
         let id = Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::Invalid)?;
         Ok(Principal::User {
             id: CustomerId(id),
@@ -122,9 +124,17 @@ mod tests {
     fn tokens_round_trip_and_tampering_is_refused() {
         let svc = TokenService::new(&Secret::new("s3cret-for-tests-only-0123456789"));
         let id = CustomerId::new();
-        let token = svc.mint(id, Role::Staff, Duration::from_secs(60)).unwrap_or_default();
+        let token = svc
+            .mint(id, Role::Staff, Duration::from_secs(60))
+            .unwrap_or_default();
         let p = svc.principal(Some(&format!("Bearer {token}"))).ok();
-        assert_eq!(p, Some(Principal::User { id, role: Role::Staff }));
+        assert_eq!(
+            p,
+            Some(Principal::User {
+                id,
+                role: Role::Staff
+            })
+        );
 
         let other = TokenService::new(&Secret::new("another-secret-0123456789abcdef"));
         assert!(other.principal(Some(&format!("Bearer {token}"))).is_err());
@@ -141,7 +151,8 @@ mod tests {
             iat: 1,
             exp: 2,
         };
-        let token = encode(&Header::new(Algorithm::HS256), &claims, &svc.encoding).unwrap_or_default();
+        let token =
+            encode(&Header::new(Algorithm::HS256), &claims, &svc.encoding).unwrap_or_default();
         assert!(svc.principal(Some(&format!("Bearer {token}"))).is_err());
     }
 }

@@ -5,8 +5,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use thiserror::Error;
-use till_domain::types::{CustomerId, Currency, Role};
-use till_read_models::{CacheSettings, Progress, Projector, ProjectorSettings, ReadCache, ReadModels};
+use till_domain::types::{Currency, CustomerId, Role};
+use till_read_models::{
+    CacheSettings, Progress, Projector, ProjectorSettings, ReadCache, ReadModels,
+};
 
 use crate::app::{jwt_secret, Application, Database, StartError};
 use crate::auth::TokenService;
@@ -143,7 +145,9 @@ pub async fn run() -> Result<(), CliError> {
         Command::Serve(cfg) => serve(cfg).await,
         Command::Migrate { db } => {
             let database = Database::resolve(&db, Mode::Dev).await?;
-            let applied = till_domain::db::migrate(&database.url).await.map_err(StartError::from)?;
+            let applied = till_domain::db::migrate(&database.url)
+                .await
+                .map_err(StartError::from)?;
             if applied.is_empty() {
                 println!("migrations: nothing to apply");
             } else {
@@ -160,9 +164,12 @@ pub async fn run() -> Result<(), CliError> {
             currency,
             no_catch_up,
         } => {
-            let currency = Currency::parse(&currency).map_err(|e| CliError::Failed(e.to_string()))?;
+            let currency =
+                Currency::parse(&currency).map_err(|e| CliError::Failed(e.to_string()))?;
             let database = Database::resolve(&db, Mode::Dev).await?;
-            till_domain::db::migrate(&database.url).await.map_err(StartError::from)?;
+            till_domain::db::migrate(&database.url)
+                .await
+                .map_err(StartError::from)?;
             let pool = till_domain::db::pool(&database.url, &db.pool_settings());
             let sizes = SeedSizes {
                 categories: categories.max(1),
@@ -171,18 +178,26 @@ pub async fn run() -> Result<(), CliError> {
                 orders,
             };
             if orders > 0 && (products == 0 || customers == 0) {
-                return Err(CliError::Failed("orders need at least one product and one customer".into()));
+                return Err(CliError::Failed(
+                    "orders need at least one product and one customer".into(),
+                ));
             }
             let timings = seed::bulk(&pool, sizes, &currency)
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
             for (phase, rows, took) in &timings.phases {
-                println!("seeded {rows:>8} {phase:<10} in {:>7.2}s", took.as_secs_f64());
+                println!(
+                    "seeded {rows:>8} {phase:<10} in {:>7.2}s",
+                    took.as_secs_f64()
+                );
             }
             if !no_catch_up {
                 let started = Instant::now();
                 catch_up(&pool, &database.url).await?;
-                println!("projections caught up in {:.2}s", started.elapsed().as_secs_f64());
+                println!(
+                    "projections caught up in {:.2}s",
+                    started.elapsed().as_secs_f64()
+                );
             }
             Ok(())
         }
@@ -198,7 +213,11 @@ pub async fn run() -> Result<(), CliError> {
         } => {
             let secret = jwt_secret(secret.as_ref(), Mode::Dev)?;
             let token = TokenService::new(&secret)
-                .mint(CustomerId(sub), role.into(), Duration::from_secs(ttl_minutes * 60))
+                .mint(
+                    CustomerId(sub),
+                    role.into(),
+                    Duration::from_secs(ttl_minutes * 60),
+                )
                 .map_err(|e| CliError::Failed(e.to_string()))?;
             println!("{token}");
             Ok(())
@@ -209,15 +228,28 @@ pub async fn run() -> Result<(), CliError> {
             if matches!(action, ProjectionsAction::CatchUp) {
                 catch_up(&pool, &database.url).await?;
             }
-            let reads = ReadModels::new(pool, ReadCache::new(CacheSettings::default()), Arc::new(Progress::new()));
+            let reads = ReadModels::new(
+                pool,
+                ReadCache::new(CacheSettings::default()),
+                Arc::new(Progress::new()),
+            );
             let status = reads
                 .projection_status()
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
-            println!("{:<18} {:>10} {:>10}  updated", "projection", "position", "lag");
+            println!(
+                "{:<18} {:>10} {:>10}  updated",
+                "projection", "position", "lag"
+            );
             for s in status {
-                let updated = s.updated_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into());
-                println!("{:<18} {:>10} {:>10}  {updated}", s.name, s.position, s.lag_events);
+                let updated = s
+                    .updated_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "never".into());
+                println!(
+                    "{:<18} {:>10} {:>10}  {updated}",
+                    s.name, s.position, s.lag_events
+                );
             }
             Ok(())
         }
@@ -226,7 +258,11 @@ pub async fn run() -> Result<(), CliError> {
 
 async fn catch_up(pool: &till_domain::db::PgPool, url: &str) -> Result<(), CliError> {
     let total = {
-        let reads = ReadModels::new(pool.clone(), ReadCache::new(CacheSettings::default()), Arc::new(Progress::new()));
+        let reads = ReadModels::new(
+            pool.clone(),
+            ReadCache::new(CacheSettings::default()),
+            Arc::new(Progress::new()),
+        );
         reads
             .projection_status()
             .await
@@ -237,9 +273,11 @@ async fn catch_up(pool: &till_domain::db::PgPool, url: &str) -> Result<(), CliEr
     };
     let pb = indicatif::ProgressBar::new(total.max(0) as u64);
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>10} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb.set_prefix("projecting");
     let projector = Projector::new(
@@ -280,7 +318,14 @@ async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
     let app = Application::build(cfg.clone(), database).await?;
     let base = format!("http://{}:{}", cfg.listen.ip(), app.port());
     println!();
-    println!("  Till is running{}", if embedded { " (embedded PostgreSQL)" } else { "" });
+    println!(
+        "  Till is running{}",
+        if embedded {
+            " (embedded PostgreSQL)"
+        } else {
+            ""
+        }
+    );
     println!("  GraphiQL:  {base}/graphiql");
     println!("  GraphQL:   {base}/graphql");
     if mode == Mode::Dev {
@@ -290,7 +335,8 @@ async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
             (seed::DEMO_STAFF_EMAIL, "staff token"),
             (seed::DEMO_SHOPPER_EMAIL, "shopper token"),
         ] {
-            if let Ok(Some((id, role))) = till_domain::lookups::account_by_email(pool, email).await {
+            if let Ok(Some((id, role))) = till_domain::lookups::account_by_email(pool, email).await
+            {
                 if let Ok(t) = tokens.mint(id, role, Duration::from_secs(24 * 3600)) {
                     println!("  {label} ({email}, 24 h):");
                     println!("    Authorization: Bearer {t}");

@@ -69,11 +69,17 @@ pub async fn demo_if_empty(commands: &Commands) -> Result<(), DomainError> {
                 NewProduct {
                     sku: Sku::parse(sku)?,
                     name: Name::parse("name", name)?,
-                    description: Description::parse(&format!("{name}, from the Till demo catalog."))?,
+                    description: Description::parse(&format!(
+                        "{name}, from the Till demo catalog."
+                    ))?,
                     category,
                     price: Money::price(price)?,
                     status: ProductStatus::Active,
-                    initial_stock: if stock > 0 { Some(StockDelta::restock(stock)?) } else { None },
+                    initial_stock: if stock > 0 {
+                        Some(StockDelta::restock(stock)?)
+                    } else {
+                        None
+                    },
                 },
             )
             .await?;
@@ -119,16 +125,21 @@ pub struct SeedTimings {
 
 fn bar(len: usize, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len as u64);
-    let style = ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     pb.set_style(style);
     pb.set_prefix(what.to_owned());
     pb
 }
 
 /// Inserts a large data set in chunks, each chunk one transaction with its events.
-pub async fn bulk(pool: &PgPool, sizes: SeedSizes, currency: &Currency) -> Result<SeedTimings, DomainError> {
+pub async fn bulk(
+    pool: &PgPool,
+    sizes: SeedSizes,
+    currency: &Currency,
+) -> Result<SeedTimings, DomainError> {
     let tag: String = format!("{:04x}", rand::random::<u16>());
     let mut timings = SeedTimings::default();
 
@@ -149,7 +160,9 @@ pub async fn bulk(pool: &PgPool, sizes: SeedSizes, currency: &Currency) -> Resul
         }
     }
     pb.finish();
-    timings.phases.push(("categories", sizes.categories, started.elapsed()));
+    timings
+        .phases
+        .push(("categories", sizes.categories, started.elapsed()));
 
     let started = Instant::now();
     let pb = bar(sizes.products, "products");
@@ -162,7 +175,9 @@ pub async fn bulk(pool: &PgPool, sizes: SeedSizes, currency: &Currency) -> Resul
         i = end;
     }
     pb.finish();
-    timings.phases.push(("products", sizes.products, started.elapsed()));
+    timings
+        .phases
+        .push(("products", sizes.products, started.elapsed()));
 
     let started = Instant::now();
     let pb = bar(sizes.customers, "customers");
@@ -175,7 +190,9 @@ pub async fn bulk(pool: &PgPool, sizes: SeedSizes, currency: &Currency) -> Resul
         i = end;
     }
     pb.finish();
-    timings.phases.push(("customers", sizes.customers, started.elapsed()));
+    timings
+        .phases
+        .push(("customers", sizes.customers, started.elapsed()));
 
     let started = Instant::now();
     let pb = bar(sizes.orders, "orders");
@@ -187,6 +204,8 @@ pub async fn bulk(pool: &PgPool, sizes: SeedSizes, currency: &Currency) -> Resul
         pb.inc(n as u64);
     }
     pb.finish();
-    timings.phases.push(("orders", sizes.orders, started.elapsed()));
+    timings
+        .phases
+        .push(("orders", sizes.orders, started.elapsed()));
     Ok(timings)
 }

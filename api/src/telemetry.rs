@@ -22,7 +22,9 @@ pub fn init() {
             )
             .try_init()
     } else {
-        registry.with(tracing_subscriber::fmt::layer().with_target(false)).try_init()
+        registry
+            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .try_init()
     };
     if let Err(e) = result {
         eprintln!("logging was already initialised: {e}");

@@ -76,7 +76,9 @@ impl From<diesel::result::Error> for DomainError {
         use diesel::result::{DatabaseErrorKind as K, Error as E};
         match err {
             E::NotFound => Self::Internal("row not found where one was expected".into()),
-            E::DatabaseError(K::SerializationFailure, info) => Self::Transient(info.message().to_owned()),
+            E::DatabaseError(K::SerializationFailure, info) => {
+                Self::Transient(info.message().to_owned())
+            }
             E::DatabaseError(K::UnableToSendCommand | K::ClosedConnection, info) => {
                 Self::Unavailable(info.message().to_owned())
             }
@@ -85,7 +87,9 @@ impl From<diesel::result::Error> for DomainError {
                 Self::Transient(info.message().to_owned())
             }
             E::DatabaseError(_, ref info)
-                if info.message().starts_with("canceling statement due to statement timeout") =>
+                if info
+                    .message()
+                    .starts_with("canceling statement due to statement timeout") =>
             {
                 Self::Unavailable(info.message().to_owned())
             }

@@ -14,7 +14,9 @@ use crate::schema::events;
 pub const EVENTS_CHANNEL: &str = "till_events";
 
 /// A point in the log, in the projector's order: (transaction id, position).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub struct LogPoint {
     /// Transaction id of the writer.
     pub tx_id: i64,
@@ -127,7 +129,6 @@ struct EventRow {
     occurred_at: chrono::DateTime<chrono::Utc>,
 }
 
-
 /// Reads up to `limit` events after `after`, in (tx_id, position) order, but only
 /// from transactions older than every transaction still in flight. A transaction that
 /// commits late has a lower id than the horizon until it finishes, so the reader waits
@@ -142,9 +143,9 @@ pub async fn read_after(
     );
     let rows: Vec<EventRow> = events::table
         .filter(
-            events::tx_id
-                .gt(after.tx_id)
-                .or(events::tx_id.eq(after.tx_id).and(events::position.gt(after.position))),
+            events::tx_id.gt(after.tx_id).or(events::tx_id
+                .eq(after.tx_id)
+                .and(events::position.gt(after.position))),
         )
         .filter(events::tx_id.lt(horizon))
         .order((events::tx_id.asc(), events::position.asc()))
@@ -233,6 +234,14 @@ mod tests {
         assert_eq!(LogPoint::from_token(&p.to_token()), Some(p));
         assert_eq!(LogPoint::from_token("abc"), None);
         assert_eq!(LogPoint::from_token("1.-2"), None);
-        assert!(LogPoint { tx_id: 2, position: 1 } > LogPoint { tx_id: 1, position: 9 });
+        assert!(
+            LogPoint {
+                tx_id: 2,
+                position: 1
+            } > LogPoint {
+                tx_id: 1,
+                position: 9
+            }
+        );
     }
 }

@@ -11,19 +11,26 @@ use crate::types::{CustomerId, Role};
 /// True when no category exists yet (a fresh database).
 pub async fn catalog_is_empty(pool: &PgPool) -> Result<bool, DomainError> {
     let mut conn = pool.get().await?;
-    let any: bool = diesel::select(diesel::dsl::exists(categories::table.select(categories::id)))
-        .get_result(&mut conn)
-        .await?;
+    let any: bool = diesel::select(diesel::dsl::exists(
+        categories::table.select(categories::id),
+    ))
+    .get_result(&mut conn)
+    .await?;
     Ok(!any)
 }
 
 /// An account's id and role by email (case-insensitive).
-pub async fn account_by_email(pool: &PgPool, email: &str) -> Result<Option<(CustomerId, Role)>, DomainError> {
+pub async fn account_by_email(
+    pool: &PgPool,
+    email: &str,
+) -> Result<Option<(CustomerId, Role)>, DomainError> {
     let mut conn = pool.get().await?;
     let row: Option<(uuid::Uuid, String)> = customers::table
-        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = lower(")
-            .bind::<diesel::sql_types::Text, _>(email)
-            .sql(")"))
+        .filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = lower(")
+                .bind::<diesel::sql_types::Text, _>(email)
+                .sql(")"),
+        )
         .select((customers::id, customers::role))
         .first(&mut conn)
         .await

@@ -114,10 +114,14 @@ pub async fn products(
                 name: format!("{} {i}", ADJECTIVES[i % ADJECTIVES.len()]),
                 price_minor: rng.gen_range(100..100_000),
             });
-            cats.push(*categories.choose(&mut rng).ok_or_else(|| DomainError::Validation {
-                field: "categories",
-                message: "seed products need at least one category".into(),
-            })?);
+            cats.push(
+                *categories
+                    .choose(&mut rng)
+                    .ok_or_else(|| DomainError::Validation {
+                        field: "categories",
+                        message: "seed products need at least one category".into(),
+                    })?,
+            );
         }
     }
     let ids: Vec<Uuid> = out.iter().map(|p| p.id).collect();
@@ -178,7 +182,12 @@ pub async fn products(
 }
 
 /// Inserts customers `from..to` (emails `c<i>-<tag>@seed.till.dev`, no password).
-pub async fn customers(pool: &PgPool, tag: &str, from: usize, to: usize) -> Result<Vec<SeededCustomer>, DomainError> {
+pub async fn customers(
+    pool: &PgPool,
+    tag: &str,
+    from: usize,
+    to: usize,
+) -> Result<Vec<SeededCustomer>, DomainError> {
     let out: Vec<SeededCustomer> = (from..to)
         .map(|i| SeededCustomer {
             id: Uuid::now_v7(),
@@ -258,7 +267,10 @@ pub async fn orders(
                     unit_price_minor: p.price_minor,
                 });
             }
-            let total: i64 = facts.iter().map(|f| f.unit_price_minor * i64::from(f.quantity)).sum();
+            let total: i64 = facts
+                .iter()
+                .map(|f| f.unit_price_minor * i64::from(f.quantity))
+                .sum();
             for (n, f) in facts.iter().enumerate() {
                 l_order.push(id);
                 l_no.push(n as i16 + 1);
@@ -374,6 +386,16 @@ struct StockRow {
 }
 
 const ADJECTIVES: [&str; 12] = [
-    "Sturdy Widget", "Bright Lamp", "Quiet Fan", "Soft Hoodie", "Bold Tee", "Crisp Speaker",
-    "Swift Charger", "Warm Blanket", "Sharp Knife", "Smooth Mug", "Tiny Drone", "Grand Kettle",
+    "Sturdy Widget",
+    "Bright Lamp",
+    "Quiet Fan",
+    "Soft Hoodie",
+    "Bold Tee",
+    "Crisp Speaker",
+    "Swift Charger",
+    "Warm Blanket",
+    "Sharp Knife",
+    "Smooth Mug",
+    "Tiny Drone",
+    "Grand Kettle",
 ];

@@ -98,7 +98,9 @@ impl Slug {
         let ok = !s.is_empty()
             && s.len() <= 100
             && s.split('-').all(|w| {
-                !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                !w.is_empty()
+                    && w.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
             });
         if !ok {
             return Err(invalid(
@@ -198,7 +200,10 @@ impl Quantity {
     /// Parses a line quantity.
     pub fn parse(raw: i64) -> Result<Self, DomainError> {
         if !(1..=Self::MAX).contains(&raw) {
-            return Err(invalid("quantity", format!("must be between 1 and {}", Self::MAX)));
+            return Err(invalid(
+                "quantity",
+                format!("must be between 1 and {}", Self::MAX),
+            ));
         }
         Ok(Self(raw as i32))
     }
@@ -421,7 +426,14 @@ mod tests {
 
     #[test]
     fn enums_round_trip() {
-        for s in ["PENDING_PAYMENT", "PAID", "SHIPPED", "CANCELLED", "PAYMENT_FAILED", "EXPIRED"] {
+        for s in [
+            "PENDING_PAYMENT",
+            "PAID",
+            "SHIPPED",
+            "CANCELLED",
+            "PAYMENT_FAILED",
+            "EXPIRED",
+        ] {
             assert_eq!(OrderStatus::from_db(s).map(|v| v.as_str()).ok(), Some(s));
         }
         assert!(Role::from_db("ROOT").is_err());

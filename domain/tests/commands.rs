@@ -51,7 +51,8 @@ impl World {
                 &self.staff,
                 NewProduct {
                     sku: Sku::parse(sku).unwrap_or_else(|e| panic!("{e}")),
-                    name: Name::parse("name", &format!("Product {sku}")).unwrap_or_else(|e| panic!("{e}")),
+                    name: Name::parse("name", &format!("Product {sku}"))
+                        .unwrap_or_else(|e| panic!("{e}")),
                     description: Description::default(),
                     category: cat,
                     price: Money::price(price).unwrap_or_else(|e| panic!("{e}")),
@@ -168,7 +169,11 @@ async fn an_order_that_cannot_be_filled_reserves_nothing_and_names_the_short_pro
         }
         other => panic!("expected OutOfStock, got {other:?}"),
     }
-    assert_eq!(w.stock(a).await, (10, 0), "the first line's reservation rolled back");
+    assert_eq!(
+        w.stock(a).await,
+        (10, 0),
+        "the first line's reservation rolled back"
+    );
     assert_eq!(w.event_count("OrderPlaced").await, 0);
 }
 
@@ -180,7 +185,12 @@ async fn cancelling_releases_stock_and_only_the_owner_may_cancel() {
     let bob = w.customer("bob3@example.com").await;
     let placed = w
         .cmd
-        .place_order(&CommandContext::user(ann, Role::Customer), ann, vec![line(a, 2)], &w.eur)
+        .place_order(
+            &CommandContext::user(ann, Role::Customer),
+            ann,
+            vec![line(a, 2)],
+            &w.eur,
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
@@ -188,7 +198,10 @@ async fn cancelling_releases_stock_and_only_the_owner_may_cancel() {
         .cmd
         .cancel_order(&CommandContext::user(bob, Role::Customer), placed.value.id)
         .await;
-    assert!(matches!(by_bob, Err(DomainError::NotFound { .. })), "{by_bob:?}");
+    assert!(
+        matches!(by_bob, Err(DomainError::NotFound { .. })),
+        "{by_bob:?}"
+    );
 
     w.cmd
         .cancel_order(&CommandContext::user(ann, Role::Customer), placed.value.id)
@@ -201,7 +214,10 @@ async fn cancelling_releases_stock_and_only_the_owner_may_cancel() {
         .cmd
         .cancel_order(&CommandContext::user(ann, Role::Customer), placed.value.id)
         .await;
-    assert!(matches!(again, Err(DomainError::InvalidState(_))), "{again:?}");
+    assert!(
+        matches!(again, Err(DomainError::InvalidState(_))),
+        "{again:?}"
+    );
 }
 
 #[tokio::test]
@@ -211,20 +227,40 @@ async fn payment_moves_reserved_stock_out_and_shipping_needs_payment() {
     let ann = w.customer("ann4@example.com").await;
     let placed = w
         .cmd
-        .place_order(&CommandContext::user(ann, Role::Customer), ann, vec![line(a, 2)], &w.eur)
+        .place_order(
+            &CommandContext::user(ann, Role::Customer),
+            ann,
+            vec![line(a, 2)],
+            &w.eur,
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let id = placed.value.id;
 
     let early = w.cmd.ship_order(&w.staff, id).await;
-    assert!(matches!(early, Err(DomainError::InvalidState(_))), "{early:?}");
+    assert!(
+        matches!(early, Err(DomainError::InvalidState(_))),
+        "{early:?}"
+    );
 
-    let as_customer = w.cmd.ship_order(&CommandContext::user(ann, Role::Customer), id).await;
-    assert!(matches!(as_customer, Err(DomainError::Forbidden(_))), "{as_customer:?}");
+    let as_customer = w
+        .cmd
+        .ship_order(&CommandContext::user(ann, Role::Customer), id)
+        .await;
+    assert!(
+        matches!(as_customer, Err(DomainError::Forbidden(_))),
+        "{as_customer:?}"
+    );
 
-    w.cmd.mark_paid(&w.staff, id).await.unwrap_or_else(|e| panic!("{e}"));
+    w.cmd
+        .mark_paid(&w.staff, id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(w.stock(a).await, (3, 0));
-    w.cmd.ship_order(&w.staff, id).await.unwrap_or_else(|e| panic!("{e}"));
+    w.cmd
+        .ship_order(&w.staff, id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(w.order_status(id).await, "SHIPPED");
 }
 
@@ -279,7 +315,10 @@ async fn duplicates_are_conflicts() {
             },
         )
         .await;
-    assert!(matches!(email_again, Err(DomainError::Conflict(_))), "{email_again:?}");
+    assert!(
+        matches!(email_again, Err(DomainError::Conflict(_))),
+        "{email_again:?}"
+    );
 }
 
 #[tokio::test]
@@ -288,12 +327,22 @@ async fn adjustments_cannot_undercut_reservations_and_customers_cannot_restock()
     let a = w.product("A-6", 100, 5).await;
     let ann = w.customer("ann6@example.com").await;
     w.cmd
-        .place_order(&CommandContext::user(ann, Role::Customer), ann, vec![line(a, 4)], &w.eur)
+        .place_order(
+            &CommandContext::user(ann, Role::Customer),
+            ann,
+            vec![line(a, 4)],
+            &w.eur,
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let cut = w
         .cmd
-        .adjust_inventory(&w.staff, a, StockDelta::adjustment(-2).unwrap_or_else(|e| panic!("{e}")), "damaged")
+        .adjust_inventory(
+            &w.staff,
+            a,
+            StockDelta::adjustment(-2).unwrap_or_else(|e| panic!("{e}")),
+            "damaged",
+        )
         .await;
     assert!(matches!(cut, Err(DomainError::InvalidState(_))), "{cut:?}");
     let by_customer = w
@@ -304,7 +353,10 @@ async fn adjustments_cannot_undercut_reservations_and_customers_cannot_restock()
             StockDelta::restock(5).unwrap_or_else(|e| panic!("{e}")),
         )
         .await;
-    assert!(matches!(by_customer, Err(DomainError::Forbidden(_))), "{by_customer:?}");
+    assert!(
+        matches!(by_customer, Err(DomainError::Forbidden(_))),
+        "{by_customer:?}"
+    );
     assert_eq!(w.stock(a).await, (5, 4));
 }
 

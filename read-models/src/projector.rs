@@ -221,7 +221,10 @@ async fn apply_batch(
         .await?;
     let current: Option<(i64, i64)> = projection_checkpoints::table
         .find(projection.name())
-        .select((projection_checkpoints::tx_id, projection_checkpoints::position))
+        .select((
+            projection_checkpoints::tx_id,
+            projection_checkpoints::position,
+        ))
         .first(conn)
         .await
         .optional()?;

@@ -258,7 +258,11 @@ pub struct OrderView {
 impl OrderView {
     /// Approximate heap size, for the cache's weigher.
     pub fn weight(&self) -> u32 {
-        let lines: usize = self.lines.iter().map(|l| l.sku.len() + l.name.len() + 64).sum();
+        let lines: usize = self
+            .lines
+            .iter()
+            .map(|l| l.sku.len() + l.name.len() + 64)
+            .sum();
         let strings = self.customer_email.len() + self.customer_name.len() + self.status.len();
         let history = self.status_history.len() * 48;
         u32::try_from(std::mem::size_of::<Self>() + lines + strings + history).unwrap_or(u32::MAX)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use rand::Rng;
 use till_domain::commands::{
@@ -16,9 +17,12 @@ use till_domain::event_log::{self, EventMeta};
 use till_domain::events::{DomainEvent, OrderLineFact};
 use till_domain::schema::inventory;
 use till_domain::types::*;
-use till_read_models::schema::{rm_customer_summary, rm_order_view, rm_product_sales, rm_sales_daily};
-use diesel::sql_types::BigInt;
-use till_read_models::{CacheSettings, Projection, Progress, Projector, ProjectorSettings, ReadCache, ReadModels};
+use till_read_models::schema::{
+    rm_customer_summary, rm_order_view, rm_product_sales, rm_sales_daily,
+};
+use till_read_models::{
+    CacheSettings, Progress, Projection, Projector, ProjectorSettings, ReadCache, ReadModels,
+};
 use uuid::Uuid;
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
@@ -52,10 +56,16 @@ async fn wait_caught_up(db: &TestDb, reads: &ReadModels, head: event_log::LogPoi
     loop {
         let mut conn = ok(db.pool.get().await);
         ok(reads.progress().refresh(&mut conn).await);
-        if Projection::ALL.iter().all(|p| reads.progress().current(*p) >= head) {
+        if Projection::ALL
+            .iter()
+            .all(|p| reads.progress().current(*p) >= head)
+        {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "projections did not catch up");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "projections did not catch up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -164,7 +174,10 @@ async fn out_of_order_commits_are_never_skipped_nor_applied_twice() {
         .await);
     let (count, spend): (i64, i64) = ok(rm_customer_summary::table
         .find(customer)
-        .select((rm_customer_summary::orders_count, rm_customer_summary::lifetime_spend_minor))
+        .select((
+            rm_customer_summary::orders_count,
+            rm_customer_summary::lifetime_spend_minor,
+        ))
         .first(&mut conn)
         .await);
     let units: i64 = ok(rm_product_sales::table
@@ -172,14 +185,20 @@ async fn out_of_order_commits_are_never_skipped_nor_applied_twice() {
         .select(rm_product_sales::units)
         .first(&mut conn)
         .await);
-    assert!(expected_count > 200, "the test must commit plenty: {expected_count}");
+    assert!(
+        expected_count > 200,
+        "the test must commit plenty: {expected_count}"
+    );
     assert_eq!(orders, expected_count, "order view rows");
     assert_eq!(daily_orders, expected_count, "sales per day, orders");
     assert_eq!(daily_revenue, expected_sum, "sales per day, revenue");
-    assert_eq!((count, spend), (expected_count, expected_sum), "customer summary");
+    assert_eq!(
+        (count, spend),
+        (expected_count, expected_sum),
+        "customer summary"
+    );
     assert_eq!(units, expected_count, "product sales");
 }
-
 
 struct Shop {
     db: TestDb,
@@ -203,7 +222,13 @@ impl Shop {
         }
     }
 
-    async fn product(&self, sku: &str, parent: Option<CategoryId>, price: i64, stock: i64) -> (CategoryId, ProductId) {
+    async fn product(
+        &self,
+        sku: &str,
+        parent: Option<CategoryId>,
+        price: i64,
+        stock: i64,
+    ) -> (CategoryId, ProductId) {
         let cat = ok(self
             .cmd
             .create_category(
@@ -271,8 +296,14 @@ async fn views_follow_the_write_model_and_the_cache_is_invalidated() {
             &ctx,
             ann,
             vec![
-                OrderLineInput { product: a, quantity: ok(Quantity::parse(3)) },
-                OrderLineInput { product: b, quantity: ok(Quantity::parse(2)) },
+                OrderLineInput {
+                    product: a,
+                    quantity: ok(Quantity::parse(3)),
+                },
+                OrderLineInput {
+                    product: b,
+                    quantity: ok(Quantity::parse(2)),
+                },
             ],
             &s.eur,
         )
@@ -282,7 +313,10 @@ async fn views_follow_the_write_model_and_the_cache_is_invalidated() {
         .place_order(
             &ctx,
             ann,
-            vec![OrderLineInput { product: a, quantity: ok(Quantity::parse(1)) }],
+            vec![OrderLineInput {
+                product: a,
+                quantity: ok(Quantity::parse(1)),
+            }],
             &s.eur,
         )
         .await);
@@ -290,11 +324,19 @@ async fn views_follow_the_write_model_and_the_cache_is_invalidated() {
     ok(s.side.projector.catch_up_all().await);
 
     let after = ok(s.side.reads.product(a.0).await).unwrap_or_else(|| panic!("no product"));
-    assert_eq!((after.on_hand, after.reserved, after.available), (10, 3, 7), "cache invalidated");
+    assert_eq!(
+        (after.on_hand, after.reserved, after.available),
+        (10, 3, 7),
+        "cache invalidated"
+    );
     assert_eq!(after.popularity, 3, "cancelled units do not count");
     let bview = ok(s.side.reads.product(b.0).await).unwrap_or_else(|| panic!("no product"));
     assert_eq!(
-        bview.category_path.iter().map(|c| c.slug.as_str()).collect::<Vec<_>>(),
+        bview
+            .category_path
+            .iter()
+            .map(|c| c.slug.as_str())
+            .collect::<Vec<_>>(),
         vec!["c-va-1", "c-vb-1"]
     );
 
@@ -307,25 +349,47 @@ async fn views_follow_the_write_model_and_the_cache_is_invalidated() {
         .await);
     assert_eq!((on_hand, reserved), (after.on_hand, after.reserved));
 
-    let order = ok(s.side.reads.order(placed.value.id.0).await).unwrap_or_else(|| panic!("no order"));
+    let order =
+        ok(s.side.reads.order(placed.value.id.0).await).unwrap_or_else(|| panic!("no order"));
     assert_eq!(order.total_minor, 3 * 500 + 2 * 200);
     assert_eq!(order.lines.len(), 2);
     assert_eq!(order.lines[0].name, "Widget VA-1");
-    let cancelled = ok(s.side.reads.order(second.value.id.0).await).unwrap_or_else(|| panic!("no order"));
+    let cancelled =
+        ok(s.side.reads.order(second.value.id.0).await).unwrap_or_else(|| panic!("no order"));
     assert_eq!(
-        cancelled.status_history.iter().map(|h| h.status.as_str()).collect::<Vec<_>>(),
+        cancelled
+            .status_history
+            .iter()
+            .map(|h| h.status.as_str())
+            .collect::<Vec<_>>(),
         vec!["PENDING_PAYMENT", "CANCELLED"]
     );
 
-    let summary = ok(s.side.reads.customer_summary(ann.0).await).unwrap_or_else(|| panic!("no summary"));
-    assert_eq!((summary.orders_count, summary.lifetime_spend_minor), (2, 1900));
+    let summary =
+        ok(s.side.reads.customer_summary(ann.0).await).unwrap_or_else(|| panic!("no summary"));
+    assert_eq!(
+        (summary.orders_count, summary.lifetime_spend_minor),
+        (2, 1900)
+    );
 
     let today = chrono::Utc::now().date_naive();
     let report = ok(s.side.reads.sales_report(today, today).await);
     assert_eq!(report.len(), 1);
-    assert_eq!((report[0].orders_count, report[0].units, report[0].revenue_minor), (1, 5, 1900));
+    assert_eq!(
+        (
+            report[0].orders_count,
+            report[0].units,
+            report[0].revenue_minor
+        ),
+        (1, 5, 1900)
+    );
     let top = ok(s.side.reads.top_products(10).await);
-    assert_eq!(top.iter().map(|p| (p.sku.as_str(), p.units)).collect::<Vec<_>>(), vec![("VA-1", 3), ("VB-1", 2)]);
+    assert_eq!(
+        top.iter()
+            .map(|p| (p.sku.as_str(), p.units))
+            .collect::<Vec<_>>(),
+        vec![("VA-1", 3), ("VB-1", 2)]
+    );
 
     // Keyset pages: category filter includes sub-categories; pages do not overlap.
     let filter = till_read_models::queries::ProductFilter {
@@ -335,14 +399,24 @@ async fn views_follow_the_write_model_and_the_cache_is_invalidated() {
     let p1 = ok(s
         .side
         .reads
-        .products(&filter, till_read_models::queries::ProductSort::Price, None, 1)
+        .products(
+            &filter,
+            till_read_models::queries::ProductSort::Price,
+            None,
+            1,
+        )
         .await);
     assert!(p1.has_next_page);
     assert_eq!(p1.items[0].1.sku, "VB-1");
     let p2 = ok(s
         .side
         .reads
-        .products(&filter, till_read_models::queries::ProductSort::Price, Some(&p1.items[0].0), 1)
+        .products(
+            &filter,
+            till_read_models::queries::ProductSort::Price,
+            Some(&p1.items[0].0),
+            1,
+        )
         .await);
     assert!(!p2.has_next_page);
     assert_eq!(p2.items[0].1.sku, "VA-1");

@@ -144,8 +144,11 @@ async function main() {
     );
     return 0;
   } catch (error) {
+    const leaked = external.length && !error.message.includes('left the machine')
+      ? `requests left the machine: ${external.join(', ')}; `
+      : '';
     const extra = consoleErrors.length ? ` (console errors: ${consoleErrors.join(' | ')})` : '';
-    console.error(`FAIL: ${error.message}${extra}`);
+    console.error(`FAIL: ${leaked}${error.message}${extra}`);
     return 1;
   } finally {
     if (context) await withTimeout(context.close(), 10_000).catch(() => {});

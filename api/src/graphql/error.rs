@@ -51,9 +51,12 @@ pub fn coded(code: Code, message: impl Into<String>) -> async_graphql::Error {
 pub fn domain(err: DomainError) -> async_graphql::Error {
     match err {
         DomainError::Validation { field, message } => {
-            coded(Code::BadUserInput, format!("{field}: {message}")).extend_with(|_, e| e.set("field", field))
+            coded(Code::BadUserInput, format!("{field}: {message}"))
+                .extend_with(|_, e| e.set("field", field))
         }
-        DomainError::NotFound { entity, id } => coded(Code::NotFound, format!("{entity} {id} was not found")),
+        DomainError::NotFound { entity, id } => {
+            coded(Code::NotFound, format!("{entity} {id} was not found"))
+        }
         DomainError::Conflict(m) | DomainError::InvalidState(m) => coded(Code::Conflict, m),
         DomainError::OutOfStock {
             product_id,
@@ -65,7 +68,10 @@ pub fn domain(err: DomainError) -> async_graphql::Error {
             format!("product {sku} is out of stock: requested {requested}, available {available}"),
         )
         .extend_with(|_, e| {
-            e.set("productId", super::ids::encode(super::ids::Kind::Product, product_id));
+            e.set(
+                "productId",
+                super::ids::encode(super::ids::Kind::Product, product_id),
+            );
             e.set("sku", sku.clone());
             e.set("requested", requested);
             e.set("available", available);
@@ -89,7 +95,10 @@ pub fn read(err: ReadError) -> async_graphql::Error {
         }
         ReadError::NotCaughtUp(wait) => coded(
             Code::ServiceUnavailable,
-            format!("the read models did not catch up within {} ms; retry shortly", wait.as_millis()),
+            format!(
+                "the read models did not catch up within {} ms; retry shortly",
+                wait.as_millis()
+            ),
         ),
         ReadError::Internal(cause) => internal(&cause),
     }
@@ -129,7 +138,13 @@ mod tests {
     #[test]
     fn every_domain_error_has_its_code_and_no_internals() {
         let cases = [
-            (DomainError::Validation { field: "sku", message: "bad".into() }, "BAD_USER_INPUT"),
+            (
+                DomainError::Validation {
+                    field: "sku",
+                    message: "bad".into(),
+                },
+                "BAD_USER_INPUT",
+            ),
             (DomainError::not_found("order", "x"), "NOT_FOUND"),
             (DomainError::Conflict("c".into()), "CONFLICT"),
             (DomainError::InvalidState("s".into()), "CONFLICT"),
@@ -143,23 +158,45 @@ mod tests {
                 "OUT_OF_STOCK",
             ),
             (DomainError::Forbidden("f".into()), "FORBIDDEN"),
-            (DomainError::Unavailable("connection refused 10.0.0.1".into()), "SERVICE_UNAVAILABLE"),
-            (DomainError::Transient("deadlock".into()), "SERVICE_UNAVAILABLE"),
-            (DomainError::Internal("syntax error at or near SELECT".into()), "INTERNAL"),
+            (
+                DomainError::Unavailable("connection refused 10.0.0.1".into()),
+                "SERVICE_UNAVAILABLE",
+            ),
+            (
+                DomainError::Transient("deadlock".into()),
+                "SERVICE_UNAVAILABLE",
+            ),
+            (
+                DomainError::Internal("syntax error at or near SELECT".into()),
+                "INTERNAL",
+            ),
         ];
         for (err, want) in cases {
             let e = domain(err);
             assert_eq!(code_of(&e).as_deref(), Some(want));
-            assert!(!e.message.contains("SELECT") && !e.message.contains("10.0.0.1"), "{}", e.message);
+            assert!(
+                !e.message.contains("SELECT") && !e.message.contains("10.0.0.1"),
+                "{}",
+                e.message
+            );
         }
     }
 
     #[test]
     fn read_errors_have_codes() {
-        assert_eq!(code_of(&read(ReadError::BadInput("x".into()))).as_deref(), Some("BAD_USER_INPUT"));
-        assert_eq!(code_of(&read(ReadError::Internal("x".into()))).as_deref(), Some("INTERNAL"));
         assert_eq!(
-            code_of(&read(ReadError::NotCaughtUp(std::time::Duration::from_secs(1)))).as_deref(),
+            code_of(&read(ReadError::BadInput("x".into()))).as_deref(),
+            Some("BAD_USER_INPUT")
+        );
+        assert_eq!(
+            code_of(&read(ReadError::Internal("x".into()))).as_deref(),
+            Some("INTERNAL")
+        );
+        assert_eq!(
+            code_of(&read(ReadError::NotCaughtUp(
+                std::time::Duration::from_secs(1)
+            )))
+            .as_deref(),
             Some("SERVICE_UNAVAILABLE")
         );
     }

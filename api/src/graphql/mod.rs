@@ -11,7 +11,7 @@ pub mod types;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{Context, EmptySubscription, Schema, SDLExportOptions};
+use async_graphql::{Context, EmptySubscription, SDLExportOptions, Schema};
 use till_domain::commands::{CommandContext, Commands};
 use till_domain::types::Currency;
 use till_read_models::ReadModels;

@@ -6,8 +6,8 @@ use async_graphql::{Context, InputObject, Object, Result, ID};
 use till_domain::commands::{NewCategory, NewProduct, OrderLineInput, ProductPatch};
 use till_domain::event_log::LogPoint;
 use till_domain::types::{
-    CategoryId, CustomerId, Description, Money as DomainMoney, Name, OrderId, ProductId, Quantity, Sku, Slug,
-    StockDelta,
+    CategoryId, CustomerId, Description, Money as DomainMoney, Name, OrderId, ProductId, Quantity,
+    Sku, Slug, StockDelta,
 };
 use uuid::Uuid;
 
@@ -101,8 +101,17 @@ impl CategoryPayload {
     /// The category after the change.
     async fn category(&self, ctx: &Context<'_>) -> Result<Option<Category>> {
         let st = state(ctx)?;
-        st.reads.progress().wait_for(self.at, st.consistency_wait).await.map_err(error::read)?;
-        Ok(st.reads.category(self.id).await.map_err(error::read)?.map(Category::from))
+        st.reads
+            .progress()
+            .wait_for(self.at, st.consistency_wait)
+            .await
+            .map_err(error::read)?;
+        Ok(st
+            .reads
+            .category(self.id)
+            .await
+            .map_err(error::read)?
+            .map(Category::from))
     }
 }
 
@@ -122,8 +131,17 @@ impl ProductPayload {
     /// The product after the change.
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
         let st = state(ctx)?;
-        st.reads.progress().wait_for(self.at, st.consistency_wait).await.map_err(error::read)?;
-        Ok(st.reads.product(self.id).await.map_err(error::read)?.map(Product))
+        st.reads
+            .progress()
+            .wait_for(self.at, st.consistency_wait)
+            .await
+            .map_err(error::read)?;
+        Ok(st
+            .reads
+            .product(self.id)
+            .await
+            .map_err(error::read)?
+            .map(Product))
     }
 }
 
@@ -143,8 +161,17 @@ impl OrderPayload {
     /// The order after the change.
     async fn order(&self, ctx: &Context<'_>) -> Result<Option<Order>> {
         let st = state(ctx)?;
-        st.reads.progress().wait_for(self.at, st.consistency_wait).await.map_err(error::read)?;
-        Ok(st.reads.order(self.id).await.map_err(error::read)?.map(Order))
+        st.reads
+            .progress()
+            .wait_for(self.at, st.consistency_wait)
+            .await
+            .map_err(error::read)?;
+        Ok(st
+            .reads
+            .order(self.id)
+            .await
+            .map_err(error::read)?
+            .map(Order))
     }
 }
 
@@ -155,7 +182,10 @@ fn parse<T>(r: std::result::Result<T, till_domain::DomainError>) -> Result<T> {
 fn non_negative_stock(initial: Option<i32>) -> Result<Option<StockDelta>> {
     match initial {
         None | Some(0) => Ok(None),
-        Some(n) if n < 0 => Err(coded(Code::BadUserInput, "initialStock: must not be negative")),
+        Some(n) if n < 0 => Err(coded(
+            Code::BadUserInput,
+            "initialStock: must not be negative",
+        )),
         Some(n) => parse(StockDelta::restock(i64::from(n))).map(Some),
     }
 }
@@ -167,7 +197,11 @@ pub struct Mutation;
 impl Mutation {
     /// Creates a category (back office).
     #[graphql(guard = "StaffGuard")]
-    async fn create_category(&self, ctx: &Context<'_>, input: CreateCategoryInput) -> Result<CategoryPayload> {
+    async fn create_category(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateCategoryInput,
+    ) -> Result<CategoryPayload> {
         let cmd = command_context(ctx)?;
         let new = NewCategory {
             slug: parse(Slug::parse(&input.slug))?,
@@ -178,7 +212,11 @@ impl Mutation {
                 .map(|p| ids::decode(Kind::Category, p, "parentId").map(CategoryId))
                 .transpose()?,
         };
-        let out = state(ctx)?.commands.create_category(&cmd, new).await.map_err(error::domain)?;
+        let out = state(ctx)?
+            .commands
+            .create_category(&cmd, new)
+            .await
+            .map_err(error::domain)?;
         Ok(CategoryPayload {
             at: out.at,
             id: out.value.0,
@@ -187,18 +225,32 @@ impl Mutation {
 
     /// Creates a product and its inventory (back office).
     #[graphql(guard = "StaffGuard")]
-    async fn create_product(&self, ctx: &Context<'_>, input: CreateProductInput) -> Result<ProductPayload> {
+    async fn create_product(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateProductInput,
+    ) -> Result<ProductPayload> {
         let cmd = command_context(ctx)?;
         let new = NewProduct {
             sku: parse(Sku::parse(&input.sku))?,
             name: parse(Name::parse("name", &input.name))?,
-            description: parse(Description::parse(input.description.as_deref().unwrap_or("")))?,
-            category: CategoryId(ids::decode(Kind::Category, &input.category_id, "categoryId")?),
+            description: parse(Description::parse(
+                input.description.as_deref().unwrap_or(""),
+            ))?,
+            category: CategoryId(ids::decode(
+                Kind::Category,
+                &input.category_id,
+                "categoryId",
+            )?),
             price: parse(DomainMoney::price(input.price_minor))?,
             status: input.status.unwrap_or(ProductStatus::Active).into(),
             initial_stock: non_negative_stock(input.initial_stock)?,
         };
-        let out = state(ctx)?.commands.create_product(&cmd, new).await.map_err(error::domain)?;
+        let out = state(ctx)?
+            .commands
+            .create_product(&cmd, new)
+            .await
+            .map_err(error::domain)?;
         Ok(ProductPayload {
             at: out.at,
             id: out.value.0,
@@ -208,11 +260,20 @@ impl Mutation {
     /// Changes a product's fields; pass `expectedVersion` for optimistic concurrency
     /// (CONFLICT when someone changed it first). Back office.
     #[graphql(guard = "StaffGuard")]
-    async fn update_product(&self, ctx: &Context<'_>, input: UpdateProductInput) -> Result<ProductPayload> {
+    async fn update_product(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateProductInput,
+    ) -> Result<ProductPayload> {
         let cmd = command_context(ctx)?;
         let id = ProductId(ids::decode(Kind::Product, &input.id, "id")?);
         let patch = ProductPatch {
-            name: input.name.as_deref().map(|n| Name::parse("name", n)).transpose().map_err(error::domain)?,
+            name: input
+                .name
+                .as_deref()
+                .map(|n| Name::parse("name", n))
+                .transpose()
+                .map_err(error::domain)?,
             description: input
                 .description
                 .as_deref()
@@ -224,7 +285,11 @@ impl Mutation {
                 .as_ref()
                 .map(|c| ids::decode(Kind::Category, c, "categoryId").map(CategoryId))
                 .transpose()?,
-            price: input.price_minor.map(DomainMoney::price).transpose().map_err(error::domain)?,
+            price: input
+                .price_minor
+                .map(DomainMoney::price)
+                .transpose()
+                .map_err(error::domain)?,
             status: input.status.map(Into::into),
         };
         let out = state(ctx)?
@@ -271,10 +336,15 @@ impl Mutation {
         let cmd = command_context(ctx)?;
         let pid = ProductId(ids::decode(Kind::Product, &product_id, "productId")?);
         let qty = parse(StockDelta::restock(i64::from(quantity)))?;
-        state(ctx)?.commands.restock(&cmd, pid, qty).await.map_err(error::domain).map(|out| ProductPayload {
-            at: out.at,
-            id: pid.0,
-        })
+        state(ctx)?
+            .commands
+            .restock(&cmd, pid, qty)
+            .await
+            .map_err(error::domain)
+            .map(|out| ProductPayload {
+                at: out.at,
+                id: pid.0,
+            })
     }
 
     /// Corrects on-hand stock by a signed delta with a reason (back office). Refused
@@ -305,7 +375,9 @@ impl Mutation {
     /// (OUT_OF_STOCK names the product that is short).
     async fn place_order(&self, ctx: &Context<'_>, input: PlaceOrderInput) -> Result<OrderPayload> {
         let cmd = command_context(ctx)?;
-        let me = super::principal(ctx)?.user_id().ok_or_else(error::unauthenticated)?;
+        let me = super::principal(ctx)?
+            .user_id()
+            .ok_or_else(error::unauthenticated)?;
         let customer = match &input.customer_id {
             Some(c) => CustomerId(ids::decode(Kind::Customer, c, "customerId")?),
             None => me,
@@ -315,7 +387,11 @@ impl Mutation {
             .iter()
             .map(|l| {
                 Ok(OrderLineInput {
-                    product: ProductId(ids::decode(Kind::Product, &l.product_id, "lines.productId")?),
+                    product: ProductId(ids::decode(
+                        Kind::Product,
+                        &l.product_id,
+                        "lines.productId",
+                    )?),
                     quantity: parse(Quantity::parse(i64::from(l.quantity)))?,
                 })
             })
@@ -340,7 +416,11 @@ impl Mutation {
     ) -> Result<OrderPayload> {
         let cmd = command_context(ctx)?;
         let oid = OrderId(ids::decode(Kind::Order, &id, "id")?);
-        let out = state(ctx)?.commands.cancel_order(&cmd, oid).await.map_err(error::domain)?;
+        let out = state(ctx)?
+            .commands
+            .cancel_order(&cmd, oid)
+            .await
+            .map_err(error::domain)?;
         Ok(OrderPayload {
             at: out.at,
             id: out.value.0,
@@ -356,7 +436,11 @@ impl Mutation {
     ) -> Result<OrderPayload> {
         let cmd = command_context(ctx)?;
         let oid = OrderId(ids::decode(Kind::Order, &id, "id")?);
-        let out = state(ctx)?.commands.ship_order(&cmd, oid).await.map_err(error::domain)?;
+        let out = state(ctx)?
+            .commands
+            .ship_order(&cmd, oid)
+            .await
+            .map_err(error::domain)?;
         Ok(OrderPayload {
             at: out.at,
             id: out.value.0,

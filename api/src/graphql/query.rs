@@ -56,7 +56,10 @@ fn page_size(ctx: &Context<'_>, first: Option<i32>) -> Result<i64> {
     let max = state(ctx)?.max_page_size;
     let n = i64::from(first.unwrap_or(DEFAULT_PAGE));
     if n < 1 || n > max {
-        return Err(coded(Code::BadUserInput, format!("first: must be between 1 and {max}")));
+        return Err(coded(
+            Code::BadUserInput,
+            format!("first: must be between 1 and {max}"),
+        ));
     }
     Ok(n)
 }
@@ -80,8 +83,11 @@ where
     N: async_graphql::OutputType,
 {
     let mut conn = Connection::new(page.has_previous_page, page.has_next_page);
-    conn.edges
-        .extend(page.items.into_iter().map(|(c, v)| Edge::new(encode_cursor(&c), wrap(v))));
+    conn.edges.extend(
+        page.items
+            .into_iter()
+            .map(|(c, v)| Edge::new(encode_cursor(&c), wrap(v))),
+    );
     conn
 }
 
@@ -138,14 +144,23 @@ impl Query {
     }
 
     /// One product by global id or by SKU (give exactly one).
-    async fn product(&self, ctx: &Context<'_>, id: Option<ID>, sku: Option<String>) -> Result<Option<Product>> {
+    async fn product(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<ID>,
+        sku: Option<String>,
+    ) -> Result<Option<Product>> {
         let st = state(ctx)?;
         let view = match (id, sku) {
             (Some(id), None) => {
                 let uuid = ids::decode(Kind::Product, &id, "id")?;
                 st.reads.product(uuid).await.map_err(error::read)?
             }
-            (None, Some(sku)) => st.reads.product_by_sku(sku.trim()).await.map_err(error::read)?,
+            (None, Some(sku)) => st
+                .reads
+                .product_by_sku(sku.trim())
+                .await
+                .map_err(error::read)?,
             _ => return Err(coded(Code::BadUserInput, "give exactly one of id or sku")),
         };
         let me = principal(ctx)?;
@@ -158,7 +173,9 @@ impl Query {
     async fn products(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Page size, 1 to the configured maximum (default 20).")] first: Option<i32>,
+        #[graphql(desc = "Page size, 1 to the configured maximum (default 20).")] first: Option<
+            i32,
+        >,
         #[graphql(desc = "Cursor after which the page starts.")] after: Option<String>,
         filter: Option<ProductFilterInput>,
         #[graphql(desc = "Ordering (default NEWEST).")] sort_by: Option<ProductSortBy>,
@@ -168,22 +185,37 @@ impl Query {
         let f = filter.unwrap_or_default();
         let me = principal(ctx)?;
         let statuses = match (me.is_staff(), f.status) {
-            (true, Some(s)) => vec![till_domain::types::ProductStatus::from(s).as_str().to_owned()],
+            (true, Some(s)) => vec![till_domain::types::ProductStatus::from(s)
+                .as_str()
+                .to_owned()],
             (true, None) => vec![],
             (false, Some(ProductStatus::Active) | None) => vec!["ACTIVE".to_owned()],
             (false, Some(_)) => return Err(error::forbidden()),
         };
         if let (Some(min), Some(max)) = (f.price_min, f.price_max) {
             if min > max {
-                return Err(coded(Code::BadUserInput, "filter: priceMin is above priceMax"));
+                return Err(coded(
+                    Code::BadUserInput,
+                    "filter: priceMin is above priceMax",
+                ));
             }
         }
-        let search = f.search.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        let search = f
+            .search
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
         if search.as_ref().is_some_and(|s| s.chars().count() > 100) {
-            return Err(coded(Code::BadUserInput, "filter.search: at most 100 characters"));
+            return Err(coded(
+                Code::BadUserInput,
+                "filter.search: at most 100 characters",
+            ));
         }
         let filter = ProductFilter {
-            category: f.category.as_ref().map(|c| ids::decode(Kind::Category, c, "filter.category")).transpose()?,
+            category: f
+                .category
+                .as_ref()
+                .map(|c| ids::decode(Kind::Category, c, "filter.category"))
+                .transpose()?,
             search,
             price_min: f.price_min,
             price_max: f.price_max,
@@ -221,7 +253,10 @@ impl Query {
     }
 
     /// The signed-in customer's orders, newest first.
-    #[graphql(guard = "SignedInGuard", complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        guard = "SignedInGuard",
+        complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1"
+    )]
     async fn my_orders(
         &self,
         ctx: &Context<'_>,
@@ -252,13 +287,21 @@ impl Query {
         let me = principal(ctx)?;
         let found = state(ctx)?.reads.order(uuid).await.map_err(error::read)?;
         match found {
-            Some(o) if me.is_staff() || me.user_id().map(|u| u.0) == Some(o.customer_id) => Ok(Order(o)),
-            _ => Err(coded(Code::NotFound, format!("order {} was not found", id.as_str()))),
+            Some(o) if me.is_staff() || me.user_id().map(|u| u.0) == Some(o.customer_id) => {
+                Ok(Order(o))
+            }
+            _ => Err(coded(
+                Code::NotFound,
+                format!("order {} was not found", id.as_str()),
+            )),
         }
     }
 
     /// All orders, newest first (back office).
-    #[graphql(guard = "StaffGuard", complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    #[graphql(
+        guard = "StaffGuard",
+        complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1"
+    )]
     async fn orders(
         &self,
         ctx: &Context<'_>,
@@ -271,7 +314,11 @@ impl Query {
         let cursor: Option<OrderCursor> = decode_cursor(after.as_deref())?;
         let day_start = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
         let filter = OrderFilter {
-            customer: f.customer.as_ref().map(|c| ids::decode(Kind::Customer, c, "filter.customer")).transpose()?,
+            customer: f
+                .customer
+                .as_ref()
+                .map(|c| ids::decode(Kind::Customer, c, "filter.customer"))
+                .transpose()?,
             status: f.status.map(|s| s.as_str().to_owned()),
             placed_from: f.placed_from.and_then(day_start),
             placed_to: f.placed_to.and_then(day_start),
@@ -286,7 +333,12 @@ impl Query {
 
     /// Booked sales per day between two UTC days, inclusive (back office).
     #[graphql(guard = "StaffGuard")]
-    async fn sales_report(&self, ctx: &Context<'_>, from: NaiveDate, to: NaiveDate) -> Result<Vec<DailySales>> {
+    async fn sales_report(
+        &self,
+        ctx: &Context<'_>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<DailySales>> {
         let st = state(ctx)?;
         let rows = st.reads.sales_report(from, to).await.map_err(error::read)?;
         Ok(rows
@@ -309,10 +361,17 @@ impl Query {
     ) -> Result<Vec<ProductSales>> {
         let n = first.unwrap_or(10);
         if !(1..=100).contains(&n) {
-            return Err(coded(Code::BadUserInput, "first: must be between 1 and 100"));
+            return Err(coded(
+                Code::BadUserInput,
+                "first: must be between 1 and 100",
+            ));
         }
         let st = state(ctx)?;
-        let rows = st.reads.top_products(i64::from(n)).await.map_err(error::read)?;
+        let rows = st
+            .reads
+            .top_products(i64::from(n))
+            .await
+            .map_err(error::read)?;
         Ok(rows
             .into_iter()
             .map(|r| ProductSales {
@@ -328,7 +387,11 @@ impl Query {
     /// Checkpoint and lag of each projection (back office).
     #[graphql(guard = "StaffGuard")]
     async fn projections(&self, ctx: &Context<'_>) -> Result<Vec<ProjectionStatus>> {
-        let rows = state(ctx)?.reads.projection_status().await.map_err(error::read)?;
+        let rows = state(ctx)?
+            .reads
+            .projection_status()
+            .await
+            .map_err(error::read)?;
         Ok(rows
             .into_iter()
             .map(|r| ProjectionStatus {

@@ -39,14 +39,27 @@ impl Media {
 }
 
 fn negotiate(req: &HttpRequest) -> Option<Media> {
-    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+    let Some(accept) = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Some(Media::Json);
     };
     let types: Vec<String> = accept
         .split(',')
-        .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .collect();
-    if types.iter().any(|t| t == "application/graphql-response+json") {
+    if types
+        .iter()
+        .any(|t| t == "application/graphql-response+json")
+    {
         Some(Media::GraphqlResponse)
     } else if types.iter().any(|t| t == "application/json") {
         Some(Media::Json)
@@ -61,7 +74,9 @@ fn negotiate(req: &HttpRequest) -> Option<Media> {
 fn request_error(status: StatusCode, media: Media, code: Code, message: &str) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, media.content_type()))
-        .json(json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] }))
+        .json(
+            json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] }),
+        )
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,9 +120,17 @@ async fn prepare(req: &HttpRequest, data: &AppData) -> Result<(Media, RequestInf
             .insert_header((header::CONTENT_TYPE, JSON))
             .json(json!({ "errors": [{ "message": "accept application/graphql-response+json or application/json", "extensions": { "code": "BAD_USER_INPUT" } }] })));
     };
-    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let principal = data.tokens.principal(auth).map_err(|e| {
-        let mut r = request_error(StatusCode::UNAUTHORIZED, media, Code::Unauthenticated, &e.to_string());
+        let mut r = request_error(
+            StatusCode::UNAUTHORIZED,
+            media,
+            Code::Unauthenticated,
+            &e.to_string(),
+        );
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         r
@@ -126,7 +149,14 @@ async fn prepare(req: &HttpRequest, data: &AppData) -> Result<(Media, RequestInf
                 )
             })?;
         let wait = data.api.consistency_wait;
-        if data.api.reads.progress().wait_for(point, wait).await.is_err() {
+        if data
+            .api
+            .reads
+            .progress()
+            .wait_for(point, wait)
+            .await
+            .is_err()
+        {
             let mut r = request_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 media,
@@ -151,18 +181,26 @@ async fn prepare(req: &HttpRequest, data: &AppData) -> Result<(Media, RequestInf
 }
 
 fn with_context(request: Request, info: &RequestInfo, data: &AppData) -> Request {
-    request
-        .data(info.clone())
-        .data(DataLoader::new(ProductLoader(data.api.reads.clone()), tokio::spawn))
+    request.data(info.clone()).data(DataLoader::new(
+        ProductLoader(data.api.reads.clone()),
+        tokio::spawn,
+    ))
 }
 
-async fn execute(data: &AppData, media: Media, info: RequestInfo, batch: BatchRequest) -> HttpResponse {
+async fn execute(
+    data: &AppData,
+    media: Media,
+    info: RequestInfo,
+    batch: BatchRequest,
+) -> HttpResponse {
     let single = matches!(batch, BatchRequest::Single(_));
     let batch = match batch {
         BatchRequest::Single(r) => BatchRequest::Single(with_context(r, &info, data)),
-        BatchRequest::Batch(rs) => {
-            BatchRequest::Batch(rs.into_iter().map(|r| with_context(r, &info, data)).collect())
-        }
+        BatchRequest::Batch(rs) => BatchRequest::Batch(
+            rs.into_iter()
+                .map(|r| with_context(r, &info, data))
+                .collect(),
+        ),
     };
     let response = data.schema.execute_batch(batch).await;
     let status = match (&response, single, media) {
@@ -180,7 +218,12 @@ async fn execute(data: &AppData, media: Media, info: RequestInfo, batch: BatchRe
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "response serialization failed");
-            return request_error(StatusCode::INTERNAL_SERVER_ERROR, media, Code::Internal, "internal error");
+            return request_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                media,
+                Code::Internal,
+                "internal error",
+            );
         }
     };
     HttpResponse::build(status)
@@ -189,7 +232,11 @@ async fn execute(data: &AppData, media: Media, info: RequestInfo, batch: BatchRe
 }
 
 /// `POST /graphql`.
-pub async fn post(req: HttpRequest, body: web::Bytes, data: web::Data<Arc<AppData>>) -> HttpResponse {
+pub async fn post(
+    req: HttpRequest,
+    body: web::Bytes,
+    data: web::Data<Arc<AppData>>,
+) -> HttpResponse {
     let (media, info) = match prepare(&req, &data).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -198,7 +245,13 @@ pub async fn post(req: HttpRequest, body: web::Bytes, data: web::Data<Arc<AppDat
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     if content_type != "application/json" && content_type != "application/graphql+json" {
         return request_error(
@@ -219,7 +272,10 @@ pub async fn post(req: HttpRequest, body: web::Bytes, data: web::Data<Arc<AppDat
                 return bad("an empty batch");
             }
             if items.len() > data.max_batch {
-                return bad(&format!("a batch holds at most {} operations", data.max_batch));
+                return bad(&format!(
+                    "a batch holds at most {} operations",
+                    data.max_batch
+                ));
             }
             let mut requests = Vec::with_capacity(items.len());
             for item in items {
@@ -233,7 +289,10 @@ pub async fn post(req: HttpRequest, body: web::Bytes, data: web::Data<Arc<AppDat
             }
             BatchRequest::Batch(requests)
         }
-        v @ Value::Object(_) => match serde_json::from_value::<Params>(v).map_err(|e| e.to_string()).and_then(to_request) {
+        v @ Value::Object(_) => match serde_json::from_value::<Params>(v)
+            .map_err(|e| e.to_string())
+            .and_then(to_request)
+        {
             Ok(r) => BatchRequest::Single(r),
             Err(m) => return bad(&m),
         },
@@ -262,21 +321,21 @@ pub async fn get(req: HttpRequest, data: web::Data<Arc<AppData>>) -> HttpRespons
         Ok(p) => p.into_inner(),
         Err(_) => return bad("malformed query string"),
     };
-    let parse_json = |s: Option<String>, what: &str| -> Result<Option<Value>, HttpResponse> {
+    let parse_json = |s: Option<String>, what: &str| -> Result<Option<Value>, String> {
         match s {
             None => Ok(None),
             Some(s) => serde_json::from_str::<Value>(&s)
                 .map(Some)
-                .map_err(|_| bad(&format!("`{what}` is not valid JSON"))),
+                .map_err(|_| format!("`{what}` is not valid JSON")),
         }
     };
     let variables = match parse_json(params.variables, "variables") {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(m) => return bad(&m),
     };
     let extensions = match parse_json(params.extensions, "extensions") {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(m) => return bad(&m),
     };
     let request = match to_request(Params {
         query: params.query.clone().map(Value::String),
@@ -297,7 +356,10 @@ pub async fn get(req: HttpRequest, data: web::Data<Arc<AppData>>) -> HttpRespons
                     .map(|(_, op)| op.node.ty),
                 None => doc.operations.iter().next().map(|(_, op)| op.node.ty),
             };
-            if matches!(op_type, Some(OperationType::Mutation | OperationType::Subscription)) {
+            if matches!(
+                op_type,
+                Some(OperationType::Mutation | OperationType::Subscription)
+            ) {
                 return HttpResponse::MethodNotAllowed()
                     .insert_header((header::ALLOW, "POST"))
                     .insert_header((header::CONTENT_TYPE, media.content_type()))

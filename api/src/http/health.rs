@@ -18,11 +18,18 @@ pub async fn readyz(data: web::Data<Arc<AppData>>) -> HttpResponse {
     if data.shutting_down() {
         return HttpResponse::ServiceUnavailable().json(json!({ "status": "shutting down" }));
     }
-    match tokio::time::timeout(Duration::from_secs(2), till_domain::db::check_ready(&data.pool)).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({ "status": "ready", "database": "ok", "migrations": "current" })),
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        till_domain::db::check_ready(&data.pool),
+    )
+    .await
+    {
+        Ok(Ok(())) => HttpResponse::Ok()
+            .json(json!({ "status": "ready", "database": "ok", "migrations": "current" })),
         Ok(Err(reason)) => {
             tracing::warn!(%reason, "not ready");
-            HttpResponse::ServiceUnavailable().json(json!({ "status": "unready", "reason": reason }))
+            HttpResponse::ServiceUnavailable()
+                .json(json!({ "status": "unready", "reason": reason }))
         }
         Err(_) => HttpResponse::ServiceUnavailable()
             .json(json!({ "status": "unready", "reason": "database check timed out" })),

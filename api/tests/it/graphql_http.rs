@@ -10,21 +10,34 @@ async fn the_protocol_rules_hold() {
     let url = format!("{}/graphql", app.base);
 
     // GET query works; GET mutation is refused with 405 and Allow: POST.
-    let r = ok(app.http.get(&url).query(&[("query", "{ categories { slug } }")]).send().await);
+    let r = ok(app
+        .http
+        .get(&url)
+        .query(&[("query", "{ categories { slug } }")])
+        .send()
+        .await);
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(
-        r.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/graphql-response+json; charset=utf-8"),
         "Accept: */* gets the GraphQL response media type"
     );
     let r = ok(app
         .http
         .get(&url)
-        .query(&[("query", "mutation { cancelOrder(id: \"x\") { consistencyToken } }")])
+        .query(&[(
+            "query",
+            "mutation { cancelOrder(id: \"x\") { consistencyToken } }",
+        )])
         .send()
         .await);
     assert_eq!(r.status().as_u16(), 405);
-    assert_eq!(r.headers().get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
+    assert_eq!(
+        r.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
 
     // Malformed JSON body: 400.
     let r = ok(app
@@ -38,7 +51,13 @@ async fn the_protocol_rules_hold() {
     assert_eq!(r.status().as_u16(), 400);
 
     // Unsupported content type: 415; unacceptable Accept: 406.
-    let r = ok(app.http.post(&url).header("content-type", "text/plain").body("{}").send().await);
+    let r = ok(app
+        .http
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await);
     assert_eq!(r.status().as_u16(), 415);
     let r = ok(app
         .http
@@ -52,7 +71,10 @@ async fn the_protocol_rules_hold() {
     // A validation error with graphql-response+json: 400, no data.
     let (status, body) = app.gql(None, "{ nope }", json!({})).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body.get("data").is_none() || body["data"].is_null(), "{body}");
+    assert!(
+        body.get("data").is_none() || body["data"].is_null(),
+        "{body}"
+    );
 
     // The same with application/json: 200.
     let r = ok(app
@@ -74,15 +96,26 @@ async fn the_protocol_rules_hold() {
     assert_eq!(r.status().as_u16(), 200);
     let body: serde_json::Value = ok(r.json().await);
     assert_eq!(body[1]["data"]["__typename"], "Query", "{body}");
-    let too_many: Vec<_> = (0..11).map(|_| json!({ "query": "{ __typename }" })).collect();
+    let too_many: Vec<_> = (0..11)
+        .map(|_| json!({ "query": "{ __typename }" }))
+        .collect();
     let r = ok(app.http.post(&url).json(&too_many).send().await);
     assert_eq!(r.status().as_u16(), 400);
 
     // A bad consistency token: 400 BAD_USER_INPUT.
     let (status, body) = app
-        .gql_with(None, "{ __typename }", json!({}), &[("x-consistency-token", "nonsense")])
+        .gql_with(
+            None,
+            "{ __typename }",
+            json!({}),
+            &[("x-consistency-token", "nonsense")],
+        )
         .await;
-    assert_eq!((status, code(&body)), (400, Some("BAD_USER_INPUT")), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (400, Some("BAD_USER_INPUT")),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -94,7 +127,11 @@ async fn probes_and_sdl_answer() {
     assert_eq!(r.status().as_u16(), 200);
     let body: serde_json::Value = ok(r.json().await);
     assert_eq!(body["migrations"], "current");
-    let r = ok(app.http.get(format!("{}/schema.graphql", app.base)).send().await);
+    let r = ok(app
+        .http
+        .get(format!("{}/schema.graphql", app.base))
+        .send()
+        .await);
     let sdl = ok(r.text().await);
     assert!(sdl.contains("type Query"), "{sdl}");
     let r = ok(app.http.get(format!("{}/graphiql", app.base)).send().await);
@@ -113,7 +150,12 @@ async fn pages_follow_the_cursor_without_overlap() {
     let ct = app.head_token().await;
     loop {
         let (status, body) = app
-            .gql_with(None, q, json!({ "after": after }), &[("x-consistency-token", &ct)])
+            .gql_with(
+                None,
+                q,
+                json!({ "after": after }),
+                &[("x-consistency-token", &ct)],
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         let page = &body["data"]["products"];
@@ -127,8 +169,20 @@ async fn pages_follow_the_cursor_without_overlap() {
     }
     assert_eq!(seen, vec!["PAGE-0", "PAGE-1", "PAGE-2", "PAGE-3", "PAGE-4"]);
 
-    let (_, body) = app.gql(None, "{ products(first: 1000) { edges { cursor } } }", json!({})).await;
+    let (_, body) = app
+        .gql(
+            None,
+            "{ products(first: 1000) { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
-    let (_, body) = app.gql(None, "{ products(after: \"garbage\") { edges { cursor } } }", json!({})).await;
+    let (_, body) = app
+        .gql(
+            None,
+            "{ products(after: \"garbage\") { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
 }

@@ -13,7 +13,9 @@ async fn an_order_placed_over_http_is_readable_with_its_consistency_token() {
     let product = app.product("RYW-1", 1250, 10).await;
     let (_, token) = app.customer("ryw@example.com").await;
 
-    let (status, body) = app.gql(Some(&token), PLACE, json!({ "p": product, "q": 3 })).await;
+    let (status, body) = app
+        .gql(Some(&token), PLACE, json!({ "p": product, "q": 3 }))
+        .await;
     assert_eq!(status, 200, "{body}");
     let ct = body["data"]["placeOrder"]["consistencyToken"]
         .as_str()
@@ -53,7 +55,10 @@ async fn two_hundred_buyers_for_fifty_units_never_oversell() {
             let app = app.clone();
             let token = token.clone();
             let product = product.clone();
-            tokio::spawn(async move { app.gql(Some(&token), PLACE, json!({ "p": product, "q": 1 })).await })
+            tokio::spawn(async move {
+                app.gql(Some(&token), PLACE, json!({ "p": product, "q": 1 }))
+                    .await
+            })
         })
         .collect();
     let mut sold = 0;
@@ -65,7 +70,11 @@ async fn two_hundred_buyers_for_fifty_units_never_oversell() {
         match code(&body) {
             None => {
                 sold += 1;
-                tokens.push(body["data"]["placeOrder"]["consistencyToken"].as_str().map(str::to_owned));
+                tokens.push(
+                    body["data"]["placeOrder"]["consistencyToken"]
+                        .as_str()
+                        .map(str::to_owned),
+                );
             }
             Some("OUT_OF_STOCK") => {
                 refused += 1;
@@ -112,8 +121,14 @@ async fn cancelling_through_the_api_releases_stock() {
             json!({ "p": product }),
         )
         .await;
-    let order_id = body["data"]["placeOrder"]["order"]["id"].as_str().unwrap_or_default().to_owned();
-    assert_eq!(body["data"]["placeOrder"]["order"]["status"], "PENDING_PAYMENT", "{body}");
+    let order_id = body["data"]["placeOrder"]["order"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        body["data"]["placeOrder"]["order"]["status"], "PENDING_PAYMENT",
+        "{body}"
+    );
 
     let (_, body) = app
         .gql(
@@ -133,7 +148,11 @@ async fn cancelling_through_the_api_releases_stock() {
     );
 
     let (_, body) = app
-        .gql(Some(&app.staff_token), "mutation($id: ID!) { shipOrder(id: $id) { consistencyToken } }", json!({ "id": order_id }))
+        .gql(
+            Some(&app.staff_token),
+            "mutation($id: ID!) { shipOrder(id: $id) { consistencyToken } }",
+            json!({ "id": order_id }),
+        )
         .await;
     assert_eq!(code(&body), Some("CONFLICT"), "{body}");
 }
@@ -145,7 +164,10 @@ async fn back_office_mutations_round_trip() {
     let (_, body) = app
         .gql(staff, r#"mutation { createCategory(input: {slug: "gear", name: "Gear"}) { category { id slug path { slug } } } }"#, json!({}))
         .await;
-    let cat = body["data"]["createCategory"]["category"]["id"].as_str().unwrap_or_default().to_owned();
+    let cat = body["data"]["createCategory"]["category"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(!cat.is_empty(), "{body}");
     let (_, body) = app
         .gql(
@@ -155,19 +177,30 @@ async fn back_office_mutations_round_trip() {
         )
         .await;
     let p = &body["data"]["createProduct"]["product"];
-    assert_eq!((p["version"].as_i64(), p["available"].as_i64()), (Some(1), Some(5)), "{body}");
+    assert_eq!(
+        (p["version"].as_i64(), p["available"].as_i64()),
+        (Some(1), Some(5)),
+        "{body}"
+    );
     let pid = p["id"].as_str().unwrap_or_default().to_owned();
 
     let update = "mutation($id: ID!, $v: Int) { updateProduct(input: {id: $id, expectedVersion: $v, priceMinor: 2700}) { product { price { amount } version } } }";
     let (_, body) = app.gql(staff, update, json!({ "id": pid, "v": 1 })).await;
-    assert_eq!(body["data"]["updateProduct"]["product"], json!({ "price": { "amount": "27.00" }, "version": 2 }), "{body}");
+    assert_eq!(
+        body["data"]["updateProduct"]["product"],
+        json!({ "price": { "amount": "27.00" }, "version": 2 }),
+        "{body}"
+    );
     let (_, body) = app.gql(staff, update, json!({ "id": pid, "v": 1 })).await;
     assert_eq!(code(&body), Some("CONFLICT"), "{body}");
 
     let (_, body) = app
         .gql(staff, "mutation($id: ID!) { restockProduct(productId: $id, quantity: 10) { product { available } } }", json!({ "id": pid }))
         .await;
-    assert_eq!(body["data"]["restockProduct"]["product"]["available"], 15, "{body}");
+    assert_eq!(
+        body["data"]["restockProduct"]["product"]["available"], 15,
+        "{body}"
+    );
     let (_, body) = app
         .gql(
             staff,
@@ -175,13 +208,30 @@ async fn back_office_mutations_round_trip() {
             json!({ "id": pid }),
         )
         .await;
-    assert_eq!(body["data"]["adjustInventory"]["product"], json!({ "available": 12, "onHand": 12 }), "{body}");
+    assert_eq!(
+        body["data"]["adjustInventory"]["product"],
+        json!({ "available": 12, "onHand": 12 }),
+        "{body}"
+    );
     let (_, body) = app
-        .gql(staff, "mutation($id: ID!) { archiveProduct(id: $id) { product { status } } }", json!({ "id": pid }))
+        .gql(
+            staff,
+            "mutation($id: ID!) { archiveProduct(id: $id) { product { status } } }",
+            json!({ "id": pid }),
+        )
         .await;
-    assert_eq!(body["data"]["archiveProduct"]["product"]["status"], "ARCHIVED", "{body}");
+    assert_eq!(
+        body["data"]["archiveProduct"]["product"]["status"], "ARCHIVED",
+        "{body}"
+    );
 
     // Archived products are hidden from shoppers.
-    let (_, body) = app.gql(None, "query($id: ID!) { product(id: $id) { sku } }", json!({ "id": pid })).await;
+    let (_, body) = app
+        .gql(
+            None,
+            "query($id: ID!) { product(id: $id) { sku } }",
+            json!({ "id": pid }),
+        )
+        .await;
     assert_eq!(body["data"]["product"], serde_json::Value::Null, "{body}");
 }

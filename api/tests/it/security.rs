@@ -21,7 +21,11 @@ async fn roles_are_enforced_per_operation() {
     ];
     for (query, vars) in staff_ops {
         let (_, body) = app.gql(None, query, vars.clone()).await;
-        assert_eq!(code(&body), Some("UNAUTHENTICATED"), "anonymous {query}: {body}");
+        assert_eq!(
+            code(&body),
+            Some("UNAUTHENTICATED"),
+            "anonymous {query}: {body}"
+        );
         let (_, body) = app.gql(Some(&customer), query, vars.clone()).await;
         assert_eq!(code(&body), Some("FORBIDDEN"), "customer {query}: {body}");
         let (_, body) = app.gql(Some(&app.staff_token), query, vars).await;
@@ -32,12 +36,19 @@ async fn roles_are_enforced_per_operation() {
     let other = app.product("ROLE-2", 100, 5).await;
     let ct = app.head_token().await;
     let (_, body) = app
-        .gql_with(Some(&customer), "query($p: ID!) { product(id: $p) { onHand } }", json!({ "p": other }), &[("x-consistency-token", &ct)])
+        .gql_with(
+            Some(&customer),
+            "query($p: ID!) { product(id: $p) { onHand } }",
+            json!({ "p": other }),
+            &[("x-consistency-token", &ct)],
+        )
         .await;
     assert_eq!(code(&body), Some("FORBIDDEN"), "{body}");
 
     // Signed-in-only queries.
-    let (_, body) = app.gql(None, "{ myOrders { edges { cursor } } }", json!({})).await;
+    let (_, body) = app
+        .gql(None, "{ myOrders { edges { cursor } } }", json!({}))
+        .await;
     assert_eq!(code(&body), Some("UNAUTHENTICATED"), "{body}");
 }
 
@@ -54,25 +65,60 @@ async fn a_customer_cannot_see_or_touch_another_customers_order() {
             json!({ "p": product }),
         )
         .await;
-    let order = body["data"]["placeOrder"]["order"]["id"].as_str().unwrap_or_default().to_owned();
-    assert_eq!(body["data"]["placeOrder"]["order"]["customer"]["email"], "ann@example.com", "{body}");
+    let order = body["data"]["placeOrder"]["order"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        body["data"]["placeOrder"]["order"]["customer"]["email"], "ann@example.com",
+        "{body}"
+    );
 
-    let (_, body) = app.gql(Some(&bob), "query($id: ID!) { order(id: $id) { id } }", json!({ "id": order })).await;
+    let (_, body) = app
+        .gql(
+            Some(&bob),
+            "query($id: ID!) { order(id: $id) { id } }",
+            json!({ "id": order }),
+        )
+        .await;
     assert_eq!(code(&body), Some("NOT_FOUND"), "{body}");
     let (_, body) = app
-        .gql(Some(&bob), "query($id: ID!) { node(id: $id) { id ... on Order { total { amount } } } }", json!({ "id": order }))
+        .gql(
+            Some(&bob),
+            "query($id: ID!) { node(id: $id) { id ... on Order { total { amount } } } }",
+            json!({ "id": order }),
+        )
         .await;
     assert_eq!(body["data"]["node"], serde_json::Value::Null, "{body}");
-    let (_, body) = app.gql(Some(&bob), "mutation($id: ID!) { cancelOrder(id: $id) { consistencyToken } }", json!({ "id": order })).await;
+    let (_, body) = app
+        .gql(
+            Some(&bob),
+            "mutation($id: ID!) { cancelOrder(id: $id) { consistencyToken } }",
+            json!({ "id": order }),
+        )
+        .await;
     assert_eq!(code(&body), Some("NOT_FOUND"), "{body}");
-    let (_, body) = app.gql(Some(&bob), "{ myOrders { edges { node { id } } } }", json!({})).await;
+    let (_, body) = app
+        .gql(
+            Some(&bob),
+            "{ myOrders { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(body["data"]["myOrders"]["edges"], json!([]), "{body}");
 
     // Staff see it, and the owner's email.
     let (_, body) = app
-        .gql(Some(&app.staff_token), "query($id: ID!) { node(id: $id) { ... on Order { customer { email } } } }", json!({ "id": order }))
+        .gql(
+            Some(&app.staff_token),
+            "query($id: ID!) { node(id: $id) { ... on Order { customer { email } } } }",
+            json!({ "id": order }),
+        )
         .await;
-    assert_eq!(body["data"]["node"]["customer"]["email"], "ann@example.com", "{body}");
+    assert_eq!(
+        body["data"]["node"]["customer"]["email"], "ann@example.com",
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -105,7 +151,10 @@ async fn errors_name_the_problem_without_internals() {
         )
         .await;
     assert_eq!(code(&body), Some("OUT_OF_STOCK"), "{body}");
-    assert_eq!(body["errors"][0]["extensions"]["productId"], product.as_str());
+    assert_eq!(
+        body["errors"][0]["extensions"]["productId"],
+        product.as_str()
+    );
     assert_eq!(body["errors"][0]["extensions"]["available"], 1);
 
     let (_, body) = app
@@ -126,5 +175,8 @@ async fn errors_name_the_problem_without_internals() {
         .await;
     assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
     let text = body.to_string();
-    assert!(!text.contains("SQL") && !text.contains("diesel") && !text.contains("constraint"), "{text}");
+    assert!(
+        !text.contains("SQL") && !text.contains("diesel") && !text.contains("constraint"),
+        "{text}"
+    );
 }

@@ -69,7 +69,9 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
         )
         .await)
     .value;
-    let staff_token = ok(data.tokens.mint(staff, Role::Staff, Duration::from_secs(600)));
+    let staff_token = ok(data
+        .tokens
+        .mint(staff, Role::Staff, Duration::from_secs(600)));
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
         data,
@@ -97,7 +99,13 @@ impl TestApp {
             )
             .await)
         .value;
-        (id, ok(self.data.tokens.mint(id, Role::Customer, Duration::from_secs(600))))
+        (
+            id,
+            ok(self
+                .data
+                .tokens
+                .mint(id, Role::Customer, Duration::from_secs(600))),
+        )
     }
 
     /// Creates an ACTIVE product with stock; returns its global id.

@@ -9,7 +9,9 @@ use crate::error::DomainError;
 use crate::event_log;
 use crate::events::{DomainEvent, StockLevel};
 use crate::schema::{categories, inventory, products};
-use crate::types::{CategoryId, Description, Money, Name, ProductId, ProductStatus, Sku, Slug, StockDelta};
+use crate::types::{
+    CategoryId, Description, Money, Name, ProductId, ProductStatus, Sku, Slug, StockDelta,
+};
 
 /// Input of `create_category`.
 #[derive(Debug, Clone)]
@@ -292,7 +294,10 @@ impl Commands {
                             return Err(DomainError::not_found("category", cat));
                         }
                     }
-                    let name = patch.name.map(|n| n.as_str().to_owned()).unwrap_or(row.name);
+                    let name = patch
+                        .name
+                        .map(|n| n.as_str().to_owned())
+                        .unwrap_or(row.name);
                     let description = patch
                         .description
                         .map(|d| d.as_str().to_owned())

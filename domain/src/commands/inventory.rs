@@ -28,7 +28,8 @@ impl Commands {
                 message: "a restock adds at least one unit".into(),
             });
         }
-        self.change_on_hand(ctx, product, quantity.get(), None).await
+        self.change_on_hand(ctx, product, quantity.get(), None)
+            .await
     }
 
     /// Corrects on-hand stock by a signed delta (stock count, damage, loss). Fails when

@@ -87,7 +87,9 @@ impl CommandContext {
         if self.is_staff() {
             Ok(())
         } else {
-            Err(DomainError::Forbidden("this needs a STAFF or ADMIN role".into()))
+            Err(DomainError::Forbidden(
+                "this needs a STAFF or ADMIN role".into(),
+            ))
         }
     }
 

@@ -13,7 +13,9 @@ use crate::error::DomainError;
 use crate::event_log;
 use crate::events::{DomainEvent, OrderLineFact, StockLevel};
 use crate::schema::{customers, inventory, order_lines, order_status_history, orders, products};
-use crate::types::{Currency, CustomerId, Money, OrderId, OrderStatus, ProductId, ProductStatus, Quantity};
+use crate::types::{
+    Currency, CustomerId, Money, OrderId, OrderStatus, ProductId, ProductStatus, Quantity,
+};
 
 /// Most lines one order may have.
 pub const MAX_ORDER_LINES: usize = 50;
@@ -179,7 +181,11 @@ impl Commands {
                                         inventory::reserved.eq(inventory::reserved - q),
                                         inventory::version.eq(inventory::version + 1),
                                     ))
-                                    .returning((inventory::on_hand, inventory::reserved, inventory::version))
+                                    .returning((
+                                        inventory::on_hand,
+                                        inventory::reserved,
+                                        inventory::version,
+                                    ))
                                     .get_result(conn)
                                     .await?,
                             ),
@@ -190,7 +196,11 @@ impl Commands {
                                         inventory::reserved.eq(inventory::reserved - q),
                                         inventory::version.eq(inventory::version + 1),
                                     ))
-                                    .returning((inventory::on_hand, inventory::reserved, inventory::version))
+                                    .returning((
+                                        inventory::on_hand,
+                                        inventory::reserved,
+                                        inventory::version,
+                                    ))
                                     .get_result(conn)
                                     .await?,
                             ),
@@ -455,7 +465,10 @@ async fn lock_order(conn: &mut AsyncPgConnection, id: OrderId) -> Result<OrderHe
     })
 }
 
-async fn load_lines(conn: &mut AsyncPgConnection, id: OrderId) -> Result<Vec<OrderLineFact>, DomainError> {
+async fn load_lines(
+    conn: &mut AsyncPgConnection,
+    id: OrderId,
+) -> Result<Vec<OrderLineFact>, DomainError> {
     let rows: Vec<(Uuid, String, String, i32, i64)> = order_lines::table
         .inner_join(products::table)
         .filter(order_lines::order_id.eq(id.0))
@@ -471,13 +484,15 @@ async fn load_lines(conn: &mut AsyncPgConnection, id: OrderId) -> Result<Vec<Ord
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(product_id, sku, name, quantity, unit_price_minor)| OrderLineFact {
-            product_id,
-            sku,
-            name,
-            quantity,
-            unit_price_minor,
-        })
+        .map(
+            |(product_id, sku, name, quantity, unit_price_minor)| OrderLineFact {
+                product_id,
+                sku,
+                name,
+                quantity,
+                unit_price_minor,
+            },
+        )
         .collect())
 }
 

@@ -103,7 +103,10 @@ impl EmbeddedPostgres {
             })
             .collect();
         versions.sort();
-        versions.pop().map(|(_, p)| p).ok_or(EmbeddedError::NoBinaries)
+        versions
+            .pop()
+            .map(|(_, p)| p)
+            .ok_or(EmbeddedError::NoBinaries)
     }
 
     /// Initialises the data folder if needed and starts the postmaster; returns once it
@@ -121,9 +124,14 @@ impl EmbeddedPostgres {
 
         if !data_dir.join("PG_VERSION").exists() {
             let mut cmd = Command::new(bin.join("initdb"));
-            cmd.arg("-D")
-                .arg(&data_dir)
-                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]);
+            cmd.arg("-D").arg(&data_dir).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]);
             if opts.ephemeral {
                 cmd.arg("--no-sync");
             }
@@ -136,9 +144,13 @@ impl EmbeddedPostgres {
             None => free_port()?,
         };
         let log_path = data_dir.join("server.log");
-        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         if let Some(user) = &run_as {
-            nix::unistd::chown(&log_path, Some(user.uid), Some(user.gid)).map_err(io::Error::from)?;
+            nix::unistd::chown(&log_path, Some(user.uid), Some(user.gid))
+                .map_err(io::Error::from)?;
         }
         let mut cmd = Command::new(bin.join("postgres"));
         cmd.arg("-D")
@@ -149,7 +161,14 @@ impl EmbeddedPostgres {
             .args(["-c", "unix_socket_directories="])
             .args(["-c", &format!("max_connections={}", opts.max_connections)]);
         if opts.ephemeral {
-            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+            cmd.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -176,7 +195,8 @@ impl EmbeddedPostgres {
                 if let Some(child) = guard.as_mut() {
                     if let Ok(Some(status)) = child.try_wait() {
                         let tail = fs::read_to_string(log).unwrap_or_default();
-                        let tail: String = tail.lines().rev().take(10).collect::<Vec<_>>().join("\n");
+                        let tail: String =
+                            tail.lines().rev().take(10).collect::<Vec<_>>().join("\n");
                         return Err(EmbeddedError::Command {
                             what: "postgres",
                             detail: format!("exited with {status} during start-up; log:\n{tail}"),
@@ -185,7 +205,15 @@ impl EmbeddedPostgres {
                 }
             }
             let ready = Command::new(bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+                .args([
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
@@ -283,9 +311,7 @@ fn die_with_parent(cmd: &mut Command) {
     // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
     // async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(io::Error::from)
-        });
+        cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(io::Error::from));
     }
 }
 
@@ -315,7 +341,11 @@ fn stop_stale_postmaster(data_dir: &Path) {
     let Ok(pidfile) = fs::read_to_string(data_dir.join("postmaster.pid")) else {
         return;
     };
-    let Some(pid) = pidfile.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+    let Some(pid) = pidfile
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
         return;
     };
     let pid = Pid::from_raw(pid);

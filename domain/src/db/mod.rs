@@ -7,11 +7,11 @@ pub mod testing;
 
 use std::time::Duration;
 
+use diesel::migration::MigrationSource;
 use diesel::ConnectionError;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use diesel::migration::MigrationSource;
 
 use crate::error::DomainError;
 
@@ -19,7 +19,8 @@ use crate::error::DomainError;
 pub type PgPool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
 
 /// A connection checked out of [`PgPool`].
-pub type PooledConn<'a> = bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncPgConnection>>;
+pub type PooledConn<'a> =
+    bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncPgConnection>>;
 
 /// The SQL migrations under `migrations/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
@@ -73,9 +74,10 @@ pub fn pool(url: &str, settings: &PoolSettings) -> PgPool {
 pub async fn migrate(url: &str) -> Result<Vec<String>, DomainError> {
     let url = url.to_owned();
     tokio::task::spawn_blocking(move || {
-        type Wrapper = diesel_async::async_connection_wrapper::AsyncConnectionWrapper<AsyncPgConnection>;
+        type Wrapper =
+            diesel_async::async_connection_wrapper::AsyncConnectionWrapper<AsyncPgConnection>;
         let mut conn = <Wrapper as diesel::Connection>::establish(&url)
-        .map_err(|e| DomainError::Unavailable(e.to_string()))?;
+            .map_err(|e| DomainError::Unavailable(e.to_string()))?;
         let applied = conn
             .run_pending_migrations(MIGRATIONS)
             .map_err(|e| DomainError::Internal(format!("migration failed: {e}")))?;
@@ -123,7 +125,9 @@ pub async fn check_ready(pool: &PgPool) -> Result<(), String> {
 pub async fn create_database_if_missing(admin_url: &str, name: &str) -> Result<(), DomainError> {
     use diesel::{ExpressionMethods as _, QueryDsl as _};
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(DomainError::Internal(format!("unsafe database name {name:?}")));
+        return Err(DomainError::Internal(format!(
+            "unsafe database name {name:?}"
+        )));
     }
     let mut conn = AsyncPgConnection::establish(admin_url)
         .await

@@ -67,5 +67,6 @@ pub(super) async fn apply(
 }
 
 fn line_total(line: &OrderLineFact) -> i64 {
-    line.unit_price_minor.saturating_mul(i64::from(line.quantity))
+    line.unit_price_minor
+        .saturating_mul(i64::from(line.quantity))
 }

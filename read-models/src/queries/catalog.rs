@@ -165,7 +165,12 @@ impl ReadModels {
         if let Some(c) = filter.category {
             q = q.filter(pv::category_ids.contains(vec![c]));
         }
-        if let Some(term) = filter.search.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        if let Some(term) = filter
+            .search
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
             q = q.filter(pv::name.ilike(like_escape(term)));
         }
         if let Some(min) = filter.price_min {
@@ -190,19 +195,37 @@ impl ReadModels {
             q = match sort {
                 ProductSort::Price => {
                     let v = c.n.ok_or_else(bad)?;
-                    q.filter(pv::price_minor.gt(v).or(pv::price_minor.eq(v).and(pv::id.gt(c.id))))
+                    q.filter(
+                        pv::price_minor
+                            .gt(v)
+                            .or(pv::price_minor.eq(v).and(pv::id.gt(c.id))),
+                    )
                 }
                 ProductSort::Name => {
                     let v = c.s.clone().ok_or_else(bad)?;
-                    q.filter(pv::name.gt(v.clone()).or(pv::name.eq(v).and(pv::id.gt(c.id))))
+                    q.filter(
+                        pv::name
+                            .gt(v.clone())
+                            .or(pv::name.eq(v).and(pv::id.gt(c.id))),
+                    )
                 }
                 ProductSort::Newest => {
-                    let v = c.n.and_then(DateTime::<Utc>::from_timestamp_micros).ok_or_else(bad)?;
-                    q.filter(pv::created_at.lt(v).or(pv::created_at.eq(v).and(pv::id.lt(c.id))))
+                    let v =
+                        c.n.and_then(DateTime::<Utc>::from_timestamp_micros)
+                            .ok_or_else(bad)?;
+                    q.filter(
+                        pv::created_at
+                            .lt(v)
+                            .or(pv::created_at.eq(v).and(pv::id.lt(c.id))),
+                    )
                 }
                 ProductSort::Popular => {
                     let v = c.n.ok_or_else(bad)?;
-                    q.filter(pv::popularity.lt(v).or(pv::popularity.eq(v).and(pv::id.lt(c.id))))
+                    q.filter(
+                        pv::popularity
+                            .lt(v)
+                            .or(pv::popularity.eq(v).and(pv::id.lt(c.id))),
+                    )
                 }
             };
         }
@@ -260,6 +283,11 @@ impl ReadModels {
 
     /// One category by id.
     pub async fn category(&self, id: Uuid) -> Result<Option<CategoryView>, ReadError> {
-        Ok(self.categories().await?.iter().find(|c| c.id == id).cloned())
+        Ok(self
+            .categories()
+            .await?
+            .iter()
+            .find(|c| c.id == id)
+            .cloned())
     }
 }

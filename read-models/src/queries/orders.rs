@@ -84,7 +84,11 @@ impl ReadModels {
         if let Some(c) = after {
             let t = DateTime::<Utc>::from_timestamp_micros(c.t)
                 .ok_or_else(|| ReadError::BadInput("the cursor is malformed".into()))?;
-            q = q.filter(ov::placed_at.lt(t).or(ov::placed_at.eq(t).and(ov::id.lt(c.id))));
+            q = q.filter(
+                ov::placed_at
+                    .lt(t)
+                    .or(ov::placed_at.eq(t).and(ov::id.lt(c.id))),
+            );
         }
         let mut conn = self.pool.get().await?;
         let rows: Vec<OrderRow> = q

@@ -39,7 +39,9 @@ impl ReadModels {
             return Err(ReadError::BadInput("`to` is before `from`".into()));
         }
         if (to - from).num_days() > 3660 {
-            return Err(ReadError::BadInput("a report spans at most 10 years".into()));
+            return Err(ReadError::BadInput(
+                "a report spans at most 10 years".into(),
+            ));
         }
         let mut conn = self.pool.get().await?;
         Ok(rm_sales_daily::table
@@ -55,7 +57,10 @@ impl ReadModels {
         let mut conn = self.pool.get().await?;
         Ok(rm_product_sales::table
             .filter(rm_product_sales::units.gt(0))
-            .order((rm_product_sales::units.desc(), rm_product_sales::product_id.asc()))
+            .order((
+                rm_product_sales::units.desc(),
+                rm_product_sales::product_id.asc(),
+            ))
             .limit(limit)
             .select(ProductSales::as_select())
             .load(&mut conn)

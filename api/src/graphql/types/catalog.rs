@@ -90,7 +90,10 @@ impl Product {
     }
     /// Unit price.
     async fn price(&self, ctx: &Context<'_>) -> Result<Money> {
-        Ok(Money::new(self.0.price_minor, state(ctx)?.currency.as_str()))
+        Ok(Money::new(
+            self.0.price_minor,
+            state(ctx)?.currency.as_str(),
+        ))
     }
     /// Unit price in minor units (shortcut for `price.amountMinor`).
     async fn price_minor(&self) -> i64 {
@@ -102,7 +105,10 @@ impl Product {
     }
     /// The category it belongs to.
     async fn category(&self) -> Option<Category> {
-        self.0.category_path.last().map(|c| Category::from_ref(c, &self.0.category_path))
+        self.0
+            .category_path
+            .last()
+            .map(|c| Category::from_ref(c, &self.0.category_path))
     }
     /// Categories from the root down to this product's category.
     async fn category_path(&self) -> Vec<Category> {

@@ -60,7 +60,10 @@ impl Customer {
     }
     /// Sum of order totals, net of cancelled, expired and failed orders.
     async fn lifetime_spend(&self, ctx: &Context<'_>) -> Result<Money> {
-        Ok(Money::new(self.0.lifetime_spend_minor, state(ctx)?.currency.as_str()))
+        Ok(Money::new(
+            self.0.lifetime_spend_minor,
+            state(ctx)?.currency.as_str(),
+        ))
     }
     /// When the newest order was placed.
     async fn last_order_at(&self) -> Option<DateTime<Utc>> {
@@ -71,6 +74,11 @@ impl Customer {
         let Some(id) = self.0.last_order_id else {
             return Ok(None);
         };
-        Ok(state(ctx)?.reads.order(id).await.map_err(error::read)?.map(Order))
+        Ok(state(ctx)?
+            .reads
+            .order(id)
+            .await
+            .map_err(error::read)?
+            .map(Order))
     }
 }

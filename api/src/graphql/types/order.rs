@@ -153,7 +153,9 @@ impl OrderLine {
     /// Unit price times quantity.
     async fn line_total(&self) -> Money {
         Money::new(
-            self.line.unit_price_minor.saturating_mul(i64::from(self.line.quantity)),
+            self.line
+                .unit_price_minor
+                .saturating_mul(i64::from(self.line.quantity)),
             &self.currency,
         )
     }
