@@ -290,17 +290,22 @@ async fn catch_up(pool: &till_domain::db::PgPool, url: &str) -> Result<(), CliEr
             ..ProjectorSettings::default()
         },
     );
-    for p in till_read_models::Projection::ALL {
-        loop {
-            let out = projector
-                .run_batch(p)
-                .await
-                .map_err(|e| CliError::Failed(e.to_string()))?;
-            pb.inc(out.applied as u64);
-            if out.applied == 0 {
-                break;
+    // Projections are independent: catch them up side by side.
+    let runs = till_read_models::Projection::ALL.map(|p| {
+        let projector = projector.clone();
+        let pb = pb.clone();
+        async move {
+            loop {
+                let out = projector.run_batch(p).await?;
+                pb.inc(out.applied as u64);
+                if out.applied == 0 {
+                    return Ok::<_, till_read_models::ReadError>(());
+                }
             }
         }
+    });
+    for result in futures_util::future::join_all(runs).await {
+        result.map_err(|e| CliError::Failed(e.to_string()))?;
     }
     projector
         .catch_up_all()

@@ -198,7 +198,7 @@ pub async fn bulk(
     let pb = bar(sizes.orders, "orders");
     let mut done = 0;
     while done < sizes.orders {
-        let n = (sizes.orders - done).min(500);
+        let n = (sizes.orders - done).min(2000);
         till_domain::seed::orders(pool, n, &customers, &products, currency.as_str()).await?;
         done += n;
         pb.inc(n as u64);

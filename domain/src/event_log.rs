@@ -59,54 +59,63 @@ impl EventMeta {
     }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = events)]
-struct NewEvent<'a> {
-    event_type: &'a str,
-    event_version: i16,
-    stream_type: &'a str,
-    stream_id: Uuid,
-    payload: serde_json::Value,
-    actor: &'a str,
-    correlation_id: Uuid,
-}
-
-/// Appends events in one statement and notifies the projector; returns the point of the
-/// last one (the consistency token of the command).
+/// Appends events in one statement (one array per column, so any batch size fits in
+/// the bind limit) and notifies the projector; returns the point of the last one (the
+/// consistency token of the command). Positions follow the order of `batch`.
 pub async fn append(
     conn: &mut AsyncPgConnection,
     meta: &EventMeta,
     batch: &[DomainEvent],
 ) -> Result<LogPoint, DomainError> {
+    use diesel::sql_types::{Array, Int2, Jsonb, Text, Uuid as SqlUuid};
     if batch.is_empty() {
         return Err(DomainError::Internal("a command appended no events".into()));
     }
-    let rows: Vec<NewEvent<'_>> = batch
-        .iter()
-        .map(|e| {
-            let (stream_type, stream_id) = e.stream();
-            NewEvent {
-                event_type: e.event_type(),
-                event_version: e.schema_version(),
-                stream_type,
-                stream_id,
-                payload: e.payload(),
-                actor: &meta.actor,
-                correlation_id: meta.correlation_id,
-            }
-        })
-        .collect();
-    let points: Vec<(i64, i64)> = diesel::insert_into(events::table)
-        .values(&rows)
-        .returning((events::tx_id, events::position))
-        .get_results(conn)
-        .await?;
+    let mut types = Vec::with_capacity(batch.len());
+    let mut versions = Vec::with_capacity(batch.len());
+    let mut stream_types = Vec::with_capacity(batch.len());
+    let mut stream_ids = Vec::with_capacity(batch.len());
+    let mut payloads = Vec::with_capacity(batch.len());
+    for e in batch {
+        let (stream_type, stream_id) = e.stream();
+        types.push(e.event_type());
+        versions.push(e.schema_version());
+        stream_types.push(stream_type);
+        stream_ids.push(stream_id);
+        payloads.push(e.payload());
+    }
+    let point: Point = diesel::sql_query(
+        "WITH appended AS ( \
+           INSERT INTO events (event_type, event_version, stream_type, stream_id, payload, actor, correlation_id) \
+           SELECT t.event_type, t.event_version, t.stream_type, t.stream_id, t.payload, $6, $7 \
+           FROM unnest($1::text[], $2::int2[], $3::text[], $4::uuid[], $5::jsonb[]) \
+             WITH ORDINALITY AS t(event_type, event_version, stream_type, stream_id, payload, n) \
+           ORDER BY t.n \
+           RETURNING tx_id, position) \
+         SELECT max(tx_id) AS tx_id, max(position) AS position FROM appended",
+    )
+    .bind::<Array<Text>, _>(&types)
+    .bind::<Array<Int2>, _>(&versions)
+    .bind::<Array<Text>, _>(&stream_types)
+    .bind::<Array<SqlUuid>, _>(&stream_ids)
+    .bind::<Array<Jsonb>, _>(&payloads)
+    .bind::<Text, _>(&meta.actor)
+    .bind::<SqlUuid, _>(meta.correlation_id)
+    .get_result(conn)
+    .await?;
     notify(conn).await?;
-    points
-        .into_iter()
-        .max()
-        .map(|(tx_id, position)| LogPoint { tx_id, position })
-        .ok_or_else(|| DomainError::Internal("event insert returned no rows".into()))
+    Ok(LogPoint {
+        tx_id: point.tx_id,
+        position: point.position,
+    })
+}
+
+#[derive(QueryableByName)]
+struct Point {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    tx_id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    position: i64,
 }
 
 /// Sends the projector's wake-up (coalesced by PostgreSQL within one transaction).

@@ -100,12 +100,7 @@ impl CategoryPayload {
     }
     /// The category after the change.
     async fn category(&self, ctx: &Context<'_>) -> Result<Option<Category>> {
-        let st = state(ctx)?;
-        st.reads
-            .progress()
-            .wait_for(self.at, st.consistency_wait)
-            .await
-            .map_err(error::read)?;
+        let st = caught_up(ctx, self.at).await?;
         Ok(st
             .reads
             .category(self.id)
@@ -130,12 +125,7 @@ impl ProductPayload {
     }
     /// The product after the change.
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
-        let st = state(ctx)?;
-        st.reads
-            .progress()
-            .wait_for(self.at, st.consistency_wait)
-            .await
-            .map_err(error::read)?;
+        let st = caught_up(ctx, self.at).await?;
         Ok(st
             .reads
             .product(self.id)
@@ -160,12 +150,7 @@ impl OrderPayload {
     }
     /// The order after the change.
     async fn order(&self, ctx: &Context<'_>) -> Result<Option<Order>> {
-        let st = state(ctx)?;
-        st.reads
-            .progress()
-            .wait_for(self.at, st.consistency_wait)
-            .await
-            .map_err(error::read)?;
+        let st = caught_up(ctx, self.at).await?;
         Ok(st
             .reads
             .order(self.id)
@@ -173,6 +158,20 @@ impl OrderPayload {
             .map_err(error::read)?
             .map(Order))
     }
+}
+
+/// Waits (bounded) until the read models include `at`, for payload entities.
+async fn caught_up<'a>(
+    ctx: &'a Context<'_>,
+    at: LogPoint,
+) -> Result<&'a std::sync::Arc<super::ApiState>> {
+    let st = state(ctx)?;
+    st.reads
+        .progress()
+        .wait_for(at, st.consistency_wait)
+        .await
+        .map_err(error::read)?;
+    Ok(st)
 }
 
 fn parse<T>(r: std::result::Result<T, till_domain::DomainError>) -> Result<T> {
@@ -193,6 +192,7 @@ fn non_negative_stock(initial: Option<i32>) -> Result<Option<StockDelta>> {
 /// Changes to the catalog, inventory and orders.
 pub struct Mutation;
 
+/// Changes to the catalog, inventory and orders. Each returns a `consistencyToken`.
 #[Object]
 impl Mutation {
     /// Creates a category (back office).

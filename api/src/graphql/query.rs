@@ -1,6 +1,5 @@
 //! Query root.
 
-use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, InputObject, Object, Result, ID};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -11,7 +10,14 @@ use till_read_models::queries::{OrderCursor, OrderFilter, Page, ProductFilter};
 
 use super::error::{self, coded, Code};
 use super::ids::{self, Kind};
+use std::sync::Arc;
+
+use till_read_models::views::{OrderView, ProductView};
+
 use super::types::catalog::{Category, Product, ProductSortBy, ProductStatus};
+use super::types::connection::{
+    OrderConnection, OrderEdge, PageInfo, ProductConnection, ProductEdge,
+};
 use super::types::customer::Customer;
 use super::types::money::Money;
 use super::types::node::Node;
@@ -78,17 +84,44 @@ fn decode_cursor<C: DeserializeOwned>(after: Option<&str>) -> Result<Option<C>> 
         .ok_or_else(|| coded(Code::BadUserInput, "after: not a cursor from this list"))
 }
 
-fn connection<T, C: Serialize, N>(page: Page<T, C>, wrap: impl Fn(T) -> N) -> Connection<String, N>
-where
-    N: async_graphql::OutputType,
-{
-    let mut conn = Connection::new(page.has_previous_page, page.has_next_page);
-    conn.edges.extend(
-        page.items
+/// Encodes a page's cursors: (edges as (cursor, item), page info).
+fn page_edges<T, C: Serialize>(page: Page<T, C>) -> (Vec<(String, T)>, PageInfo) {
+    let edges: Vec<(String, T)> = page
+        .items
+        .into_iter()
+        .map(|(c, v)| (encode_cursor(&c), v))
+        .collect();
+    let cursors: Vec<&str> = edges.iter().map(|(c, _)| c.as_str()).collect();
+    let info = PageInfo::new(&cursors, page.has_next_page, page.has_previous_page);
+    (edges, info)
+}
+
+fn product_page<C: Serialize>(page: Page<ProductView, C>) -> ProductConnection {
+    let (edges, page_info) = page_edges(page);
+    ProductConnection {
+        edges: edges
             .into_iter()
-            .map(|(c, v)| Edge::new(encode_cursor(&c), wrap(v))),
-    );
-    conn
+            .map(|(cursor, v)| ProductEdge {
+                cursor,
+                node: Product(Arc::new(v)),
+            })
+            .collect(),
+        page_info,
+    }
+}
+
+fn order_page<C: Serialize>(page: Page<OrderView, C>) -> OrderConnection {
+    let (edges, page_info) = page_edges(page);
+    OrderConnection {
+        edges: edges
+            .into_iter()
+            .map(|(cursor, v)| OrderEdge {
+                cursor,
+                node: Order(Arc::new(v)),
+            })
+            .collect(),
+        page_info,
+    }
 }
 
 fn is_visible(p: &Principal, status: &str) -> bool {
@@ -98,6 +131,7 @@ fn is_visible(p: &Principal, status: &str) -> bool {
 /// Storefront and back-office reads.
 pub struct Query;
 
+/// Storefront and back-office reads.
 #[Object]
 impl Query {
     /// Fetches any object by its global id (null when it does not exist or is not
@@ -179,7 +213,7 @@ impl Query {
         #[graphql(desc = "Cursor after which the page starts.")] after: Option<String>,
         filter: Option<ProductFilterInput>,
         #[graphql(desc = "Ordering (default NEWEST).")] sort_by: Option<ProductSortBy>,
-    ) -> Result<Connection<String, Product>> {
+    ) -> Result<ProductConnection> {
         let st = state(ctx)?;
         let n = page_size(ctx, first)?;
         let f = filter.unwrap_or_default();
@@ -229,7 +263,7 @@ impl Query {
             .products(&filter, sort, cursor.as_ref(), n)
             .await
             .map_err(error::read)?;
-        Ok(connection(page, |v| Product(std::sync::Arc::new(v))))
+        Ok(product_page(page))
     }
 
     /// Every category, ordered by slug.
@@ -262,7 +296,7 @@ impl Query {
         ctx: &Context<'_>,
         #[graphql(desc = "Page size (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor after which the page starts.")] after: Option<String>,
-    ) -> Result<Connection<String, Order>> {
+    ) -> Result<OrderConnection> {
         let Some(me) = principal(ctx)?.user_id() else {
             return Err(error::unauthenticated());
         };
@@ -277,7 +311,7 @@ impl Query {
             .orders(&filter, cursor.as_ref(), n)
             .await
             .map_err(error::read)?;
-        Ok(connection(page, |v| Order(std::sync::Arc::new(v))))
+        Ok(order_page(page))
     }
 
     /// One order by global id: its owner and staff only (NOT_FOUND for anyone else).
@@ -308,7 +342,7 @@ impl Query {
         #[graphql(desc = "Page size (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor after which the page starts.")] after: Option<String>,
         filter: Option<OrderFilterInput>,
-    ) -> Result<Connection<String, Order>> {
+    ) -> Result<OrderConnection> {
         let n = page_size(ctx, first)?;
         let f = filter.unwrap_or_default();
         let cursor: Option<OrderCursor> = decode_cursor(after.as_deref())?;
@@ -328,7 +362,7 @@ impl Query {
             .orders(&filter, cursor.as_ref(), n)
             .await
             .map_err(error::read)?;
-        Ok(connection(page, |v| Order(std::sync::Arc::new(v))))
+        Ok(order_page(page))
     }
 
     /// Booked sales per day between two UTC days, inclusive (back office).

@@ -2,6 +2,7 @@
 //! them (row, domain and GraphQL types stay separate).
 
 pub mod catalog;
+pub mod connection;
 pub mod customer;
 pub mod money;
 pub mod node;
