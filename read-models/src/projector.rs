@@ -233,9 +233,7 @@ async fn apply_batch(
         .unwrap_or_default();
     let batch = event_log::read_after(conn, from, limit).await?;
     let mut changes = Vec::new();
-    for event in &batch {
-        projection.apply(conn, event, &mut changes).await?;
-    }
+    projection.apply_batch(conn, &batch, &mut changes).await?;
     let checkpoint = batch
         .last()
         .map(|e| LogPoint {

@@ -421,3 +421,68 @@ async fn views_follow_the_write_model_and_the_cache_is_invalidated() {
     assert!(!p2.has_next_page);
     assert_eq!(p2.items[0].1.sku, "VA-1");
 }
+
+/// Several changes of one order inside one projector batch apply in order.
+#[tokio::test]
+async fn an_orders_whole_life_in_one_batch_is_applied_in_order() {
+    let db = TestDb::new().await;
+    let cmd = Commands::new(db.pool.clone());
+    let cache = ReadCache::new(CacheSettings::default());
+    let progress = Arc::new(Progress::new());
+    let projector = Projector::new(
+        db.pool.clone(),
+        db.url.clone(),
+        cache.clone(),
+        progress.clone(),
+        ProjectorSettings::default(),
+    );
+    let reads = ReadModels::new(db.pool.clone(), cache, progress);
+    let shop = Shop {
+        db,
+        cmd,
+        side: Side { projector, reads },
+        staff: CommandContext::system("test"),
+        eur: ok(Currency::parse("EUR")),
+    };
+    let (_, a) = shop.product("LIFE-1", None, 700, 9).await;
+    let ann = shop.customer("life@example.com").await;
+    let ctx = CommandContext::user(ann, Role::Customer);
+    let placed = ok(shop
+        .cmd
+        .place_order(
+            &ctx,
+            ann,
+            vec![OrderLineInput {
+                product: a,
+                quantity: ok(Quantity::parse(2)),
+            }],
+            &shop.eur,
+        )
+        .await);
+    ok(shop.cmd.mark_paid(&shop.staff, placed.value.id).await);
+    ok(shop.cmd.ship_order(&shop.staff, placed.value.id).await);
+    let out = ok(shop.side.projector.run_batch(Projection::OrderView).await);
+    assert!(
+        out.applied > 6,
+        "everything fits one batch: {}",
+        out.applied
+    );
+    ok(shop.side.projector.catch_up_all().await);
+
+    let order =
+        ok(shop.side.reads.order(placed.value.id.0).await).unwrap_or_else(|| panic!("no order"));
+    assert_eq!(order.status, "SHIPPED");
+    assert_eq!(
+        order
+            .status_history
+            .iter()
+            .map(|h| h.status.as_str())
+            .collect::<Vec<_>>(),
+        vec!["PENDING_PAYMENT", "PAID", "SHIPPED"]
+    );
+    let p = ok(shop.side.reads.product(a.0).await).unwrap_or_else(|| panic!("no product"));
+    assert_eq!(
+        (p.on_hand, p.reserved, p.available, p.popularity),
+        (7, 0, 7, 2)
+    );
+}

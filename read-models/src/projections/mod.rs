@@ -71,18 +71,20 @@ impl Projection {
         Self::ALL.into_iter().find(|p| p.name() == name)
     }
 
-    /// Applies one event (events a projection does not use are ignored).
-    pub async fn apply(
+    /// Applies a batch of events in log order (events a projection does not use are
+    /// ignored). Projections fold what commutes (stock levels, counters, sums) into
+    /// set-based statements per batch; the effect equals applying one event at a time.
+    pub async fn apply_batch(
         self,
         conn: &mut AsyncPgConnection,
-        event: &StoredEvent,
+        events: &[StoredEvent],
         changes: &mut Vec<Change>,
     ) -> Result<(), ReadError> {
         match self {
-            Self::ProductView => product_view::apply(conn, event, changes).await,
-            Self::OrderView => order_view::apply(conn, event, changes).await,
-            Self::CustomerSummary => customer_summary::apply(conn, event, changes).await,
-            Self::Sales => sales::apply(conn, event, changes).await,
+            Self::ProductView => product_view::apply_batch(conn, events, changes).await,
+            Self::OrderView => order_view::apply_batch(conn, events, changes).await,
+            Self::CustomerSummary => customer_summary::apply_batch(conn, events, changes).await,
+            Self::Sales => sales::apply_batch(conn, events, changes).await,
         }
     }
 }

@@ -1,87 +1,167 @@
-//! The order view.
+//! The order view. New orders and status changes are gathered and written with one
+//! statement each; a second change to an order already pending in the batch writes
+//! what is pending first, so each order's changes apply in order.
 
-use diesel::sql_types::{BigInt, Int4, Jsonb, Text, Timestamptz, Uuid as SqlUuid};
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Array, BigInt, Int4, Jsonb, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use till_domain::events::{DomainEvent, StoredEvent};
+use uuid::Uuid;
 
 use super::Change;
 use crate::error::ReadError;
 use crate::views::StatusChange;
 
-pub(super) async fn apply(
+struct NewOrder {
+    id: Uuid,
+    customer_id: Uuid,
+    email: String,
+    name: String,
+    total: i64,
+    currency: String,
+    lines: serde_json::Value,
+    history: serde_json::Value,
+    version: i32,
+    placed_at: DateTime<Utc>,
+}
+
+struct StatusUpdate {
+    id: Uuid,
+    status: String,
+    version: i32,
+    at: DateTime<Utc>,
+    entry: serde_json::Value,
+}
+
+#[derive(Default)]
+struct Pending {
+    inserts: Vec<NewOrder>,
+    updates: Vec<StatusUpdate>,
+    updated: HashSet<Uuid>,
+}
+
+pub(super) async fn apply_batch(
     conn: &mut AsyncPgConnection,
-    ev: &StoredEvent,
+    events: &[StoredEvent],
     changes: &mut Vec<Change>,
 ) -> Result<(), ReadError> {
-    match &ev.event {
-        DomainEvent::OrderPlaced {
-            order_id,
-            customer_id,
-            customer_email,
-            customer_name,
-            lines,
-            total_minor,
-            currency,
-            placed_at,
-            version,
-        } => {
-            let history = serde_json::to_value([StatusChange {
-                status: "PENDING_PAYMENT".into(),
-                at: *placed_at,
-            }])?;
-            diesel::sql_query(
-                "INSERT INTO rm_order_view (id, customer_id, customer_email, customer_name, status, \
-                   total_minor, currency, lines, status_history, version, placed_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'PENDING_PAYMENT', $5, $6, $7, $8, $9, $10, $10) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind::<SqlUuid, _>(order_id)
-            .bind::<SqlUuid, _>(customer_id)
-            .bind::<Text, _>(customer_email)
-            .bind::<Text, _>(customer_name)
-            .bind::<BigInt, _>(total_minor)
-            .bind::<Text, _>(currency)
-            .bind::<Jsonb, _>(serde_json::to_value(lines)?)
-            .bind::<Jsonb, _>(history)
-            .bind::<Int4, _>(version)
-            .bind::<Timestamptz, _>(placed_at)
-            .execute(conn)
-            .await?;
-            changes.push(Change::Order {
-                order: *order_id,
-                customer: *customer_id,
-            });
+    let mut pending = Pending::default();
+    for ev in events {
+        match &ev.event {
+            DomainEvent::OrderPlaced {
+                order_id,
+                customer_id,
+                customer_email,
+                customer_name,
+                lines,
+                total_minor,
+                currency,
+                placed_at,
+                version,
+            } => {
+                pending.inserts.push(NewOrder {
+                    id: *order_id,
+                    customer_id: *customer_id,
+                    email: customer_email.clone(),
+                    name: customer_name.clone(),
+                    total: *total_minor,
+                    currency: currency.clone(),
+                    lines: serde_json::to_value(lines)?,
+                    history: serde_json::to_value([StatusChange {
+                        status: "PENDING_PAYMENT".into(),
+                        at: *placed_at,
+                    }])?,
+                    version: *version,
+                    placed_at: *placed_at,
+                });
+                changes.push(Change::Order {
+                    order: *order_id,
+                    customer: *customer_id,
+                });
+            }
+            DomainEvent::OrderStatusChanged {
+                order_id,
+                customer_id,
+                to,
+                at,
+                version,
+                ..
+            } => {
+                if pending.updated.contains(order_id) {
+                    flush(conn, &mut pending).await?;
+                }
+                pending.updated.insert(*order_id);
+                pending.updates.push(StatusUpdate {
+                    id: *order_id,
+                    status: to.clone(),
+                    version: *version,
+                    at: *at,
+                    entry: serde_json::to_value([StatusChange {
+                        status: to.clone(),
+                        at: *at,
+                    }])?,
+                });
+                changes.push(Change::Order {
+                    order: *order_id,
+                    customer: *customer_id,
+                });
+            }
+            _ => {}
         }
-        DomainEvent::OrderStatusChanged {
-            order_id,
-            customer_id,
-            to,
-            at,
-            version,
-            ..
-        } => {
-            let entry = serde_json::to_value([StatusChange {
-                status: to.clone(),
-                at: *at,
-            }])?;
-            diesel::sql_query(
-                "UPDATE rm_order_view SET status = $2, version = $3, updated_at = $4, \
-                   status_history = status_history || $5 \
-                 WHERE id = $1 AND version < $3",
-            )
-            .bind::<SqlUuid, _>(order_id)
-            .bind::<Text, _>(to)
-            .bind::<Int4, _>(version)
-            .bind::<Timestamptz, _>(at)
-            .bind::<Jsonb, _>(entry)
-            .execute(conn)
-            .await?;
-            changes.push(Change::Order {
-                order: *order_id,
-                customer: *customer_id,
-            });
-        }
-        _ => {}
+    }
+    flush(conn, &mut pending).await
+}
+
+async fn flush(conn: &mut AsyncPgConnection, pending: &mut Pending) -> Result<(), ReadError> {
+    let inserts = std::mem::take(&mut pending.inserts);
+    if !inserts.is_empty() {
+        diesel::sql_query(
+            "INSERT INTO rm_order_view (id, customer_id, customer_email, customer_name, status, \
+               total_minor, currency, lines, status_history, version, placed_at, updated_at) \
+             SELECT id, cust, email, name, 'PENDING_PAYMENT', total, currency, lines, history, \
+               version, placed_at, placed_at \
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[], \
+               $7::jsonb[], $8::jsonb[], $9::int4[], $10::timestamptz[]) \
+               AS t(id, cust, email, name, total, currency, lines, history, version, placed_at) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind::<Array<SqlUuid>, _>(inserts.iter().map(|o| o.id).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(inserts.iter().map(|o| o.customer_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(inserts.iter().map(|o| o.email.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(inserts.iter().map(|o| o.name.as_str()).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(inserts.iter().map(|o| o.total).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            inserts
+                .iter()
+                .map(|o| o.currency.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Jsonb>, _>(inserts.iter().map(|o| &o.lines).collect::<Vec<_>>())
+        .bind::<Array<Jsonb>, _>(inserts.iter().map(|o| &o.history).collect::<Vec<_>>())
+        .bind::<Array<Int4>, _>(inserts.iter().map(|o| o.version).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(inserts.iter().map(|o| o.placed_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    let updates = std::mem::take(&mut pending.updates);
+    pending.updated.clear();
+    if !updates.is_empty() {
+        diesel::sql_query(
+            "UPDATE rm_order_view o SET status = t.status, version = t.version, updated_at = t.at, \
+               status_history = o.status_history || t.entry \
+             FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::jsonb[]) \
+               AS t(id, status, version, at, entry) \
+             WHERE o.id = t.id AND o.version < t.version",
+        )
+        .bind::<Array<SqlUuid>, _>(updates.iter().map(|u| u.id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(updates.iter().map(|u| u.status.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Int4>, _>(updates.iter().map(|u| u.version).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(updates.iter().map(|u| u.at).collect::<Vec<_>>())
+        .bind::<Array<Jsonb>, _>(updates.iter().map(|u| &u.entry).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
     }
     Ok(())
 }

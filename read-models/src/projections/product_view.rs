@@ -1,5 +1,8 @@
 //! Categories and the product view.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 use diesel::sql_types::{Array, BigInt, Int4, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use till_domain::events::{DomainEvent, StockLevel, StoredEvent};
@@ -8,10 +11,33 @@ use uuid::Uuid;
 use super::{reverses_sale, Change};
 use crate::error::ReadError;
 
-pub(super) async fn apply(
+/// Stock levels (newest version per product) and popularity deltas gathered over a
+/// batch, written in two statements at its end. Both commute with the catalog events
+/// applied in between: stock updates are version-guarded and popularity is a sum.
+#[derive(Default)]
+struct Folded {
+    stock: HashMap<Uuid, (StockLevel, DateTime<Utc>)>,
+    popularity: HashMap<Uuid, i64>,
+}
+
+pub(super) async fn apply_batch(
+    conn: &mut AsyncPgConnection,
+    events: &[StoredEvent],
+    changes: &mut Vec<Change>,
+) -> Result<(), ReadError> {
+    let mut folded = Folded::default();
+    for ev in events {
+        apply(conn, ev, changes, &mut folded).await?;
+    }
+    set_stock(conn, folded.stock).await?;
+    add_popularity(conn, folded.popularity).await
+}
+
+async fn apply(
     conn: &mut AsyncPgConnection,
     ev: &StoredEvent,
     changes: &mut Vec<Change>,
+    folded: &mut Folded,
 ) -> Result<(), ReadError> {
     match &ev.event {
         DomainEvent::CategoryCreated {
@@ -130,20 +156,26 @@ pub(super) async fn apply(
         | DomainEvent::StockCommitted {
             product_id, stock, ..
         } => {
-            set_stock(conn, *product_id, stock, ev).await?;
+            let newer = folded
+                .stock
+                .get(product_id)
+                .is_none_or(|(seen, _)| seen.version < stock.version);
+            if newer {
+                folded.stock.insert(*product_id, (*stock, ev.occurred_at));
+            }
             changes.push(Change::Product(*product_id));
         }
         DomainEvent::OrderPlaced { lines, .. } => {
-            let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
-            let qty: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
-            add_popularity(conn, &ids, &qty).await?;
-            changes.extend(ids.into_iter().map(Change::Product));
+            for l in lines {
+                *folded.popularity.entry(l.product_id).or_default() += i64::from(l.quantity);
+                changes.push(Change::Product(l.product_id));
+            }
         }
         DomainEvent::OrderStatusChanged { to, lines, .. } if reverses_sale(to) => {
-            let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
-            let qty: Vec<i32> = lines.iter().map(|l| -l.quantity).collect();
-            add_popularity(conn, &ids, &qty).await?;
-            changes.extend(ids.into_iter().map(Change::Product));
+            for l in lines {
+                *folded.popularity.entry(l.product_id).or_default() -= i64::from(l.quantity);
+                changes.push(Change::Product(l.product_id));
+            }
         }
         _ => {}
     }
@@ -154,20 +186,36 @@ pub(super) async fn apply(
 /// wins whatever order they arrive in.
 async fn set_stock(
     conn: &mut AsyncPgConnection,
-    product_id: Uuid,
-    stock: &StockLevel,
-    ev: &StoredEvent,
+    stock: HashMap<Uuid, (StockLevel, DateTime<Utc>)>,
 ) -> Result<(), ReadError> {
+    if stock.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(stock.len());
+    let mut on_hand = Vec::with_capacity(stock.len());
+    let mut reserved = Vec::with_capacity(stock.len());
+    let mut versions = Vec::with_capacity(stock.len());
+    let mut at = Vec::with_capacity(stock.len());
+    for (id, (level, when)) in stock {
+        ids.push(id);
+        on_hand.push(level.on_hand);
+        reserved.push(level.reserved);
+        versions.push(level.version);
+        at.push(when);
+    }
     diesel::sql_query(
-        "UPDATE rm_product_view SET on_hand = $2, reserved = $3, available = $2 - $3, \
-           inventory_version = $4, updated_at = GREATEST(updated_at, $5) \
-         WHERE id = $1 AND inventory_version < $4",
+        "UPDATE rm_product_view p SET on_hand = t.on_hand, reserved = t.reserved, \
+           available = t.on_hand - t.reserved, inventory_version = t.version, \
+           updated_at = GREATEST(p.updated_at, t.at) \
+         FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::int8[], $5::timestamptz[]) \
+           AS t(id, on_hand, reserved, version, at) \
+         WHERE p.id = t.id AND p.inventory_version < t.version",
     )
-    .bind::<SqlUuid, _>(product_id)
-    .bind::<Int4, _>(stock.on_hand)
-    .bind::<Int4, _>(stock.reserved)
-    .bind::<BigInt, _>(stock.version)
-    .bind::<Timestamptz, _>(ev.occurred_at)
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<Int4>, _>(on_hand)
+    .bind::<Array<Int4>, _>(reserved)
+    .bind::<Array<BigInt>, _>(versions)
+    .bind::<Array<Timestamptz>, _>(at)
     .execute(conn)
     .await?;
     Ok(())
@@ -175,15 +223,18 @@ async fn set_stock(
 
 async fn add_popularity(
     conn: &mut AsyncPgConnection,
-    ids: &[Uuid],
-    qty: &[i32],
+    deltas: HashMap<Uuid, i64>,
 ) -> Result<(), ReadError> {
+    let (ids, qty): (Vec<Uuid>, Vec<i64>) = deltas.into_iter().filter(|(_, q)| *q != 0).unzip();
+    if ids.is_empty() {
+        return Ok(());
+    }
     diesel::sql_query(
         "UPDATE rm_product_view p SET popularity = p.popularity + v.q \
-         FROM unnest($1::uuid[], $2::int4[]) AS v(id, q) WHERE p.id = v.id",
+         FROM unnest($1::uuid[], $2::int8[]) AS v(id, q) WHERE p.id = v.id",
     )
     .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Array<Int4>, _>(qty)
+    .bind::<Array<BigInt>, _>(qty)
     .execute(conn)
     .await?;
     Ok(())
