@@ -1,7 +1,9 @@
 //! Structured logs: human-readable by default, JSON with `RUST_LOG_FORMAT=json`; the
 //! level filter comes from `RUST_LOG` (default `info`). Request spans carry the request
-//! id, so every line logged while serving a request names it.
+//! id, so every line logged while serving a request names it, and each request ends
+//! with one line (the request span closing) giving method, route, status and time.
 
+use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -16,6 +18,7 @@ pub fn init() {
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
+                    .with_span_events(FmtSpan::CLOSE)
                     .with_current_span(true)
                     .with_span_list(false)
                     .flatten_event(true),
