@@ -61,10 +61,12 @@ fn negotiate(req: &HttpRequest) -> Option<Media> {
         .any(|t| t == "application/graphql-response+json")
     {
         Some(Media::GraphqlResponse)
-    } else if types.iter().any(|t| t == "application/json") {
+    } else if types
+        .iter()
+        .any(|t| t == "application/json" || t == "*/*" || t == "application/*")
+    {
+        // Legacy clients (and `*/*`) get application/json, as the spec recommends.
         Some(Media::Json)
-    } else if types.iter().any(|t| t == "*/*" || t == "application/*") {
-        Some(Media::GraphqlResponse)
     } else {
         None
     }
@@ -214,7 +216,18 @@ async fn execute(
         }
         _ => StatusCode::OK,
     };
-    let body = match serde_json::to_vec(&response) {
+    let serialized = if status == StatusCode::BAD_REQUEST {
+        // The request never executed: the spec wants no `data` entry at all.
+        serde_json::to_value(&response).and_then(|mut v| {
+            if let Some(map) = v.as_object_mut() {
+                map.remove("data");
+            }
+            serde_json::to_vec(&v)
+        })
+    } else {
+        serde_json::to_vec(&response)
+    };
+    let body = match serialized {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "response serialization failed");

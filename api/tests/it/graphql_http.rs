@@ -21,8 +21,8 @@ async fn the_protocol_rules_hold() {
         r.headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok()),
-        Some("application/graphql-response+json; charset=utf-8"),
-        "Accept: */* gets the GraphQL response media type"
+        Some("application/json; charset=utf-8"),
+        "Accept: */* gets application/json"
     );
     let r = ok(app
         .http
