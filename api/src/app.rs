@@ -54,6 +54,8 @@ pub struct AppData {
     pub max_batch: usize,
     /// The SDL served at `/schema.graphql`.
     pub sdl: String,
+    /// How long idempotency keys are kept.
+    pub idempotency_ttl: Duration,
     shutting_down: AtomicBool,
 }
 
@@ -195,6 +197,10 @@ impl Application {
                 stop_rx,
             )));
         }
+        workers.push(tokio::spawn(purge_idempotency_keys(
+            pool.clone(),
+            stop_workers.subscribe(),
+        )));
         let api = Arc::new(ApiState {
             commands: commands.clone(),
             reads,
@@ -217,6 +223,7 @@ impl Application {
             tokens: TokenService::new(&secret),
             pool,
             max_batch: cfg.max_batch,
+            idempotency_ttl: Duration::from_secs(cfg.idempotency_ttl_h.max(1) * 3600),
             shutting_down: AtomicBool::new(false),
         });
 
@@ -322,6 +329,31 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Deletes expired idempotency keys every few minutes, in bounded chunks.
+async fn purge_idempotency_keys(pool: PgPool, mut stop: watch::Receiver<bool>) {
+    loop {
+        loop {
+            match till_domain::idempotency::purge_expired(&pool, 10_000).await {
+                Ok(10_000) => continue,
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(purged = n, "expired idempotency keys purged");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "idempotency purge failed");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 

@@ -146,6 +146,10 @@ pub struct ServeConfig {
     #[arg(long, env = "TILL_MAX_BATCH", default_value_t = 10)]
     pub max_batch: usize,
 
+    /// Hours an `Idempotency-Key` and its response are kept.
+    #[arg(long, env = "TILL_IDEMPOTENCY_TTL_H", default_value_t = 24)]
+    pub idempotency_ttl_h: u64,
+
     /// Seconds to drain in-flight requests on shutdown.
     #[arg(long, env = "TILL_SHUTDOWN_TIMEOUT_S", default_value_t = 20)]
     pub shutdown_timeout_s: u64,

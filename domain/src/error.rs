@@ -47,6 +47,9 @@ pub enum DomainError {
     /// The database could not be reached or timed out; the request may be retried.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The request's idempotency key was already used (the claim says how).
+    #[error("the idempotency key was already used")]
+    IdempotencyConflict,
     /// A serialization failure or deadlock: retrying the whole transaction may succeed.
     #[error("transient database conflict: {0}")]
     Transient(String),

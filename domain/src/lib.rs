@@ -9,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod event_log;
 pub mod events;
+pub mod idempotency;
 pub mod lookups;
 pub mod schema;
 pub mod seed;

@@ -22,6 +22,10 @@ pub enum Code {
     Conflict,
     /// Dependency down or overloaded; retry later.
     ServiceUnavailable,
+    /// The Idempotency-Key was used for a different request.
+    IdempotencyKeyReused,
+    /// A request with the same Idempotency-Key is still running.
+    IdempotencyInProgress,
     /// A bug.
     Internal,
 }
@@ -37,6 +41,8 @@ impl Code {
             Code::OutOfStock => "OUT_OF_STOCK",
             Code::Conflict => "CONFLICT",
             Code::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            Code::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Code::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
             Code::Internal => "INTERNAL",
         }
     }
@@ -77,6 +83,11 @@ pub fn domain(err: DomainError) -> async_graphql::Error {
             e.set("available", available);
         }),
         DomainError::Forbidden(m) => coded(Code::Forbidden, m),
+        // The HTTP layer turns this into a replay or IDEMPOTENCY_KEY_REUSED.
+        DomainError::IdempotencyConflict => coded(
+            Code::IdempotencyInProgress,
+            "a request with this Idempotency-Key already ran",
+        ),
         DomainError::Unavailable(cause) | DomainError::Transient(cause) => {
             tracing::warn!(%cause, "database unavailable");
             unavailable()

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_graphql::{Context, EmptySubscription, SDLExportOptions, Schema};
 use till_domain::commands::{CommandContext, Commands};
+use till_domain::idempotency::IdempotencyClaim;
 use till_domain::types::Currency;
 use till_read_models::ReadModels;
 use uuid::Uuid;
@@ -46,7 +47,14 @@ pub struct RequestInfo {
     pub principal: Principal,
     /// Correlates logs and events of this request.
     pub request_id: Uuid,
+    /// The request's idempotency key, when it carries one.
+    pub idempotency: Option<IdempotencyClaim>,
 }
+
+/// Present when a stored idempotent result is being rendered again: mutations return
+/// the recorded outcome instead of running their command.
+#[derive(Debug, Clone)]
+pub struct Replay(pub serde_json::Value);
 
 /// Limits applied to every operation.
 #[derive(Debug, Clone, Copy)]
@@ -105,15 +113,24 @@ pub(crate) fn principal(ctx: &Context<'_>) -> async_graphql::Result<Principal> {
 
 /// The command context of a signed-in caller (UNAUTHENTICATED otherwise).
 pub(crate) fn command_context(ctx: &Context<'_>) -> async_graphql::Result<CommandContext> {
-    let info = ctx.data_opt::<RequestInfo>();
-    match info.map(|i| (i.principal, i.request_id)) {
-        Some((Principal::User { id, role }, request_id)) => {
-            let mut c = CommandContext::user(id, role);
-            c.correlation_id = request_id;
-            Ok(c)
+    let Some(info) = ctx.data_opt::<RequestInfo>() else {
+        return Err(error::unauthenticated());
+    };
+    let Principal::User { id, role } = info.principal else {
+        return Err(error::unauthenticated());
+    };
+    let mut c = CommandContext::user(id, role);
+    c.correlation_id = info.request_id;
+    if let Some(claim) = &info.idempotency {
+        if !claim.take() {
+            return Err(error::coded(
+                error::Code::BadUserInput,
+                "an Idempotency-Key covers one mutation; send one mutation per request",
+            ));
         }
-        _ => Err(error::unauthenticated()),
+        c.idempotency = Some(claim.clone());
     }
+    Ok(c)
 }
 
 /// Guard for back-office fields.

@@ -3,7 +3,8 @@
 //! the read model once it has caught up with the command (bounded wait).
 
 use async_graphql::{Context, InputObject, Object, Result, ID};
-use till_domain::commands::{NewCategory, NewProduct, OrderLineInput, ProductPatch};
+use serde::de::DeserializeOwned;
+use till_domain::commands::{NewCategory, NewProduct, OrderLineInput, Outcome, ProductPatch};
 use till_domain::event_log::LogPoint;
 use till_domain::types::{
     CategoryId, CustomerId, Description, Money as DomainMoney, Name, OrderId, ProductId, Quantity,
@@ -15,7 +16,7 @@ use super::error::{self, coded, Code};
 use super::ids::{self, Kind};
 use super::types::catalog::{Category, Product, ProductStatus};
 use super::types::order::Order;
-use super::{command_context, state, StaffGuard};
+use super::{command_context, state, Replay, StaffGuard};
 
 /// Input of `createCategory`.
 #[derive(Debug, InputObject)]
@@ -174,6 +175,26 @@ async fn caught_up<'a>(
     Ok(st)
 }
 
+/// Runs a command, or, when a stored idempotent result is being rendered again,
+/// returns the outcome it recorded without running anything.
+async fn perform<T, F>(ctx: &Context<'_>, command: F) -> Result<Outcome<T>>
+where
+    T: DeserializeOwned,
+    F: std::future::Future<Output = std::result::Result<Outcome<T>, till_domain::DomainError>>,
+{
+    if let Some(Replay(stored)) = ctx.data_opt::<Replay>() {
+        let at = stored["at"].as_str().and_then(LogPoint::from_token);
+        let value = serde_json::from_value::<T>(stored["value"].clone()).ok();
+        return match (at, value) {
+            (Some(at), Some(value)) => Ok(Outcome { value, at }),
+            _ => Err(error::domain(till_domain::DomainError::Internal(
+                "a stored idempotent outcome does not decode".into(),
+            ))),
+        };
+    }
+    command.await.map_err(error::domain)
+}
+
 fn parse<T>(r: std::result::Result<T, till_domain::DomainError>) -> Result<T> {
     r.map_err(error::domain)
 }
@@ -212,11 +233,7 @@ impl Mutation {
                 .map(|p| ids::decode(Kind::Category, p, "parentId").map(CategoryId))
                 .transpose()?,
         };
-        let out = state(ctx)?
-            .commands
-            .create_category(&cmd, new)
-            .await
-            .map_err(error::domain)?;
+        let out = perform(ctx, state(ctx)?.commands.create_category(&cmd, new)).await?;
         Ok(CategoryPayload {
             at: out.at,
             id: out.value.0,
@@ -246,11 +263,7 @@ impl Mutation {
             status: input.status.unwrap_or(ProductStatus::Active).into(),
             initial_stock: non_negative_stock(input.initial_stock)?,
         };
-        let out = state(ctx)?
-            .commands
-            .create_product(&cmd, new)
-            .await
-            .map_err(error::domain)?;
+        let out = perform(ctx, state(ctx)?.commands.create_product(&cmd, new)).await?;
         Ok(ProductPayload {
             at: out.at,
             id: out.value.0,
@@ -292,11 +305,13 @@ impl Mutation {
                 .map_err(error::domain)?,
             status: input.status.map(Into::into),
         };
-        let out = state(ctx)?
-            .commands
-            .update_product(&cmd, id, input.expected_version, patch)
-            .await
-            .map_err(error::domain)?;
+        let out = perform(
+            ctx,
+            state(ctx)?
+                .commands
+                .update_product(&cmd, id, input.expected_version, patch),
+        )
+        .await?;
         Ok(ProductPayload {
             at: out.at,
             id: out.value.0,
@@ -314,11 +329,13 @@ impl Mutation {
     ) -> Result<ProductPayload> {
         let cmd = command_context(ctx)?;
         let pid = ProductId(ids::decode(Kind::Product, &id, "id")?);
-        let out = state(ctx)?
-            .commands
-            .archive_product(&cmd, pid, expected_version)
-            .await
-            .map_err(error::domain)?;
+        let out = perform(
+            ctx,
+            state(ctx)?
+                .commands
+                .archive_product(&cmd, pid, expected_version),
+        )
+        .await?;
         Ok(ProductPayload {
             at: out.at,
             id: out.value.0,
@@ -336,15 +353,11 @@ impl Mutation {
         let cmd = command_context(ctx)?;
         let pid = ProductId(ids::decode(Kind::Product, &product_id, "productId")?);
         let qty = parse(StockDelta::restock(i64::from(quantity)))?;
-        state(ctx)?
-            .commands
-            .restock(&cmd, pid, qty)
-            .await
-            .map_err(error::domain)
-            .map(|out| ProductPayload {
-                at: out.at,
-                id: pid.0,
-            })
+        let out = perform(ctx, state(ctx)?.commands.restock(&cmd, pid, qty)).await?;
+        Ok(ProductPayload {
+            at: out.at,
+            id: pid.0,
+        })
     }
 
     /// Corrects on-hand stock by a signed delta with a reason (back office). Refused
@@ -360,15 +373,17 @@ impl Mutation {
         let cmd = command_context(ctx)?;
         let pid = ProductId(ids::decode(Kind::Product, &product_id, "productId")?);
         let delta = parse(StockDelta::adjustment(i64::from(delta)))?;
-        state(ctx)?
-            .commands
-            .adjust_inventory(&cmd, pid, delta, &reason)
-            .await
-            .map_err(error::domain)
-            .map(|out| ProductPayload {
-                at: out.at,
-                id: pid.0,
-            })
+        let out = perform(
+            ctx,
+            state(ctx)?
+                .commands
+                .adjust_inventory(&cmd, pid, delta, &reason),
+        )
+        .await?;
+        Ok(ProductPayload {
+            at: out.at,
+            id: pid.0,
+        })
     }
 
     /// Places an order, reserving stock for every line at once: all lines or none
@@ -397,11 +412,11 @@ impl Mutation {
             })
             .collect::<Result<Vec<_>>>()?;
         let st = state(ctx)?;
-        let out = st
-            .commands
-            .place_order(&cmd, customer, lines, &st.currency)
-            .await
-            .map_err(error::domain)?;
+        let out = perform(
+            ctx,
+            st.commands.place_order(&cmd, customer, lines, &st.currency),
+        )
+        .await?;
         Ok(OrderPayload {
             at: out.at,
             id: out.value.id.0,
@@ -416,11 +431,7 @@ impl Mutation {
     ) -> Result<OrderPayload> {
         let cmd = command_context(ctx)?;
         let oid = OrderId(ids::decode(Kind::Order, &id, "id")?);
-        let out = state(ctx)?
-            .commands
-            .cancel_order(&cmd, oid)
-            .await
-            .map_err(error::domain)?;
+        let out = perform(ctx, state(ctx)?.commands.cancel_order(&cmd, oid)).await?;
         Ok(OrderPayload {
             at: out.at,
             id: out.value.0,
@@ -436,11 +447,7 @@ impl Mutation {
     ) -> Result<OrderPayload> {
         let cmd = command_context(ctx)?;
         let oid = OrderId(ids::decode(Kind::Order, &id, "id")?);
-        let out = state(ctx)?
-            .commands
-            .ship_order(&cmd, oid)
-            .await
-            .map_err(error::domain)?;
+        let out = perform(ctx, state(ctx)?.commands.ship_order(&cmd, oid)).await?;
         Ok(OrderPayload {
             at: out.at,
             id: out.value.0,

@@ -24,13 +24,13 @@ const JSON: &str = "application/json; charset=utf-8";
 
 /// The response media type negotiated from `Accept`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Media {
+pub(super) enum Media {
     GraphqlResponse,
     Json,
 }
 
 impl Media {
-    fn content_type(self) -> &'static str {
+    pub(super) fn content_type(self) -> &'static str {
         match self {
             Media::GraphqlResponse => GRAPHQL_RESPONSE,
             Media::Json => JSON,
@@ -73,7 +73,12 @@ fn negotiate(req: &HttpRequest) -> Option<Media> {
 }
 
 /// A whole-request error in GraphQL response shape.
-fn request_error(status: StatusCode, media: Media, code: Code, message: &str) -> HttpResponse {
+pub(super) fn request_error(
+    status: StatusCode,
+    media: Media,
+    code: Code,
+    message: &str,
+) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, media.content_type()))
         .json(
@@ -83,7 +88,7 @@ fn request_error(status: StatusCode, media: Media, code: Code, message: &str) ->
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Params {
+pub(super) struct Params {
     query: Option<Value>,
     operation_name: Option<Value>,
     variables: Option<Value>,
@@ -91,7 +96,7 @@ struct Params {
 }
 
 /// Turns raw parameters into an async-graphql request, or says what is wrong.
-fn to_request(p: Params) -> Result<Request, String> {
+pub(super) fn to_request(p: Params) -> Result<Request, String> {
     let query = match p.query {
         Some(Value::String(q)) => q,
         Some(_) => return Err("`query` must be a string".into()),
@@ -178,11 +183,12 @@ async fn prepare(req: &HttpRequest, data: &AppData) -> Result<(Media, RequestInf
         RequestInfo {
             principal,
             request_id: uuid::Uuid::now_v7(),
+            idempotency: None,
         },
     ))
 }
 
-fn with_context(request: Request, info: &RequestInfo, data: &AppData) -> Request {
+pub(super) fn with_context(request: Request, info: &RequestInfo, data: &AppData) -> Request {
     request.data(info.clone()).data(DataLoader::new(
         ProductLoader(data.api.reads.clone()),
         tokio::spawn,
@@ -205,7 +211,16 @@ async fn execute(
         ),
     };
     let response = data.schema.execute_batch(batch).await;
-    let status = match (&response, single, media) {
+    render(media, single, &response)
+}
+
+/// Serializes a response with the status code the media type calls for.
+pub(super) fn render(
+    media: Media,
+    single: bool,
+    response: &async_graphql::BatchResponse,
+) -> HttpResponse {
+    let status = match (response, single, media) {
         // The request never reached execution: parse or validation failure.
         (async_graphql::BatchResponse::Single(r), true, Media::GraphqlResponse)
             if r.data == async_graphql::Value::Null
@@ -218,14 +233,14 @@ async fn execute(
     };
     let serialized = if status == StatusCode::BAD_REQUEST {
         // The request never executed: the spec wants no `data` entry at all.
-        serde_json::to_value(&response).and_then(|mut v| {
+        serde_json::to_value(response).and_then(|mut v| {
             if let Some(map) = v.as_object_mut() {
                 map.remove("data");
             }
             serde_json::to_vec(&v)
         })
     } else {
-        serde_json::to_vec(&response)
+        serde_json::to_vec(response)
     };
     let body = match serialized {
         Ok(b) => b,
@@ -275,11 +290,21 @@ pub async fn post(
         );
     }
     let bad = |m: &str| request_error(StatusCode::BAD_REQUEST, media, Code::BadUserInput, m);
+    let idempotency_key = match super::idempotency::key_from(&req) {
+        Ok(k) => k,
+        Err(m) => return bad(m),
+    };
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => return bad("the body is not valid JSON"),
     };
+    if let (Some(key), Value::Object(_)) = (&idempotency_key, &value) {
+        return super::idempotency::run(&data, media, info, key, value).await;
+    }
     let batch = match value {
+        Value::Array(_) if idempotency_key.is_some() => {
+            return bad("an Idempotency-Key covers one request, not a batch");
+        }
         Value::Array(items) => {
             if items.is_empty() {
                 return bad("an empty batch");

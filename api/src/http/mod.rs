@@ -3,6 +3,7 @@
 pub mod graphiql;
 pub mod graphql;
 pub mod health;
+pub mod idempotency;
 
 use actix_web::web;
 

@@ -2,6 +2,7 @@
 //! PostgreSQL database of its own per test.
 
 mod graphql_http;
+mod idempotency;
 mod orders;
 mod schema;
 mod security;

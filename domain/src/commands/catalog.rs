@@ -4,7 +4,7 @@ use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::{on_unique, CommandContext, Commands, Outcome};
+use super::{begin, finish, on_unique, CommandContext, Commands, Outcome};
 use crate::error::DomainError;
 use crate::event_log;
 use crate::events::{DomainEvent, StockLevel};
@@ -128,6 +128,7 @@ impl Commands {
             let meta = meta.clone();
             async move {
                 conn.transaction(async |conn| {
+                    begin(conn, ctx).await?;
                     if let Some(parent) = input.parent {
                         if !category_exists(conn, parent).await? {
                             return Err(DomainError::not_found("category", parent));
@@ -162,7 +163,7 @@ impl Commands {
                         }],
                     )
                     .await?;
-                    Ok(Outcome { value: id, at })
+                    finish(conn, ctx, Outcome { value: id, at }).await
                 })
                 .await
             }
@@ -189,6 +190,7 @@ impl Commands {
             let meta = meta.clone();
             async move {
                 conn.transaction(async |conn| {
+                    begin(conn, ctx).await?;
                     if !category_exists(conn, input.category).await? {
                         return Err(DomainError::not_found("category", input.category));
                     }
@@ -251,7 +253,7 @@ impl Commands {
                         });
                     }
                     let at = event_log::append(conn, &meta, &batch).await?;
-                    Ok(Outcome { value: id, at })
+                    finish(conn, ctx, Outcome { value: id, at }).await
                 })
                 .await
             }
@@ -281,6 +283,7 @@ impl Commands {
             let meta = meta.clone();
             async move {
                 conn.transaction(async |conn| {
+                    begin(conn, ctx).await?;
                     let row = lock_product(conn, id).await?;
                     check_version(&row, expected_version)?;
                     if row.status == ProductStatus::Archived.as_str() {
@@ -336,7 +339,7 @@ impl Commands {
                         }],
                     )
                     .await?;
-                    Ok(Outcome { value: id, at })
+                    finish(conn, ctx, Outcome { value: id, at }).await
                 })
                 .await
             }
@@ -357,6 +360,7 @@ impl Commands {
             let meta = meta.clone();
             async move {
                 conn.transaction(async |conn| {
+                    begin(conn, ctx).await?;
                     let row = lock_product(conn, id).await?;
                     check_version(&row, expected_version)?;
                     if row.status == ProductStatus::Archived.as_str() {
@@ -383,7 +387,7 @@ impl Commands {
                         }],
                     )
                     .await?;
-                    Ok(Outcome { value: id, at })
+                    finish(conn, ctx, Outcome { value: id, at }).await
                 })
                 .await
             }

@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::{on_unique, CommandContext, Commands, Outcome};
+use super::{begin, finish, on_unique, CommandContext, Commands, Outcome};
 use crate::error::DomainError;
 use crate::event_log;
 use crate::events::DomainEvent;
@@ -39,6 +39,7 @@ impl Commands {
             let meta = meta.clone();
             async move {
                 conn.transaction(async |conn| {
+                    begin(conn, ctx).await?;
                     let id = CustomerId::new();
                     diesel::insert_into(customers::table)
                         .values((
@@ -66,7 +67,7 @@ impl Commands {
                         }],
                     )
                     .await?;
-                    Ok(Outcome { value: id, at })
+                    finish(conn, ctx, Outcome { value: id, at }).await
                 })
                 .await
             }

@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::{CommandContext, Commands, Outcome};
+use super::{begin, finish, CommandContext, Commands, Outcome};
 use crate::error::DomainError;
 use crate::event_log;
 use crate::events::{DomainEvent, StockLevel};
@@ -66,6 +66,7 @@ impl Commands {
             let reason = reason.clone();
             async move {
                 conn.transaction(async |conn| {
+                    begin(conn, ctx).await?;
                     let current: Option<(i32, i32)> = inventory::table
                         .find(product.0)
                         .select((inventory::on_hand, inventory::reserved))
@@ -115,7 +116,7 @@ impl Commands {
                         },
                     };
                     let at = event_log::append(conn, &meta, &[event]).await?;
-                    Ok(Outcome { value: stock, at })
+                    finish(conn, ctx, Outcome { value: stock, at }).await
                 })
                 .await
             }

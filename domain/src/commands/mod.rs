@@ -11,7 +11,9 @@ mod orders;
 use std::future::Future;
 use std::time::Duration;
 
+use diesel_async::AsyncPgConnection;
 use rand::Rng;
+use serde::Serialize;
 use uuid::Uuid;
 
 pub use catalog::{NewCategory, NewProduct, ProductPatch};
@@ -22,6 +24,7 @@ pub use orders::{OrderLineInput, PlacedOrder};
 use crate::db::{PgPool, PooledConn};
 use crate::error::DomainError;
 use crate::event_log::{EventMeta, LogPoint};
+use crate::idempotency::{self, IdempotencyClaim};
 use crate::types::{CustomerId, Role};
 
 /// Who is issuing a command.
@@ -45,6 +48,8 @@ pub struct CommandContext {
     pub actor: Actor,
     /// Correlates every event this request appends.
     pub correlation_id: Uuid,
+    /// The request's idempotency key, claimed in the command's own transaction.
+    pub idempotency: Option<IdempotencyClaim>,
 }
 
 impl CommandContext {
@@ -53,6 +58,7 @@ impl CommandContext {
         Self {
             actor: Actor::User { id, role },
             correlation_id: Uuid::now_v7(),
+            idempotency: None,
         }
     }
 
@@ -61,6 +67,7 @@ impl CommandContext {
         Self {
             actor: Actor::System(what),
             correlation_id: Uuid::now_v7(),
+            idempotency: None,
         }
     }
 
@@ -154,6 +161,34 @@ impl Commands {
             }
         }
     }
+}
+
+/// First statement of every command transaction: claim the idempotency key, if any
+/// (a duplicate waits here until the first transaction ends).
+async fn begin(conn: &mut AsyncPgConnection, ctx: &CommandContext) -> Result<(), DomainError> {
+    match &ctx.idempotency {
+        Some(claim) => idempotency::claim(conn, claim).await,
+        None => Ok(()),
+    }
+}
+
+/// Last statement of every command transaction: record the outcome under the key.
+async fn finish<T: Serialize>(
+    conn: &mut AsyncPgConnection,
+    ctx: &CommandContext,
+    out: Outcome<T>,
+) -> Result<Outcome<T>, DomainError> {
+    if let Some(claim) = &ctx.idempotency {
+        let value = serde_json::to_value(&out.value)
+            .map_err(|e| DomainError::Internal(format!("outcome does not serialize: {e}")))?;
+        idempotency::record_outcome(
+            conn,
+            claim,
+            serde_json::json!({ "at": out.at.to_token(), "value": value }),
+        )
+        .await?;
+    }
+    Ok(out)
 }
 
 /// Maps a unique violation of `constraint` to `conflict`, anything else through `From`.

@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{CommandContext, Commands, Outcome};
+use super::{begin, finish, CommandContext, Commands, Outcome};
 use crate::error::DomainError;
 use crate::event_log;
 use crate::events::{DomainEvent, OrderLineFact, StockLevel};
@@ -30,7 +30,7 @@ pub struct OrderLineInput {
 }
 
 /// The result of placing an order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PlacedOrder {
     /// The new order.
     pub id: OrderId,
@@ -99,7 +99,9 @@ impl Commands {
             let currency = currency.clone();
             async move {
                 conn.transaction(async |conn| {
-                    place(conn, &meta, customer, &merged, &currency).await
+                    begin(conn, ctx).await?;
+                    let out = place(conn, &meta, customer, &merged, &currency).await?;
+                    finish(conn, ctx, out).await
                 })
                 .await
             }
@@ -157,6 +159,7 @@ impl Commands {
             let meta = meta.clone();
             async move {
                 conn.transaction(async |conn| {
+                    begin(conn, ctx).await?;
                     let head = lock_order(conn, id).await?;
                     if owner_filter.is_some_and(|me| me.0 != head.customer_id) {
                         return Err(DomainError::not_found("order", id));
@@ -258,7 +261,7 @@ impl Commands {
                         version,
                     });
                     let at = event_log::append(conn, &meta, &batch).await?;
-                    Ok(Outcome { value: id, at })
+                    finish(conn, ctx, Outcome { value: id, at }).await
                 })
                 .await
             }

@@ -1,0 +1,203 @@
+//! Idempotency keys: a command run under a key claims `(principal, key)` as the first
+//! statement of its transaction and records its outcome before commit, so the key and
+//! the effect commit (or roll back) together. A duplicate blocks on the claim until the
+//! first transaction ends; then it is told to replay (same request) or that the key
+//! was reused for a different request. A failed command stores nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Jsonb, Nullable, Text, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::db::PgPool;
+use crate::error::DomainError;
+
+/// Why a claim was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimConflict {
+    /// The same request already ran under this key: replay its result.
+    Replay,
+    /// The key was used for a different request.
+    KeyReused,
+}
+
+/// A request's claim on an idempotency key, handed to the command that runs it.
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    /// Who sent the request (keys are per principal).
+    pub principal: String,
+    /// The client's key.
+    pub key: String,
+    /// Hash of the request (operation and variables).
+    pub fingerprint: String,
+    /// How long the key is kept.
+    pub ttl: Duration,
+    used: Arc<AtomicBool>,
+    conflict: Arc<Mutex<Option<ClaimConflict>>>,
+}
+
+impl IdempotencyClaim {
+    /// A claim for one request.
+    pub fn new(principal: String, key: String, fingerprint: String, ttl: Duration) -> Self {
+        Self {
+            principal,
+            key,
+            fingerprint,
+            ttl,
+            used: Arc::new(AtomicBool::new(false)),
+            conflict: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Marks the claim as taken by a command; false if one already took it (a key
+    /// covers one command).
+    pub fn take(&self) -> bool {
+        !self.used.swap(true, Ordering::AcqRel)
+    }
+
+    /// The conflict met by the command, if any.
+    pub fn conflict(&self) -> Option<ClaimConflict> {
+        self.conflict.lock().ok().and_then(|c| *c)
+    }
+
+    fn set_conflict(&self, c: ClaimConflict) {
+        if let Ok(mut slot) = self.conflict.lock() {
+            *slot = Some(c);
+        }
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct FingerprintRow {
+    #[diesel(sql_type = Text)]
+    fingerprint: String,
+}
+
+/// Claims the key inside the command's transaction (its first statement).
+pub async fn claim(
+    conn: &mut AsyncPgConnection,
+    claim: &IdempotencyClaim,
+) -> Result<(), DomainError> {
+    let expires = Utc::now()
+        + chrono::Duration::from_std(claim.ttl).unwrap_or_else(|_| chrono::Duration::hours(24));
+    let inserted = diesel::sql_query(
+        "INSERT INTO idempotency_keys (principal, key, fingerprint, expires_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (principal, key) DO NOTHING",
+    )
+    .bind::<Text, _>(&claim.principal)
+    .bind::<Text, _>(&claim.key)
+    .bind::<Text, _>(&claim.fingerprint)
+    .bind::<Timestamptz, _>(expires)
+    .execute(&mut *conn)
+    .await?;
+    if inserted == 1 {
+        return Ok(());
+    }
+    let existing: FingerprintRow = diesel::sql_query(
+        "SELECT fingerprint FROM idempotency_keys WHERE principal = $1 AND key = $2",
+    )
+    .bind::<Text, _>(&claim.principal)
+    .bind::<Text, _>(&claim.key)
+    .get_result(conn)
+    .await?;
+    let conflict = if existing.fingerprint == claim.fingerprint {
+        ClaimConflict::Replay
+    } else {
+        ClaimConflict::KeyReused
+    };
+    claim.set_conflict(conflict);
+    Err(DomainError::IdempotencyConflict)
+}
+
+/// Records the command's outcome before its transaction commits.
+pub async fn record_outcome(
+    conn: &mut AsyncPgConnection,
+    claim: &IdempotencyClaim,
+    outcome: serde_json::Value,
+) -> Result<(), DomainError> {
+    diesel::sql_query("UPDATE idempotency_keys SET outcome = $3 WHERE principal = $1 AND key = $2")
+        .bind::<Text, _>(&claim.principal)
+        .bind::<Text, _>(&claim.key)
+        .bind::<Jsonb, _>(outcome)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A stored key.
+#[derive(Debug, Clone, diesel::QueryableByName)]
+pub struct StoredKey {
+    /// Hash of the request that first used it.
+    #[diesel(sql_type = Text)]
+    pub fingerprint: String,
+    /// The command's outcome (`{"at": token, "value": ...}`).
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    pub outcome: Option<serde_json::Value>,
+    /// The full response, once stored.
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    pub response: Option<serde_json::Value>,
+    /// When it stops counting.
+    #[diesel(sql_type = Timestamptz)]
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Looks a key up (expired keys count as absent).
+pub async fn lookup(
+    pool: &PgPool,
+    principal: &str,
+    key: &str,
+) -> Result<Option<StoredKey>, DomainError> {
+    let mut conn = pool.get().await?;
+    let row: Option<StoredKey> = diesel::sql_query(
+        "SELECT fingerprint, outcome, response, expires_at FROM idempotency_keys \
+         WHERE principal = $1 AND key = $2 AND expires_at > now()",
+    )
+    .bind::<Text, _>(principal)
+    .bind::<Text, _>(key)
+    .get_result(&mut conn)
+    .await
+    .map(Some)
+    .or_else(|e| match e {
+        diesel::result::Error::NotFound => Ok(None),
+        other => Err(other),
+    })?;
+    Ok(row)
+}
+
+/// Stores the full response of the request that owns the key (first writer wins).
+pub async fn store_response(
+    pool: &PgPool,
+    principal: &str,
+    key: &str,
+    fingerprint: &str,
+    response: serde_json::Value,
+) -> Result<(), DomainError> {
+    let mut conn = pool.get().await?;
+    diesel::sql_query(
+        "UPDATE idempotency_keys SET response = $4 \
+         WHERE principal = $1 AND key = $2 AND fingerprint = $3 AND response IS NULL",
+    )
+    .bind::<Text, _>(principal)
+    .bind::<Text, _>(key)
+    .bind::<Text, _>(fingerprint)
+    .bind::<Jsonb, _>(response)
+    .execute(&mut conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes up to `limit` expired keys; returns how many went.
+pub async fn purge_expired(pool: &PgPool, limit: i64) -> Result<usize, DomainError> {
+    let mut conn = pool.get().await?;
+    let n = diesel::sql_query(
+        "DELETE FROM idempotency_keys WHERE ctid IN \
+         (SELECT ctid FROM idempotency_keys WHERE expires_at < now() LIMIT $1)",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(limit)
+    .execute(&mut conn)
+    .await?;
+    Ok(n)
+}
