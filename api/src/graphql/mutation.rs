@@ -99,6 +99,10 @@ impl CategoryPayload {
     async fn consistency_token(&self) -> String {
         self.at.to_token()
     }
+    /// Global id of the category (available at once, without waiting for the read model).
+    async fn category_id(&self) -> ID {
+        ids::id(Kind::Category, self.id)
+    }
     /// The category after the change.
     async fn category(&self, ctx: &Context<'_>) -> Result<Option<Category>> {
         let st = caught_up(ctx, self.at).await?;
@@ -124,6 +128,10 @@ impl ProductPayload {
     async fn consistency_token(&self) -> String {
         self.at.to_token()
     }
+    /// Global id of the product (available at once, without waiting for the read model).
+    async fn product_id(&self) -> ID {
+        ids::id(Kind::Product, self.id)
+    }
     /// The product after the change.
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
         let st = caught_up(ctx, self.at).await?;
@@ -148,6 +156,10 @@ impl OrderPayload {
     /// Send as `X-Consistency-Token` to read your own write.
     async fn consistency_token(&self) -> String {
         self.at.to_token()
+    }
+    /// Global id of the order (available at once, without waiting for the read model).
+    async fn order_id(&self) -> ID {
+        ids::id(Kind::Order, self.id)
     }
     /// The order after the change.
     async fn order(&self, ctx: &Context<'_>) -> Result<Option<Order>> {
