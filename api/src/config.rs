@@ -67,7 +67,7 @@ pub struct DbConfig {
     pub db_pool_size: u32,
 
     /// How long a request waits for a pooled connection, in milliseconds.
-    #[arg(long, env = "TILL_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
+    #[arg(long, env = "TILL_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 1500)]
     pub db_acquire_timeout_ms: u64,
 
     /// `statement_timeout` of every connection, in milliseconds.

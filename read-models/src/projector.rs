@@ -178,7 +178,7 @@ impl Projector {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let backoff = Duration::from_millis(100u64 << failures.min(6));
+                    let backoff = Duration::from_millis(100u64 << failures.min(4));
                     tracing::warn!(projection = projection.name(), error = %e, ?backoff, "projection batch failed");
                     backoff
                 }
@@ -307,7 +307,7 @@ async fn listen(url: String, wake: watch::Sender<u64>, mut shutdown: watch::Rece
             Err(e) => tracing::warn!(error = %e, "cannot open the LISTEN connection"),
         }
         failures = failures.saturating_add(1);
-        let backoff = Duration::from_millis(100u64 << failures.min(6));
+        let backoff = Duration::from_millis(100u64 << failures.min(4));
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => return,

@@ -229,6 +229,11 @@ pub(super) fn render(
         {
             StatusCode::BAD_REQUEST
         }
+        // Nothing could be answered because a dependency is down: say so at the HTTP
+        // level too, so load balancers and clients back off.
+        (async_graphql::BatchResponse::Single(r), true, _) if whole_request_unavailable(r) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::OK,
     };
     let serialized = if status == StatusCode::BAD_REQUEST {
@@ -254,9 +259,33 @@ pub(super) fn render(
             );
         }
     };
-    HttpResponse::build(status)
-        .insert_header((header::CONTENT_TYPE, media.content_type()))
-        .body(body)
+    let mut builder = HttpResponse::build(status);
+    builder.insert_header((header::CONTENT_TYPE, media.content_type()));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        builder.insert_header((header::RETRY_AFTER, "1"));
+    }
+    builder.body(body)
+}
+
+/// True when every error is SERVICE_UNAVAILABLE and no root field has data.
+fn whole_request_unavailable(r: &async_graphql::Response) -> bool {
+    let no_data = match &r.data {
+        async_graphql::Value::Null => true,
+        async_graphql::Value::Object(fields) => {
+            fields.values().all(|v| *v == async_graphql::Value::Null)
+        }
+        _ => false,
+    };
+    no_data
+        && !r.errors.is_empty()
+        && r.errors.iter().all(|e| {
+            e.extensions
+                .as_ref()
+                .and_then(|x| x.get("code"))
+                .is_some_and(|c| {
+                    *c == async_graphql::Value::from(Code::ServiceUnavailable.as_str())
+                })
+        })
 }
 
 /// `POST /graphql`.

@@ -186,3 +186,57 @@ async fn pages_follow_the_cursor_without_overlap() {
         .await;
     assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
 }
+
+/// With the database unreachable, whole-request failures are 503 SERVICE_UNAVAILABLE
+/// (fast, bounded by the pool's acquire timeout), readiness is 503 and liveness 200.
+#[tokio::test]
+async fn a_database_outage_answers_503_and_the_process_stays_live() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        cfg: till_api::config::ServeConfig,
+    }
+    let mut cfg = Defaults::parse_from(["till"]).cfg;
+    cfg.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg.jwt_secret = Some(till_api::config::Secret::new(SECRET));
+    cfg.mode = till_api::config::Mode::Production;
+    cfg.db.db_acquire_timeout_ms = 300;
+    cfg.http_workers = 1;
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+    let port = ok(dead).port();
+    let app = ok(till_api::app::Application::build(
+        cfg,
+        till_api::app::Database {
+            url: format!("postgres://postgres@127.0.0.1:{port}/till"),
+            embedded: None,
+        },
+    )
+    .await);
+    let (port, _data, _handle) = app.spawn();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+
+    let r = ok(http
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": "{ products(first: 1) { edges { cursor } } }" }))
+        .send()
+        .await);
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: serde_json::Value = ok(r.json().await);
+    assert_eq!(code(&body), Some("SERVICE_UNAVAILABLE"), "{body}");
+    assert!(
+        !body.to_string().contains("127.0.0.1"),
+        "no internals: {body}"
+    );
+
+    let r = ok(http.get(format!("{base}/readyz")).send().await);
+    assert_eq!(r.status().as_u16(), 503);
+    let r = ok(http.get(format!("{base}/healthz")).send().await);
+    assert_eq!(r.status().as_u16(), 200);
+}
