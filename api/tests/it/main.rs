@@ -1,6 +1,7 @@
 //! The api crate's integration tests: a real server on a random port against a real
 //! PostgreSQL database of its own per test.
 
+mod embedded;
 mod graphql_http;
 mod idempotency;
 mod orders;
