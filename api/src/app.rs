@@ -117,6 +117,7 @@ pub struct Application {
     stop_workers: watch::Sender<bool>,
     workers: Vec<tokio::task::JoinHandle<()>>,
     shutdown_timeout: Duration,
+    shutdown_delay: Duration,
     _database: Database,
 }
 
@@ -255,6 +256,7 @@ impl Application {
             stop_workers,
             workers,
             shutdown_timeout: Duration::from_secs(cfg.shutdown_timeout_s),
+            shutdown_delay: Duration::from_millis(cfg.shutdown_delay_ms),
             _database: database,
         })
     }
@@ -274,10 +276,16 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
         let data = self.data.clone();
+        let delay = self.shutdown_delay;
         let stopper = tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutting down: draining requests");
+            // Unready first, so load balancers stop routing here, then drain.
             data.shutting_down.store(true, Ordering::Release);
+            if !delay.is_zero() {
+                tracing::info!(?delay, "shutting down: reporting unready before draining");
+                tokio::time::sleep(delay).await;
+            }
+            tracing::info!("shutting down: draining in-flight requests");
             handle.stop(true).await;
         });
         let result = self.server.await;

@@ -150,6 +150,11 @@ pub struct ServeConfig {
     #[arg(long, env = "TILL_IDEMPOTENCY_TTL_H", default_value_t = 24)]
     pub idempotency_ttl_h: u64,
 
+    /// On SIGTERM, how long to keep serving while reporting unready (so a load balancer
+    /// stops sending traffic) before closing the listener, in milliseconds.
+    #[arg(long, env = "TILL_SHUTDOWN_DELAY_MS", default_value_t = 0)]
+    pub shutdown_delay_ms: u64,
+
     /// Seconds to drain in-flight requests on shutdown.
     #[arg(long, env = "TILL_SHUTDOWN_TIMEOUT_S", default_value_t = 20)]
     pub shutdown_timeout_s: u64,

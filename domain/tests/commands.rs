@@ -389,3 +389,35 @@ async fn concurrent_orders_never_oversell() {
     assert_eq!(w.stock(a).await, (50, 50));
     assert_eq!(w.event_count("OrderPlaced").await, 50);
 }
+
+#[tokio::test]
+async fn expired_idempotency_keys_are_purged_and_live_ones_kept() {
+    let w = World::new().await;
+    let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    diesel::sql_query(
+        "INSERT INTO idempotency_keys (principal, key, fingerprint, expires_at) VALUES \
+         ('user:a', 'old-1', 'f', now() - interval '1 hour'), \
+         ('user:a', 'old-2', 'f', now() - interval '1 minute'), \
+         ('user:a', 'live', 'f', now() + interval '1 hour')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    drop(conn);
+    let purged = till_domain::idempotency::purge_expired(&w.db.pool, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(purged, 1, "bounded by the limit");
+    let purged = till_domain::idempotency::purge_expired(&w.db.pool, 100)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(purged, 1);
+    let live = till_domain::idempotency::lookup(&w.db.pool, "user:a", "live")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(live.is_some());
+    let old = till_domain::idempotency::lookup(&w.db.pool, "user:a", "old-1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(old.is_none());
+}
