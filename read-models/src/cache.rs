@@ -11,6 +11,7 @@ use std::sync::Arc;
 use moka::future::Cache;
 use uuid::Uuid;
 
+use crate::error::ReadError;
 use crate::projections::Change;
 use crate::views::{CategoryView, OrderView, ProductView};
 
@@ -88,22 +89,45 @@ impl ReadCache {
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Inserts a product loaded at `epoch` unless something was invalidated since.
-    pub(crate) async fn put_product(&self, epoch: u64, view: Arc<ProductView>) {
-        let id = view.id;
-        self.products.insert(id, view).await;
-        if self.epoch() != epoch {
-            // An invalidation raced with our read: drop what may be stale.
-            self.products.invalidate(&id).await;
+    /// A row by id from `cache`, or from `load` (then cached). A row loaded while an
+    /// invalidation happened is dropped again right after insertion: it may be stale.
+    pub(crate) async fn through<V>(
+        &self,
+        cache: &Cache<Uuid, Arc<V>>,
+        id: Uuid,
+        load: impl AsyncFnOnce() -> Result<Option<V>, ReadError>,
+    ) -> Result<Option<Arc<V>>, ReadError>
+    where
+        V: Send + Sync + 'static,
+    {
+        if let Some(hit) = cache.get(&id).await {
+            self.hit();
+            return Ok(Some(hit));
         }
+        self.miss();
+        let epoch = self.epoch();
+        let Some(value) = load().await? else {
+            return Ok(None);
+        };
+        let value = Arc::new(value);
+        self.put(cache, id, epoch, value.clone()).await;
+        Ok(Some(value))
     }
 
-    /// Inserts an order loaded at `epoch` unless something was invalidated since.
-    pub(crate) async fn put_order(&self, epoch: u64, view: Arc<OrderView>) {
-        let id = view.id;
-        self.orders.insert(id, view).await;
+    /// Inserts a row loaded at `epoch` unless something was invalidated since.
+    pub(crate) async fn put<V>(
+        &self,
+        cache: &Cache<Uuid, Arc<V>>,
+        id: Uuid,
+        epoch: u64,
+        value: Arc<V>,
+    ) where
+        V: Send + Sync + 'static,
+    {
+        cache.insert(id, value).await;
         if self.epoch() != epoch {
-            self.orders.invalidate(&id).await;
+            // An invalidation raced with our read: drop what may be stale.
+            cache.invalidate(&id).await;
         }
     }
 

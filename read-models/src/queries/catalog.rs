@@ -79,27 +79,18 @@ impl ProductCursor {
 impl ReadModels {
     /// One product by id, from the cache when it is there.
     pub async fn product(&self, id: Uuid) -> Result<Option<Arc<ProductView>>, ReadError> {
-        if let Some(hit) = self.cache.products.get(&id).await {
-            self.cache.hit();
-            return Ok(Some(hit));
-        }
-        self.cache.miss();
-        let epoch = self.cache.epoch();
-        let mut conn = self.pool.get().await?;
-        let row: Option<ProductRow> = pv::table
-            .find(id)
-            .select(ProductRow::as_select())
-            .first(&mut conn)
+        self.cache
+            .through(&self.cache.products, id, async || {
+                let mut conn = self.pool.get().await?;
+                let row: Option<ProductRow> = pv::table
+                    .find(id)
+                    .select(ProductRow::as_select())
+                    .first(&mut conn)
+                    .await
+                    .optional()?;
+                row.map(ProductView::try_from).transpose()
+            })
             .await
-            .optional()?;
-        match row {
-            Some(row) => {
-                let view = Arc::new(ProductView::try_from(row)?);
-                self.cache.put_product(epoch, view.clone()).await;
-                Ok(Some(view))
-            }
-            None => Ok(None),
-        }
     }
 
     /// One product by SKU.
@@ -147,7 +138,9 @@ impl ReadModels {
         for row in rows {
             self.cache.miss();
             let view = Arc::new(ProductView::try_from(row)?);
-            self.cache.put_product(epoch, view.clone()).await;
+            self.cache
+                .put(&self.cache.products, view.id, epoch, view.clone())
+                .await;
             found.insert(view.id, view);
         }
         Ok(found)

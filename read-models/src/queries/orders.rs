@@ -38,27 +38,18 @@ pub struct OrderCursor {
 impl ReadModels {
     /// One order by id, from the cache when it is there.
     pub async fn order(&self, id: Uuid) -> Result<Option<Arc<OrderView>>, ReadError> {
-        if let Some(hit) = self.cache.orders.get(&id).await {
-            self.cache.hit();
-            return Ok(Some(hit));
-        }
-        self.cache.miss();
-        let epoch = self.cache.epoch();
-        let mut conn = self.pool.get().await?;
-        let row: Option<OrderRow> = ov::table
-            .find(id)
-            .select(OrderRow::as_select())
-            .first(&mut conn)
+        self.cache
+            .through(&self.cache.orders, id, async || {
+                let mut conn = self.pool.get().await?;
+                let row: Option<OrderRow> = ov::table
+                    .find(id)
+                    .select(OrderRow::as_select())
+                    .first(&mut conn)
+                    .await
+                    .optional()?;
+                row.map(OrderView::try_from).transpose()
+            })
             .await
-            .optional()?;
-        match row {
-            Some(row) => {
-                let view = Arc::new(OrderView::try_from(row)?);
-                self.cache.put_order(epoch, view.clone()).await;
-                Ok(Some(view))
-            }
-            None => Ok(None),
-        }
     }
 
     /// A newest-first keyset page of orders.
