@@ -1,0 +1,64 @@
+//! GraphQL execution of the hot storefront queries in process (no HTTP): the schema,
+//! resolvers, cache and (for lists) PostgreSQL.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use till_api::auth::Principal;
+use till_api::graphql::{self, ApiState, Limits, RequestInfo};
+
+fn bench(c: &mut Criterion) {
+    let rt = common::runtime();
+    let world = rt.block_on(common::world(200));
+    let api = Arc::new(ApiState {
+        commands: world.commands.clone(),
+        reads: world.reads.clone(),
+        currency: world.currency.clone(),
+        consistency_wait: Duration::from_secs(2),
+        max_page_size: 100,
+    });
+    let schema = graphql::build(
+        Some(api),
+        Limits {
+            max_depth: 15,
+            max_complexity: 5000,
+            introspection: false,
+        },
+    );
+    let product_id = format!("Product:{}", world.products[0]);
+    let product_id = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(product_id)
+    };
+    let info = RequestInfo {
+        principal: Principal::Anonymous,
+        request_id: uuid::Uuid::nil(),
+        idempotency: None,
+    };
+    let run = |query: String| {
+        let schema = schema.clone();
+        let info = info.clone();
+        async move {
+            let r = schema
+                .execute(async_graphql::Request::new(query).data(info))
+                .await;
+            assert!(r.errors.is_empty(), "{:?}", r.errors);
+        }
+    };
+    let by_id = format!(
+        "{{ product(id: \"{product_id}\") {{ id sku name price {{ amount currency }} available categoryPath {{ slug }} }} }}"
+    );
+    c.bench_function("graphql_product_by_id_cached", |b| {
+        b.to_async(&rt).iter(|| run(by_id.clone()))
+    });
+    let page = "{ products(first: 20, sortBy: PRICE) { edges { cursor node { id sku name price { amount } available } } pageInfo { hasNextPage endCursor } } }".to_owned();
+    c.bench_function("graphql_products_first_20_by_price", |b| {
+        b.to_async(&rt).iter(|| run(page.clone()))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

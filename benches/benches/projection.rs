@@ -1,0 +1,86 @@
+//! Projection rebuild throughput: each projection replays the whole log (catalog,
+//! customers and 10,000 paid orders, about 40,000 events) from an empty table.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use diesel_async::RunQueryDsl;
+use till_domain::seed;
+use till_read_models::Projection;
+
+fn reset_sql(p: Projection) -> &'static str {
+    match p {
+        Projection::ProductView => "TRUNCATE rm_categories, rm_product_view",
+        Projection::OrderView => "TRUNCATE rm_order_view",
+        Projection::CustomerSummary => "TRUNCATE rm_customer_summary",
+        Projection::Sales => "TRUNCATE rm_sales_daily, rm_product_sales",
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = common::runtime();
+    let world = rt.block_on(async {
+        let w = common::world(0).await;
+        let pool = &w.db.pool;
+        let cats = seed::categories(pool, "pb", 0, 20, &[]).await;
+        let cats = cats.unwrap_or_else(|e| panic!("{e}"));
+        let products = seed::products(pool, "pb", 0, 2000, &cats).await;
+        let products = products.unwrap_or_else(|e| panic!("{e}"));
+        let customers = seed::customers(pool, "pb", 0, 1000).await;
+        let customers = customers.unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..5 {
+            seed::orders(pool, 2000, &customers, &products, "EUR")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        w
+    });
+    let events: u64 = rt.block_on(async {
+        let mut conn = world.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+        till_domain::event_log::head(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .position as u64
+    });
+    let mut group = c.benchmark_group("projection_rebuild");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(events));
+    for p in Projection::ALL {
+        group.bench_function(p.name(), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let mut conn = world.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+                        diesel::sql_query(reset_sql(p))
+                            .execute(&mut conn)
+                            .await
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        diesel::sql_query(
+                            "UPDATE projection_checkpoints SET tx_id = 0, position = 0 WHERE projection = $1",
+                        )
+                        .bind::<diesel::sql_types::Text, _>(p.name())
+                        .execute(&mut conn)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                        drop(conn);
+                        let started = Instant::now();
+                        world
+                            .projector
+                            .catch_up(p)
+                            .await
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        total += started.elapsed();
+                    }
+                    total
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
