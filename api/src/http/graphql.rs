@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use till_domain::event_log::LogPoint;
 
 use crate::app::AppData;
+use crate::auth::Principal;
 use crate::graphql::error::Code;
 use crate::graphql::loaders::ProductLoader;
 use crate::graphql::RequestInfo;
@@ -327,7 +328,11 @@ pub async fn post(
         Ok(v) => v,
         Err(_) => return bad("the body is not valid JSON"),
     };
-    if let (Some(key), Value::Object(_)) = (&idempotency_key, &value) {
+    // Keys are scoped to an account; anonymous callers share no scope, so their keys
+    // are ignored rather than risk replaying one client's result to another.
+    if let (Some(key), Value::Object(_), Principal::User { .. }) =
+        (&idempotency_key, &value, info.principal)
+    {
         return super::idempotency::run(&data, media, info, key, value).await;
     }
     let batch = match value {
