@@ -89,16 +89,32 @@ impl From<diesel::result::Error> for DomainError {
             E::DatabaseError(_, ref info) if info.message().starts_with("deadlock detected") => {
                 Self::Transient(info.message().to_owned())
             }
-            E::DatabaseError(_, ref info)
-                if info
-                    .message()
-                    .starts_with("canceling statement due to statement timeout") =>
-            {
+            E::DatabaseError(_, ref info) if is_unavailable(info.message()) => {
                 Self::Unavailable(info.message().to_owned())
             }
             other => Self::Internal(other.to_string()),
         }
     }
+}
+
+/// PostgreSQL's messages for a server that is going away, starting, recovering or
+/// cancelling work (SQLSTATE class 57 and statement timeouts): the request may be
+/// retried, nothing is wrong with it. diesel reports no SQLSTATE, and these texts are
+/// stable.
+const UNAVAILABLE_MESSAGES: [&str; 9] = [
+    "connection closed",
+    "server closed the connection unexpectedly",
+    "canceling statement due to statement timeout",
+    "terminating connection due to administrator command",
+    "terminating connection due to crash of another server process",
+    "terminating connection due to idle",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "the database system is in recovery mode",
+];
+
+fn is_unavailable(message: &str) -> bool {
+    UNAVAILABLE_MESSAGES.iter().any(|m| message.starts_with(m))
 }
 
 impl From<diesel_async::pooled_connection::bb8::RunError> for DomainError {
@@ -112,5 +128,24 @@ pub fn violated_constraint(err: &diesel::result::Error) -> Option<&str> {
     match err {
         diesel::result::Error::DatabaseError(_, info) => info.constraint_name(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_shutdown_and_timeouts_are_unavailable_not_internal() {
+        assert!(is_unavailable(
+            "terminating connection due to administrator command"
+        ));
+        assert!(is_unavailable("the database system is shutting down"));
+        assert!(is_unavailable(
+            "canceling statement due to statement timeout"
+        ));
+        assert!(!is_unavailable(
+            "duplicate key value violates unique constraint"
+        ));
     }
 }
