@@ -52,6 +52,8 @@ pub struct AppData {
     pub pool: PgPool,
     /// Most operations per batch.
     pub max_batch: usize,
+    /// Largest request body.
+    pub max_body_bytes: usize,
     /// The SDL served at `/schema.graphql`.
     pub sdl: String,
     /// How long idempotency keys are kept.
@@ -214,6 +216,8 @@ impl Application {
             Limits {
                 max_depth: cfg.max_depth,
                 max_complexity: cfg.max_complexity,
+                max_aliases: cfg.max_aliases,
+                max_root_fields: cfg.max_root_fields,
                 introspection: cfg.mode == Mode::Dev,
             },
         );
@@ -224,6 +228,7 @@ impl Application {
             tokens: TokenService::new(&secret),
             pool,
             max_batch: cfg.max_batch,
+            max_body_bytes: cfg.max_body_bytes,
             idempotency_ttl: Duration::from_secs(cfg.idempotency_ttl_h.max(1) * 3600),
             shutting_down: AtomicBool::new(false),
         });

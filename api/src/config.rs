@@ -138,6 +138,14 @@ pub struct ServeConfig {
     #[arg(long, env = "TILL_MAX_COMPLEXITY", default_value_t = 5000)]
     pub max_complexity: usize,
 
+    /// Most aliased fields in one document.
+    #[arg(long, env = "TILL_MAX_ALIASES", default_value_t = 30)]
+    pub max_aliases: usize,
+
+    /// Most root fields in one operation.
+    #[arg(long, env = "TILL_MAX_ROOT_FIELDS", default_value_t = 10)]
+    pub max_root_fields: usize,
+
     /// Largest request body in bytes.
     #[arg(long, env = "TILL_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,

@@ -25,6 +25,8 @@ fn bench(c: &mut Criterion) {
         Limits {
             max_depth: 15,
             max_complexity: 5000,
+            max_aliases: 30,
+            max_root_fields: 10,
             introspection: false,
         },
     );

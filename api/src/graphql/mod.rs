@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod ids;
+pub mod limits;
 pub mod loaders;
 mod mutation;
 mod query;
@@ -63,6 +64,10 @@ pub struct Limits {
     pub max_depth: usize,
     /// Highest static complexity.
     pub max_complexity: usize,
+    /// Most aliases in one document.
+    pub max_aliases: usize,
+    /// Most root fields in one operation.
+    pub max_root_fields: usize,
     /// Whether introspection is served.
     pub introspection: bool,
 }
@@ -71,7 +76,11 @@ pub struct Limits {
 pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
     let mut builder = Schema::build(Query, Mutation, EmptySubscription)
         .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity);
+        .limit_complexity(limits.max_complexity)
+        .extension(limits::DocumentLimits {
+            max_aliases: limits.max_aliases,
+            max_root_fields: limits.max_root_fields,
+        });
     if !limits.introspection {
         builder = builder.disable_introspection();
     }
@@ -89,6 +98,8 @@ pub fn sdl() -> String {
         Limits {
             max_depth: 64,
             max_complexity: usize::MAX,
+            max_aliases: usize::MAX,
+            max_root_fields: usize::MAX,
             introspection: true,
         },
     );

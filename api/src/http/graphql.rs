@@ -211,7 +211,14 @@ async fn execute(
                 .collect(),
         ),
     };
-    let response = data.schema.execute_batch(batch).await;
+    let response = match data.schema.execute_batch(batch).await {
+        async_graphql::BatchResponse::Single(r) => {
+            async_graphql::BatchResponse::Single(with_codes(r))
+        }
+        async_graphql::BatchResponse::Batch(rs) => {
+            async_graphql::BatchResponse::Batch(rs.into_iter().map(with_codes).collect())
+        }
+    };
     render(media, single, &response)
 }
 
@@ -268,6 +275,28 @@ pub(super) fn render(
     builder.body(body)
 }
 
+/// Gives every error a code: errors from parsing, validation and the depth and
+/// complexity limits come without one from async-graphql; they are the client's.
+pub(super) fn with_codes(mut r: async_graphql::Response) -> async_graphql::Response {
+    for e in &mut r.errors {
+        let has_code = e
+            .extensions
+            .as_ref()
+            .is_some_and(|x| x.get("code").is_some());
+        if !has_code {
+            let code = if e.path.is_empty() {
+                Code::BadUserInput
+            } else {
+                Code::Internal
+            };
+            e.extensions
+                .get_or_insert_with(Default::default)
+                .set("code", code.as_str());
+        }
+    }
+    r
+}
+
 /// True when every error is SERVICE_UNAVAILABLE and no root field has data.
 fn whole_request_unavailable(r: &async_graphql::Response) -> bool {
     let no_data = match &r.data {
@@ -292,7 +321,7 @@ fn whole_request_unavailable(r: &async_graphql::Response) -> bool {
 /// `POST /graphql`.
 pub async fn post(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     data: web::Data<Arc<AppData>>,
 ) -> HttpResponse {
     let (media, info) = match prepare(&req, &data).await {
@@ -320,6 +349,21 @@ pub async fn post(
         );
     }
     let bad = |m: &str| request_error(StatusCode::BAD_REQUEST, media, Code::BadUserInput, m);
+    let body = match payload.to_bytes_limited(data.max_body_bytes).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return bad("the request body could not be read"),
+        Err(_) => {
+            return request_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                media,
+                Code::BadUserInput,
+                &format!(
+                    "the request body is larger than {} bytes",
+                    data.max_body_bytes
+                ),
+            )
+        }
+    };
     let idempotency_key = match super::idempotency::key_from(&req) {
         Ok(k) => k,
         Err(m) => return bad(m),

@@ -180,3 +180,63 @@ async fn errors_name_the_problem_without_internals() {
         "{text}"
     );
 }
+
+/// Hostile documents get a clear error code and the server keeps serving.
+#[tokio::test]
+async fn abusive_queries_are_refused_and_the_server_keeps_serving() {
+    let app = spawn_app().await;
+    let deep = format!(
+        "{{ {}__typename{} }}",
+        "node(id: \"x\") { ... on Category { parent { ".repeat(25),
+        " } } ".repeat(25)
+    );
+    let aliases = format!(
+        "{{ {} }}",
+        (0..10_000)
+            .map(|i| format!("a{i}: __typename"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let cycle = "{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }".to_owned();
+    let roots = format!(
+        "{{ {} }}",
+        (0..11)
+            .map(|i| format!("c{i}: categories {{ slug }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    for (what, query) in [
+        ("depth 50", deep),
+        ("10,000 aliases", aliases),
+        ("fragment cycle", cycle),
+        ("11 root fields", roots),
+    ] {
+        let r = ok(app
+            .http
+            .post(format!("{}/graphql", app.base))
+            .header("accept", "application/graphql-response+json")
+            .json(&json!({ "query": query }))
+            .send()
+            .await);
+        let status = r.status().as_u16();
+        let body: serde_json::Value = ok(r.json().await);
+        assert!(
+            status == 400 || status == 413,
+            "{what}: status {status} {body}"
+        );
+        assert!(code(&body) == Some("BAD_USER_INPUT"), "{what}: {body}");
+    }
+    let big = "x".repeat(300 * 1024);
+    let r = ok(app
+        .http
+        .post(format!("{}/graphql", app.base))
+        .json(&json!({ "query": format!("{{ __typename }} # {big}") }))
+        .send()
+        .await);
+    assert_eq!(r.status().as_u16(), 413);
+    let body: serde_json::Value = ok(r.json().await);
+    assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+
+    let (status, body) = app.gql(None, "{ categories { slug } }", json!({})).await;
+    assert_eq!((status, code(&body)), (200, None), "still serving: {body}");
+}

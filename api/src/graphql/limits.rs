@@ -1,0 +1,141 @@
+//! Query limits beyond depth and complexity (which async-graphql checks itself): the
+//! number of aliases in a document and of root fields in an operation. Both are
+//! counted on the parsed document, before validation and execution, without
+//! expanding fragments (so fragment cycles cannot make counting expensive).
+
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{ErrorExtensions, Pos, ServerError, ServerResult, Variables};
+
+use super::error::Code;
+
+/// The alias and root-field limits, from config.
+#[derive(Debug, Clone, Copy)]
+pub struct DocumentLimits {
+    /// Most aliased fields in one document.
+    pub max_aliases: usize,
+    /// Most fields at the root of one operation.
+    pub max_root_fields: usize,
+}
+
+impl ExtensionFactory for DocumentLimits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(*self)
+    }
+}
+
+fn count_aliases(set: &SelectionSet) -> usize {
+    set.items
+        .iter()
+        .map(|s| match &s.node {
+            Selection::Field(f) => {
+                usize::from(f.node.alias.is_some()) + count_aliases(&f.node.selection_set.node)
+            }
+            Selection::InlineFragment(i) => count_aliases(&i.node.selection_set.node),
+            Selection::FragmentSpread(_) => 0,
+        })
+        .sum()
+}
+
+fn root_fields(doc: &ExecutableDocument, set: &SelectionSet) -> usize {
+    set.items
+        .iter()
+        .map(|s| match &s.node {
+            Selection::Field(_) => 1,
+            Selection::InlineFragment(i) => i.node.selection_set.node.items.len(),
+            Selection::FragmentSpread(spread) => doc
+                .fragments
+                .get(&spread.node.fragment_name.node)
+                .map(|f| f.node.selection_set.node.items.len())
+                .unwrap_or(0),
+        })
+        .sum()
+}
+
+fn limit_error(what: &'static str, message: String) -> ServerError {
+    async_graphql::Error::new(message)
+        .extend_with(|_, e| {
+            e.set("code", Code::BadUserInput.as_str());
+            e.set("limit", what);
+        })
+        .into_server_error(Pos::default())
+}
+
+impl DocumentLimits {
+    fn check(&self, doc: &ExecutableDocument) -> ServerResult<()> {
+        let aliases: usize = doc
+            .operations
+            .iter()
+            .map(|(_, op)| count_aliases(&op.node.selection_set.node))
+            .chain(
+                doc.fragments
+                    .values()
+                    .map(|f| count_aliases(&f.node.selection_set.node)),
+            )
+            .sum();
+        if aliases > self.max_aliases {
+            return Err(limit_error(
+                "aliases",
+                format!(
+                    "the document has {aliases} aliases; at most {} are allowed",
+                    self.max_aliases
+                ),
+            ));
+        }
+        for (_, op) in doc.operations.iter() {
+            let n = root_fields(doc, &op.node.selection_set.node);
+            if n > self.max_root_fields {
+                return Err(limit_error(
+                    "rootFields",
+                    format!(
+                        "an operation selects {n} root fields; at most {} are allowed",
+                        self.max_root_fields
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for DocumentLimits {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let doc = next.run(ctx, query, variables).await?;
+        self.check(&doc)?;
+        Ok(doc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(query: &str) -> Result<(), String> {
+        let limits = DocumentLimits {
+            max_aliases: 3,
+            max_root_fields: 2,
+        };
+        let doc = async_graphql::parser::parse_query(query).map_err(|e| e.to_string())?;
+        limits.check(&doc).map_err(|e| e.message)
+    }
+
+    #[test]
+    fn aliases_and_root_fields_are_counted() {
+        assert!(check("{ a: categories { slug } b: categories { slug } }").is_ok());
+        assert!(check("{ a: me { b: email c: name d: id } }").is_err());
+        assert!(check("{ categories { slug } me { id } products { edges { cursor } } }").is_err());
+        assert!(check(
+            "{ ...F } fragment F on Query { categories { slug } me { id } x: me { id } }"
+        )
+        .is_err());
+    }
+}
