@@ -241,10 +241,18 @@ impl Application {
         let port = listener.local_addr()?.port();
         let shared = web::Data::new(data.clone());
         let max_body = cfg.max_body_bytes;
+        let origins: Vec<String> = cfg
+            .cors_origins
+            .iter()
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(shared.clone())
                 .app_data(web::PayloadConfig::new(max_body))
+                .wrap(crate::http::security_headers())
+                .wrap(crate::http::cors(&origins))
                 .wrap(TracingLogger::default())
                 .configure(crate::http::configure)
         })

@@ -146,6 +146,17 @@ pub struct ServeConfig {
     #[arg(long, env = "TILL_MAX_ROOT_FIELDS", default_value_t = 10)]
     pub max_root_fields: usize,
 
+    /// Browser origins allowed to call the API (CORS), comma-separated, e.g.
+    /// `https://shop.example.com,https://admin.example.com`. Empty: no cross-origin
+    /// access.
+    #[arg(
+        long,
+        env = "TILL_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub cors_origins: Vec<String>,
+
     /// Largest request body in bytes.
     #[arg(long, env = "TILL_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,

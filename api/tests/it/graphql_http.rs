@@ -240,3 +240,53 @@ async fn a_database_outage_answers_503_and_the_process_stays_live() {
     let r = ok(http.get(format!("{base}/healthz")).send().await);
     assert_eq!(r.status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn security_headers_and_cors_follow_the_allow_list() {
+    let app =
+        spawn_app_with(|cfg| cfg.cors_origins = vec!["https://shop.example.com".into()]).await;
+    let url = format!("{}/graphql", app.base);
+    let r = ok(app
+        .http
+        .post(&url)
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await);
+    let h = r.headers();
+    assert_eq!(
+        h.get("x-content-type-options")
+            .and_then(|v| v.to_str().ok()),
+        Some("nosniff")
+    );
+    assert_eq!(
+        h.get("x-frame-options").and_then(|v| v.to_str().ok()),
+        Some("DENY")
+    );
+    assert!(h.get("content-security-policy").is_some());
+
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type, authorization",
+            )
+            .send()
+    };
+    let allowed = ok(preflight("https://shop.example.com").await);
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://shop.example.com")
+    );
+    let denied = ok(preflight("https://evil.example.net").await);
+    assert!(denied
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}
