@@ -43,6 +43,9 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
     cfg.jwt_secret = Some(Secret::new(SECRET));
     cfg.seed_demo = false;
     cfg.db.db_pool_size = 30;
+    // Hot-row tests queue many requests on one product: they test correctness, not
+    // latency, so a slow shared machine must not turn waits into 503s.
+    cfg.db.db_acquire_timeout_ms = 30_000;
     cfg.http_workers = 2;
     cfg.consistency_wait_ms = 5000;
     tweak(&mut cfg);
