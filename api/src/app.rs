@@ -330,7 +330,7 @@ impl Application {
     }
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -354,7 +354,7 @@ async fn wait_for_signal() {
 }
 
 /// Deletes expired idempotency keys every few minutes, in bounded chunks.
-async fn purge_idempotency_keys(pool: PgPool, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn purge_idempotency_keys(pool: PgPool, mut stop: watch::Receiver<bool>) {
     loop {
         loop {
             match till_domain::idempotency::purge_expired(&pool, 10_000).await {

@@ -29,6 +29,13 @@ pub struct Cli {
 pub enum Command {
     /// Serve the GraphQL API (and run the projector).
     Serve(ServeConfig),
+    /// Run the background work without HTTP: the projector and housekeeping (several
+    /// workers may run against one database; one applies a given batch at a time).
+    Worker {
+        /// Database settings.
+        #[command(flatten)]
+        db: DbConfig,
+    },
     /// Apply pending database migrations and exit.
     Migrate {
         /// Database settings.
@@ -143,6 +150,7 @@ pub async fn run() -> Result<(), CliError> {
     };
     match command {
         Command::Serve(cfg) => serve(cfg).await,
+        Command::Worker { db } => worker(db).await,
         Command::Migrate { db } => {
             let database = Database::resolve(&db, Mode::Dev).await?;
             let applied = till_domain::db::migrate(&database.url)
@@ -312,6 +320,31 @@ async fn catch_up(pool: &till_domain::db::PgPool, url: &str) -> Result<(), CliEr
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     pb.finish();
+    Ok(())
+}
+
+async fn worker(db: DbConfig) -> Result<(), CliError> {
+    let database = Database::resolve(&db, Mode::Production).await?;
+    let pool = till_domain::db::pool(&database.url, &db.pool_settings());
+    let projector = Projector::new(
+        pool.clone(),
+        database.url.clone(),
+        ReadCache::new(CacheSettings::default()),
+        Arc::new(Progress::new()),
+        ProjectorSettings::default(),
+    );
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = projector.spawn(stop_rx.clone());
+    tasks.push(tokio::spawn(crate::app::purge_idempotency_keys(
+        pool, stop_rx,
+    )));
+    tracing::info!("worker running: projector and housekeeping");
+    crate::app::wait_for_signal().await;
+    tracing::info!("worker stopping after the current batch");
+    let _ = stop.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+    }
     Ok(())
 }
 

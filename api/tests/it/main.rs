@@ -9,3 +9,4 @@ mod schema;
 mod security;
 mod seed;
 mod support;
+mod worker;
