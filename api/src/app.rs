@@ -195,6 +195,7 @@ impl Application {
             workers.extend(projector.spawn(stop_rx.clone()));
         } else {
             workers.push(tokio::spawn(follow_checkpoints(
+                cache.clone(),
                 pool.clone(),
                 progress.clone(),
                 stop_rx,
@@ -379,16 +380,27 @@ pub(crate) async fn purge_idempotency_keys(pool: PgPool, mut stop: watch::Receiv
 }
 
 /// Without a local projector, follow the checkpoints another process writes, so
-/// consistency tokens still resolve.
+/// consistency tokens still resolve and the cache never outlives a change.
 async fn follow_checkpoints(
+    cache: ReadCache,
     pool: PgPool,
     progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         if let Ok(mut conn) = pool.get().await {
-            if let Err(e) = progress.refresh(&mut conn).await {
-                tracing::debug!(error = %e, "checkpoint refresh failed");
+            match Progress::load(&mut conn).await {
+                Ok(points) => {
+                    // This process cannot tell which rows changed: when anything moved,
+                    // drop the cache before publishing the new checkpoints.
+                    if points.iter().any(|(p, at)| *at > progress.current(*p)) {
+                        cache.invalidate_everything();
+                    }
+                    for (p, at) in points {
+                        progress.advance(p, at);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "checkpoint refresh failed"),
             }
         }
         tokio::select! {

@@ -155,6 +155,15 @@ impl ReadCache {
         }
     }
 
+    /// Drops every entry (for a process whose projections run elsewhere and only
+    /// learns that something changed, not what).
+    pub fn invalidate_everything(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.products.invalidate_all();
+        self.orders.invalidate_all();
+        self.categories.invalidate_all();
+    }
+
     /// Entry counts and weighted sizes: (products entries, bytes, orders entries, bytes).
     pub fn sizes(&self) -> (u64, u64, u64, u64) {
         (

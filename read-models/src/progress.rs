@@ -60,6 +60,16 @@ impl Progress {
     /// Loads the checkpoints from the database (at start-up, or when another process
     /// runs the projector).
     pub async fn refresh(&self, conn: &mut AsyncPgConnection) -> Result<(), ReadError> {
+        for (p, point) in Self::load(conn).await? {
+            self.advance(p, point);
+        }
+        Ok(())
+    }
+
+    /// The checkpoints stored in the database.
+    pub async fn load(
+        conn: &mut AsyncPgConnection,
+    ) -> Result<Vec<(Projection, LogPoint)>, ReadError> {
         let rows: Vec<(String, i64, i64)> = projection_checkpoints::table
             .select((
                 projection_checkpoints::projection,
@@ -68,12 +78,12 @@ impl Progress {
             ))
             .load(conn)
             .await?;
-        for (name, tx_id, position) in rows {
-            if let Some(p) = Projection::from_name(&name) {
-                self.advance(p, LogPoint { tx_id, position });
-            }
-        }
-        Ok(())
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, tx_id, position)| {
+                Projection::from_name(&name).map(|p| (p, LogPoint { tx_id, position }))
+            })
+            .collect())
     }
 
     /// Waits until every projection has applied `point`, at most `timeout`.

@@ -52,3 +52,63 @@ async fn a_worker_process_projects_and_stops_on_sigterm() {
     let status = ok(worker.wait());
     assert!(status.success(), "worker exit: {status}");
 }
+
+/// A server without its own projector (the projections run in a worker) follows the
+/// worker's checkpoints: consistency tokens resolve and its cache is not left stale.
+#[tokio::test]
+async fn a_server_without_a_projector_follows_the_worker_and_drops_stale_cache() {
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use till_read_models::{CacheSettings, Progress, Projector, ProjectorSettings, ReadCache};
+
+    use crate::support::{code, spawn_app_with};
+
+    let app = spawn_app_with(|cfg| cfg.projector = false).await;
+    let worker = Projector::new(
+        app.db.pool.clone(),
+        app.db.url.clone(),
+        ReadCache::new(CacheSettings::default()),
+        Arc::new(Progress::new()),
+        ProjectorSettings::default(),
+    );
+    let product = app.product("REPL-1", 100, 5).await;
+    ok(worker.catch_up_all().await);
+    let q = "query($p: ID!) { product(id: $p) { available } }";
+    let ct = app.head_token().await;
+    let (_, body) = app
+        .gql_with(
+            None,
+            q,
+            json!({ "p": product }),
+            &[("x-consistency-token", &ct)],
+        )
+        .await;
+    assert_eq!(body["data"]["product"]["available"], 5, "{body}");
+
+    let (_, body) = app
+        .gql(
+            Some(&app.staff_token),
+            "mutation($p: ID!) { restockProduct(productId: $p, quantity: 3) { consistencyToken } }",
+            json!({ "p": product }),
+        )
+        .await;
+    assert_eq!(code(&body), None, "{body}");
+    let ct = body["data"]["restockProduct"]["consistencyToken"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    ok(worker.catch_up_all().await);
+    let (_, body) = app
+        .gql_with(
+            None,
+            q,
+            json!({ "p": product }),
+            &[("x-consistency-token", &ct)],
+        )
+        .await;
+    assert_eq!(
+        body["data"]["product"]["available"], 8,
+        "cache dropped: {body}"
+    );
+}
