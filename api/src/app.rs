@@ -252,6 +252,9 @@ impl Application {
             App::new()
                 .app_data(shared.clone())
                 .app_data(web::PayloadConfig::new(max_body))
+                .wrap(actix_web::middleware::from_fn(
+                    crate::http::request_id_header,
+                ))
                 .wrap(crate::http::security_headers())
                 .wrap(crate::http::cors(&origins))
                 .wrap(TracingLogger::default())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use async_graphql::dataloader::DataLoader;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, Request, Variables};
@@ -183,7 +183,13 @@ async fn prepare(req: &HttpRequest, data: &AppData) -> Result<(Media, RequestInf
         media,
         RequestInfo {
             principal,
-            request_id: uuid::Uuid::now_v7(),
+            // The id in the request's log lines and X-Request-Id; it also correlates the
+            // events the request appends.
+            request_id: req
+                .extensions()
+                .get::<tracing_actix_web::RequestId>()
+                .map(|r| **r)
+                .unwrap_or_else(uuid::Uuid::now_v7),
             idempotency: None,
         },
     ))

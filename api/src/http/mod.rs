@@ -5,9 +5,14 @@ pub mod graphql;
 pub mod health;
 pub mod idempotency;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::DefaultHeaders;
+use actix_web::middleware::Next;
 use actix_web::web;
+use actix_web::HttpMessage;
+use tracing_actix_web::RequestId;
 
 /// CORS for the configured browser origins only (none by default). Preflights are
 /// answered for GET and POST with the headers clients send.
@@ -43,6 +48,21 @@ pub fn security_headers() -> DefaultHeaders {
             "default-src 'none'; frame-ancestors 'none'",
         ))
         .add((header::CACHE_CONTROL, "no-store"))
+}
+
+/// Echoes the request id (the one in every log line of the request) as `X-Request-Id`,
+/// so a client's report can be matched with the logs.
+pub async fn request_id_header(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = req.extensions().get::<RequestId>().map(|r| r.to_string());
+    let mut res = next.call(req).await?;
+    if let Some(value) = id.and_then(|id| header::HeaderValue::from_str(&id).ok()) {
+        res.headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), value);
+    }
+    Ok(res)
 }
 
 /// Registers every route.

@@ -263,6 +263,14 @@ async fn security_headers_and_cors_follow_the_allow_list() {
         Some("DENY")
     );
     assert!(h.get("content-security-policy").is_some());
+    let request_id = h
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        uuid::Uuid::parse_str(request_id).is_ok(),
+        "X-Request-Id: {request_id:?}"
+    );
 
     let preflight = |origin: &'static str| {
         app.http
