@@ -38,7 +38,22 @@ import time
 import uuid
 from collections import Counter
 
-PG_BIN = "/usr/lib/postgresql/15/bin"
+def _find_pg_bin():
+    """PostgreSQL's server binaries: $PG_BIN, else the newest /usr/lib/postgresql/*/bin,
+    else the folder of pg_ctl on PATH."""
+    import glob
+    import shutil
+    if os.environ.get("PG_BIN"):
+        return os.environ["PG_BIN"]
+    found = [d for d in glob.glob("/usr/lib/postgresql/*/bin") if os.path.exists(f"{d}/pg_ctl")]
+    found.sort(key=lambda d: int(d.split("/")[-2]) if d.split("/")[-2].isdigit() else 0)
+    if found:
+        return found[-1]
+    pg_ctl = shutil.which("pg_ctl")
+    return os.path.dirname(pg_ctl) if pg_ctl else "/usr/lib/postgresql/15/bin"
+
+
+PG_BIN = _find_pg_bin()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TILL = os.path.join(REPO, "target", "debug", "till")
 
