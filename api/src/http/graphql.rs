@@ -195,11 +195,20 @@ async fn prepare(req: &HttpRequest, data: &AppData) -> Result<(Media, RequestInf
     ))
 }
 
-pub(super) fn with_context(request: Request, info: &RequestInfo, data: &AppData) -> Request {
+fn with_context(request: Request, info: &RequestInfo, data: &AppData) -> Request {
     request.data(info.clone()).data(DataLoader::new(
         ProductLoader(data.api.reads.clone()),
         tokio::spawn,
     ))
+}
+
+/// Executes one request with its per-request context; every error gets a code.
+pub(super) async fn execute_one(
+    data: &AppData,
+    request: Request,
+    info: &RequestInfo,
+) -> async_graphql::Response {
+    with_codes(data.schema.execute(with_context(request, info, data)).await)
 }
 
 async fn execute(
@@ -283,7 +292,7 @@ pub(super) fn render(
 
 /// Gives every error a code: errors from parsing, validation and the depth and
 /// complexity limits come without one from async-graphql; they are the client's.
-pub(super) fn with_codes(mut r: async_graphql::Response) -> async_graphql::Response {
+fn with_codes(mut r: async_graphql::Response) -> async_graphql::Response {
     for e in &mut r.errors {
         let has_code = e
             .extensions

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use till_domain::idempotency::{self, ClaimConflict, IdempotencyClaim, StoredKey};
 
-use super::graphql::{render, request_error, to_request, with_codes, with_context, Media, Params};
+use super::graphql::{execute_one, render, request_error, to_request, Media, Params};
 use crate::app::AppData;
 use crate::auth::Principal;
 use crate::graphql::error::Code;
@@ -119,11 +119,7 @@ pub(super) async fn run(
     );
     let mut claimed = info.clone();
     claimed.idempotency = Some(claim.clone());
-    let response = with_codes(
-        data.schema
-            .execute(with_context(request, &claimed, data))
-            .await,
-    );
+    let response = execute_one(data, request, &claimed).await;
     match claim.conflict() {
         None => {
             if let Ok(v) = serde_json::to_value(&response) {
@@ -208,7 +204,7 @@ async fn replay(
         Ok(r) => r.data(Replay(outcome)),
         Err(m) => return request_error(StatusCode::BAD_REQUEST, media, Code::BadUserInput, &m),
     };
-    let response = with_codes(data.schema.execute(with_context(request, info, data)).await);
+    let response = execute_one(data, request, info).await;
     let value = match serde_json::to_value(&response) {
         Ok(v) => v,
         Err(_) => return unavailable(media),
