@@ -19,9 +19,12 @@ use till_read_models::{
 use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
 
-use crate::auth::TokenService;
+use crate::auth::{Authenticator, OidcVerifier, TokenService};
 use crate::config::{DbConfig, Mode, Secret, ServeConfig};
+use crate::graphql::cost::{BucketSettings, CostLimiter, RateSettings};
 use crate::graphql::{self, ApiState, Limits, TillSchema};
+use crate::http::documents::Documents;
+use ipnet::IpNet;
 
 /// Why the application could not start.
 #[derive(Debug, Error)]
@@ -46,8 +49,16 @@ pub struct AppData {
     pub schema: TillSchema,
     /// Resolver state.
     pub api: Arc<ApiState>,
-    /// Token verification.
+    /// Mints Till's own tokens (tests and the CLI use it).
     pub tokens: TokenService,
+    /// Verifies bearer tokens (own and external).
+    pub auth: Authenticator,
+    /// Persisted and trusted documents.
+    pub documents: Documents,
+    /// GET needs a preflight-forcing header.
+    pub csrf_prevention: bool,
+    /// Proxies whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<IpNet>,
     /// The pool (for readiness).
     pub pool: PgPool,
     /// Most operations per batch.
@@ -79,7 +90,7 @@ pub struct Database {
 impl Database {
     /// Uses `DATABASE_URL`, or starts the embedded PostgreSQL in dev mode.
     pub async fn resolve(db: &DbConfig, mode: Mode) -> Result<Self, StartError> {
-        if let Some(url) = &db.database_url {
+        if let Some(url) = db.url().map_err(StartError::Config)? {
             return Ok(Self {
                 url: url.expose().to_owned(),
                 embedded: None,
@@ -163,7 +174,31 @@ impl Application {
     pub async fn build(cfg: ServeConfig, database: Database) -> Result<Self, StartError> {
         let currency =
             Currency::parse(&cfg.currency).map_err(|e| StartError::Config(e.to_string()))?;
-        let secret = jwt_secret(cfg.jwt_secret.as_ref(), cfg.mode)?;
+        let secret = jwt_secret(
+            cfg.jwt_secret().map_err(StartError::Config)?.as_ref(),
+            cfg.mode,
+        )?;
+        let oidc_settings = cfg.oidc.settings().map_err(StartError::Config)?;
+        let trusted_proxies = cfg
+            .rate
+            .trusted_proxies
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        StartError::Config(format!(
+                            "TILL_TRUSTED_PROXIES: `{p}` is not an IP address or CIDR"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let documents = match &cfg.trusted_documents {
+            Some(path) => Documents::trusted(path).map_err(StartError::Config)?,
+            None => Documents::automatic(cfg.apq_max_bytes),
+        };
         if cfg.mode == Mode::Dev {
             let applied = till_domain::db::migrate(&database.url).await?;
             if !applied.is_empty() {
@@ -211,6 +246,37 @@ impl Application {
             currency: currency.clone(),
             consistency_wait: cfg.consistency_wait(),
             max_page_size: cfg.max_page_size,
+            tokens: TokenService::new(&secret),
+            access_token_ttl: Duration::from_secs(cfg.access_token_ttl_s.max(1)),
+            refresh_token_ttl: Duration::from_secs(cfg.refresh_token_ttl_h.max(1) * 3600),
+        });
+        let oidc = match oidc_settings {
+            Some(settings) => {
+                tracing::info!(issuer = %settings.issuer, "accepting tokens of an external issuer");
+                Some(Arc::new(
+                    OidcVerifier::new(settings, commands.clone()).map_err(|e| {
+                        StartError::Config(format!("HTTP client for the JWKS: {e}"))
+                    })?,
+                ))
+            }
+            None => None,
+        };
+        let rate = cfg.rate.rate_limit.then(|| {
+            Arc::new(CostLimiter::new(RateSettings {
+                customer: BucketSettings {
+                    max: cfg.rate.rate_customer_max,
+                    restore: cfg.rate.rate_customer_restore,
+                },
+                staff: BucketSettings {
+                    max: cfg.rate.rate_staff_max,
+                    restore: cfg.rate.rate_staff_restore,
+                },
+                anonymous: BucketSettings {
+                    max: cfg.rate.rate_anonymous_max,
+                    restore: cfg.rate.rate_anonymous_restore,
+                },
+                max_principals: cfg.rate.rate_max_principals,
+            }))
         });
         let schema = graphql::build(
             Some(api.clone()),
@@ -220,6 +286,9 @@ impl Application {
                 max_aliases: cfg.max_aliases,
                 max_root_fields: cfg.max_root_fields,
                 introspection: cfg.mode == Mode::Dev,
+                rate,
+                query_timeout: (cfg.request_timeout_ms > 0)
+                    .then(|| Duration::from_millis(cfg.request_timeout_ms)),
             },
         );
         let data = Arc::new(AppData {
@@ -227,6 +296,10 @@ impl Application {
             schema,
             api,
             tokens: TokenService::new(&secret),
+            auth: Authenticator::new(TokenService::new(&secret), oidc),
+            documents,
+            csrf_prevention: cfg.csrf_prevention,
+            trusted_proxies,
             pool,
             max_batch: cfg.max_batch,
             max_body_bytes: cfg.max_body_bytes,

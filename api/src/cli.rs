@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the GraphQL API (and run the projector).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Run the background work without HTTP: the projector and housekeeping (several
     /// workers may run against one database; one applies a given batch at a time).
     Worker {
@@ -83,6 +83,12 @@ pub enum Command {
         #[arg(long, env = "TILL_JWT_SECRET")]
         jwt_secret: Option<Secret>,
     },
+    /// Account administration.
+    Admin {
+        /// What to do.
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Inspect or drive the projections.
     Projections {
         /// Database settings.
@@ -91,6 +97,30 @@ pub enum Command {
         /// What to do.
         #[arg(value_enum, default_value_t = ProjectionsAction::Status)]
         action: ProjectionsAction,
+    },
+}
+
+/// `till admin` actions.
+#[derive(Debug, Subcommand)]
+pub enum AdminAction {
+    /// Create an ADMIN account (the first one, or more) with a password.
+    Create {
+        /// Database settings.
+        #[command(flatten)]
+        db: DbConfig,
+        /// Email of the account.
+        #[arg(long)]
+        email: String,
+        /// Display name.
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+        /// The password (default: TILL_ADMIN_PASSWORD, else the contents of
+        /// --password-file, else a random one printed once).
+        #[arg(long, env = "TILL_ADMIN_PASSWORD", hide_env_values = true)]
+        password: Option<Secret>,
+        /// File holding the password.
+        #[arg(long)]
+        password_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -146,10 +176,10 @@ pub async fn run() -> Result<(), CliError> {
     let cli = Cli::parse();
     let command = match cli.command {
         Some(c) => c,
-        None => Command::Serve(ServeFromEnv::parse_from(["till"]).cfg),
+        None => Command::Serve(Box::new(ServeFromEnv::parse_from(["till"]).cfg)),
     };
     match command {
-        Command::Serve(cfg) => serve(cfg).await,
+        Command::Serve(cfg) => serve(*cfg).await,
         Command::Worker { db } => worker(db).await,
         Command::Migrate { db } => {
             let database = Database::resolve(&db, Mode::Dev).await?;
@@ -230,6 +260,16 @@ pub async fn run() -> Result<(), CliError> {
             println!("{token}");
             Ok(())
         }
+        Command::Admin {
+            action:
+                AdminAction::Create {
+                    db,
+                    email,
+                    name,
+                    password,
+                    password_file,
+                },
+        } => create_admin(&db, &email, &name, password, password_file).await,
         Command::Projections { db, action } => {
             let database = Database::resolve(&db, Mode::Dev).await?;
             let pool = till_domain::db::pool(&database.url, &db.pool_settings());
@@ -352,7 +392,6 @@ async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
     let mode = cfg.mode;
     let database = Database::resolve(&cfg.db, mode).await?;
     let embedded = database.embedded.is_some();
-    let secret = jwt_secret(cfg.jwt_secret.as_ref(), mode)?;
     let app = Application::build(cfg.clone(), database).await?;
     let base = format!("http://{}:{}", cfg.listen.ip(), app.port());
     println!();
@@ -367,7 +406,7 @@ async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
     println!("  GraphiQL:  {base}/graphiql");
     println!("  GraphQL:   {base}/graphql");
     if mode == Mode::Dev {
-        let tokens = TokenService::new(&secret);
+        let tokens = &app.data().tokens;
         let pool = &app.data().pool;
         for (email, label) in [
             (seed::DEMO_STAFF_EMAIL, "staff token"),
@@ -381,9 +420,73 @@ async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
                 }
             }
         }
+        println!(
+            "  demo accounts sign in with the `login` mutation, password `{}`",
+            seed::DEMO_PASSWORD
+        );
     }
     println!();
     app.run_until_stopped()
         .await
         .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+async fn create_admin(
+    db: &DbConfig,
+    email: &str,
+    name: &str,
+    password: Option<Secret>,
+    password_file: Option<std::path::PathBuf>,
+) -> Result<(), CliError> {
+    use till_domain::commands::{CommandContext, NewCustomer};
+    use till_domain::passwords::{self, Password};
+    use till_domain::types::{Email, Name};
+
+    let fail = |e: till_domain::DomainError| CliError::Failed(e.to_string());
+    let email = Email::parse(email).map_err(fail)?;
+    let name = Name::parse("name", name).map_err(fail)?;
+    let given = Secret::resolve(password.as_ref(), password_file.as_deref(), "password")
+        .map_err(CliError::Failed)?;
+    let generated = given.is_none();
+    let plain = match given {
+        Some(p) => p.expose().to_owned(),
+        None => {
+            use base64::Engine as _;
+            use rand::RngCore;
+            let mut raw = [0u8; 18];
+            rand::thread_rng().fill_bytes(&mut raw);
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        }
+    };
+    let password = Password::new_for(&plain, &email).map_err(fail)?;
+    let hash = passwords::hash(&password).await.map_err(fail)?;
+    let database = Database::resolve(db, Mode::Dev).await?;
+    till_domain::db::migrate(&database.url)
+        .await
+        .map_err(fail)?;
+    let pool = till_domain::db::pool(&database.url, &db.pool_settings());
+    let commands = till_domain::commands::Commands::new(pool);
+    let created = commands
+        .create_customer(
+            &CommandContext::system("admin-cli"),
+            NewCustomer {
+                email: email.clone(),
+                name,
+                role: Role::Admin,
+                password_hash: Some(hash),
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            till_domain::DomainError::Conflict(_) => CliError::Failed(format!(
+                "{} is already registered; an ADMIN can promote it with the grantRole mutation",
+                email.as_str()
+            )),
+            other => fail(other),
+        })?;
+    println!("created ADMIN {} ({})", email.as_str(), created.value);
+    if generated {
+        println!("password (shown once): {plain}");
+    }
+    Ok(())
 }

@@ -25,6 +25,35 @@ impl Secret {
     }
 }
 
+impl Secret {
+    /// The value given directly, else the contents of `file` (a mounted Kubernetes or
+    /// Docker secret; one trailing newline is dropped). `what` names the setting in
+    /// errors; the value itself never appears in them.
+    pub fn resolve(
+        value: Option<&Secret>,
+        file: Option<&std::path::Path>,
+        what: &str,
+    ) -> Result<Option<Secret>, String> {
+        match (value, file) {
+            (Some(_), Some(_)) => Err(format!("set {what} or {what}_FILE, not both")),
+            (Some(v), None) => Ok(Some(v.clone())),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{what}_FILE {}: {e}", path.display()))?;
+                let text = text
+                    .strip_suffix("\r\n")
+                    .or_else(|| text.strip_suffix('\n'))
+                    .unwrap_or(&text);
+                if text.is_empty() {
+                    return Err(format!("{what}_FILE {} is empty", path.display()));
+                }
+                Ok(Some(Secret::new(text)))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
@@ -54,6 +83,10 @@ pub struct DbConfig {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<Secret>,
 
+    /// File holding the PostgreSQL URL (instead of DATABASE_URL).
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+
     /// Data folder of the embedded PostgreSQL used when DATABASE_URL is unset.
     #[arg(long, env = "TILL_PG_DATA", default_value = ".till/pg")]
     pub pg_data: PathBuf,
@@ -76,6 +109,15 @@ pub struct DbConfig {
 }
 
 impl DbConfig {
+    /// DATABASE_URL, or the contents of DATABASE_URL_FILE.
+    pub fn url(&self) -> Result<Option<Secret>, String> {
+        Secret::resolve(
+            self.database_url.as_ref(),
+            self.database_url_file.as_deref(),
+            "DATABASE_URL",
+        )
+    }
+
     /// Pool settings from these values.
     pub fn pool_settings(&self) -> till_domain::db::PoolSettings {
         till_domain::db::PoolSettings {
@@ -106,6 +148,44 @@ pub struct ServeConfig {
     #[arg(long, env = "TILL_JWT_SECRET")]
     pub jwt_secret: Option<Secret>,
 
+    /// File holding the HS256 secret (instead of TILL_JWT_SECRET).
+    #[arg(long, env = "TILL_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "TILL_ACCESS_TOKEN_TTL_S", default_value_t = 900)]
+    pub access_token_ttl_s: u64,
+
+    /// Lifetime of refresh tokens, in hours.
+    #[arg(long, env = "TILL_REFRESH_TOKEN_TTL_H", default_value_t = 720)]
+    pub refresh_token_ttl_h: u64,
+
+    /// External OIDC issuer.
+    #[command(flatten)]
+    pub oidc: OidcConfig,
+
+    /// Cost-based rate limiting.
+    #[command(flatten)]
+    pub rate: RateConfig,
+
+    /// Only run operations from this trusted-documents manifest (JSON object
+    /// `{"<sha256 hex>": "<document>"}`). Unset: any document, plus Automatic
+    /// Persisted Queries.
+    #[arg(long, env = "TILL_TRUSTED_DOCUMENTS")]
+    pub trusted_documents: Option<PathBuf>,
+
+    /// Bytes of documents kept for Automatic Persisted Queries.
+    #[arg(long, env = "TILL_APQ_MAX_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub apq_max_bytes: u64,
+
+    /// Refuse GET requests without a preflight-forcing header (CSRF prevention).
+    #[arg(long, env = "TILL_CSRF_PREVENTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub csrf_prevention: bool,
+
+    /// Longest a query may run, in milliseconds (mutations are never cut short).
+    #[arg(long, env = "TILL_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+
     /// ISO 4217 code of the store currency.
     #[arg(long, env = "TILL_CURRENCY", default_value = "EUR")]
     pub currency: String,
@@ -135,7 +215,7 @@ pub struct ServeConfig {
     pub max_depth: usize,
 
     /// Maximum query complexity.
-    #[arg(long, env = "TILL_MAX_COMPLEXITY", default_value_t = 5000)]
+    #[arg(long, env = "TILL_MAX_COMPLEXITY", default_value_t = 1000)]
     pub max_complexity: usize,
 
     /// Most aliased fields in one document.
@@ -183,7 +263,108 @@ pub struct ServeConfig {
     pub http_workers: usize,
 }
 
+/// An external OAuth2/OIDC issuer whose access tokens are accepted.
+#[derive(Debug, Clone, Args)]
+pub struct OidcConfig {
+    /// Expected `iss` of external tokens. Unset: only Till's own tokens are accepted.
+    #[arg(long, env = "TILL_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+
+    /// Expected `aud` of external tokens (required with an issuer).
+    #[arg(long, env = "TILL_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+
+    /// URL of the issuer's JWKS (required with an issuer).
+    #[arg(long, env = "TILL_OIDC_JWKS_URL")]
+    pub oidc_jwks_url: Option<String>,
+
+    /// Claim holding the role: a string or array containing `admin` or `staff`
+    /// (any case); anything else is CUSTOMER.
+    #[arg(long, env = "TILL_OIDC_ROLE_CLAIM", default_value = "till_role")]
+    pub oidc_role_claim: String,
+
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "TILL_OIDC_LEEWAY_S", default_value_t = 30)]
+    pub oidc_leeway_s: u64,
+}
+
+impl OidcConfig {
+    /// The verifier settings, when an issuer is configured.
+    pub fn settings(&self) -> Result<Option<crate::auth::oidc::OidcSettings>, String> {
+        let Some(issuer) = &self.oidc_issuer else {
+            return Ok(None);
+        };
+        let need = |v: &Option<String>, name: &str| {
+            v.clone()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("{name} is required when TILL_OIDC_ISSUER is set"))
+        };
+        Ok(Some(crate::auth::oidc::OidcSettings {
+            issuer: issuer.clone(),
+            audience: need(&self.oidc_audience, "TILL_OIDC_AUDIENCE")?,
+            jwks_url: need(&self.oidc_jwks_url, "TILL_OIDC_JWKS_URL")?,
+            role_claim: self.oidc_role_claim.clone(),
+            leeway: Duration::from_secs(self.oidc_leeway_s),
+        }))
+    }
+}
+
+/// Cost-based rate limiting: a leaky bucket of points per principal.
+#[derive(Debug, Clone, Args)]
+pub struct RateConfig {
+    /// Turn rate limiting on or off.
+    #[arg(long, env = "TILL_RATE_LIMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rate_limit: bool,
+
+    /// Bucket size of a signed-in customer, in points.
+    #[arg(long, env = "TILL_RATE_CUSTOMER_MAX", default_value_t = 1000)]
+    pub rate_customer_max: u32,
+
+    /// Points a customer's bucket regains per second.
+    #[arg(long, env = "TILL_RATE_CUSTOMER_RESTORE", default_value_t = 50)]
+    pub rate_customer_restore: u32,
+
+    /// Bucket size of STAFF and ADMIN accounts.
+    #[arg(long, env = "TILL_RATE_STAFF_MAX", default_value_t = 5000)]
+    pub rate_staff_max: u32,
+
+    /// Points a staff bucket regains per second.
+    #[arg(long, env = "TILL_RATE_STAFF_RESTORE", default_value_t = 250)]
+    pub rate_staff_restore: u32,
+
+    /// Bucket size of an anonymous client (per IP address).
+    #[arg(long, env = "TILL_RATE_ANONYMOUS_MAX", default_value_t = 1000)]
+    pub rate_anonymous_max: u32,
+
+    /// Points an anonymous bucket regains per second.
+    #[arg(long, env = "TILL_RATE_ANONYMOUS_RESTORE", default_value_t = 50)]
+    pub rate_anonymous_restore: u32,
+
+    /// Most buckets kept in memory; idle ones are dropped once full again.
+    #[arg(long, env = "TILL_RATE_MAX_PRINCIPALS", default_value_t = 100_000)]
+    pub rate_max_principals: u64,
+
+    /// Proxies (IPs or CIDRs, comma-separated) whose `X-Forwarded-For` is believed when
+    /// finding an anonymous client's address, e.g. `10.0.0.0/8`.
+    #[arg(
+        long,
+        env = "TILL_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub trusted_proxies: Vec<String>,
+}
+
 impl ServeConfig {
+    /// The HS256 secret given directly or in a file.
+    pub fn jwt_secret(&self) -> Result<Option<Secret>, String> {
+        Secret::resolve(
+            self.jwt_secret.as_ref(),
+            self.jwt_secret_file.as_deref(),
+            "TILL_JWT_SECRET",
+        )
+    }
+
     /// The consistency wait bound.
     pub fn consistency_wait(&self) -> Duration {
         Duration::from_millis(self.consistency_wait_ms)

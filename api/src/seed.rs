@@ -13,6 +13,8 @@ use till_domain::DomainError;
 pub const DEMO_STAFF_EMAIL: &str = "staff@till.dev";
 /// The demo shopper account.
 pub const DEMO_SHOPPER_EMAIL: &str = "shopper@till.dev";
+/// Password of the demo accounts (dev mode only; never seeded in production).
+pub const DEMO_PASSWORD: &str = "till-demo-password";
 
 /// Seeds a small demo catalog and two accounts when the catalog is empty.
 pub async fn demo_if_empty(commands: &Commands) -> Result<(), DomainError> {
@@ -88,14 +90,20 @@ pub async fn demo_if_empty(commands: &Commands) -> Result<(), DomainError> {
         (DEMO_STAFF_EMAIL, "Demo Staff", Role::Staff),
         (DEMO_SHOPPER_EMAIL, "Demo Shopper", Role::Customer),
     ] {
+        let email = Email::parse(email)?;
+        let hash = till_domain::passwords::hash(&till_domain::passwords::Password::new_for(
+            DEMO_PASSWORD,
+            &email,
+        )?)
+        .await?;
         commands
             .create_customer(
                 &sys,
                 NewCustomer {
-                    email: Email::parse(email)?,
+                    email,
                     name: Name::parse("name", name)?,
                     role,
-                    password_hash: None,
+                    password_hash: Some(hash),
                 },
             )
             .await?;

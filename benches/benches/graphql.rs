@@ -19,6 +19,11 @@ fn bench(c: &mut Criterion) {
         currency: world.currency.clone(),
         consistency_wait: Duration::from_secs(2),
         max_page_size: 100,
+        tokens: till_api::auth::TokenService::new(&till_api::config::Secret::new(
+            "bench-secret-0123456789abcdef0123456789",
+        )),
+        access_token_ttl: Duration::from_secs(900),
+        refresh_token_ttl: Duration::from_secs(3600),
     });
     let schema = graphql::build(
         Some(api),
@@ -28,6 +33,8 @@ fn bench(c: &mut Criterion) {
             max_aliases: 30,
             max_root_fields: 10,
             introspection: false,
+            rate: None,
+            query_timeout: None,
         },
     );
     let product_id = format!("Product:{}", world.products[0]);
@@ -39,6 +46,7 @@ fn bench(c: &mut Criterion) {
         principal: Principal::Anonymous,
         request_id: uuid::Uuid::nil(),
         idempotency: None,
+        client_ip: None,
     };
     let run = |query: String| {
         let schema = schema.clone();

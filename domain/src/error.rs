@@ -44,6 +44,10 @@ pub enum DomainError {
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// Credentials (password, refresh token) were wrong, expired or revoked. The message
+    /// is safe to show and never says which part was wrong.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The database could not be reached or timed out; the request may be retried.
     #[error("database unavailable: {0}")]
     Unavailable(String),

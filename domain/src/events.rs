@@ -161,6 +161,15 @@ pub enum DomainEvent {
         /// Its role.
         role: String,
     },
+    /// An account's role was changed by an administrator.
+    RoleGranted {
+        /// The account.
+        customer_id: Uuid,
+        /// Its role before.
+        from: String,
+        /// Its role now.
+        role: String,
+    },
     /// An order was placed and its stock reserved.
     OrderPlaced {
         /// The order.
@@ -219,6 +228,7 @@ impl DomainEvent {
             Self::StockReleased { .. } => "StockReleased",
             Self::StockCommitted { .. } => "StockCommitted",
             Self::CustomerRegistered { .. } => "CustomerRegistered",
+            Self::RoleGranted { .. } => "RoleGranted",
             Self::OrderPlaced { .. } => "OrderPlaced",
             Self::OrderStatusChanged { .. } => "OrderStatusChanged",
         }
@@ -242,7 +252,8 @@ impl DomainEvent {
             | Self::StockReserved { product_id, .. }
             | Self::StockReleased { product_id, .. }
             | Self::StockCommitted { product_id, .. } => ("inventory", *product_id),
-            Self::CustomerRegistered { customer_id, .. } => ("customer", *customer_id),
+            Self::CustomerRegistered { customer_id, .. }
+            | Self::RoleGranted { customer_id, .. } => ("customer", *customer_id),
             Self::OrderPlaced { order_id, .. } | Self::OrderStatusChanged { order_id, .. } => {
                 ("order", *order_id)
             }

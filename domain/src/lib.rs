@@ -11,6 +11,7 @@ pub mod event_log;
 pub mod events;
 pub mod idempotency;
 pub mod lookups;
+pub mod passwords;
 pub mod schema;
 pub mod seed;
 pub mod types;

@@ -101,6 +101,30 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    refresh_tokens (id) {
+        id -> Uuid,
+        family_id -> Uuid,
+        customer_id -> Uuid,
+        token_hash -> Bytea,
+        issued_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        rotated_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    external_identities (issuer, subject) {
+        issuer -> Text,
+        subject -> Text,
+        customer_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(refresh_tokens -> customers (customer_id));
+diesel::joinable!(external_identities -> customers (customer_id));
 diesel::joinable!(products -> categories (category_id));
 diesel::joinable!(inventory -> products (product_id));
 diesel::joinable!(orders -> customers (customer_id));
@@ -118,4 +142,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     order_status_history,
     events,
     projection_checkpoints,
+    refresh_tokens,
+    external_identities,
 );

@@ -26,6 +26,12 @@ pub enum Code {
     IdempotencyKeyReused,
     /// A request with the same Idempotency-Key is still running.
     IdempotencyInProgress,
+    /// The caller's rate-limit bucket cannot pay for the request.
+    Throttled,
+    /// Only registered (trusted) documents may run, or the persisted query is unknown.
+    PersistedQueryNotFound,
+    /// A query ran longer than the request timeout.
+    Timeout,
     /// A bug.
     Internal,
 }
@@ -43,6 +49,9 @@ impl Code {
             Code::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Code::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Code::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
+            Code::Throttled => "THROTTLED",
+            Code::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            Code::Timeout => "TIMEOUT",
             Code::Internal => "INTERNAL",
         }
     }
@@ -83,6 +92,7 @@ pub fn domain(err: DomainError) -> async_graphql::Error {
             e.set("available", available);
         }),
         DomainError::Forbidden(m) => coded(Code::Forbidden, m),
+        DomainError::Unauthenticated(m) => coded(Code::Unauthenticated, m),
         // The HTTP layer turns this into a replay or IDEMPOTENCY_KEY_REUSED.
         DomainError::IdempotencyConflict => coded(
             Code::IdempotencyInProgress,
@@ -169,6 +179,7 @@ mod tests {
                 "OUT_OF_STOCK",
             ),
             (DomainError::Forbidden("f".into()), "FORBIDDEN"),
+            (DomainError::Unauthenticated("u".into()), "UNAUTHENTICATED"),
             (
                 DomainError::Unavailable("connection refused 10.0.0.1".into()),
                 "SERVICE_UNAVAILABLE",

@@ -1,12 +1,15 @@
 //! The GraphQL schema: thin resolvers that parse input into domain types, call a
 //! command or a read query, and map the result.
 
+mod accounts;
+pub mod cost;
 pub mod error;
 pub mod ids;
 pub mod limits;
 pub mod loaders;
 mod mutation;
 mod query;
+pub mod timeout;
 pub mod types;
 
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use uuid::Uuid;
 pub use mutation::Mutation;
 pub use query::Query;
 
-use crate::auth::Principal;
+use crate::auth::{Principal, TokenService};
 
 /// The schema type.
 pub type TillSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -39,6 +42,12 @@ pub struct ApiState {
     pub consistency_wait: Duration,
     /// Largest page.
     pub max_page_size: i64,
+    /// Mints access tokens on sign-in.
+    pub tokens: TokenService,
+    /// Lifetime of access tokens.
+    pub access_token_ttl: Duration,
+    /// Lifetime of refresh tokens.
+    pub refresh_token_ttl: Duration,
 }
 
 /// Per-request facts resolvers need.
@@ -50,6 +59,8 @@ pub struct RequestInfo {
     pub request_id: Uuid,
     /// The request's idempotency key, when it carries one.
     pub idempotency: Option<IdempotencyClaim>,
+    /// The client's address (rate-limit key of anonymous callers).
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 /// Present when a stored idempotent result is being rendered again: mutations return
@@ -58,7 +69,7 @@ pub struct RequestInfo {
 pub struct Replay(pub serde_json::Value);
 
 /// Limits applied to every operation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Limits {
     /// Deepest selection nesting.
     pub max_depth: usize,
@@ -70,11 +81,15 @@ pub struct Limits {
     pub max_root_fields: usize,
     /// Whether introspection is served.
     pub introspection: bool,
+    /// Cost-based rate limiting, when on.
+    pub rate: Option<Arc<cost::CostLimiter>>,
+    /// Longest a query may run.
+    pub query_timeout: Option<Duration>,
 }
 
 /// Builds the schema around shared state.
 pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
-    let mut builder = Schema::build(Query, Mutation, EmptySubscription)
+    let mut builder = Schema::build(Query, Mutation::default(), EmptySubscription)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .extension(limits::DocumentLimits {
@@ -83,6 +98,12 @@ pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
         });
     if !limits.introspection {
         builder = builder.disable_introspection();
+    }
+    if let Some(limiter) = limits.rate {
+        builder = builder.extension(cost::CostExtension(limiter));
+    }
+    if let Some(limit) = limits.query_timeout {
+        builder = builder.extension(timeout::QueryTimeout(limit));
     }
     if let Some(state) = state {
         builder = builder.data(state);
@@ -101,6 +122,8 @@ pub fn sdl() -> String {
             max_aliases: usize::MAX,
             max_root_fields: usize::MAX,
             introspection: true,
+            rate: None,
+            query_timeout: None,
         },
     );
     schema.sdl_with_options(
@@ -153,6 +176,22 @@ impl async_graphql::Guard for StaffGuard {
             Principal::Anonymous => Err(error::unauthenticated()),
             p if p.is_staff() => Ok(()),
             _ => Err(error::forbidden()),
+        }
+    }
+}
+
+/// Guard for account administration.
+pub struct AdminGuard;
+
+impl async_graphql::Guard for AdminGuard {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        match principal(ctx)? {
+            Principal::Anonymous => Err(error::unauthenticated()),
+            p if p.is_admin() => Ok(()),
+            _ => Err(error::coded(
+                error::Code::Forbidden,
+                "this needs the ADMIN role",
+            )),
         }
     }
 }

@@ -189,7 +189,7 @@ async fn caught_up<'a>(
 
 /// Runs a command, or, when a stored idempotent result is being rendered again,
 /// returns the outcome it recorded without running anything.
-async fn perform<T, F>(ctx: &Context<'_>, command: F) -> Result<Outcome<T>>
+pub(super) async fn perform<T, F>(ctx: &Context<'_>, command: F) -> Result<Outcome<T>>
 where
     T: DeserializeOwned,
     F: std::future::Future<Output = std::result::Result<Outcome<T>, till_domain::DomainError>>,
@@ -222,14 +222,19 @@ fn non_negative_stock(initial: Option<i32>) -> Result<Option<StockDelta>> {
     }
 }
 
+/// All mutations: commerce and accounts, one `Mutation` type in the schema.
+#[derive(async_graphql::MergedObject, Default)]
+pub struct Mutation(CommerceMutation, super::accounts::AccountMutation);
+
 /// Changes to the catalog, inventory and orders.
-pub struct Mutation;
+#[derive(Default)]
+pub struct CommerceMutation;
 
 /// Changes to the catalog, inventory and orders. Each returns a `consistencyToken`.
 #[Object]
-impl Mutation {
+impl CommerceMutation {
     /// Creates a category (back office).
-    #[graphql(guard = "StaffGuard")]
+    #[graphql(guard = "StaffGuard", complexity = 10)]
     async fn create_category(
         &self,
         ctx: &Context<'_>,
@@ -253,7 +258,7 @@ impl Mutation {
     }
 
     /// Creates a product and its inventory (back office).
-    #[graphql(guard = "StaffGuard")]
+    #[graphql(guard = "StaffGuard", complexity = 10)]
     async fn create_product(
         &self,
         ctx: &Context<'_>,
@@ -284,7 +289,7 @@ impl Mutation {
 
     /// Changes a product's fields; pass `expectedVersion` for optimistic concurrency
     /// (CONFLICT when someone changed it first). Back office.
-    #[graphql(guard = "StaffGuard")]
+    #[graphql(guard = "StaffGuard", complexity = 10)]
     async fn update_product(
         &self,
         ctx: &Context<'_>,
@@ -331,7 +336,7 @@ impl Mutation {
     }
 
     /// Withdraws a product from sale (back office).
-    #[graphql(guard = "StaffGuard")]
+    #[graphql(guard = "StaffGuard", complexity = 10)]
     async fn archive_product(
         &self,
         ctx: &Context<'_>,
@@ -355,7 +360,7 @@ impl Mutation {
     }
 
     /// Adds arrived units to a product's stock (back office).
-    #[graphql(guard = "StaffGuard")]
+    #[graphql(guard = "StaffGuard", complexity = 10)]
     async fn restock_product(
         &self,
         ctx: &Context<'_>,
@@ -374,7 +379,7 @@ impl Mutation {
 
     /// Corrects on-hand stock by a signed delta with a reason (back office). Refused
     /// when it would leave fewer units on hand than are reserved.
-    #[graphql(guard = "StaffGuard")]
+    #[graphql(guard = "StaffGuard", complexity = 10)]
     async fn adjust_inventory(
         &self,
         ctx: &Context<'_>,
@@ -400,6 +405,7 @@ impl Mutation {
 
     /// Places an order, reserving stock for every line at once: all lines or none
     /// (OUT_OF_STOCK names the product that is short).
+    #[graphql(complexity = 10)]
     async fn place_order(&self, ctx: &Context<'_>, input: PlaceOrderInput) -> Result<OrderPayload> {
         let cmd = command_context(ctx)?;
         let me = super::principal(ctx)?
@@ -436,6 +442,7 @@ impl Mutation {
     }
 
     /// Cancels an unpaid order and releases its stock (its owner or staff).
+    #[graphql(complexity = 10)]
     async fn cancel_order(
         &self,
         ctx: &Context<'_>,
@@ -451,7 +458,7 @@ impl Mutation {
     }
 
     /// Marks a paid order as shipped (back office).
-    #[graphql(guard = "StaffGuard")]
+    #[graphql(guard = "StaffGuard", complexity = 10)]
     async fn ship_order(
         &self,
         ctx: &Context<'_>,

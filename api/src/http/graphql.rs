@@ -2,6 +2,7 @@
 //! queries only, `application/graphql-response+json` responses with meaningful status
 //! codes, batches up to a limit, and read-your-writes through `X-Consistency-Token`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
@@ -10,15 +11,18 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use async_graphql::dataloader::DataLoader;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, Request, Variables};
+use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use till_domain::event_log::LogPoint;
 
 use crate::app::AppData;
-use crate::auth::Principal;
+use crate::auth::{AuthError, Principal};
 use crate::graphql::error::Code;
 use crate::graphql::loaders::ProductLoader;
 use crate::graphql::RequestInfo;
+
+use super::documents::{Documents, Refused};
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json; charset=utf-8";
 const JSON: &str = "application/json; charset=utf-8";
@@ -96,29 +100,74 @@ pub(super) struct Params {
     extensions: Option<Value>,
 }
 
-/// Turns raw parameters into an async-graphql request, or says what is wrong.
-pub(super) fn to_request(p: Params) -> Result<Request, String> {
-    let query = match p.query {
-        Some(Value::String(q)) => q,
-        Some(_) => return Err("`query` must be a string".into()),
-        None => return Err("`query` is required".into()),
+/// Turns raw parameters into an async-graphql request (resolving persisted
+/// documents), or says what is wrong.
+pub(super) fn to_request(p: Params, docs: &Documents) -> Result<Request, Refused> {
+    let bad = |m: &str| Refused {
+        code: Code::BadUserInput,
+        message: m.to_owned(),
     };
+    let query = match p.query {
+        Some(Value::String(q)) => Some(q),
+        None | Some(Value::Null) => None,
+        Some(_) => return Err(bad("`query` must be a string")),
+    };
+    let extensions = match p.extensions {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v),
+        Some(_) => return Err(bad("`extensions` must be an object")),
+    };
+    let query = docs.resolve(query, extensions.as_ref())?;
     let mut request = Request::new(query);
     match p.operation_name {
         None | Some(Value::Null) => {}
         Some(Value::String(name)) => request = request.operation_name(name),
-        Some(_) => return Err("`operationName` must be a string".into()),
+        Some(_) => return Err(bad("`operationName` must be a string")),
     }
     match p.variables {
         None | Some(Value::Null) => {}
         Some(v @ Value::Object(_)) => request = request.variables(Variables::from_json(v)),
-        Some(_) => return Err("`variables` must be an object".into()),
-    }
-    match p.extensions {
-        None | Some(Value::Null) | Some(Value::Object(_)) => {}
-        Some(_) => return Err("`extensions` must be an object".into()),
+        Some(_) => return Err(bad("`variables` must be an object")),
     }
     Ok(request)
+}
+
+/// A JSON request object into an async-graphql request.
+pub(super) fn from_json(body: Value, docs: &Documents) -> Result<Request, Refused> {
+    let params = serde_json::from_value::<Params>(body).map_err(|e| Refused {
+        code: Code::BadUserInput,
+        message: e.to_string(),
+    })?;
+    to_request(params, docs)
+}
+
+/// The answer to a request whose document could not be resolved.
+pub(super) fn refusal(media: Media, r: &Refused) -> HttpResponse {
+    request_error(StatusCode::BAD_REQUEST, media, r.code, &r.message)
+}
+
+/// The client's address: the peer, or when the peer is a trusted proxy, the
+/// right-most `X-Forwarded-For` hop that is not itself a trusted proxy.
+pub(super) fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    for value in req.headers().get_all("x-forwarded-for") {
+        let Ok(text) = value.to_str() else {
+            return Some(client);
+        };
+        for hop in text.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) if is_trusted(&ip) => client = ip,
+                Ok(ip) => return Some(ip),
+                Err(_) => return Some(client),
+            }
+        }
+    }
+    Some(client)
 }
 
 /// Common preamble: media type, principal, consistency wait.
@@ -132,15 +181,28 @@ async fn prepare(req: &HttpRequest, data: &AppData) -> Result<(Media, RequestInf
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principal = data.tokens.principal(auth).map_err(|e| {
+    let principal = data.auth.principal(auth).await.map_err(|e| {
+        if matches!(e, AuthError::Unavailable) {
+            let mut r = request_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                media,
+                Code::ServiceUnavailable,
+                &e.to_string(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
         let mut r = request_error(
             StatusCode::UNAUTHORIZED,
             media,
             Code::Unauthenticated,
             &e.to_string(),
         );
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
         r
     })?;
     if let Some(raw) = req.headers().get("x-consistency-token") {
@@ -191,6 +253,7 @@ async fn prepare(req: &HttpRequest, data: &AppData) -> Result<(Media, RequestInf
                 .map(|r| **r)
                 .unwrap_or_else(uuid::Uuid::now_v7),
             idempotency: None,
+            client_ip: client_ip(req, &data.trusted_proxies),
         },
     ))
 }
@@ -410,22 +473,16 @@ pub async fn post(
             }
             let mut requests = Vec::with_capacity(items.len());
             for item in items {
-                let parsed = serde_json::from_value::<Params>(item)
-                    .map_err(|e| e.to_string())
-                    .and_then(to_request);
-                match parsed {
+                match from_json(item, &data.documents) {
                     Ok(r) => requests.push(r),
-                    Err(m) => return bad(&m),
+                    Err(r) => return refusal(media, &r),
                 }
             }
             BatchRequest::Batch(requests)
         }
-        v @ Value::Object(_) => match serde_json::from_value::<Params>(v)
-            .map_err(|e| e.to_string())
-            .and_then(to_request)
-        {
+        v @ Value::Object(_) => match from_json(v, &data.documents) {
             Ok(r) => BatchRequest::Single(r),
-            Err(m) => return bad(&m),
+            Err(r) => return refusal(media, &r),
         },
         _ => return bad("the body must be a JSON object (or an array for a batch)"),
     };
@@ -447,6 +504,16 @@ pub async fn get(req: HttpRequest, data: web::Data<Arc<AppData>>) -> HttpRespons
         Ok(v) => v,
         Err(r) => return r,
     };
+    if data.csrf_prevention && !forces_preflight(&req) {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            media,
+            Code::BadUserInput,
+            "GET requests must carry a non-empty `GraphQL-Require-Preflight` (or \
+             `Apollo-Require-Preflight` / `X-Apollo-Operation-Name`) header; this protects \
+             against cross-site request forgery",
+        );
+    }
     let bad = |m: &str| request_error(StatusCode::BAD_REQUEST, media, Code::BadUserInput, m);
     let params = match web::Query::<GetParams>::from_query(req.query_string()) {
         Ok(p) => p.into_inner(),
@@ -468,37 +535,50 @@ pub async fn get(req: HttpRequest, data: web::Data<Arc<AppData>>) -> HttpRespons
         Ok(v) => v,
         Err(m) => return bad(&m),
     };
-    let request = match to_request(Params {
-        query: params.query.clone().map(Value::String),
-        operation_name: params.operation_name.clone().map(Value::String),
-        variables,
-        extensions,
-    }) {
+    let request = match to_request(
+        Params {
+            query: params.query.map(Value::String),
+            operation_name: params.operation_name.clone().map(Value::String),
+            variables,
+            extensions,
+        },
+        &data.documents,
+    ) {
         Ok(r) => r,
-        Err(m) => return bad(&m),
+        Err(r) => return refusal(media, &r),
     };
-    if let Some(query) = &params.query {
-        if let Ok(doc) = async_graphql::parser::parse_query(query) {
-            let op_type = match params.operation_name.as_deref() {
-                Some(name) => doc
-                    .operations
-                    .iter()
-                    .find(|(n, _)| n.map(|n| n.as_str()) == Some(name))
-                    .map(|(_, op)| op.node.ty),
-                None => doc.operations.iter().next().map(|(_, op)| op.node.ty),
-            };
-            if matches!(
-                op_type,
-                Some(OperationType::Mutation | OperationType::Subscription)
-            ) {
-                return HttpResponse::MethodNotAllowed()
-                    .insert_header((header::ALLOW, "POST"))
-                    .insert_header((header::CONTENT_TYPE, media.content_type()))
-                    .json(json!({ "errors": [{ "message": "mutations are only accepted over POST", "extensions": { "code": "BAD_USER_INPUT" } }] }));
-            }
+    if let Ok(doc) = async_graphql::parser::parse_query(&request.query) {
+        let op_type = match params.operation_name.as_deref() {
+            Some(name) => doc
+                .operations
+                .iter()
+                .find(|(n, _)| n.map(|n| n.as_str()) == Some(name))
+                .map(|(_, op)| op.node.ty),
+            None => doc.operations.iter().next().map(|(_, op)| op.node.ty),
+        };
+        if matches!(
+            op_type,
+            Some(OperationType::Mutation | OperationType::Subscription)
+        ) {
+            return HttpResponse::MethodNotAllowed()
+                .insert_header((header::ALLOW, "POST"))
+                .insert_header((header::CONTENT_TYPE, media.content_type()))
+                .json(json!({ "errors": [{ "message": "mutations are only accepted over POST", "extensions": { "code": "BAD_USER_INPUT" } }] }));
         }
     }
     execute(&data, media, info, BatchRequest::Single(request)).await
+}
+
+/// True when the request carries a header a browser cannot send cross-site without a
+/// CORS preflight (Apollo's CSRF prevention rule for requests with no content type).
+fn forces_preflight(req: &HttpRequest) -> bool {
+    [
+        "graphql-require-preflight",
+        "apollo-require-preflight",
+        "x-apollo-operation-name",
+    ]
+    .iter()
+    .any(|h| req.headers().get(*h).is_some_and(|v| !v.is_empty()))
 }
 
 /// Any other method on `/graphql`.

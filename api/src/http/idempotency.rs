@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use till_domain::idempotency::{self, ClaimConflict, IdempotencyClaim, StoredKey};
 
-use super::graphql::{execute_one, render, request_error, to_request, Media, Params};
+use super::graphql::{execute_one, from_json, refusal, render, request_error, Media};
 use crate::app::AppData;
 use crate::auth::Principal;
 use crate::graphql::error::Code;
@@ -91,11 +91,7 @@ pub(super) async fn run(
 ) -> HttpResponse {
     let principal = principal_key(&info.principal);
     let fp = fingerprint(&body);
-    let build = |body: &Value| {
-        serde_json::from_value::<Params>(body.clone())
-            .map_err(|e| e.to_string())
-            .and_then(to_request)
-    };
+    let build = |body: &Value| from_json(body.clone(), &data.documents);
     // A stored key answers at once.
     match idempotency::lookup(&data.pool, &principal, key).await {
         Ok(Some(stored)) => {
@@ -109,7 +105,7 @@ pub(super) async fn run(
     }
     let request = match build(&body) {
         Ok(r) => r,
-        Err(m) => return request_error(StatusCode::BAD_REQUEST, media, Code::BadUserInput, &m),
+        Err(r) => return refusal(media, &r),
     };
     let claim = IdempotencyClaim::new(
         principal.clone(),
@@ -197,12 +193,9 @@ async fn replay(
     };
     // The first request committed but never stored its response (it died, or is
     // stuck): render it again from the recorded outcome, without the command.
-    let request = match serde_json::from_value::<Params>(body.clone())
-        .map_err(|e| e.to_string())
-        .and_then(to_request)
-    {
+    let request = match from_json(body.clone(), &data.documents) {
         Ok(r) => r.data(Replay(outcome)),
-        Err(m) => return request_error(StatusCode::BAD_REQUEST, media, Code::BadUserInput, &m),
+        Err(r) => return refusal(media, &r),
     };
     let response = execute_one(data, request, info).await;
     let value = match serde_json::to_value(&response) {

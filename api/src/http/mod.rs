@@ -1,5 +1,6 @@
 //! HTTP concerns: the GraphQL-over-HTTP endpoint, GraphiQL, SDL, health probes.
 
+pub mod documents;
 pub mod graphiql;
 pub mod graphql;
 pub mod health;
@@ -25,6 +26,9 @@ pub fn cors(origins: &[String]) -> actix_cors::Cors {
             header::ACCEPT,
             header::HeaderName::from_static("idempotency-key"),
             header::HeaderName::from_static("x-consistency-token"),
+            header::HeaderName::from_static("graphql-require-preflight"),
+            header::HeaderName::from_static("apollo-require-preflight"),
+            header::HeaderName::from_static("x-apollo-operation-name"),
         ])
         .expose_headers([
             header::HeaderName::from_static("idempotent-replayed"),

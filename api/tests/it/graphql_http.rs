@@ -9,10 +9,27 @@ async fn the_protocol_rules_hold() {
     let app = spawn_app().await;
     let url = format!("{}/graphql", app.base);
 
+    // GET without a preflight-forcing header is refused (CSRF prevention).
+    let r = ok(app
+        .http
+        .get(&url)
+        .query(&[("query", "{ categories { slug } }")])
+        .send()
+        .await);
+    assert_eq!(r.status().as_u16(), 400);
+    let body: serde_json::Value = ok(r.json().await);
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("GraphQL-Require-Preflight")),
+        "{body}"
+    );
+
     // GET query works; GET mutation is refused with 405 and Allow: POST.
     let r = ok(app
         .http
         .get(&url)
+        .header("graphql-require-preflight", "1")
         .query(&[("query", "{ categories { slug } }")])
         .send()
         .await);
@@ -27,6 +44,7 @@ async fn the_protocol_rules_hold() {
     let r = ok(app
         .http
         .get(&url)
+        .header("apollo-require-preflight", "true")
         .query(&[(
             "query",
             "mutation { cancelOrder(id: \"x\") { consistencyToken } }",

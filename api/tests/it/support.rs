@@ -48,6 +48,10 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
     cfg.db.db_acquire_timeout_ms = 30_000;
     cfg.http_workers = 2;
     cfg.consistency_wait_ms = 5000;
+    // Tests fire many requests from one address; the throttling test sets its own.
+    cfg.rate.rate_anonymous_max = 1_000_000;
+    cfg.rate.rate_customer_max = 1_000_000;
+    cfg.rate.rate_staff_max = 1_000_000;
     tweak(&mut cfg);
     let app = ok(Application::build(
         cfg,

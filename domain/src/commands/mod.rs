@@ -3,6 +3,7 @@
 //! transaction. Transient conflicts (deadlock, serialization failure) are retried a few
 //! times with jittered backoff.
 
+mod accounts;
 mod catalog;
 mod customers;
 mod inventory;
@@ -16,6 +17,7 @@ use rand::Rng;
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use accounts::{RefreshToken, Registration, Session};
 pub use catalog::{NewCategory, NewProduct, ProductPatch};
 pub use customers::NewCustomer;
 pub use inventory::StockOutcome;
@@ -97,6 +99,17 @@ impl CommandContext {
             Err(DomainError::Forbidden(
                 "this needs a STAFF or ADMIN role".into(),
             ))
+        }
+    }
+
+    /// Account administration: ADMIN or the system.
+    fn require_admin(&self) -> Result<(), DomainError> {
+        match &self.actor {
+            Actor::User {
+                role: Role::Admin, ..
+            }
+            | Actor::System(_) => Ok(()),
+            Actor::User { .. } => Err(DomainError::Forbidden("this needs the ADMIN role".into())),
         }
     }
 

@@ -49,6 +49,18 @@ pub(super) async fn apply_batch(
                 .await?;
                 changes.push(Change::Customer(*customer_id));
             }
+            DomainEvent::RoleGranted {
+                customer_id, role, ..
+            } => {
+                diesel::sql_query(
+                    "UPDATE rm_customer_summary SET role = $2 WHERE customer_id = $1",
+                )
+                .bind::<SqlUuid, _>(customer_id)
+                .bind::<Text, _>(role)
+                .execute(&mut *conn)
+                .await?;
+                changes.push(Change::Customer(*customer_id));
+            }
             DomainEvent::OrderPlaced {
                 order_id,
                 customer_id,

@@ -30,6 +30,16 @@ impl From<till_domain::types::Role> for Role {
     }
 }
 
+impl From<Role> for till_domain::types::Role {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Customer => Self::Customer,
+            Role::Staff => Self::Staff,
+            Role::Admin => Self::Admin,
+        }
+    }
+}
+
 /// A customer account with its order summary.
 pub struct Customer(pub CustomerSummary);
 

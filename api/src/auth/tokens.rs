@@ -1,59 +1,26 @@
-//! Identity for now: HS256 JWT bearer tokens with `sub` (account id) and `role`.
+//! Till's own access tokens: short-lived HS256 JWTs with `sub` (account id), `role`,
+//! `iss` and `aud`. Only HS256 is ever accepted here, so a token signed with any other
+//! algorithm (or `none`) is refused, and RS/ES tokens go to the OIDC verifier instead.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 use till_domain::types::{CustomerId, Role};
 use uuid::Uuid;
 
+use super::{AuthError, Principal};
 use crate::config::Secret;
 
-/// Who is calling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Principal {
-    /// No token.
-    Anonymous,
-    /// A valid token.
-    User {
-        /// The account.
-        id: CustomerId,
-        /// Its role.
-        role: Role,
-    },
-}
-
-impl Principal {
-    /// True for STAFF and ADMIN.
-    pub fn is_staff(&self) -> bool {
-        matches!(self, Principal::User { role, .. } if role.is_staff())
-    }
-
-    /// The account id, if signed in.
-    pub fn user_id(&self) -> Option<CustomerId> {
-        match self {
-            Principal::User { id, .. } => Some(*id),
-            Principal::Anonymous => None,
-        }
-    }
-}
-
-/// Why a token was refused.
-#[derive(Debug, Error)]
-pub enum AuthError {
-    /// Not `Bearer <token>`.
-    #[error("the Authorization header must be `Bearer <token>`")]
-    Malformed,
-    /// Signature, expiry or claims are wrong.
-    #[error("the access token is invalid or expired")]
-    Invalid,
-}
+/// `iss` and `aud` of Till's own tokens.
+pub const ISSUER: &str = "till";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     role: Role,
+    iss: String,
+    aud: String,
     iat: u64,
     exp: u64,
 }
@@ -71,7 +38,9 @@ impl TokenService {
     pub fn new(secret: &Secret) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[ISSUER]);
         Self {
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
@@ -88,6 +57,8 @@ impl TokenService {
         let claims = Claims {
             sub: id.to_string(),
             role,
+            iss: ISSUER.into(),
+            aud: ISSUER.into(),
             iat: now,
             exp: now + ttl.as_secs(),
         };
@@ -95,17 +66,8 @@ impl TokenService {
             .map_err(|_| AuthError::Invalid)
     }
 
-    /// Reads the principal from an `Authorization` header value.
-    pub fn principal(&self, header: Option<&str>) -> Result<Principal, AuthError> {
-        let Some(value) = header else {
-            return Ok(Principal::Anonymous);
-        };
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Malformed)?;
+    /// Verifies one of Till's own tokens.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let data = decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| AuthError::Invalid)?;
         let id = Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::Invalid)?;
@@ -127,7 +89,7 @@ mod tests {
         let token = svc
             .mint(id, Role::Staff, Duration::from_secs(60))
             .unwrap_or_default();
-        let p = svc.principal(Some(&format!("Bearer {token}"))).ok();
+        let p = svc.verify(&token).ok();
         assert_eq!(
             p,
             Some(Principal::User {
@@ -137,9 +99,7 @@ mod tests {
         );
 
         let other = TokenService::new(&Secret::new("another-secret-0123456789abcdef"));
-        assert!(other.principal(Some(&format!("Bearer {token}"))).is_err());
-        assert!(svc.principal(Some("Basic abc")).is_err());
-        assert_eq!(svc.principal(None).ok(), Some(Principal::Anonymous));
+        assert!(other.verify(&token).is_err());
     }
 
     #[test]
@@ -148,11 +108,13 @@ mod tests {
         let claims = Claims {
             sub: Uuid::nil().to_string(),
             role: Role::Customer,
+            iss: ISSUER.into(),
+            aud: ISSUER.into(),
             iat: 1,
             exp: 2,
         };
         let token =
             encode(&Header::new(Algorithm::HS256), &claims, &svc.encoding).unwrap_or_default();
-        assert!(svc.principal(Some(&format!("Bearer {token}"))).is_err());
+        assert!(svc.verify(&token).is_err());
     }
 }

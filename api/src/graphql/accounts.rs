@@ -1,0 +1,257 @@
+//! Account mutations: register, login, refreshToken, logout and grantRole.
+//!
+//! Sign-in answers carry a short-lived access token (Till's own HS256 JWT) and a
+//! rotating refresh token. These mutations cost more rate-limit points than others
+//! (see `complexity`), which slows password guessing from one client.
+
+use async_graphql::{Context, InputObject, Object, Result, ID};
+use chrono::{DateTime, Utc};
+use till_domain::commands::{Outcome, Registration, Session};
+use till_domain::event_log::LogPoint;
+use till_domain::passwords::Password;
+use till_domain::types::{CustomerId, Email, Name};
+
+use super::error::{self, Code};
+use super::ids::{self, Kind};
+use super::types::customer::{Customer, Role};
+use super::{command_context, state, AdminGuard, RequestInfo};
+
+/// Input of `register`.
+#[derive(Debug, InputObject)]
+pub struct RegisterInput {
+    /// Email address (unique, case-insensitive).
+    pub email: String,
+    /// 10 to 128 characters, at least 5 different ones, not a well-known password.
+    #[graphql(secret)]
+    pub password: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// A signed-in session.
+pub struct AuthPayload {
+    access_token: String,
+    expires_in: i64,
+    session: Session,
+    at: Option<LogPoint>,
+}
+
+/// A signed-in session: send `accessToken` as `Authorization: Bearer <token>`; before
+/// it expires, exchange `refreshToken` with the `refreshToken` mutation.
+#[Object]
+impl AuthPayload {
+    /// Bearer token for the `Authorization` header.
+    async fn access_token(&self) -> &str {
+        &self.access_token
+    }
+    /// Always `Bearer`.
+    async fn token_type(&self) -> &str {
+        "Bearer"
+    }
+    /// Seconds until the access token expires.
+    async fn expires_in(&self) -> i64 {
+        self.expires_in
+    }
+    /// One-time token for the `refreshToken` mutation; each use returns a new one and
+    /// using an old one again ends the session everywhere.
+    async fn refresh_token(&self) -> &str {
+        &self.session.refresh.token
+    }
+    /// When the refresh token stops working.
+    async fn refresh_token_expires_at(&self) -> DateTime<Utc> {
+        self.session.refresh.expires_at
+    }
+    /// The signed-in account (global id).
+    async fn customer_id(&self) -> ID {
+        ids::id(Kind::Customer, self.session.customer_id.0)
+    }
+    /// Its role.
+    async fn role(&self) -> Role {
+        self.session.role.into()
+    }
+    /// For `register`: send as `X-Consistency-Token` to read the new account.
+    async fn consistency_token(&self) -> Option<String> {
+        self.at.map(|a| a.to_token())
+    }
+    /// The account (after `register`, once the read model has it).
+    async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
+        let st = state(ctx)?;
+        if let Some(at) = self.at {
+            st.reads
+                .progress()
+                .wait_for(at, st.consistency_wait)
+                .await
+                .map_err(error::read)?;
+        }
+        Ok(st
+            .reads
+            .customer_summary(self.session.customer_id.0)
+            .await
+            .map_err(error::read)?
+            .map(Customer))
+    }
+}
+
+/// Result of `logout`.
+pub struct LogoutPayload {
+    revoked: bool,
+}
+
+/// Result of `logout`.
+#[Object]
+impl LogoutPayload {
+    /// True when a live session was ended (false for an unknown or already ended one).
+    async fn revoked(&self) -> bool {
+        self.revoked
+    }
+}
+
+/// Result of `grantRole`.
+pub struct CustomerPayload {
+    at: LogPoint,
+    id: CustomerId,
+}
+
+/// Result of an account change.
+#[Object]
+impl CustomerPayload {
+    /// Send as `X-Consistency-Token` to read your own write.
+    async fn consistency_token(&self) -> String {
+        self.at.to_token()
+    }
+    /// Global id of the account.
+    async fn customer_id(&self) -> ID {
+        ids::id(Kind::Customer, self.id.0)
+    }
+    /// The account after the change.
+    async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
+        let st = state(ctx)?;
+        st.reads
+            .progress()
+            .wait_for(self.at, st.consistency_wait)
+            .await
+            .map_err(error::read)?;
+        Ok(st
+            .reads
+            .customer_summary(self.id.0)
+            .await
+            .map_err(error::read)?
+            .map(Customer))
+    }
+}
+
+fn signed_in(ctx: &Context<'_>, session: Session, at: Option<LogPoint>) -> Result<AuthPayload> {
+    let st = state(ctx)?;
+    let access_token = st
+        .tokens
+        .mint(session.customer_id, session.role, st.access_token_ttl)
+        .map_err(|_| error::coded(Code::Internal, "internal error"))?;
+    Ok(AuthPayload {
+        access_token,
+        expires_in: i64::try_from(st.access_token_ttl.as_secs()).unwrap_or(i64::MAX),
+        session,
+        at,
+    })
+}
+
+/// Account mutations.
+#[derive(Default)]
+pub struct AccountMutation;
+
+/// Account mutations.
+#[Object]
+impl AccountMutation {
+    /// Creates a customer account and signs it in. CONFLICT when the email is taken;
+    /// BAD_USER_INPUT names the rule a password breaks.
+    #[graphql(complexity = 50)]
+    async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> Result<AuthPayload> {
+        let email = Email::parse(&input.email).map_err(error::domain)?;
+        let registration = Registration {
+            password: Password::new_for(&input.password, &email).map_err(error::domain)?,
+            name: Name::parse("name", &input.name).map_err(error::domain)?,
+            email,
+        };
+        let st = state(ctx)?;
+        let mut cmd = till_domain::commands::CommandContext::system("register");
+        if let Some(info) = ctx.data_opt::<RequestInfo>() {
+            cmd.correlation_id = info.request_id;
+        }
+        let Outcome { value, at } = st
+            .commands
+            .register(&cmd, registration, st.refresh_token_ttl)
+            .await
+            .map_err(error::domain)?;
+        signed_in(ctx, value, Some(at))
+    }
+
+    /// Signs in with email and password (UNAUTHENTICATED, without saying which was
+    /// wrong, otherwise).
+    #[graphql(complexity = 50)]
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Account email.")] email: String,
+        #[graphql(desc = "Account password.", secret)] password: String,
+    ) -> Result<AuthPayload> {
+        let st = state(ctx)?;
+        let session = st
+            .commands
+            .login(&email, &password, st.refresh_token_ttl)
+            .await
+            .map_err(error::domain)?;
+        signed_in(ctx, session, None)
+    }
+
+    /// Exchanges a refresh token for a new access token and a new refresh token. The
+    /// old refresh token stops working; presenting it again ends the whole session.
+    #[graphql(complexity = 20)]
+    async fn refresh_token(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The latest refresh token of the session.", secret)] refresh_token: String,
+    ) -> Result<AuthPayload> {
+        let st = state(ctx)?;
+        let session = st
+            .commands
+            .refresh(&refresh_token, st.refresh_token_ttl)
+            .await
+            .map_err(error::domain)?;
+        signed_in(ctx, session, None)
+    }
+
+    /// Ends the session of a refresh token (every refresh token of that sign-in).
+    /// Access tokens already issued work until they expire (15 minutes by default).
+    #[graphql(complexity = 10)]
+    async fn logout(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "A refresh token of the session.", secret)] refresh_token: String,
+    ) -> Result<LogoutPayload> {
+        let revoked = state(ctx)?
+            .commands
+            .logout(&refresh_token)
+            .await
+            .map_err(error::domain)?;
+        Ok(LogoutPayload { revoked })
+    }
+
+    /// Sets an account's role (ADMIN only). Takes effect at the account's next sign-in
+    /// or token refresh.
+    #[graphql(guard = "AdminGuard", complexity = 10)]
+    async fn grant_role(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The account (global id).")] customer_id: ID,
+        #[graphql(desc = "The new role.")] role: Role,
+    ) -> Result<CustomerPayload> {
+        let cmd = command_context(ctx)?;
+        let id = CustomerId(ids::decode(Kind::Customer, &customer_id, "customerId")?);
+        let out =
+            super::mutation::perform(ctx, state(ctx)?.commands.grant_role(&cmd, id, role.into()))
+                .await?;
+        Ok(CustomerPayload {
+            at: out.at,
+            id: out.value,
+        })
+    }
+}

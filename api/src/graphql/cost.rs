@@ -1,0 +1,293 @@
+//! Cost-based rate limiting. Every operation has a static cost computed before it runs
+//! (async-graphql's complexity: one point per field, multiplied by `first` on
+//! connections, ten per mutation field; at least one point per request, so even
+//! malformed requests are not free). Each principal has a leaky bucket (GCRA, from the
+//! `governor` crate) that the cost is paid from; a request that cannot pay is refused
+//! with THROTTLED before executing, and HTTP 429 with `Retry-After`.
+//!
+//! Every response carries `extensions.cost { requestedQueryCost, throttleStatus {
+//! maximumAvailable, currentlyAvailable, restoreRate } }`. Buckets live in a bounded
+//! moka cache keyed by principal (account id, else client IP); an idle bucket is
+//! dropped once it would be full again, so dropping it gives nobody extra points.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextRequest, NextValidation,
+};
+use async_graphql::{Response, ServerError, ValidationResult, Value};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use serde_json::json;
+
+use super::error::Code;
+use super::RequestInfo;
+use crate::auth::Principal;
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// One class of principals' bucket settings.
+#[derive(Debug, Clone, Copy)]
+pub struct BucketSettings {
+    /// Bucket size in points.
+    pub max: u32,
+    /// Points regained per second.
+    pub restore: u32,
+}
+
+/// Settings of the limiter.
+#[derive(Debug, Clone, Copy)]
+pub struct RateSettings {
+    /// Signed-in customers.
+    pub customer: BucketSettings,
+    /// STAFF and ADMIN.
+    pub staff: BucketSettings,
+    /// Anonymous clients, per IP.
+    pub anonymous: BucketSettings,
+    /// Most buckets in memory.
+    pub max_principals: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    User(uuid::Uuid),
+    Ip(IpAddr),
+    Unknown,
+}
+
+/// The state of one principal's bucket after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    /// Cost of the request.
+    pub cost: u32,
+    /// Bucket size.
+    pub maximum: u32,
+    /// Points left.
+    pub available: u32,
+    /// Points regained per second.
+    pub restore: u32,
+    /// When refused: how long until the cost can be paid.
+    pub retry_after: Option<Duration>,
+}
+
+impl Charge {
+    fn to_value(self) -> Value {
+        Value::from_json(json!({
+            "requestedQueryCost": self.cost,
+            "throttleStatus": {
+                "maximumAvailable": self.maximum,
+                "currentlyAvailable": self.available,
+                "restoreRate": self.restore,
+            }
+        }))
+        .unwrap_or(Value::Null)
+    }
+}
+
+/// The buckets of every principal.
+pub struct CostLimiter {
+    settings: RateSettings,
+    buckets: moka::sync::Cache<Key, Arc<Limiter>>,
+}
+
+impl CostLimiter {
+    /// An empty set of buckets.
+    pub fn new(settings: RateSettings) -> Self {
+        let slowest = [settings.customer, settings.staff, settings.anonymous]
+            .iter()
+            .map(|b| f64::from(b.max) / f64::from(b.restore.max(1)))
+            .fold(1.0, f64::max);
+        Self {
+            settings,
+            buckets: moka::sync::Cache::builder()
+                .max_capacity(settings.max_principals)
+                // Idle this long, any bucket is full again: forgetting it changes nothing.
+                .time_to_idle(Duration::from_secs_f64(slowest.ceil() + 1.0))
+                .build(),
+        }
+    }
+
+    fn class(&self, principal: &Principal) -> BucketSettings {
+        match principal {
+            Principal::Anonymous => self.settings.anonymous,
+            p if p.is_staff() => self.settings.staff,
+            _ => self.settings.customer,
+        }
+    }
+
+    /// Pays `cost` from the caller's bucket.
+    pub fn charge(&self, principal: &Principal, client_ip: Option<IpAddr>, cost: u32) -> Charge {
+        let class = self.class(principal);
+        let key = match (principal.user_id(), client_ip) {
+            (Some(id), _) => Key::User(id.0),
+            (None, Some(ip)) => Key::Ip(ip),
+            (None, None) => Key::Unknown,
+        };
+        let max = NonZeroU32::new(class.max).unwrap_or(NonZeroU32::MIN);
+        let restore = class.restore.max(1);
+        let limiter = self.buckets.get_with(key, || {
+            let period = Duration::from_nanos(1_000_000_000 / u64::from(restore));
+            let quota = Quota::with_period(period)
+                .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+                .allow_burst(max);
+            Arc::new(RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>())
+        });
+        let cost = cost.max(1);
+        let refused = |available: u32, retry_after: Duration| Charge {
+            cost,
+            maximum: max.get(),
+            available,
+            restore,
+            retry_after: Some(retry_after),
+        };
+        match limiter.check_n(NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN)) {
+            Ok(Ok(snapshot)) => Charge {
+                cost,
+                maximum: max.get(),
+                available: snapshot.remaining_burst_capacity(),
+                restore,
+                retry_after: None,
+            },
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(limiter.clock().now());
+                // Points missing = wait x rate; what is there now is the rest of the cost.
+                let missing = (wait.as_secs_f64() * f64::from(restore)).ceil() as u32;
+                refused(cost.saturating_sub(missing), wait)
+            }
+            // Costs more than the bucket can ever hold: only a smaller query will do.
+            Err(_) => refused(0, Duration::from_secs(u64::from(max.get() / restore) + 1)),
+        }
+    }
+}
+
+/// The async-graphql extension that charges each operation.
+pub struct CostExtension(pub Arc<CostLimiter>);
+
+impl ExtensionFactory for CostExtension {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(CostPerRequest {
+            limiter: self.0.clone(),
+            charged: Mutex::new(None),
+        })
+    }
+}
+
+struct CostPerRequest {
+    limiter: Arc<CostLimiter>,
+    charged: Mutex<Option<Charge>>,
+}
+
+impl CostPerRequest {
+    fn charge(&self, ctx: &ExtensionContext<'_>, cost: usize) -> Option<Charge> {
+        let info = ctx.data_opt::<RequestInfo>()?;
+        let charge = self.limiter.charge(
+            &info.principal,
+            info.client_ip,
+            u32::try_from(cost).unwrap_or(u32::MAX),
+        );
+        if let Ok(mut slot) = self.charged.lock() {
+            *slot = Some(charge);
+        }
+        Some(charge)
+    }
+}
+
+/// The error of a refused request; `retryAfter` is in whole seconds.
+pub fn throttled(charge: &Charge) -> ServerError {
+    let secs = charge
+        .retry_after
+        .map_or(1, |d| d.as_secs_f64().ceil() as u64)
+        .max(1);
+    let mut e = ServerError::new(
+        format!(
+            "rate limited: this request costs {} points and {} are available; {} come back every second",
+            charge.cost, charge.available, charge.restore
+        ),
+        None,
+    );
+    let mut ext = async_graphql::ErrorExtensionValues::default();
+    ext.set("code", Code::Throttled.as_str());
+    ext.set("retryAfter", secs);
+    e.extensions = Some(ext);
+    e
+}
+
+#[async_trait::async_trait]
+impl Extension for CostPerRequest {
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let result = next.run(ctx).await?;
+        match self.charge(ctx, result.complexity) {
+            Some(c) if c.retry_after.is_some() => Err(vec![throttled(&c)]),
+            _ => Ok(result),
+        }
+    }
+
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let mut response = next.run(ctx).await;
+        let charged = self.charged.lock().ok().and_then(|c| *c);
+        // Requests that never reached validation (parse errors, invalid documents)
+        // still cost one point.
+        let charge = charged.or_else(|| self.charge(ctx, 1));
+        if let Some(c) = charge {
+            response.extensions.insert("cost".to_owned(), c.to_value());
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use till_domain::types::{CustomerId, Role};
+
+    fn limiter() -> CostLimiter {
+        let b = BucketSettings {
+            max: 100,
+            restore: 10,
+        };
+        CostLimiter::new(RateSettings {
+            customer: b,
+            staff: BucketSettings {
+                max: 1000,
+                restore: 100,
+            },
+            anonymous: b,
+            max_principals: 10,
+        })
+    }
+
+    #[test]
+    fn buckets_drain_refuse_and_are_per_principal() {
+        let l = limiter();
+        let ann = Principal::User {
+            id: CustomerId::new(),
+            role: Role::Customer,
+        };
+        let first = l.charge(&ann, None, 40);
+        assert_eq!((first.available, first.retry_after), (60, None));
+        let second = l.charge(&ann, None, 40);
+        assert!(second.available <= 20, "{second:?}");
+        let third = l.charge(&ann, None, 40);
+        assert!(third.retry_after.is_some(), "{third:?}");
+        assert!(third.available < 40);
+        // Another principal has its own bucket; staff have a bigger one.
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        assert_eq!(l.charge(&Principal::Anonymous, Some(ip), 40).available, 60);
+        let staff = Principal::User {
+            id: CustomerId::new(),
+            role: Role::Staff,
+        };
+        assert_eq!(l.charge(&staff, None, 40).maximum, 1000);
+        // A cost larger than the bucket can never be paid.
+        assert!(l.charge(&staff, None, 5000).retry_after.is_some());
+    }
+}

@@ -1,0 +1,226 @@
+//! Persisted documents. In trusted-documents mode only operations from a manifest
+//! registered at deploy time run (by hash, or by full text whose hash is listed);
+//! otherwise Automatic Persisted Queries (Apollo's protocol: `extensions.persistedQuery
+//! { version: 1, sha256Hash }`) let clients send a hash instead of the document once
+//! the server has seen it. The APQ store is bounded by bytes.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::graphql::error::Code;
+
+/// Where documents come from.
+pub enum Documents {
+    /// Only these (hash -> document) run.
+    Trusted(HashMap<String, Arc<str>>),
+    /// Any document; hashes of documents seen before resolve from this cache.
+    Automatic(moka::sync::Cache<String, Arc<str>>),
+}
+
+/// Why a request's document could not be resolved.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// Error code.
+    pub code: Code,
+    /// Message for the client.
+    pub message: String,
+}
+
+fn refused(code: Code, message: impl Into<String>) -> Refused {
+    Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Lowercase hex SHA-256 of a document.
+pub fn sha256_hex(document: &str) -> String {
+    Sha256::digest(document.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Documents {
+    /// Automatic Persisted Queries holding at most `max_bytes` of documents.
+    pub fn automatic(max_bytes: u64) -> Self {
+        Self::Automatic(
+            moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|k: &String, v: &Arc<str>| {
+                    u32::try_from(k.len() + v.len()).unwrap_or(u32::MAX)
+                })
+                .build(),
+        )
+    }
+
+    /// Reads a manifest: a JSON object mapping each document's SHA-256 (hex) to its
+    /// text. Every hash is checked.
+    pub fn trusted(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("trusted documents {}: {e}", path.display()))?;
+        let map: HashMap<String, String> = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "trusted documents {}: expected {{\"<sha256>\": \"<document>\"}}: {e}",
+                path.display()
+            )
+        })?;
+        let mut docs = HashMap::with_capacity(map.len());
+        for (hash, doc) in map {
+            let hash = hash.strip_prefix("sha256:").unwrap_or(&hash).to_lowercase();
+            if sha256_hex(&doc) != hash {
+                return Err(format!(
+                    "trusted documents {}: {hash} is not the SHA-256 of its document",
+                    path.display()
+                ));
+            }
+            docs.insert(hash, Arc::from(doc));
+        }
+        Ok(Self::Trusted(docs))
+    }
+
+    /// The document a request runs: its `query`, or the one its persisted-query hash
+    /// names.
+    pub fn resolve(
+        &self,
+        query: Option<String>,
+        extensions: Option<&Value>,
+    ) -> Result<String, Refused> {
+        let persisted = extensions.and_then(|e| e.get("persistedQuery"));
+        let hash = match persisted {
+            None => None,
+            Some(p) => {
+                if p.get("version").and_then(Value::as_i64) != Some(1) {
+                    return Err(refused(
+                        Code::BadUserInput,
+                        "persistedQuery.version must be 1",
+                    ));
+                }
+                let h = p
+                    .get("sha256Hash")
+                    .and_then(Value::as_str)
+                    .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .ok_or_else(|| {
+                        refused(
+                            Code::BadUserInput,
+                            "persistedQuery.sha256Hash must be 64 hex digits",
+                        )
+                    })?;
+                Some(h.to_ascii_lowercase())
+            }
+        };
+        if let (Some(q), Some(h)) = (&query, &hash) {
+            if sha256_hex(q) != *h {
+                return Err(refused(
+                    Code::BadUserInput,
+                    "provided sha does not match query",
+                ));
+            }
+        }
+        match self {
+            Documents::Trusted(docs) => {
+                let h = match (&hash, &query) {
+                    (Some(h), _) => h.clone(),
+                    (None, Some(q)) => sha256_hex(q),
+                    (None, None) => return Err(refused(Code::BadUserInput, "`query` is required")),
+                };
+                match docs.get(&h) {
+                    Some(doc) => Ok(doc.to_string()),
+                    None if query.is_some() => Err(refused(
+                        Code::Forbidden,
+                        "this server only runs trusted documents, and this one is not registered",
+                    )),
+                    None => Err(refused(
+                        Code::PersistedQueryNotFound,
+                        "PersistedQueryNotFound",
+                    )),
+                }
+            }
+            Documents::Automatic(cache) => match (query, hash) {
+                (Some(q), Some(h)) => {
+                    cache.insert(h, Arc::from(q.as_str()));
+                    Ok(q)
+                }
+                (Some(q), None) => Ok(q),
+                (None, Some(h)) => cache
+                    .get(&h)
+                    .map(|d| d.to_string())
+                    .ok_or_else(|| refused(Code::PersistedQueryNotFound, "PersistedQueryNotFound")),
+                (None, None) => Err(refused(Code::BadUserInput, "`query` is required")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const DOC: &str = "{ categories { name } }";
+
+    fn ext(hash: &str) -> Value {
+        json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } })
+    }
+
+    #[test]
+    fn automatic_persisted_queries_register_then_resolve() {
+        let docs = Documents::automatic(1024 * 1024);
+        let h = sha256_hex(DOC);
+        assert_eq!(
+            docs.resolve(None, Some(&ext(&h))).err().map(|r| r.code),
+            Some(Code::PersistedQueryNotFound)
+        );
+        assert_eq!(
+            docs.resolve(Some(DOC.into()), Some(&ext(&h)))
+                .ok()
+                .as_deref(),
+            Some(DOC)
+        );
+        assert_eq!(
+            docs.resolve(None, Some(&ext(&h))).ok().as_deref(),
+            Some(DOC)
+        );
+        // A hash that is not the document's cannot poison the store.
+        let other = sha256_hex("{ __typename }");
+        assert_eq!(
+            docs.resolve(Some(DOC.into()), Some(&ext(&other)))
+                .err()
+                .map(|r| r.code),
+            Some(Code::BadUserInput)
+        );
+    }
+
+    #[test]
+    fn trusted_mode_runs_only_the_manifest() -> Result<(), String> {
+        let dir = std::env::temp_dir().join(format!("till-docs-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let path = dir.join("manifest.json");
+        let manifest = json!({ sha256_hex(DOC): DOC }).to_string();
+        std::fs::write(&path, manifest).map_err(|e| e.to_string())?;
+        let docs = Documents::trusted(&path)?;
+        let h = sha256_hex(DOC);
+        assert_eq!(
+            docs.resolve(None, Some(&ext(&h))).ok().as_deref(),
+            Some(DOC)
+        );
+        assert_eq!(
+            docs.resolve(Some(DOC.into()), None).ok().as_deref(),
+            Some(DOC)
+        );
+        assert_eq!(
+            docs.resolve(Some("{ __schema { types { name } } }".into()), None)
+                .err()
+                .map(|r| r.code),
+            Some(Code::Forbidden)
+        );
+        std::fs::write(&path, json!({ "00": DOC }).to_string()).map_err(|e| e.to_string())?;
+        assert!(Documents::trusted(&path).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+}

@@ -1,0 +1,456 @@
+//! Accounts and sessions: registration, password sign-in, rotating refresh tokens,
+//! role grants and accounts of external (OIDC) identities.
+//!
+//! A refresh token is 32 random bytes (base64url); only its SHA-256 is stored. Each
+//! exchange marks the presented token rotated and issues a successor in the same
+//! family; presenting a rotated or revoked token again means it leaked, so the whole
+//! family is revoked (the thief's and the owner's tokens alike) and both must sign in.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::customers::insert_customer;
+use super::{begin, finish, CommandContext, Commands, NewCustomer, Outcome};
+use crate::error::DomainError;
+use crate::event_log;
+use crate::events::DomainEvent;
+use crate::passwords::{self, Password};
+use crate::schema::{customers, external_identities, refresh_tokens};
+use crate::types::{CustomerId, Email, Name, Role};
+
+/// The one message for every failed sign-in, so callers learn nothing about which
+/// part was wrong.
+const BAD_CREDENTIALS: &str = "the email or password is wrong";
+/// The one message for every refused refresh token.
+const BAD_REFRESH: &str = "the refresh token is invalid, expired or revoked; sign in again";
+
+/// A freshly issued refresh token (the only time its text exists outside the client).
+pub struct RefreshToken {
+    /// The token to hand to the client.
+    pub token: String,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshToken")
+            .field("token", &"***")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// A signed-in session: who, with which role, and the refresh token to keep it alive.
+#[derive(Debug)]
+pub struct Session {
+    /// The account.
+    pub customer_id: CustomerId,
+    /// Its current role.
+    pub role: Role,
+    /// The refresh token.
+    pub refresh: RefreshToken,
+}
+
+/// Input of `register`.
+#[derive(Debug)]
+pub struct Registration {
+    /// Email (unique, case-insensitive).
+    pub email: Email,
+    /// Display name.
+    pub name: Name,
+    /// The password (already checked against the policy).
+    pub password: Password,
+}
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
+fn digest(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+async fn issue_refresh(
+    conn: &mut AsyncPgConnection,
+    customer: CustomerId,
+    family: Uuid,
+    ttl: Duration,
+) -> Result<RefreshToken, DomainError> {
+    let mut raw = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let token = URL_SAFE_NO_PAD.encode(raw);
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(30));
+    let expires_at = Utc::now() + ttl;
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            refresh_tokens::id.eq(Uuid::now_v7()),
+            refresh_tokens::family_id.eq(family),
+            refresh_tokens::customer_id.eq(customer.0),
+            refresh_tokens::token_hash.eq(digest(&token)),
+            refresh_tokens::expires_at.eq(expires_at),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(RefreshToken { token, expires_at })
+}
+
+async fn revoke_family(conn: &mut AsyncPgConnection, family: Uuid) -> Result<usize, DomainError> {
+    Ok(diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::family_id.eq(family))
+            .filter(refresh_tokens::revoked_at.is_null()),
+    )
+    .set(refresh_tokens::revoked_at.eq(diesel::dsl::now))
+    .execute(conn)
+    .await?)
+}
+
+#[derive(Queryable)]
+struct TokenRow {
+    family: Uuid,
+    customer: Uuid,
+    expires_at: DateTime<Utc>,
+    rotated: Option<DateTime<Utc>>,
+    revoked: Option<DateTime<Utc>>,
+}
+
+enum Exchange {
+    Rotated(Session),
+    /// A rotated or revoked token came back: its family is now revoked.
+    Reused,
+    Refused,
+}
+
+impl Commands {
+    /// Creates a CUSTOMER account with a password and signs it in.
+    pub async fn register(
+        &self,
+        ctx: &CommandContext,
+        input: Registration,
+        refresh_ttl: Duration,
+    ) -> Result<Outcome<Session>, DomainError> {
+        let hash = passwords::hash(&input.password).await?;
+        let created = self
+            .create_customer(
+                ctx,
+                NewCustomer {
+                    email: input.email,
+                    name: input.name,
+                    role: Role::Customer,
+                    password_hash: Some(hash),
+                },
+            )
+            .await?;
+        let refresh = self.start_session(created.value, refresh_ttl).await?;
+        Ok(Outcome {
+            value: Session {
+                customer_id: created.value,
+                role: Role::Customer,
+                refresh,
+            },
+            at: created.at,
+        })
+    }
+
+    /// Signs in with email and password. Unknown emails, accounts without a password
+    /// and wrong passwords all fail the same way, after the same hashing work.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        refresh_ttl: Duration,
+    ) -> Result<Session, DomainError> {
+        let email = email.trim().to_lowercase();
+        let found: Option<(Uuid, String, Option<String>)> = self
+            .run(|mut conn| {
+                let email = email.clone();
+                async move {
+                    Ok(customers::table
+                        .filter(lower(customers::email).eq(email))
+                        .select((customers::id, customers::role, customers::password_hash))
+                        .first(&mut conn)
+                        .await
+                        .optional()?)
+                }
+            })
+            .await?;
+        let stored = found.as_ref().and_then(|(_, _, h)| h.as_deref());
+        if !passwords::verify(password, stored).await? {
+            return Err(DomainError::Unauthenticated(BAD_CREDENTIALS.into()));
+        }
+        let Some((id, role, _)) = found else {
+            return Err(DomainError::Unauthenticated(BAD_CREDENTIALS.into()));
+        };
+        let id = CustomerId(id);
+        let role = Role::from_db(&role)?;
+        let refresh = self.start_session(id, refresh_ttl).await?;
+        Ok(Session {
+            customer_id: id,
+            role,
+            refresh,
+        })
+    }
+
+    /// Starts a new refresh-token family for an account.
+    pub async fn start_session(
+        &self,
+        customer: CustomerId,
+        ttl: Duration,
+    ) -> Result<RefreshToken, DomainError> {
+        self.run(
+            |mut conn| async move { issue_refresh(&mut conn, customer, Uuid::now_v7(), ttl).await },
+        )
+        .await
+    }
+
+    /// Exchanges a refresh token for a successor (and the account's current role).
+    /// Reusing an exchanged token revokes its whole family.
+    pub async fn refresh(&self, token: &str, ttl: Duration) -> Result<Session, DomainError> {
+        let hash = digest(token);
+        let result = self
+            .run(|mut conn| {
+                let hash = hash.clone();
+                async move {
+                    conn.transaction(async |conn| {
+                        let row: Option<TokenRow> = refresh_tokens::table
+                            .filter(refresh_tokens::token_hash.eq(&hash))
+                            .select((
+                                refresh_tokens::family_id,
+                                refresh_tokens::customer_id,
+                                refresh_tokens::expires_at,
+                                refresh_tokens::rotated_at,
+                                refresh_tokens::revoked_at,
+                            ))
+                            .for_update()
+                            .first(conn)
+                            .await
+                            .optional()?;
+                        let Some(TokenRow {
+                            family,
+                            customer,
+                            expires_at,
+                            rotated,
+                            revoked,
+                        }) = row
+                        else {
+                            return Ok(Exchange::Refused);
+                        };
+                        if rotated.is_some() || revoked.is_some() {
+                            let n = revoke_family(conn, family).await?;
+                            tracing::warn!(%family, %customer, revoked = n, "refresh token reused; family revoked");
+                            return Ok(Exchange::Reused);
+                        }
+                        if expires_at <= Utc::now() {
+                            return Ok(Exchange::Refused);
+                        }
+                        diesel::update(refresh_tokens::table.filter(refresh_tokens::token_hash.eq(&hash)))
+                            .set(refresh_tokens::rotated_at.eq(diesel::dsl::now))
+                            .execute(conn)
+                            .await?;
+                        let role: String = customers::table
+                            .find(customer)
+                            .select(customers::role)
+                            .first(conn)
+                            .await?;
+                        let refresh = issue_refresh(conn, CustomerId(customer), family, ttl).await?;
+                        Ok(Exchange::Rotated(Session {
+                            customer_id: CustomerId(customer),
+                            role: Role::from_db(&role)?,
+                            refresh,
+                        }))
+                    })
+                    .await
+                }
+            })
+            .await?;
+        match result {
+            Exchange::Rotated(s) => Ok(s),
+            Exchange::Reused | Exchange::Refused => {
+                Err(DomainError::Unauthenticated(BAD_REFRESH.into()))
+            }
+        }
+    }
+
+    /// Ends the session a refresh token belongs to (its whole family). True when a
+    /// live session was ended; unknown tokens are not an error (logout is idempotent).
+    pub async fn logout(&self, token: &str) -> Result<bool, DomainError> {
+        let hash = digest(token);
+        self.run(|mut conn| {
+            let hash = hash.clone();
+            async move {
+                let family: Option<Uuid> = refresh_tokens::table
+                    .filter(refresh_tokens::token_hash.eq(&hash))
+                    .select(refresh_tokens::family_id)
+                    .first(&mut conn)
+                    .await
+                    .optional()?;
+                match family {
+                    Some(f) => Ok(revoke_family(&mut conn, f).await? > 0),
+                    None => Ok(false),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Changes an account's role (ADMIN only). Sessions keep working and pick up the
+    /// new role at their next refresh; an access token already issued keeps its role
+    /// until it expires.
+    pub async fn grant_role(
+        &self,
+        ctx: &CommandContext,
+        customer: CustomerId,
+        role: Role,
+    ) -> Result<Outcome<CustomerId>, DomainError> {
+        ctx.require_admin()?;
+        if ctx.user_id() == Some(customer) && role != Role::Admin {
+            return Err(DomainError::InvalidState(
+                "administrators cannot lower their own role; ask another administrator".into(),
+            ));
+        }
+        let meta = ctx.meta();
+        self.run(|mut conn| {
+            let meta = meta.clone();
+            async move {
+                conn.transaction(async |conn| {
+                    begin(conn, ctx).await?;
+                    let from: Option<String> = customers::table
+                        .find(customer.0)
+                        .select(customers::role)
+                        .for_update()
+                        .first(conn)
+                        .await
+                        .optional()?;
+                    let from =
+                        from.ok_or_else(|| DomainError::not_found("customer", customer.0))?;
+                    diesel::update(customers::table.find(customer.0))
+                        .set(customers::role.eq(role.as_str()))
+                        .execute(conn)
+                        .await?;
+                    let at = event_log::append(
+                        conn,
+                        &meta,
+                        &[DomainEvent::RoleGranted {
+                            customer_id: customer.0,
+                            from,
+                            role: role.as_str().to_owned(),
+                        }],
+                    )
+                    .await?;
+                    finish(
+                        conn,
+                        ctx,
+                        Outcome {
+                            value: customer,
+                            at,
+                        },
+                    )
+                    .await
+                })
+                .await
+            }
+        })
+        .await
+    }
+
+    /// The account of an external identity, created on first sight with the email the
+    /// issuer vouched for. An existing password account with the same email is never
+    /// taken over: that is a CONFLICT the people involved must resolve.
+    pub async fn account_for_external(
+        &self,
+        issuer: &str,
+        subject: &str,
+        email: Option<&Email>,
+        name: &Name,
+        role: Role,
+    ) -> Result<CustomerId, DomainError> {
+        let known: Option<Uuid> = self
+            .run(|mut conn| async move {
+                Ok(external_identities::table
+                    .find((issuer, subject))
+                    .select(external_identities::customer_id)
+                    .first(&mut conn)
+                    .await
+                    .optional()?)
+            })
+            .await?;
+        if let Some(id) = known {
+            return Ok(CustomerId(id));
+        }
+        let email = email.ok_or_else(|| DomainError::Validation {
+            field: "token",
+            message: "a first sign-in through an external issuer needs an `email` claim".into(),
+        })?;
+        let input = NewCustomer {
+            email: email.clone(),
+            name: name.clone(),
+            role,
+            password_hash: None,
+        };
+        let meta = CommandContext::system("oidc").meta();
+        // Account and identity in one transaction: of two concurrent first sign-ins one
+        // waits on the email's unique index, fails, and finds the other's identity.
+        let created = self
+            .run(|mut conn| {
+                let meta = meta.clone();
+                let input = input.clone();
+                async move {
+                    conn.transaction(async |conn| {
+                        let (id, _) = insert_customer(conn, &meta, &input).await?;
+                        diesel::insert_into(external_identities::table)
+                            .values((
+                                external_identities::issuer.eq(issuer),
+                                external_identities::subject.eq(subject),
+                                external_identities::customer_id.eq(id.0),
+                            ))
+                            .execute(conn)
+                            .await?;
+                        Ok(id)
+                    })
+                    .await
+                }
+            })
+            .await;
+        match created {
+            Err(DomainError::Conflict(_)) => self
+                .run(|mut conn| async move {
+                    external_identities::table
+                        .find((issuer, subject))
+                        .select(external_identities::customer_id)
+                        .first(&mut conn)
+                        .await
+                        .optional()?
+                        .map(CustomerId)
+                        .ok_or_else(|| {
+                            DomainError::Conflict(
+                                "an account with this email already exists; sign in with its password"
+                                    .into(),
+                            )
+                        })
+                })
+                .await,
+            other => other,
+        }
+    }
+
+    /// Deletes refresh tokens that expired more than a day ago, at most `limit` rows.
+    pub async fn purge_refresh_tokens(&self, limit: i64) -> Result<usize, DomainError> {
+        self.run(|mut conn| async move {
+            Ok(diesel::sql_query(
+                "DELETE FROM refresh_tokens WHERE id IN (SELECT id FROM refresh_tokens \
+                 WHERE expires_at < now() - interval '1 day' LIMIT $1)",
+            )
+            .bind::<diesel::sql_types::BigInt, _>(limit)
+            .execute(&mut conn)
+            .await?)
+        })
+        .await
+    }
+}

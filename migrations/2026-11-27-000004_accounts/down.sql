@@ -1,0 +1,2 @@
+DROP TABLE external_identities;
+DROP TABLE refresh_tokens;
