@@ -59,6 +59,8 @@ pub struct AppData {
     pub csrf_prevention: bool,
     /// Proxies whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Rate limiting, when on.
+    pub rate: Option<Arc<CostLimiter>>,
     /// The pool (for readiness).
     pub pool: PgPool,
     /// Most operations per batch.
@@ -286,7 +288,7 @@ impl Application {
                 max_aliases: cfg.max_aliases,
                 max_root_fields: cfg.max_root_fields,
                 introspection: cfg.mode == Mode::Dev,
-                rate,
+                rate: rate.clone(),
                 query_timeout: (cfg.request_timeout_ms > 0)
                     .then(|| Duration::from_millis(cfg.request_timeout_ms)),
             },
@@ -300,6 +302,7 @@ impl Application {
             documents,
             csrf_prevention: cfg.csrf_prevention,
             trusted_proxies,
+            rate,
             pool,
             max_batch: cfg.max_batch,
             max_body_bytes: cfg.max_body_bytes,

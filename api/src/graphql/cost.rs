@@ -197,6 +197,15 @@ impl CostPerRequest {
     }
 }
 
+/// Charges one point for a response that was never priced (it failed before
+/// validation), so malformed requests are not free, and reports the bucket.
+pub fn charge_unpriced(limiter: &CostLimiter, info: &RequestInfo, response: &mut Response) {
+    if !response.extensions.contains_key("cost") {
+        let c = limiter.charge(&info.principal, info.client_ip, 1);
+        response.extensions.insert("cost".to_owned(), c.to_value());
+    }
+}
+
 /// The error of a refused request; `retryAfter` is in whole seconds.
 pub fn throttled(charge: &Charge) -> ServerError {
     let secs = charge
@@ -233,11 +242,9 @@ impl Extension for CostPerRequest {
 
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let mut response = next.run(ctx).await;
-        let charged = self.charged.lock().ok().and_then(|c| *c);
-        // Requests that never reached validation (parse errors, invalid documents)
-        // still cost one point.
-        let charge = charged.or_else(|| self.charge(ctx, 1));
-        if let Some(c) = charge {
+        // Requests that never reached validation (parse errors, invalid documents) are
+        // charged by the HTTP layer, which knows the caller: see `charge_unpriced`.
+        if let Some(c) = self.charged.lock().ok().and_then(|c| *c) {
             response.extensions.insert("cost".to_owned(), c.to_value());
         }
         response

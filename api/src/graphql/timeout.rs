@@ -91,3 +91,63 @@ impl Extension for PerRequest {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_graphql::{EmptySubscription, Object, Schema};
+
+    struct Q;
+    #[Object]
+    impl Q {
+        async fn slow(&self) -> i32 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            1
+        }
+        async fn fast(&self) -> i32 {
+            2
+        }
+    }
+
+    struct M;
+    #[Object]
+    impl M {
+        async fn slow_change(&self) -> i32 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            3
+        }
+    }
+
+    #[tokio::test]
+    async fn slow_queries_stop_and_mutations_finish() {
+        let schema = Schema::build(Q, M, EmptySubscription)
+            .extension(QueryTimeout(Duration::from_millis(50)))
+            .finish();
+        let r = schema.execute("{ slow }").await;
+        let code = r
+            .errors
+            .first()
+            .and_then(|e| e.extensions.as_ref())
+            .and_then(|x| x.get("code").cloned());
+        assert_eq!(
+            code,
+            Some(async_graphql::Value::from("TIMEOUT")),
+            "{:?}",
+            r.errors
+        );
+        assert!(schema.execute("{ fast }").await.errors.is_empty());
+        let r = schema.execute("mutation { slowChange }").await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let r = schema
+            .execute(
+                async_graphql::Request::new("query A { fast } mutation B { slowChange }")
+                    .operation_name("B"),
+            )
+            .await;
+        assert!(
+            r.errors.is_empty(),
+            "named mutation runs to the end: {:?}",
+            r.errors
+        );
+    }
+}

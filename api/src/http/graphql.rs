@@ -18,6 +18,7 @@ use till_domain::event_log::LogPoint;
 
 use crate::app::AppData;
 use crate::auth::{AuthError, Principal};
+use crate::graphql::cost::charge_unpriced;
 use crate::graphql::error::Code;
 use crate::graphql::loaders::ProductLoader;
 use crate::graphql::RequestInfo;
@@ -271,7 +272,11 @@ pub(super) async fn execute_one(
     request: Request,
     info: &RequestInfo,
 ) -> async_graphql::Response {
-    with_codes(data.schema.execute(with_context(request, info, data)).await)
+    let mut response = with_codes(data.schema.execute(with_context(request, info, data)).await);
+    if let Some(limiter) = &data.rate {
+        charge_unpriced(limiter, info, &mut response);
+    }
+    response
 }
 
 async fn execute(
@@ -289,12 +294,17 @@ async fn execute(
                 .collect(),
         ),
     };
-    let response = match data.schema.execute_batch(batch).await {
-        async_graphql::BatchResponse::Single(r) => {
-            async_graphql::BatchResponse::Single(with_codes(r))
+    let finish = |r: async_graphql::Response| {
+        let mut r = with_codes(r);
+        if let Some(limiter) = &data.rate {
+            charge_unpriced(limiter, &info, &mut r);
         }
+        r
+    };
+    let response = match data.schema.execute_batch(batch).await {
+        async_graphql::BatchResponse::Single(r) => async_graphql::BatchResponse::Single(finish(r)),
         async_graphql::BatchResponse::Batch(rs) => {
-            async_graphql::BatchResponse::Batch(rs.into_iter().map(with_codes).collect())
+            async_graphql::BatchResponse::Batch(rs.into_iter().map(finish).collect())
         }
     };
     render(media, single, &response)
@@ -306,7 +316,10 @@ pub(super) fn render(
     single: bool,
     response: &async_graphql::BatchResponse,
 ) -> HttpResponse {
+    let throttled = throttled_for(response);
     let status = match (response, single, media) {
+        // The caller's rate-limit bucket could not pay: 429 whatever the media type.
+        _ if throttled.is_some() => StatusCode::TOO_MANY_REQUESTS,
         // The request never reached execution: parse or validation failure.
         (async_graphql::BatchResponse::Single(r), true, Media::GraphqlResponse)
             if r.data == async_graphql::Value::Null
@@ -350,7 +363,32 @@ pub(super) fn render(
     if status == StatusCode::SERVICE_UNAVAILABLE {
         builder.insert_header((header::RETRY_AFTER, "1"));
     }
+    if let Some(secs) = throttled {
+        builder.insert_header((header::RETRY_AFTER, secs.to_string()));
+    }
     builder.body(body)
+}
+
+/// Seconds to wait when every operation of the request was refused as THROTTLED.
+fn throttled_for(response: &async_graphql::BatchResponse) -> Option<u64> {
+    let retry_after = |r: &async_graphql::Response| {
+        let e = r.errors.first()?.extensions.as_ref()?;
+        if e.get("code")? != &async_graphql::Value::from(Code::Throttled.as_str()) {
+            return None;
+        }
+        match e.get("retryAfter")? {
+            async_graphql::Value::Number(n) => n.as_u64(),
+            _ => None,
+        }
+    };
+    match response {
+        async_graphql::BatchResponse::Single(r) => retry_after(r),
+        async_graphql::BatchResponse::Batch(rs) => rs
+            .iter()
+            .map(retry_after)
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|v| v.into_iter().max()),
+    }
 }
 
 /// Gives every error a code: errors from parsing, validation and the depth and
@@ -593,4 +631,43 @@ pub async fn sdl(data: web::Data<Arc<AppData>>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(data.sdl.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        s.parse().ok()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = ["10.0.0.0/8"]
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let from = |peer: &str, xff: Option<&str>| {
+            let mut r = TestRequest::default().peer_addr(
+                format!("{peer}:4000")
+                    .parse()
+                    .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into()),
+            );
+            if let Some(x) = xff {
+                r = r.insert_header(("x-forwarded-for", x));
+            }
+            client_ip(&r.to_http_request(), &trusted)
+        };
+        // A direct client cannot choose its address.
+        assert_eq!(from("203.0.113.5", Some("1.2.3.4")), ip("203.0.113.5"));
+        // Through the proxy: the right-most hop that is not a proxy; spoofed hops to
+        // its left are ignored.
+        assert_eq!(
+            from("10.1.1.1", Some("1.2.3.4, 198.51.100.7, 10.2.2.2")),
+            ip("198.51.100.7")
+        );
+        assert_eq!(from("10.1.1.1", None), ip("10.1.1.1"));
+        assert_eq!(from("10.1.1.1", Some("garbage")), ip("10.1.1.1"));
+    }
 }

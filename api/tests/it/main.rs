@@ -1,12 +1,16 @@
 //! The api crate's integration tests: a real server on a random port against a real
 //! PostgreSQL database of its own per test.
 
+mod accounts;
+mod documents;
 mod embedded;
 mod graphql_http;
 mod idempotency;
+mod oidc;
 mod orders;
 mod schema;
 mod security;
 mod seed;
 mod support;
+mod throttling;
 mod worker;

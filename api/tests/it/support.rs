@@ -115,6 +115,32 @@ impl TestApp {
         )
     }
 
+    /// Creates an ADMIN account; returns its bearer token.
+    pub async fn admin(&self) -> String {
+        let id = ok(self
+            .data
+            .api
+            .commands
+            .create_customer(
+                &CommandContext::system("test"),
+                NewCustomer {
+                    email: ok(Email::parse(&format!(
+                        "admin-{}@example.com",
+                        uuid::Uuid::new_v4()
+                    ))),
+                    name: ok(Name::parse("name", "Admin")),
+                    role: Role::Admin,
+                    password_hash: None,
+                },
+            )
+            .await)
+        .value;
+        ok(self
+            .data
+            .tokens
+            .mint(id, Role::Admin, Duration::from_secs(600)))
+    }
+
     /// Creates an ACTIVE product with stock; returns its global id.
     pub async fn product(&self, sku: &str, price: i64, stock: i64) -> String {
         let sys = CommandContext::system("test");

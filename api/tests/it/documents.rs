@@ -1,0 +1,110 @@
+//! Automatic Persisted Queries and trusted-documents mode over HTTP.
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+const DOC: &str = "{ categories { slug } }";
+
+fn hash(doc: &str) -> String {
+    till_api::http::documents::sha256_hex(doc)
+}
+
+async fn post(app: &TestApp, body: Value) -> (u16, Value) {
+    let resp = ok(app
+        .http
+        .post(format!("{}/graphql", app.base))
+        .json(&body)
+        .send()
+        .await);
+    let status = resp.status().as_u16();
+    (status, ok(resp.json().await))
+}
+
+fn apq(h: &str) -> Value {
+    json!({ "persistedQuery": { "version": 1, "sha256Hash": h } })
+}
+
+#[tokio::test]
+async fn automatic_persisted_queries_register_once_then_run_by_hash() {
+    let app = spawn_app().await;
+    let h = hash(DOC);
+    let (_, body) = post(&app, json!({ "extensions": apq(&h) })).await;
+    assert_eq!(code(&body), Some("PERSISTED_QUERY_NOT_FOUND"), "{body}");
+    assert_eq!(body["errors"][0]["message"], "PersistedQueryNotFound");
+    let (status, body) = post(&app, json!({ "query": DOC, "extensions": apq(&h) })).await;
+    assert_eq!((status, code(&body)), (200, None), "{body}");
+    let (status, body) = post(&app, json!({ "extensions": apq(&h) })).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"]["categories"].is_array(), "{body}");
+    // By GET too (with the CSRF header), the way CDNs cache persisted queries.
+    let resp = ok(app
+        .http
+        .get(format!("{}/graphql", app.base))
+        .header("graphql-require-preflight", "1")
+        .query(&[("extensions", apq(&h).to_string())])
+        .send()
+        .await);
+    assert_eq!(resp.status().as_u16(), 200);
+    // A hash that is not the document's is refused (no cache poisoning).
+    let (_, body) = post(
+        &app,
+        json!({ "query": "{ __typename }", "extensions": apq(&h) }),
+    )
+    .await;
+    assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+}
+
+#[tokio::test]
+async fn a_persisted_mutation_is_still_refused_over_get() {
+    let app = spawn_app().await;
+    let m = "mutation { logout(refreshToken: \"x\") { revoked } }";
+    let h = hash(m);
+    let (status, _) = post(&app, json!({ "query": m, "extensions": apq(&h) })).await;
+    assert_eq!(status, 200);
+    let resp = ok(app
+        .http
+        .get(format!("{}/graphql", app.base))
+        .header("graphql-require-preflight", "1")
+        .query(&[("extensions", apq(&h).to_string())])
+        .send()
+        .await);
+    assert_eq!(resp.status().as_u16(), 405);
+}
+
+#[tokio::test]
+async fn trusted_documents_mode_runs_only_the_manifest() {
+    let dir = std::env::temp_dir().join(format!("till-trusted-{}", uuid::Uuid::new_v4()));
+    ok(std::fs::create_dir_all(&dir));
+    let manifest = dir.join("manifest.json");
+    ok(std::fs::write(
+        &manifest,
+        json!({ hash(DOC): DOC }).to_string(),
+    ));
+    let path = manifest.clone();
+    let app = spawn_app_with(move |cfg| cfg.trusted_documents = Some(path)).await;
+
+    let (status, body) = post(&app, json!({ "extensions": apq(&hash(DOC)) })).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = post(&app, json!({ "query": DOC })).await;
+    assert_eq!(status, 200, "the full text of a listed document runs too");
+    let (status, body) = post(
+        &app,
+        json!({ "query": "{ products(first: 1) { edges { cursor } } }" }),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(code(&body), Some("FORBIDDEN"), "{body}");
+    let other = "{ __typename }";
+    let (_, body) = post(
+        &app,
+        json!({ "query": other, "extensions": apq(&hash(other)) }),
+    )
+    .await;
+    assert_eq!(
+        code(&body),
+        Some("FORBIDDEN"),
+        "registering is not possible: {body}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
