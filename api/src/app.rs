@@ -238,7 +238,7 @@ impl Application {
                 stop_rx,
             )));
         }
-        workers.push(tokio::spawn(purge_idempotency_keys(
+        workers.push(tokio::spawn(housekeeping(
             pool.clone(),
             stop_workers.subscribe(),
         )));
@@ -433,12 +433,15 @@ pub(crate) async fn wait_for_signal() {
     }
 }
 
-/// Deletes expired idempotency keys every few minutes, in bounded chunks.
-pub(crate) async fn purge_idempotency_keys(pool: PgPool, mut stop: watch::Receiver<bool>) {
+/// Housekeeping every 5 minutes: expired idempotency keys and refresh tokens are
+/// deleted in bounded chunks (safe on several replicas at once).
+pub(crate) async fn housekeeping(pool: PgPool, mut stop: watch::Receiver<bool>) {
+    const CHUNK: usize = 10_000;
+    let commands = Commands::new(pool.clone());
     loop {
         loop {
-            match till_domain::idempotency::purge_expired(&pool, 10_000).await {
-                Ok(10_000) => continue,
+            match till_domain::idempotency::purge_expired(&pool, CHUNK as i64).await {
+                Ok(n) if n == CHUNK => continue,
                 Ok(n) => {
                     if n > 0 {
                         tracing::info!(purged = n, "expired idempotency keys purged");
@@ -447,6 +450,21 @@ pub(crate) async fn purge_idempotency_keys(pool: PgPool, mut stop: watch::Receiv
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "idempotency purge failed");
+                    break;
+                }
+            }
+        }
+        loop {
+            match commands.purge_refresh_tokens(CHUNK as i64).await {
+                Ok(n) if n == CHUNK => continue,
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(purged = n, "expired refresh tokens purged");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "refresh token purge failed");
                     break;
                 }
             }

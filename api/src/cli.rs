@@ -375,9 +375,7 @@ async fn worker(db: DbConfig) -> Result<(), CliError> {
     );
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = projector.spawn(stop_rx.clone());
-    tasks.push(tokio::spawn(crate::app::purge_idempotency_keys(
-        pool, stop_rx,
-    )));
+    tasks.push(tokio::spawn(crate::app::housekeeping(pool, stop_rx)));
     tracing::info!("worker running: projector and housekeeping");
     crate::app::wait_for_signal().await;
     tracing::info!("worker stopping after the current batch");

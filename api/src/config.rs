@@ -370,3 +370,30 @@ impl ServeConfig {
         Duration::from_millis(self.consistency_wait_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_the_value_or_a_file_never_both() -> Result<(), String> {
+        let dir = std::env::temp_dir().join(format!("till-secret-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let file = dir.join("jwt");
+        std::fs::write(&file, "from-a-mounted-file\n").map_err(|e| e.to_string())?;
+        let read = Secret::resolve(None, Some(&file), "TILL_JWT_SECRET")?;
+        assert_eq!(
+            read.as_ref().map(Secret::expose),
+            Some("from-a-mounted-file")
+        );
+        assert_eq!(format!("{read:?}"), "Some(Secret(***))");
+        let given = Secret::new("direct");
+        assert!(Secret::resolve(Some(&given), Some(&file), "X").is_err());
+        let missing = Secret::resolve(None, Some(&dir.join("nope")), "TILL_JWT_SECRET");
+        assert!(missing.is_err_and(|e| e.contains("TILL_JWT_SECRET_FILE") && !e.contains("from-a")));
+        std::fs::write(&file, "").map_err(|e| e.to_string())?;
+        assert!(Secret::resolve(None, Some(&file), "X").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+}
