@@ -61,6 +61,12 @@ pub struct AppData {
     pub trusted_proxies: Vec<IpNet>,
     /// Rate limiting, when on.
     pub rate: Option<Arc<CostLimiter>>,
+    /// Secret of inbound payment webhooks, when configured.
+    pub payment_webhook_secret: Option<Secret>,
+    /// Largest age of a webhook signature, seconds.
+    pub payment_webhook_tolerance_s: i64,
+    /// The fake payment provider (dev mode only).
+    pub fake_provider: Option<crate::http::fake_provider::FakeProvider>,
     /// The pool (for readiness).
     pub pool: PgPool,
     /// Most operations per batch.
@@ -251,6 +257,7 @@ impl Application {
             tokens: TokenService::new(&secret),
             access_token_ttl: Duration::from_secs(cfg.access_token_ttl_s.max(1)),
             refresh_token_ttl: Duration::from_secs(cfg.refresh_token_ttl_h.max(1) * 3600),
+            payment_max_attempts: cfg.jobs.payment_max_attempts.max(1),
         });
         let oidc = match oidc_settings {
             Some(settings) => {
@@ -303,6 +310,15 @@ impl Application {
             csrf_prevention: cfg.csrf_prevention,
             trusted_proxies,
             rate,
+            payment_webhook_secret: Secret::resolve(
+                cfg.payment_webhook_secret.as_ref(),
+                cfg.payment_webhook_secret_file.as_deref(),
+                "TILL_PAYMENT_WEBHOOK_SECRET",
+            )
+            .map_err(StartError::Config)?,
+            payment_webhook_tolerance_s: cfg.payment_webhook_tolerance_s.max(1),
+            fake_provider: (cfg.mode == Mode::Dev)
+                .then(crate::http::fake_provider::FakeProvider::default),
             pool,
             max_batch: cfg.max_batch,
             max_body_bytes: cfg.max_body_bytes,
@@ -316,6 +332,27 @@ impl Application {
 
         let listener = TcpListener::bind(cfg.listen)?;
         let port = listener.local_addr()?.port();
+        if cfg.jobs.jobs {
+            let provider = match (&cfg.jobs.payment_provider_url, cfg.mode) {
+                (Some(url), _) => Some(url.clone()),
+                (None, Mode::Dev) => Some(format!("http://127.0.0.1:{port}/fake-provider")),
+                (None, Mode::Production) => {
+                    return Err(StartError::Config(
+                        "TILL_PAYMENT_PROVIDER_URL is required in production mode".into(),
+                    ))
+                }
+            };
+            workers.extend(
+                crate::jobs::start(
+                    data.pool.clone(),
+                    database.url.clone(),
+                    &cfg.jobs,
+                    provider,
+                    stop_workers.subscribe(),
+                )
+                .map_err(StartError::Config)?,
+            );
+        }
         let shared = web::Data::new(data.clone());
         let max_body = cfg.max_body_bytes;
         let origins: Vec<String> = cfg

@@ -35,6 +35,9 @@ pub enum Command {
         /// Database settings.
         #[command(flatten)]
         db: DbConfig,
+        /// Job settings.
+        #[command(flatten)]
+        jobs: crate::config::JobsConfig,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -180,7 +183,7 @@ pub async fn run() -> Result<(), CliError> {
     };
     match command {
         Command::Serve(cfg) => serve(*cfg).await,
-        Command::Worker { db } => worker(db).await,
+        Command::Worker { db, jobs } => worker(db, jobs).await,
         Command::Migrate { db } => {
             let database = Database::resolve(&db, Mode::Dev).await?;
             let applied = till_domain::db::migrate(&database.url)
@@ -363,7 +366,7 @@ async fn catch_up(pool: &till_domain::db::PgPool, url: &str) -> Result<(), CliEr
     Ok(())
 }
 
-async fn worker(db: DbConfig) -> Result<(), CliError> {
+async fn worker(db: DbConfig, jobs: crate::config::JobsConfig) -> Result<(), CliError> {
     let database = Database::resolve(&db, Mode::Production).await?;
     let pool = till_domain::db::pool(&database.url, &db.pool_settings());
     let projector = Projector::new(
@@ -375,8 +378,18 @@ async fn worker(db: DbConfig) -> Result<(), CliError> {
     );
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = projector.spawn(stop_rx.clone());
-    tasks.push(tokio::spawn(crate::app::housekeeping(pool, stop_rx)));
-    tracing::info!("worker running: projector and housekeeping");
+    tasks.push(tokio::spawn(crate::app::housekeeping(
+        pool.clone(),
+        stop_rx.clone(),
+    )));
+    if jobs.jobs {
+        let provider = jobs.payment_provider_url.clone();
+        tasks.extend(
+            crate::jobs::start(pool, database.url.clone(), &jobs, provider, stop_rx)
+                .map_err(CliError::Failed)?,
+        );
+    }
+    tracing::info!("worker running: projector, jobs and housekeeping");
     crate::app::wait_for_signal().await;
     tracing::info!("worker stopping after the current batch");
     let _ = stop.send(true);

@@ -164,6 +164,23 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub oidc: OidcConfig,
 
+    /// Background jobs.
+    #[command(flatten)]
+    pub jobs: JobsConfig,
+
+    /// Shared secret of inbound payment webhooks (`Till-Signature`). Unset: the
+    /// endpoint answers 404.
+    #[arg(long, env = "TILL_PAYMENT_WEBHOOK_SECRET")]
+    pub payment_webhook_secret: Option<Secret>,
+
+    /// File holding the payment webhook secret.
+    #[arg(long, env = "TILL_PAYMENT_WEBHOOK_SECRET_FILE")]
+    pub payment_webhook_secret_file: Option<PathBuf>,
+
+    /// Largest age of a webhook signature's timestamp, in seconds.
+    #[arg(long, env = "TILL_PAYMENT_WEBHOOK_TOLERANCE_S", default_value_t = 300)]
+    pub payment_webhook_tolerance_s: i64,
+
     /// Cost-based rate limiting.
     #[command(flatten)]
     pub rate: RateConfig,
@@ -261,6 +278,59 @@ pub struct ServeConfig {
     /// HTTP worker threads (0 = one per core).
     #[arg(long, env = "TILL_HTTP_WORKERS", default_value_t = 0)]
     pub http_workers: usize,
+}
+
+/// Background jobs: payment capture and order expiry.
+#[derive(Debug, Clone, Args)]
+pub struct JobsConfig {
+    /// Run the job workers and order expiry in this process.
+    #[arg(long, env = "TILL_JOBS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub jobs: bool,
+
+    /// Base URL of the payment provider's API. Unset in dev: the fake provider `till`
+    /// serves itself at `/fake-provider`. Required in production.
+    #[arg(long, env = "TILL_PAYMENT_PROVIDER_URL")]
+    pub payment_provider_url: Option<String>,
+
+    /// Connect timeout of provider calls, in milliseconds.
+    #[arg(long, env = "TILL_PAYMENT_CONNECT_TIMEOUT_MS", default_value_t = 2000)]
+    pub payment_connect_timeout_ms: u64,
+
+    /// Whole-request timeout of provider calls, in milliseconds.
+    #[arg(long, env = "TILL_PAYMENT_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub payment_read_timeout_ms: u64,
+
+    /// Capture jobs running at once in this process.
+    #[arg(long, env = "TILL_PAYMENTS_CONCURRENCY", default_value_t = 4)]
+    pub payments_concurrency: usize,
+
+    /// Attempts of a capture before it becomes a dead letter.
+    #[arg(long, env = "TILL_PAYMENT_MAX_ATTEMPTS", default_value_t = 8)]
+    pub payment_max_attempts: i32,
+
+    /// Seconds a claimed job is reserved for its worker (then another may take it).
+    #[arg(long, env = "TILL_JOB_LEASE_S", default_value_t = 60)]
+    pub job_lease_s: u64,
+
+    /// Longest one job attempt may run, in seconds (below the lease).
+    #[arg(long, env = "TILL_JOB_TIMEOUT_S", default_value_t = 30)]
+    pub job_timeout_s: u64,
+
+    /// First retry ceiling, in milliseconds (doubles per attempt, full jitter).
+    #[arg(long, env = "TILL_JOB_BACKOFF_BASE_MS", default_value_t = 1000)]
+    pub job_backoff_base_ms: u64,
+
+    /// Largest retry ceiling, in seconds.
+    #[arg(long, env = "TILL_JOB_BACKOFF_CAP_S", default_value_t = 300)]
+    pub job_backoff_cap_s: u64,
+
+    /// Minutes after which an unpaid order expires and releases its stock.
+    #[arg(long, env = "TILL_ORDER_EXPIRY_MIN", default_value_t = 30)]
+    pub order_expiry_min: u64,
+
+    /// Seconds between two expiry sweeps.
+    #[arg(long, env = "TILL_EXPIRY_INTERVAL_S", default_value_t = 30)]
+    pub expiry_interval_s: u64,
 }
 
 /// An external OAuth2/OIDC issuer whose access tokens are accepted.

@@ -8,5 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod graphql;
 pub mod http;
+pub mod jobs;
 pub mod seed;
 pub mod telemetry;

@@ -24,6 +24,7 @@ fn bench(c: &mut Criterion) {
         )),
         access_token_ttl: Duration::from_secs(900),
         refresh_token_ttl: Duration::from_secs(3600),
+        payment_max_attempts: 8,
     });
     let schema = graphql::build(
         Some(api),

@@ -170,6 +170,15 @@ pub enum DomainEvent {
         /// Its role now.
         role: String,
     },
+    /// Payment of an order was requested; a capture job was enqueued.
+    PaymentRequested {
+        /// The order.
+        order_id: Uuid,
+        /// Its customer.
+        customer_id: Uuid,
+        /// Amount to capture, minor units.
+        amount_minor: i64,
+    },
     /// An order was placed and its stock reserved.
     OrderPlaced {
         /// The order.
@@ -229,6 +238,7 @@ impl DomainEvent {
             Self::StockCommitted { .. } => "StockCommitted",
             Self::CustomerRegistered { .. } => "CustomerRegistered",
             Self::RoleGranted { .. } => "RoleGranted",
+            Self::PaymentRequested { .. } => "PaymentRequested",
             Self::OrderPlaced { .. } => "OrderPlaced",
             Self::OrderStatusChanged { .. } => "OrderStatusChanged",
         }
@@ -254,9 +264,9 @@ impl DomainEvent {
             | Self::StockCommitted { product_id, .. } => ("inventory", *product_id),
             Self::CustomerRegistered { customer_id, .. }
             | Self::RoleGranted { customer_id, .. } => ("customer", *customer_id),
-            Self::OrderPlaced { order_id, .. } | Self::OrderStatusChanged { order_id, .. } => {
-                ("order", *order_id)
-            }
+            Self::OrderPlaced { order_id, .. }
+            | Self::OrderStatusChanged { order_id, .. }
+            | Self::PaymentRequested { order_id, .. } => ("order", *order_id),
         }
     }
 

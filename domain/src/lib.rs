@@ -10,6 +10,7 @@ pub mod error;
 pub mod event_log;
 pub mod events;
 pub mod idempotency;
+pub mod jobs;
 pub mod lookups;
 pub mod passwords;
 pub mod schema;

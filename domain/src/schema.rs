@@ -123,6 +123,45 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    payments (order_id) {
+        order_id -> Uuid,
+        method_token -> Text,
+        status -> Text,
+        charge_id -> Nullable<Text>,
+        failure -> Nullable<Text>,
+        requested_at -> Timestamptz,
+        settled_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    inbound_webhook_events (provider, event_id) {
+        provider -> Text,
+        event_id -> Text,
+        received_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    jobs (id) {
+        id -> Int8,
+        queue -> Text,
+        payload -> Jsonb,
+        status -> Text,
+        attempts -> Int4,
+        max_attempts -> Int4,
+        run_at -> Timestamptz,
+        locked_until -> Nullable<Timestamptz>,
+        locked_by -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        dead_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(payments -> orders (order_id));
 diesel::joinable!(refresh_tokens -> customers (customer_id));
 diesel::joinable!(external_identities -> customers (customer_id));
 diesel::joinable!(products -> categories (category_id));
@@ -144,4 +183,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     projection_checkpoints,
     refresh_tokens,
     external_identities,
+    payments,
+    inbound_webhook_events,
+    jobs,
 );

@@ -8,7 +8,6 @@ use std::time::Duration;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use futures_util::StreamExt;
 use till_domain::db::PgPool;
 use till_domain::event_log::{self, LogPoint, EVENTS_CHANNEL};
 use till_domain::schema::{events, projection_checkpoints};
@@ -138,8 +137,9 @@ impl Projector {
     /// turns true.
     pub fn spawn(&self, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
         let (wake_tx, wake_rx) = watch::channel(0u64);
-        let mut handles = vec![tokio::spawn(listen(
+        let mut handles = vec![tokio::spawn(till_domain::db::listen::listen(
             self.database_url.clone(),
+            EVENTS_CHANNEL,
             wake_tx,
             shutdown.clone(),
         ))];
@@ -267,50 +267,4 @@ async fn apply_batch(
         },
         changes,
     ))
-}
-
-/// Holds a LISTEN connection and bumps `wake` on every notification; reconnects with
-/// backoff when the database goes away, and wakes the runners after reconnecting so
-/// nothing sent meanwhile is missed.
-async fn listen(url: String, wake: watch::Sender<u64>, mut shutdown: watch::Receiver<bool>) {
-    let mut failures: u32 = 0;
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        match AsyncPgConnection::establish(&url).await {
-            Ok(mut conn) => {
-                let listening = diesel::sql_query(format!("LISTEN {EVENTS_CHANNEL}"))
-                    .execute(&mut conn)
-                    .await;
-                if let Err(e) = listening {
-                    tracing::warn!(error = %e, "LISTEN failed");
-                } else {
-                    failures = 0;
-                    wake.send_modify(|n| *n += 1);
-                    let mut stream = std::pin::pin!(conn.notifications_stream());
-                    loop {
-                        tokio::select! {
-                            n = stream.next() => match n {
-                                Some(Ok(_)) => wake.send_modify(|n| *n += 1),
-                                Some(Err(e)) => {
-                                    tracing::warn!(error = %e, "notification stream failed");
-                                    break;
-                                }
-                                None => break,
-                            },
-                            _ = shutdown.changed() => return,
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot open the LISTEN connection"),
-        }
-        failures = failures.saturating_add(1);
-        let backoff = Duration::from_millis(100u64 << failures.min(4));
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
 }

@@ -5,6 +5,7 @@ mod accounts;
 pub mod cost;
 pub mod error;
 pub mod ids;
+mod jobs;
 pub mod limits;
 pub mod loaders;
 mod mutation;
@@ -48,6 +49,8 @@ pub struct ApiState {
     pub access_token_ttl: Duration,
     /// Lifetime of refresh tokens.
     pub refresh_token_ttl: Duration,
+    /// Attempts of a payment capture job.
+    pub payment_max_attempts: i32,
 }
 
 /// Per-request facts resolvers need.
@@ -89,7 +92,7 @@ pub struct Limits {
 
 /// Builds the schema around shared state.
 pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
-    let mut builder = Schema::build(Query, Mutation::default(), EmptySubscription)
+    let mut builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .extension(limits::DocumentLimits {

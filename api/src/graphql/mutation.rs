@@ -150,6 +150,13 @@ pub struct OrderPayload {
     id: Uuid,
 }
 
+impl OrderPayload {
+    /// The payload of a command on order `id` whose events end at `at`.
+    pub(super) fn new(at: LogPoint, id: Uuid) -> Self {
+        Self { at, id }
+    }
+}
+
 /// Result of an order mutation.
 #[Object]
 impl OrderPayload {
@@ -224,7 +231,11 @@ fn non_negative_stock(initial: Option<i32>) -> Result<Option<StockDelta>> {
 
 /// All mutations: commerce and accounts, one `Mutation` type in the schema.
 #[derive(async_graphql::MergedObject, Default)]
-pub struct Mutation(CommerceMutation, super::accounts::AccountMutation);
+pub struct Mutation(
+    CommerceMutation,
+    super::accounts::AccountMutation,
+    super::jobs::JobsMutation,
+);
 
 /// Changes to the catalog, inventory and orders.
 #[derive(Default)]

@@ -128,12 +128,17 @@ fn is_visible(p: &Principal, status: &str) -> bool {
     p.is_staff() || status == "ACTIVE"
 }
 
+/// All queries: storefront, back office and the job queue, one `Query` type.
+#[derive(async_graphql::MergedObject, Default)]
+pub struct Query(StoreQuery, super::jobs::JobsQuery);
+
 /// Storefront and back-office reads.
-pub struct Query;
+#[derive(Default)]
+pub struct StoreQuery;
 
 /// Storefront and back-office reads.
 #[Object]
-impl Query {
+impl StoreQuery {
     /// Fetches any object by its global id (null when it does not exist or is not
     /// yours to see).
     async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {

@@ -1,10 +1,12 @@
 //! HTTP concerns: the GraphQL-over-HTTP endpoint, GraphiQL, SDL, health probes.
 
 pub mod documents;
+pub mod fake_provider;
 pub mod graphiql;
 pub mod graphql;
 pub mod health;
 pub mod idempotency;
+pub mod webhooks;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -78,6 +80,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::route().to(graphql::method_not_allowed)),
     )
     .route("/schema.graphql", web::get().to(graphql::sdl))
+    .route("/webhooks/payments", web::post().to(webhooks::payments))
+    .route(
+        "/fake-provider/charges",
+        web::post().to(fake_provider::charges),
+    )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .configure(graphiql::configure);

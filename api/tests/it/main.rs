@@ -8,6 +8,7 @@ mod graphql_http;
 mod idempotency;
 mod oidc;
 mod orders;
+mod payments;
 mod schema;
 mod security;
 mod seed;

@@ -8,6 +8,7 @@ mod catalog;
 mod customers;
 mod inventory;
 mod orders;
+mod payments;
 
 use std::future::Future;
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub use catalog::{NewCategory, NewProduct, ProductPatch};
 pub use customers::NewCustomer;
 pub use inventory::StockOutcome;
 pub use orders::{OrderLineInput, PlacedOrder};
+pub use payments::{PaymentToCapture, Settlement, PAYMENTS_QUEUE};
 
 use crate::db::{PgPool, PooledConn};
 use crate::error::DomainError;

@@ -40,17 +40,17 @@ pub struct PlacedOrder {
     pub lines: Vec<OrderLineFact>,
 }
 
-struct OrderHead {
-    customer_id: Uuid,
-    status: OrderStatus,
-    total_minor: i64,
+pub(super) struct OrderHead {
+    pub(super) customer_id: Uuid,
+    pub(super) status: OrderStatus,
+    pub(super) total_minor: i64,
     version: i32,
     placed_at: DateTime<Utc>,
 }
 
 /// How the stock of an order's lines moves when it leaves PENDING_PAYMENT.
 #[derive(Clone, Copy)]
-enum StockMove {
+pub(super) enum StockMove {
     /// Back to available (cancel, expiry, failed payment).
     Release,
     /// Out of the books (payment captured).
@@ -142,7 +142,7 @@ impl Commands {
             .await
     }
 
-    async fn transition(
+    pub(super) async fn transition(
         &self,
         ctx: &CommandContext,
         id: OrderId,
@@ -163,6 +163,11 @@ impl Commands {
                     let head = lock_order(conn, id).await?;
                     if owner_filter.is_some_and(|me| me.0 != head.customer_id) {
                         return Err(DomainError::not_found("order", id));
+                    }
+                    if to == OrderStatus::Expired && payment_pending(conn, id).await? {
+                        return Err(DomainError::InvalidState(format!(
+                            "order {id} has a payment in progress"
+                        )));
                     }
                     if !allowed(head.status, to) {
                         return Err(DomainError::InvalidState(format!(
@@ -268,6 +273,17 @@ impl Commands {
         })
         .await
     }
+}
+
+async fn payment_pending(conn: &mut AsyncPgConnection, id: OrderId) -> Result<bool, DomainError> {
+    use crate::schema::payments;
+    Ok(diesel::select(diesel::dsl::exists(
+        payments::table
+            .filter(payments::order_id.eq(id.0))
+            .filter(payments::status.eq("pending")),
+    ))
+    .get_result(conn)
+    .await?)
 }
 
 /// The order state machine.
@@ -443,7 +459,10 @@ async fn place(
     })
 }
 
-async fn lock_order(conn: &mut AsyncPgConnection, id: OrderId) -> Result<OrderHead, DomainError> {
+pub(super) async fn lock_order(
+    conn: &mut AsyncPgConnection,
+    id: OrderId,
+) -> Result<OrderHead, DomainError> {
     let row: Option<(Uuid, String, i64, i32, DateTime<Utc>)> = orders::table
         .find(id.0)
         .select((

@@ -2,6 +2,7 @@
 //! and an embedded PostgreSQL cluster for development and tests.
 
 pub mod embedded;
+pub mod listen;
 #[cfg(feature = "testing")]
 pub mod testing;
 

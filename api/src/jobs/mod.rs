@@ -1,0 +1,276 @@
+//! Job workers: one loop per queue claims due jobs (SKIP LOCKED, under a lease), runs
+//! each with a timeout on at most `concurrency` tasks, and records the outcome: done
+//! (deleted), retry later (exponential backoff, full jitter) or dead letter. Idle loops
+//! wake on NOTIFY from `enqueue`, or poll every second as a fallback.
+
+pub mod expiry;
+pub mod payments;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use till_domain::db::PgPool;
+use till_domain::jobs::{self, Backoff, Failed, Job, JOBS_CHANNEL};
+use tokio::sync::{watch, Semaphore};
+
+/// Why a job failed.
+#[derive(Debug, Clone)]
+pub struct JobError {
+    /// True when retrying cannot help (the job goes to the dead letters at once).
+    pub permanent: bool,
+    /// What went wrong (kept with the dead letter).
+    pub message: String,
+}
+
+impl JobError {
+    /// A failure worth retrying.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            permanent: false,
+            message: message.into(),
+        }
+    }
+
+    /// A failure retrying cannot fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            permanent: true,
+            message: message.into(),
+        }
+    }
+}
+
+/// Starts the job workers and order expiry for `till serve` and `till worker`.
+/// `provider_url` is where payments are captured; without one the payments queue is
+/// not served here.
+pub fn start(
+    pool: PgPool,
+    database_url: String,
+    cfg: &crate::config::JobsConfig,
+    provider_url: Option<String>,
+    stop: watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let commands = till_domain::commands::Commands::new(pool.clone());
+    let mut workers = Vec::new();
+    match provider_url {
+        Some(url) => {
+            let client = payments::ProviderClient::new(
+                &url,
+                Duration::from_millis(cfg.payment_connect_timeout_ms),
+                Duration::from_millis(cfg.payment_read_timeout_ms),
+            )
+            .map_err(|e| format!("payment provider client: {e}"))?;
+            tracing::info!(provider = %url, "capturing payments");
+            workers.push(QueueWorker {
+                queue: till_domain::commands::PAYMENTS_QUEUE,
+                concurrency: cfg.payments_concurrency.max(1),
+                handler: payments::capture_handler(commands.clone(), client),
+            });
+        }
+        None => tracing::warn!("no TILL_PAYMENT_PROVIDER_URL: this process captures no payments"),
+    }
+    let settings = RunnerSettings {
+        lease: Duration::from_secs(cfg.job_lease_s.max(1)),
+        timeout: Duration::from_secs(cfg.job_timeout_s.max(1)),
+        backoff: Backoff {
+            base: Duration::from_millis(cfg.job_backoff_base_ms.max(1)),
+            cap: Duration::from_secs(cfg.job_backoff_cap_s.max(1)),
+        },
+    };
+    let mut handles = spawn(pool, database_url, workers, settings, stop.clone());
+    handles.push(tokio::spawn(expiry::run(
+        commands,
+        Duration::from_secs(cfg.order_expiry_min.max(1) * 60),
+        Duration::from_secs(cfg.expiry_interval_s.max(1)),
+        stop,
+    )));
+    Ok(handles)
+}
+
+/// A job handler.
+pub type Handler =
+    Arc<dyn Fn(Job) -> Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>> + Send + Sync>;
+
+/// One queue's worker settings.
+pub struct QueueWorker {
+    /// Queue name.
+    pub queue: &'static str,
+    /// Jobs of this queue running at once in this process.
+    pub concurrency: usize,
+    /// Runs one job.
+    pub handler: Handler,
+}
+
+/// Settings shared by every queue.
+#[derive(Debug, Clone, Copy)]
+pub struct RunnerSettings {
+    /// How long a claimed job is reserved for its worker.
+    pub lease: Duration,
+    /// Longest one attempt may run (keep it below the lease).
+    pub timeout: Duration,
+    /// Retry timing.
+    pub backoff: Backoff,
+}
+
+/// Starts one loop per queue plus a LISTEN connection; they stop when `stop` turns
+/// true, after their running jobs finish.
+pub fn spawn(
+    pool: PgPool,
+    database_url: String,
+    workers: Vec<QueueWorker>,
+    settings: RunnerSettings,
+    stop: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let (wake_tx, wake_rx) = watch::channel(0u64);
+    let mut handles = vec![tokio::spawn(till_domain::db::listen::listen(
+        database_url,
+        JOBS_CHANNEL,
+        wake_tx,
+        stop.clone(),
+    ))];
+    let worker_id = format!(
+        "{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    for w in workers {
+        handles.push(tokio::spawn(run_queue(
+            pool.clone(),
+            w,
+            settings,
+            worker_id.clone(),
+            wake_rx.clone(),
+            stop.clone(),
+        )));
+    }
+    handles
+}
+
+async fn run_queue(
+    pool: PgPool,
+    worker: QueueWorker,
+    settings: RunnerSettings,
+    worker_id: String,
+    mut wake: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(worker.concurrency.max(1)));
+    let mut failures: u32 = 0;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let free = permits.available_permits();
+        let claimed = if free == 0 {
+            Vec::new()
+        } else {
+            match jobs::claim(&pool, worker.queue, free as i64, settings.lease, &worker_id).await {
+                Ok(jobs) => {
+                    failures = 0;
+                    jobs
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(queue = worker.queue, error = %e, "claiming jobs failed");
+                    Vec::new()
+                }
+            }
+        };
+        let got = claimed.len();
+        for job in claimed {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let pool = pool.clone();
+            let handler = worker.handler.clone();
+            let worker_id = worker_id.clone();
+            tokio::spawn(async move {
+                run_one(&pool, handler, job, settings, &worker_id).await;
+                drop(permit);
+            });
+        }
+        if got > 0 && got == free {
+            // Maybe more are due: claim again once a slot frees up.
+            tokio::select! {
+                _ = permits.clone().acquire_owned() => {}
+                _ = stop.changed() => break,
+            }
+            continue;
+        }
+        let idle = if failures > 0 {
+            Duration::from_millis(100u64 << failures.min(5))
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::select! {
+            _ = wake.changed() => {}
+            _ = tokio::time::sleep(idle) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    // Let running jobs finish (bounded by their timeout).
+    let _ = tokio::time::timeout(
+        settings.timeout + Duration::from_secs(1),
+        permits.acquire_many(u32::try_from(worker.concurrency.max(1)).unwrap_or(1)),
+    )
+    .await;
+}
+
+async fn run_one(
+    pool: &PgPool,
+    handler: Handler,
+    job: Job,
+    settings: RunnerSettings,
+    worker: &str,
+) {
+    let span = tracing::info_span!("job", queue = %job.queue, id = job.id, attempt = job.attempts);
+    let _guard = span.enter();
+    let started = std::time::Instant::now();
+    let result = if job.attempts > job.max_attempts {
+        // Claimed again after its worker died during the last attempt.
+        Err(JobError::permanent(
+            "the worker running the last attempt was lost",
+        ))
+    } else {
+        match tokio::time::timeout(settings.timeout, handler(job.clone())).await {
+            Ok(r) => r,
+            Err(_) => Err(JobError::transient(format!(
+                "timed out after {} ms",
+                settings.timeout.as_millis()
+            ))),
+        }
+    };
+    let took_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(()) => match jobs::complete(pool, &job, worker).await {
+            Ok(true) => tracing::info!(took_ms, "job done"),
+            Ok(false) => tracing::warn!("job done but its lease was lost"),
+            Err(e) => tracing::warn!(error = %e, "could not record a finished job"),
+        },
+        Err(err) => {
+            match jobs::fail(
+                pool,
+                &job,
+                worker,
+                &err.message,
+                err.permanent,
+                settings.backoff,
+            )
+            .await
+            {
+                Ok(Failed::Retry(after)) => tracing::warn!(
+                    error = %err.message,
+                    retry_in_ms = after.as_millis() as u64,
+                    "job failed; will retry"
+                ),
+                Ok(Failed::Dead) => {
+                    tracing::error!(error = %err.message, "job moved to the dead letters")
+                }
+                Ok(Failed::LeaseLost) => tracing::warn!("job failed but its lease was lost"),
+                Err(e) => tracing::warn!(error = %e, "could not record a failed job"),
+            }
+        }
+    }
+}
