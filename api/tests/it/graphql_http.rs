@@ -219,6 +219,7 @@ async fn a_database_outage_answers_503_and_the_process_stays_live() {
     cfg.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.jwt_secret = Some(till_api::config::Secret::new(SECRET));
     cfg.mode = till_api::config::Mode::Production;
+    cfg.jobs.payment_provider_url = Some("http://127.0.0.1:9".into());
     cfg.db.db_acquire_timeout_ms = 300;
     cfg.http_workers = 1;
     // A port nothing listens on.
