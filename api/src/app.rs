@@ -227,22 +227,19 @@ impl Application {
         let reads = ReadModels::new(pool.clone(), cache.clone(), progress.clone());
         let (stop_workers, stop_rx) = watch::channel(false);
         let mut workers = Vec::new();
+        let projector = Projector::new(
+            pool.clone(),
+            database.url.clone(),
+            cache,
+            progress.clone(),
+            ProjectorSettings::default(),
+        );
         if cfg.projector {
-            let projector = Projector::new(
-                pool.clone(),
-                database.url.clone(),
-                cache,
-                progress.clone(),
-                ProjectorSettings::default(),
-            );
             workers.extend(projector.spawn(stop_rx.clone()));
         } else {
-            workers.push(tokio::spawn(follow_checkpoints(
-                cache.clone(),
-                pool.clone(),
-                progress.clone(),
-                stop_rx,
-            )));
+            // Another process projects: follow its checkpoints, invalidating what
+            // changed and feeding subscriptions.
+            workers.extend(projector.spawn_follower(stop_rx.clone()));
         }
         workers.push(tokio::spawn(housekeeping(
             pool.clone(),
@@ -508,37 +505,6 @@ pub(crate) async fn housekeeping(pool: PgPool, mut stop: watch::Receiver<bool>) 
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(300)) => {}
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Without a local projector, follow the checkpoints another process writes, so
-/// consistency tokens still resolve and the cache never outlives a change.
-async fn follow_checkpoints(
-    cache: ReadCache,
-    pool: PgPool,
-    progress: Arc<Progress>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        if let Ok(mut conn) = pool.get().await {
-            match Progress::load(&mut conn).await {
-                Ok(points) => {
-                    // This process cannot tell which rows changed: when anything moved,
-                    // drop the cache before publishing the new checkpoints.
-                    if points.iter().any(|(p, at)| *at > progress.current(*p)) {
-                        cache.invalidate_everything();
-                    }
-                    for (p, at) in points {
-                        progress.advance(p, at);
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "checkpoint refresh failed"),
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             _ = stop.changed() => return,
         }
     }

@@ -17,6 +17,6 @@ pub mod views;
 pub use cache::{CacheSettings, ReadCache};
 pub use error::ReadError;
 pub use progress::Progress;
-pub use projections::{Change, Projection};
+pub use projections::{changes_of, Applied, Change, Projection};
 pub use projector::{Projector, ProjectorSettings};
 pub use queries::ReadModels;

@@ -6,16 +6,20 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use std::sync::Arc;
 use till_domain::event_log::LogPoint;
 use till_domain::schema::projection_checkpoints;
-use tokio::sync::watch;
+
+use tokio::sync::{broadcast, watch};
 
 use crate::error::ReadError;
-use crate::projections::Projection;
+use crate::projections::{Applied, Projection};
 
-/// Checkpoints of every projection, published by the projector as it commits.
+/// Checkpoints of every projection, published by the projector as it commits, and a
+/// feed of the events each projection has applied (for subscriptions).
 pub struct Progress {
     points: HashMap<Projection, watch::Sender<LogPoint>>,
+    feed: broadcast::Sender<Arc<Applied>>,
 }
 
 impl Default for Progress {
@@ -32,6 +36,20 @@ impl Progress {
                 .into_iter()
                 .map(|p| (p, watch::Sender::new(LogPoint::default())))
                 .collect(),
+            feed: broadcast::channel(1024).0,
+        }
+    }
+
+    /// Events as projections apply them (after the read model and the cache reflect
+    /// them). A receiver that falls more than 1024 batches behind skips ahead.
+    pub fn feed(&self) -> broadcast::Receiver<Arc<Applied>> {
+        self.feed.subscribe()
+    }
+
+    /// Announces applied events (no-op without subscribers).
+    pub fn publish(&self, applied: Applied) {
+        if !applied.events.is_empty() && self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(Arc::new(applied));
         }
     }
 

@@ -11,12 +11,13 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use till_domain::db::PgPool;
 use till_domain::event_log::{self, LogPoint, EVENTS_CHANNEL};
 use till_domain::schema::{events, projection_checkpoints};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::cache::ReadCache;
 use crate::error::ReadError;
 use crate::progress::Progress;
-use crate::projections::{Change, Projection};
+use crate::projections::{changes_of, Applied, Change, Projection};
+use till_domain::events::StoredEvent;
 
 /// Tuning of the projector.
 #[derive(Debug, Clone)]
@@ -45,9 +46,19 @@ impl Default for ProjectorSettings {
 pub struct BatchOutcome {
     /// Events applied.
     pub applied: usize,
+    /// The checkpoint before the batch (other processes may have moved it).
+    pub from: LogPoint,
     /// The checkpoint after the batch.
     pub checkpoint: LogPoint,
 }
+
+/// Most events a process reads to learn what other processes applied; past this it
+/// drops its whole cache instead.
+const MAX_MISSED_EVENTS: usize = 20_000;
+
+/// The channel a projector NOTIFYs after committing a batch, so projectors and
+/// followers in other processes invalidate their caches at once.
+pub const PROJECTED_CHANNEL: &str = "till_projected";
 
 /// Runs projections over a pool; cheap to clone.
 #[derive(Clone)]
@@ -56,7 +67,6 @@ pub struct Projector {
     database_url: String,
     cache: ReadCache,
     progress: Arc<Progress>,
-    changes: broadcast::Sender<Change>,
     settings: ProjectorSettings,
 }
 
@@ -69,39 +79,124 @@ impl Projector {
         progress: Arc<Progress>,
         settings: ProjectorSettings,
     ) -> Self {
-        let (changes, _) = broadcast::channel(4096);
         Self {
             pool,
             database_url,
             cache,
             progress,
-            changes,
             settings,
         }
     }
 
-    /// A feed of what each committed batch changed.
-    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
-        self.changes.subscribe()
-    }
-
-    /// Applies at most one batch of `projection` and returns how far it got.
+    /// Applies at most one batch of `projection` and returns how far it got. Batches
+    /// other processes applied since this one last looked are taken into account too:
+    /// their changes are derived from the log, invalidated and announced.
     pub async fn run_batch(&self, projection: Projection) -> Result<BatchOutcome, ReadError> {
+        let local = self.progress.current(projection);
         let mut conn = self.pool.get().await?;
         let limit = self.settings.batch_size;
-        let (outcome, changes) = conn
+        let (outcome, mine, batch) = conn
             .transaction(async |conn| apply_batch(conn, projection, limit).await)
             .await?;
-        // Invalidate before publishing progress: a reader woken by the new checkpoint
-        // must not find a stale cache entry.
-        if !changes.is_empty() {
-            self.cache.invalidate(&changes).await;
-        }
-        self.progress.advance(projection, outcome.checkpoint);
-        for c in changes {
-            let _ = self.changes.send(c);
-        }
+        let missed = if outcome.from > local {
+            read_range(&mut conn, local, outcome.from).await?
+        } else {
+            Some(Vec::new())
+        };
+        self.publish(projection, missed, mine, batch, outcome.checkpoint)
+            .await;
         Ok(outcome)
+    }
+
+    /// For a process that applies nothing itself (`--projector false`): catch up with
+    /// the checkpoint other processes wrote.
+    pub async fn observe(&self, projection: Projection) -> Result<LogPoint, ReadError> {
+        let local = self.progress.current(projection);
+        let mut conn = self.pool.get().await?;
+        let stored: Option<(i64, i64)> = projection_checkpoints::table
+            .find(projection.name())
+            .select((
+                projection_checkpoints::tx_id,
+                projection_checkpoints::position,
+            ))
+            .first(&mut conn)
+            .await
+            .optional()?;
+        let Some((tx_id, position)) = stored else {
+            return Ok(local);
+        };
+        let stored = LogPoint { tx_id, position };
+        if stored > local {
+            let missed = read_range(&mut conn, local, stored).await?;
+            self.publish(projection, missed, Vec::new(), Vec::new(), stored)
+                .await;
+        }
+        Ok(stored)
+    }
+
+    /// Invalidates what changed, then publishes progress, then announces the events
+    /// (in that order: a reader woken by either must not find a stale cache entry).
+    async fn publish(
+        &self,
+        projection: Projection,
+        missed: Option<Vec<StoredEvent>>,
+        mine: Vec<Change>,
+        batch: Vec<StoredEvent>,
+        checkpoint: LogPoint,
+    ) {
+        let mut events = match missed {
+            Some(events) => {
+                let mut changes = changes_of(projection, &events);
+                changes.extend(mine);
+                self.cache.invalidate(&changes).await;
+                events
+            }
+            None => {
+                tracing::warn!(
+                    projection = projection.name(),
+                    "far behind other processes: dropping the whole cache"
+                );
+                self.cache.invalidate_everything();
+                self.cache.invalidate(&mine).await;
+                Vec::new()
+            }
+        };
+        self.progress.advance(projection, checkpoint);
+        events.extend(batch);
+        self.progress.publish(Applied { projection, events });
+    }
+
+    /// Follows the checkpoints other processes write (LISTEN plus a 1 s poll), for a
+    /// server that runs no projector itself.
+    pub fn spawn_follower(
+        &self,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let (wake_tx, mut wake) = watch::channel(0u64);
+        let listener = tokio::spawn(till_domain::db::listen::listen(
+            self.database_url.clone(),
+            &[PROJECTED_CHANNEL],
+            wake_tx,
+            shutdown.clone(),
+        ));
+        let this = self.clone();
+        let mut stop = shutdown;
+        let follower = tokio::spawn(async move {
+            loop {
+                wake.borrow_and_update();
+                for p in Projection::ALL {
+                    if let Err(e) = this.observe(p).await {
+                        tracing::debug!(projection = p.name(), error = %e, "following checkpoints failed");
+                    }
+                }
+                tokio::select! {
+                    _ = wake.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+        vec![listener, follower]
     }
 
     /// Applies batches until `projection` has nothing more it can read now.
@@ -139,7 +234,7 @@ impl Projector {
         let (wake_tx, wake_rx) = watch::channel(0u64);
         let mut handles = vec![tokio::spawn(till_domain::db::listen::listen(
             self.database_url.clone(),
-            EVENTS_CHANNEL,
+            &[EVENTS_CHANNEL, PROJECTED_CHANNEL],
             wake_tx,
             shutdown.clone(),
         ))];
@@ -212,7 +307,7 @@ async fn apply_batch(
     conn: &mut AsyncPgConnection,
     projection: Projection,
     limit: i64,
-) -> Result<(BatchOutcome, Vec<Change>), ReadError> {
+) -> Result<(BatchOutcome, Vec<Change>, Vec<StoredEvent>), ReadError> {
     // One applier per projection at a time, across every process: a transaction-scoped
     // advisory lock (taken before any write, so it does not hold back the horizon).
     diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('till.projection.' || $1))")
@@ -260,11 +355,52 @@ async fn apply_batch(
             .await?;
     }
     changes.dedup();
+    if !batch.is_empty() {
+        // Delivered at commit: wakes the other processes' projectors and followers.
+        diesel::sql_query("SELECT pg_notify($1, $2)")
+            .bind::<Text, _>(PROJECTED_CHANNEL)
+            .bind::<Text, _>(projection.name())
+            .execute(conn)
+            .await?;
+    }
     Ok((
         BatchOutcome {
             applied: batch.len(),
+            from,
             checkpoint,
         },
         changes,
+        batch,
     ))
+}
+
+/// The events in (`from`, `to`], or None when there are more than
+/// [`MAX_MISSED_EVENTS`].
+async fn read_range(
+    conn: &mut AsyncPgConnection,
+    from: LogPoint,
+    to: LogPoint,
+) -> Result<Option<Vec<StoredEvent>>, ReadError> {
+    let mut out = Vec::new();
+    let mut cursor = from;
+    while cursor < to {
+        let page = event_log::read_after(conn, cursor, 1000).await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        cursor = LogPoint {
+            tx_id: last.tx_id,
+            position: last.position,
+        };
+        out.extend(page.into_iter().filter(|e| {
+            LogPoint {
+                tx_id: e.tx_id,
+                position: e.position,
+            } <= to
+        }));
+        if out.len() > MAX_MISSED_EVENTS {
+            return Ok(None);
+        }
+    }
+    Ok(Some(out))
 }

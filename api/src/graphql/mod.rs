@@ -10,13 +10,14 @@ pub mod limits;
 pub mod loaders;
 mod mutation;
 mod query;
+mod subscription;
 pub mod timeout;
 pub mod types;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{Context, EmptySubscription, SDLExportOptions, Schema};
+use async_graphql::{Context, SDLExportOptions, Schema};
 use till_domain::commands::{CommandContext, Commands};
 use till_domain::idempotency::IdempotencyClaim;
 use till_domain::types::Currency;
@@ -25,11 +26,12 @@ use uuid::Uuid;
 
 pub use mutation::Mutation;
 pub use query::Query;
+pub use subscription::Subscription;
 
 use crate::auth::{Principal, TokenService};
 
 /// The schema type.
-pub type TillSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type TillSchema = Schema<Query, Mutation, Subscription>;
 
 /// What resolvers share: built once at start-up.
 pub struct ApiState {
@@ -92,7 +94,7 @@ pub struct Limits {
 
 /// Builds the schema around shared state.
 pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
-    let mut builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+    let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .extension(limits::DocumentLimits {

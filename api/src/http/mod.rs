@@ -6,6 +6,7 @@ pub mod graphiql;
 pub mod graphql;
 pub mod health;
 pub mod idempotency;
+pub mod subscriptions;
 pub mod webhooks;
 
 use actix_web::body::MessageBody;
@@ -76,6 +77,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/graphql")
             .route(web::post().to(graphql::post))
+            .route(
+                web::get()
+                    .guard(actix_web::guard::fn_guard(|ctx| {
+                        ctx.head()
+                            .headers()
+                            .get(header::UPGRADE)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+                    }))
+                    .to(subscriptions::websocket),
+            )
             .route(web::get().to(graphql::get))
             .route(web::route().to(graphql::method_not_allowed)),
     )

@@ -126,7 +126,7 @@ pub fn spawn(
     let (wake_tx, wake_rx) = watch::channel(0u64);
     let mut handles = vec![tokio::spawn(till_domain::db::listen::listen(
         database_url,
-        JOBS_CHANNEL,
+        &[JOBS_CHANNEL],
         wake_tx,
         stop.clone(),
     ))];

@@ -1,4 +1,4 @@
-//! A LISTEN connection that bumps a counter on every notification of one channel.
+//! A LISTEN connection that bumps a counter on every notification of its channels.
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tokio::sync::watch;
 /// nothing sent meanwhile is missed.
 pub async fn listen(
     url: String,
-    channel: &'static str,
+    channels: &'static [&'static str],
     wake: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -22,9 +22,15 @@ pub async fn listen(
         }
         match AsyncPgConnection::establish(&url).await {
             Ok(mut conn) => {
-                let listening = diesel::sql_query(format!("LISTEN {channel}"))
-                    .execute(&mut conn)
-                    .await;
+                let mut listening = Ok(0);
+                for channel in channels {
+                    listening = diesel::sql_query(format!("LISTEN {channel}"))
+                        .execute(&mut conn)
+                        .await;
+                    if listening.is_err() {
+                        break;
+                    }
+                }
                 if let Err(e) = listening {
                     tracing::warn!(error = %e, "LISTEN failed");
                 } else {

@@ -34,6 +34,73 @@ pub enum Change {
     Sales,
 }
 
+/// What applying `events` to `projection` changes, derived from the events alone (no
+/// database): a process that did not apply a batch itself (another replica did) uses it
+/// to invalidate its cache and feed its subscribers.
+pub fn changes_of(projection: Projection, events: &[StoredEvent]) -> Vec<Change> {
+    use till_domain::events::DomainEvent as E;
+    let mut out = Vec::new();
+    for ev in events {
+        match (projection, &ev.event) {
+            (Projection::ProductView, E::CategoryCreated { .. }) => out.push(Change::Categories),
+            (
+                Projection::ProductView,
+                E::ProductCreated { product_id, .. }
+                | E::ProductUpdated { product_id, .. }
+                | E::ProductArchived { product_id, .. }
+                | E::InventoryRestocked { product_id, .. }
+                | E::InventoryAdjusted { product_id, .. }
+                | E::StockReserved { product_id, .. }
+                | E::StockReleased { product_id, .. }
+                | E::StockCommitted { product_id, .. },
+            ) => out.push(Change::Product(*product_id)),
+            (
+                Projection::ProductView,
+                E::OrderPlaced { lines, .. } | E::OrderStatusChanged { lines, .. },
+            ) => out.extend(lines.iter().map(|l| Change::Product(l.product_id))),
+            (
+                Projection::OrderView,
+                E::OrderPlaced {
+                    order_id,
+                    customer_id,
+                    ..
+                }
+                | E::OrderStatusChanged {
+                    order_id,
+                    customer_id,
+                    ..
+                },
+            ) => out.push(Change::Order {
+                order: *order_id,
+                customer: *customer_id,
+            }),
+            (
+                Projection::CustomerSummary,
+                E::CustomerRegistered { customer_id, .. }
+                | E::RoleGranted { customer_id, .. }
+                | E::OrderPlaced { customer_id, .. }
+                | E::OrderStatusChanged { customer_id, .. },
+            ) => out.push(Change::Customer(*customer_id)),
+            (Projection::Sales, E::OrderPlaced { .. } | E::OrderStatusChanged { .. }) => {
+                out.push(Change::Sales)
+            }
+            _ => {}
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|c| seen.insert(*c));
+    out
+}
+
+/// Events a projection has applied (by this process or another), in log order.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The projection.
+    pub projection: Projection,
+    /// The events, now reflected in its tables.
+    pub events: Vec<StoredEvent>,
+}
+
 /// Every projection Till maintains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Projection {
