@@ -9,6 +9,7 @@ mod idempotency;
 mod oidc;
 mod orders;
 mod payments;
+mod scale_out;
 mod schema;
 mod security;
 mod seed;
