@@ -308,6 +308,14 @@ pub struct JobsConfig {
     #[arg(long, env = "TILL_PAYMENT_MAX_ATTEMPTS", default_value_t = 8)]
     pub payment_max_attempts: i32,
 
+    /// Webhook deliveries running at once in this process.
+    #[arg(long, env = "TILL_WEBHOOKS_CONCURRENCY", default_value_t = 8)]
+    pub webhooks_concurrency: usize,
+
+    /// Attempts of a webhook delivery before it becomes a dead letter.
+    #[arg(long, env = "TILL_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10)]
+    pub webhook_max_attempts: i32,
+
     /// Seconds a claimed job is reserved for its worker (then another may take it).
     #[arg(long, env = "TILL_JOB_LEASE_S", default_value_t = 60)]
     pub job_lease_s: u64,

@@ -223,6 +223,24 @@ pub enum DomainEvent {
     },
 }
 
+/// Every event type name (what webhook subscribers choose from).
+pub const EVENT_TYPES: &[&str] = &[
+    "CategoryCreated",
+    "ProductCreated",
+    "ProductUpdated",
+    "ProductArchived",
+    "InventoryRestocked",
+    "InventoryAdjusted",
+    "StockReserved",
+    "StockReleased",
+    "StockCommitted",
+    "CustomerRegistered",
+    "RoleGranted",
+    "PaymentRequested",
+    "OrderPlaced",
+    "OrderStatusChanged",
+];
+
 impl DomainEvent {
     /// The event type stored in the log.
     pub fn event_type(&self) -> &'static str {

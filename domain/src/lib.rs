@@ -16,5 +16,6 @@ pub mod passwords;
 pub mod schema;
 pub mod seed;
 pub mod types;
+pub mod webhooks;
 
 pub use error::DomainError;

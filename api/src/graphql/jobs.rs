@@ -1,10 +1,11 @@
-//! Payments and dead letters in the schema: `payOrder` (owner or staff), and the back
-//! office's `deadLetters` with `retryDeadLetter` / `discardDeadLetter`.
+//! Payments, dead letters and webhooks in the schema: `payOrder` (owner or staff), and
+//! the back office's `deadLetters` with `retryDeadLetter` / `discardDeadLetter`, and
+//! outbound webhook subscriptions with their delivery history.
 
 use async_graphql::{Context, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use till_domain::jobs;
 use till_domain::types::OrderId;
+use till_domain::{jobs, webhooks};
 
 use super::error::{self, coded, Code};
 use super::ids::{self, Kind};
@@ -73,6 +74,112 @@ pub struct DeadLetterPayload {
     pub queue: Option<String>,
 }
 
+/// A subscriber URL for outbound webhooks.
+#[derive(SimpleObject)]
+pub struct WebhookSubscription {
+    /// Id.
+    pub id: ID,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// Event types delivered (`*` for all).
+    pub event_types: Vec<String>,
+    /// Whether deliveries are made.
+    pub active: bool,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<webhooks::Subscription> for WebhookSubscription {
+    fn from(s: webhooks::Subscription) -> Self {
+        Self {
+            id: ID(s.id.to_string()),
+            url: s.url,
+            event_types: s.event_types,
+            active: s.active,
+            created_at: s.created_at,
+        }
+    }
+}
+
+/// Result of `registerWebhook`.
+#[derive(SimpleObject)]
+pub struct RegisterWebhookPayload {
+    /// The subscription.
+    pub subscription: WebhookSubscription,
+    /// The signing secret, shown only here: verify `Till-Signature` with it.
+    pub secret: String,
+}
+
+/// One delivery of one event to one subscriber.
+#[derive(SimpleObject)]
+pub struct WebhookDelivery {
+    /// Id.
+    pub id: ID,
+    /// The event id (also sent as `Till-Event-Id`).
+    pub event_id: String,
+    /// The event type.
+    pub event_type: String,
+    /// PENDING, DELIVERED or FAILED.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i32,
+    /// The subscriber's last HTTP status.
+    pub response_status: Option<i32>,
+    /// The last failure.
+    pub error: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it succeeded.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery in a page.
+#[derive(SimpleObject)]
+pub struct WebhookDeliveryEdge {
+    /// Pass as `after` to continue after it.
+    pub cursor: String,
+    /// The delivery.
+    pub node: WebhookDelivery,
+}
+
+/// A page of deliveries, newest first.
+#[derive(SimpleObject)]
+pub struct WebhookDeliveryConnection {
+    /// The deliveries with their cursors.
+    pub edges: Vec<WebhookDeliveryEdge>,
+    /// Where this page sits.
+    pub page_info: PageInfo,
+}
+
+fn parse_subscription_id(id: &ID) -> Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(id.as_str()).map_err(|_| {
+        coded(
+            Code::BadUserInput,
+            "subscriptionId: not a webhook subscription id",
+        )
+    })
+}
+
+fn page_args(
+    ctx: &Context<'_>,
+    first: Option<i32>,
+    after: Option<&str>,
+) -> Result<(i64, Option<i64>)> {
+    let max = state(ctx)?.max_page_size;
+    let n = i64::from(first.unwrap_or(20));
+    if n < 1 || n > max {
+        return Err(coded(
+            Code::BadUserInput,
+            format!("first: must be between 1 and {max}"),
+        ));
+    }
+    let before = after
+        .map(|a| a.parse::<i64>())
+        .transpose()
+        .map_err(|_| coded(Code::BadUserInput, "after: not a cursor from this list"))?;
+    Ok((n, before))
+}
+
 fn job_id(id: &ID) -> Result<i64> {
     id.parse::<i64>()
         .map_err(|_| coded(Code::BadUserInput, "id: not a dead letter id"))
@@ -98,18 +205,7 @@ impl JobsQuery {
         #[graphql(desc = "Cursor after which the page starts.")] after: Option<String>,
     ) -> Result<DeadLetterConnection> {
         let st = state(ctx)?;
-        let n = i64::from(first.unwrap_or(20));
-        if n < 1 || n > st.max_page_size {
-            return Err(coded(
-                Code::BadUserInput,
-                format!("first: must be between 1 and {}", st.max_page_size),
-            ));
-        }
-        let before = after
-            .as_deref()
-            .map(|a| a.parse::<i64>())
-            .transpose()
-            .map_err(|_| coded(Code::BadUserInput, "after: not a cursor from this list"))?;
+        let (n, before) = page_args(ctx, first, after.as_deref())?;
         let mut rows = jobs::dead_letters(st.commands.pool(), queue.as_deref(), before, n + 1)
             .await
             .map_err(error::domain)?;
@@ -125,6 +221,62 @@ impl JobsQuery {
         let cursors: Vec<&str> = edges.iter().map(|e| e.cursor.as_str()).collect();
         let page_info = PageInfo::new(&cursors, has_next, before.is_some());
         Ok(DeadLetterConnection { edges, page_info })
+    }
+
+    /// Outbound webhook subscribers, newest first (back office).
+    #[graphql(guard = "StaffGuard", complexity = 50)]
+    async fn webhook_subscriptions(&self, ctx: &Context<'_>) -> Result<Vec<WebhookSubscription>> {
+        Ok(webhooks::subscriptions(state(ctx)?.commands.pool())
+            .await
+            .map_err(error::domain)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// A subscriber's delivery history, newest first (back office).
+    #[graphql(
+        guard = "StaffGuard",
+        complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1"
+    )]
+    async fn webhook_deliveries(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The subscription.")] subscription_id: ID,
+        #[graphql(desc = "Page size (default 20).")] first: Option<i32>,
+        #[graphql(desc = "Cursor after which the page starts.")] after: Option<String>,
+    ) -> Result<WebhookDeliveryConnection> {
+        let sub = parse_subscription_id(&subscription_id)?;
+        let (n, before) = page_args(ctx, first, after.as_deref())?;
+        let mut rows = webhooks::deliveries(state(ctx)?.commands.pool(), sub, before, n + 1)
+            .await
+            .map_err(error::domain)?;
+        let has_next = rows.len() as i64 > n;
+        rows.truncate(n as usize);
+        let edges: Vec<WebhookDeliveryEdge> = rows
+            .into_iter()
+            .map(|d| WebhookDeliveryEdge {
+                cursor: d.id.to_string(),
+                node: WebhookDelivery {
+                    id: ID(d.id.to_string()),
+                    event_id: till_domain::event_log::LogPoint {
+                        tx_id: d.event_tx_id,
+                        position: d.event_position,
+                    }
+                    .to_token(),
+                    event_type: d.event_type,
+                    status: d.status.to_ascii_uppercase(),
+                    attempts: d.attempts,
+                    response_status: d.response_status,
+                    error: d.last_error,
+                    created_at: d.created_at,
+                    delivered_at: d.delivered_at,
+                },
+            })
+            .collect();
+        let cursors: Vec<&str> = edges.iter().map(|e| e.cursor.as_str()).collect();
+        let page_info = PageInfo::new(&cursors, has_next, before.is_some());
+        Ok(WebhookDeliveryConnection { edges, page_info })
     }
 }
 
@@ -171,6 +323,42 @@ impl JobsMutation {
             id,
             queue: Some(queue),
         })
+    }
+
+    /// Registers a subscriber URL for event types (`*` for all); deliveries are
+    /// signed with the returned secret (back office).
+    #[graphql(guard = "StaffGuard", complexity = 10)]
+    async fn register_webhook(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "http(s) URL that receives POSTs.")] url: String,
+        #[graphql(desc = "Event types, e.g. [\"OrderStatusChanged\"], or [\"*\"].")]
+        event_types: Vec<String>,
+    ) -> Result<RegisterWebhookPayload> {
+        let (sub, secret) = webhooks::subscribe(state(ctx)?.commands.pool(), &url, &event_types)
+            .await
+            .map_err(error::domain)?;
+        Ok(RegisterWebhookPayload {
+            subscription: sub.into(),
+            secret,
+        })
+    }
+
+    /// Pauses or resumes deliveries to a subscriber (back office).
+    #[graphql(guard = "StaffGuard", complexity = 10)]
+    async fn set_webhook_active(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The subscription.")] subscription_id: ID,
+        active: bool,
+    ) -> Result<WebhookSubscription> {
+        let id = parse_subscription_id(&subscription_id)?;
+        Ok(
+            webhooks::set_active(state(ctx)?.commands.pool(), id, active)
+                .await
+                .map_err(error::domain)?
+                .into(),
+        )
     }
 
     /// Deletes a dead letter for good (back office).

@@ -5,6 +5,7 @@
 
 pub mod expiry;
 pub mod payments;
+pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -71,6 +72,17 @@ pub fn start(
         }
         None => tracing::warn!("no TILL_PAYMENT_PROVIDER_URL: this process captures no payments"),
     }
+    let webhook_http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(cfg.payment_connect_timeout_ms))
+        .timeout(Duration::from_millis(cfg.payment_read_timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("webhook HTTP client: {e}"))?;
+    workers.push(QueueWorker {
+        queue: till_domain::webhooks::WEBHOOKS_QUEUE,
+        concurrency: cfg.webhooks_concurrency.max(1),
+        handler: webhooks::delivery_handler(pool.clone(), webhook_http),
+    });
     let settings = RunnerSettings {
         lease: Duration::from_secs(cfg.job_lease_s.max(1)),
         timeout: Duration::from_secs(cfg.job_timeout_s.max(1)),
@@ -79,7 +91,19 @@ pub fn start(
             cap: Duration::from_secs(cfg.job_backoff_cap_s.max(1)),
         },
     };
-    let mut handles = spawn(pool, database_url, workers, settings, stop.clone());
+    let mut handles = spawn(
+        pool.clone(),
+        database_url.clone(),
+        workers,
+        settings,
+        stop.clone(),
+    );
+    handles.push(tokio::spawn(webhooks::fan_out(
+        pool,
+        database_url,
+        cfg.webhook_max_attempts.max(1),
+        stop.clone(),
+    )));
     handles.push(tokio::spawn(expiry::run(
         commands,
         Duration::from_secs(cfg.order_expiry_min.max(1) * 60),

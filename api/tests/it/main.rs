@@ -15,4 +15,5 @@ mod security;
 mod seed;
 mod support;
 mod throttling;
+mod webhooks;
 mod worker;

@@ -1,0 +1,108 @@
+//! Outbound webhook delivery: one job per (event, subscriber). The body is the event as
+//! JSON; `Till-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">` signs it with
+//! the subscriber's secret (the same scheme as inbound payment webhooks, see
+//! docs/async.md); `Till-Event-Id` is stable across retries so subscribers can
+//! deduplicate. 2xx is delivered; anything else is retried, then dead-lettered.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use till_domain::db::PgPool;
+use till_domain::jobs::Job;
+use till_domain::webhooks;
+use tokio::sync::watch;
+
+use super::{Handler, JobError};
+
+/// The handler of the `webhooks` queue.
+pub fn delivery_handler(pool: PgPool, http: reqwest::Client) -> Handler {
+    let shared = Arc::new((pool, http));
+    Arc::new(move |job: Job| {
+        let shared = shared.clone();
+        Box::pin(async move {
+            let (pool, http) = &*shared;
+            let id = job.payload["deliveryId"]
+                .as_i64()
+                .ok_or_else(|| JobError::permanent("payload has no deliveryId"))?;
+            let Some(out) = webhooks::outgoing(pool, id)
+                .await
+                .map_err(|e| JobError::transient(e.to_string()))?
+            else {
+                // The subscriber was removed or disabled: nothing to deliver.
+                return Ok(());
+            };
+            let body = out.body.to_string();
+            let t = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let sig = crate::http::webhooks::sign(out.secret.as_bytes(), t, body.as_bytes());
+            let sent = http
+                .post(&out.url)
+                .header("content-type", "application/json")
+                .header("till-event-id", &out.event_id)
+                .header("till-signature", format!("t={t},v1={sig}"))
+                .body(body)
+                .send()
+                .await;
+            let last = job.attempts >= job.max_attempts;
+            let (ok, status, error) = match sent {
+                Ok(r) if r.status().is_success() => {
+                    (true, Some(i32::from(r.status().as_u16())), None)
+                }
+                Ok(r) => (
+                    false,
+                    Some(i32::from(r.status().as_u16())),
+                    Some(format!("subscriber answered {}", r.status())),
+                ),
+                Err(e) => (false, None, Some(format!("subscriber unreachable: {e}"))),
+            };
+            webhooks::record_attempt(pool, out.delivery_id, ok, last, status, error.as_deref())
+                .await
+                .map_err(|e| JobError::transient(e.to_string()))?;
+            match error {
+                None => Ok(()),
+                Some(e) => Err(JobError::transient(e)),
+            }
+        })
+    })
+}
+
+/// Follows the event log and turns events into deliveries, until `stop`.
+pub async fn fan_out(
+    pool: PgPool,
+    database_url: String,
+    max_attempts: i32,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (wake_tx, mut wake) = watch::channel(0u64);
+    let listener = tokio::spawn(till_domain::db::listen::listen(
+        database_url,
+        &[till_domain::event_log::EVENTS_CHANNEL],
+        wake_tx,
+        stop.clone(),
+    ));
+    loop {
+        wake.borrow_and_update();
+        let idle = match webhooks::fan_out(&pool, 500, max_attempts).await {
+            Ok(500) => Duration::ZERO,
+            Ok(_) => Duration::from_secs(1),
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook fan-out failed");
+                Duration::from_secs(2)
+            }
+        };
+        if idle.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = wake.changed() => {
+                // Let the writer's transaction become visible below the horizon.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            _ = tokio::time::sleep(idle) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    let _ = listener.await;
+}

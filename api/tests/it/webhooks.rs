@@ -1,0 +1,141 @@
+//! Outbound webhooks: a subscriber that fails twice then accepts gets the event three
+//! times under one event id, signed with its secret; the delivery history says so.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn deliveries_are_signed_retried_and_recorded() {
+    let subscriber = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(2)
+        .mount(&subscriber)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&subscriber)
+        .await;
+    let app = spawn_app_with(|cfg| {
+        cfg.jobs.job_backoff_base_ms = 20;
+        cfg.jobs.job_backoff_cap_s = 1;
+    })
+    .await;
+    let staff = app.staff_token.clone();
+    let register = "mutation($u: String!, $t: [String!]!) { registerWebhook(url: $u, eventTypes: $t) { secret subscription { id active eventTypes } } }";
+
+    for (url, types) in [
+        ("ftp://example.com/x", json!(["*"])),
+        ("https://example.com/x", json!(["NoSuchEvent"])),
+    ] {
+        let (_, body) = app
+            .gql(Some(&staff), register, json!({ "u": url, "t": types }))
+            .await;
+        assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+    }
+    let (_, body) = app
+        .gql(
+            Some(&staff),
+            register,
+            json!({ "u": format!("{}/hook", subscriber.uri()), "t": ["InventoryRestocked"] }),
+        )
+        .await;
+    let secret = body["data"]["registerWebhook"]["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let sub = body["data"]["registerWebhook"]["subscription"]["id"].clone();
+    assert!(secret.starts_with("whsec_"), "{body}");
+    // Customers cannot register webhooks.
+    let (_, customer) = app.customer("nosy@example.com").await;
+    let (_, body) = app
+        .gql(
+            Some(&customer),
+            register,
+            json!({ "u": "https://example.com/x", "t": ["*"] }),
+        )
+        .await;
+    assert_eq!(code(&body), Some("FORBIDDEN"), "{body}");
+
+    let product = app.product("HOOK-1", 100, 0).await;
+    let (_, body) = app
+        .gql(
+            Some(&staff),
+            "mutation($p: ID!) { restockProduct(productId: $p, quantity: 7) { productId } }",
+            json!({ "p": product }),
+        )
+        .await;
+    assert_eq!(code(&body), None, "{body}");
+
+    let started = Instant::now();
+    let requests = loop {
+        let r = subscriber.received_requests().await.unwrap_or_default();
+        if r.len() >= 3 {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "only {} deliveries",
+            r.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ids: Vec<&str> = requests
+        .iter()
+        .filter_map(|r| r.headers.get("till-event-id").and_then(|v| v.to_str().ok()))
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "one event id across retries: {ids:?}"
+    );
+    let last = &requests[2];
+    let sig = last
+        .headers
+        .get("till-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    assert!(
+        till_api::http::webhooks::verify(secret.as_bytes(), sig, &last.body, now, 300).is_ok(),
+        "{sig}"
+    );
+    assert!(till_api::http::webhooks::verify(b"wrong", sig, &last.body, now, 300).is_err());
+    let event: Value = serde_json::from_slice(&last.body).unwrap_or_default();
+    assert_eq!(event["type"], "InventoryRestocked", "{event}");
+    assert_eq!(event["data"]["quantity"], 7, "{event}");
+
+    let history = "query($s: ID!) { webhookDeliveries(subscriptionId: $s) { edges { node { eventType status attempts responseStatus } } } }";
+    let started = Instant::now();
+    loop {
+        let (_, body) = app.gql(Some(&staff), history, json!({ "s": sub })).await;
+        let edges = body["data"]["webhookDeliveries"]["edges"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        // Only the subscribed type was delivered (product creation was not).
+        assert!(edges.len() <= 1, "{body}");
+        if edges
+            .first()
+            .is_some_and(|e| e["node"]["status"] == "DELIVERED")
+        {
+            assert_eq!(
+                edges[0]["node"],
+                json!({ "eventType": "InventoryRestocked", "status": "DELIVERED", "attempts": 3, "responseStatus": 204 })
+            );
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

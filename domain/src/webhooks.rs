@@ -1,0 +1,410 @@
+//! Outbound webhooks: subscriptions, the fan-out of events to deliveries (each a job
+//! on [`WEBHOOKS_QUEUE`]) and the delivery history.
+//!
+//! The fan-out follows the event log like a projection: under an advisory lock, it
+//! reads events after its checkpoint (below the visibility horizon, so none is
+//! skipped), inserts one delivery per matching subscription and enqueues its job, and
+//! moves the checkpoint, all in one transaction: each event is fanned out exactly once.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{
+    Array, BigInt, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use rand::RngCore;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::db::PgPool;
+use crate::error::DomainError;
+use crate::event_log::{self, LogPoint};
+use crate::jobs::{self, NewJob};
+
+/// The queue of delivery jobs.
+pub const WEBHOOKS_QUEUE: &str = "webhooks";
+/// The fan-out's checkpoint name.
+const CHECKPOINT: &str = "webhooks";
+
+/// A subscriber.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Subscription {
+    /// Id.
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    /// Where deliveries are POSTed.
+    #[diesel(sql_type = Text)]
+    pub url: String,
+    /// Event types delivered (`*` for all).
+    #[diesel(sql_type = Array<Text>)]
+    pub event_types: Vec<String>,
+    /// Whether deliveries are made.
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub active: bool,
+    /// When it was registered.
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+}
+
+/// One delivery attempt record.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Delivery {
+    /// Id.
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    /// The subscriber.
+    #[diesel(sql_type = SqlUuid)]
+    pub subscription_id: Uuid,
+    /// The event's log point, as a token (`tx.position`, also the delivery's event id).
+    #[diesel(sql_type = BigInt)]
+    pub event_tx_id: i64,
+    /// The event's position.
+    #[diesel(sql_type = BigInt)]
+    pub event_position: i64,
+    /// The event type.
+    #[diesel(sql_type = Text)]
+    pub event_type: String,
+    /// pending, delivered or failed.
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    /// Attempts made.
+    #[diesel(sql_type = Integer)]
+    pub attempts: i32,
+    /// The subscriber's last HTTP status.
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub response_status: Option<i32>,
+    /// The last failure.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub last_error: Option<String>,
+    /// When it was created.
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    /// When it succeeded.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// What a delivery job sends.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The delivery.
+    pub delivery_id: i64,
+    /// Where to.
+    pub url: String,
+    /// The signing secret.
+    pub secret: String,
+    /// The JSON body.
+    pub body: Value,
+    /// The event id (`tx.position`).
+    pub event_id: String,
+}
+
+fn validate(url: &str, event_types: &[String]) -> Result<(), DomainError> {
+    let bad = |field: &'static str, m: &str| DomainError::Validation {
+        field,
+        message: m.to_owned(),
+    };
+    if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048 {
+        return Err(bad(
+            "url",
+            "must be an http(s) URL of at most 2048 characters",
+        ));
+    }
+    if event_types.is_empty() || event_types.len() > 50 {
+        return Err(bad("eventTypes", "give 1 to 50 event types (or \"*\")"));
+    }
+    if event_types
+        .iter()
+        .any(|t| t != "*" && !crate::events::EVENT_TYPES.contains(&t.as_str()))
+    {
+        return Err(bad(
+            "eventTypes",
+            &format!(
+                "unknown event type; known: {}",
+                crate::events::EVENT_TYPES.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Registers a subscriber; returns it and its signing secret (shown once).
+pub async fn subscribe(
+    pool: &PgPool,
+    url: &str,
+    event_types: &[String],
+) -> Result<(Subscription, String), DomainError> {
+    validate(url, event_types)?;
+    let mut raw = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let secret = format!("whsec_{}", URL_SAFE_NO_PAD.encode(raw));
+    let mut conn = pool.get().await?;
+    let sub: Subscription = diesel::sql_query(
+        "INSERT INTO webhook_subscriptions (id, url, event_types, secret) VALUES ($1, $2, $3, $4) \
+         RETURNING id, url, event_types, active, created_at",
+    )
+    .bind::<SqlUuid, _>(Uuid::now_v7())
+    .bind::<Text, _>(url)
+    .bind::<Array<Text>, _>(event_types)
+    .bind::<Text, _>(&secret)
+    .get_result(&mut conn)
+    .await?;
+    Ok((sub, secret))
+}
+
+/// Every subscriber, newest first.
+pub async fn subscriptions(pool: &PgPool) -> Result<Vec<Subscription>, DomainError> {
+    let mut conn = pool.get().await?;
+    Ok(diesel::sql_query(
+        "SELECT id, url, event_types, active, created_at FROM webhook_subscriptions ORDER BY created_at DESC LIMIT 500",
+    )
+    .load(&mut conn)
+    .await?)
+}
+
+/// Turns a subscriber on or off.
+pub async fn set_active(
+    pool: &PgPool,
+    id: Uuid,
+    active: bool,
+) -> Result<Subscription, DomainError> {
+    let mut conn = pool.get().await?;
+    diesel::sql_query(
+        "UPDATE webhook_subscriptions SET active = $2 WHERE id = $1 \
+         RETURNING id, url, event_types, active, created_at",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<diesel::sql_types::Bool, _>(active)
+    .get_result(&mut conn)
+    .await
+    .map_err(|e| match e {
+        diesel::result::Error::NotFound => DomainError::not_found("webhook subscription", id),
+        e => e.into(),
+    })
+}
+
+/// A subscriber's deliveries, newest first, before the cursor `before` (an id).
+pub async fn deliveries(
+    pool: &PgPool,
+    subscription: Uuid,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Delivery>, DomainError> {
+    let mut conn = pool.get().await?;
+    Ok(diesel::sql_query(
+        "SELECT id, subscription_id, event_tx_id, event_position, event_type, status, attempts, \
+           response_status, last_error, created_at, delivered_at FROM webhook_deliveries \
+         WHERE subscription_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+    )
+    .bind::<SqlUuid, _>(subscription)
+    .bind::<Nullable<BigInt>, _>(before)
+    .bind::<BigInt, _>(limit)
+    .load(&mut conn)
+    .await?)
+}
+
+/// Fans out up to `limit` events to deliveries; returns how many events it read.
+pub async fn fan_out(pool: &PgPool, limit: i64, max_attempts: i32) -> Result<usize, DomainError> {
+    let mut conn = pool.get().await?;
+    conn.transaction(async |conn| fan_out_batch(conn, limit, max_attempts).await)
+        .await
+}
+
+#[derive(QueryableByName)]
+struct Point {
+    #[diesel(sql_type = BigInt)]
+    tx_id: i64,
+    #[diesel(sql_type = BigInt)]
+    position: i64,
+}
+
+async fn fan_out_batch(
+    conn: &mut AsyncPgConnection,
+    limit: i64,
+    max_attempts: i32,
+) -> Result<usize, DomainError> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('till.webhooks.fanout'))")
+        .execute(conn)
+        .await?;
+    let stored: Option<Point> = diesel::sql_query(
+        "SELECT tx_id, position FROM projection_checkpoints WHERE projection = $1",
+    )
+    .bind::<Text, _>(CHECKPOINT)
+    .get_result(conn)
+    .await
+    .map(Some)
+    .or_else(|e| match e {
+        diesel::result::Error::NotFound => Ok(None),
+        e => Err(e),
+    })?;
+    let from = match stored {
+        Some(p) => LogPoint {
+            tx_id: p.tx_id,
+            position: p.position,
+        },
+        None => {
+            // First run: deliver from now on, not the whole history.
+            let head = event_log::head(conn).await?;
+            save_checkpoint(conn, head).await?;
+            return Ok(0);
+        }
+    };
+    let events = event_log::read_after(conn, from, limit).await?;
+    let Some(last) = events.last() else {
+        return Ok(0);
+    };
+    let last = LogPoint {
+        tx_id: last.tx_id,
+        position: last.position,
+    };
+    let subs: Vec<(Uuid, Vec<String>)> = {
+        #[derive(QueryableByName)]
+        struct S {
+            #[diesel(sql_type = SqlUuid)]
+            id: Uuid,
+            #[diesel(sql_type = Array<Text>)]
+            event_types: Vec<String>,
+        }
+        let rows: Vec<S> =
+            diesel::sql_query("SELECT id, event_types FROM webhook_subscriptions WHERE active")
+                .load(conn)
+                .await?;
+        rows.into_iter().map(|s| (s.id, s.event_types)).collect()
+    };
+    for ev in &events {
+        let ty = ev.event.event_type();
+        for (sub, types) in &subs {
+            if !types.iter().any(|t| t == "*" || t == ty) {
+                continue;
+            }
+            #[derive(QueryableByName)]
+            struct Id {
+                #[diesel(sql_type = BigInt)]
+                id: i64,
+            }
+            let created: Vec<Id> = diesel::sql_query(
+                "INSERT INTO webhook_deliveries (subscription_id, event_tx_id, event_position, event_type) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind::<SqlUuid, _>(sub)
+            .bind::<BigInt, _>(ev.tx_id)
+            .bind::<BigInt, _>(ev.position)
+            .bind::<Text, _>(ty)
+            .load(conn)
+            .await?;
+            let jobs: Vec<NewJob> = created
+                .iter()
+                .map(|d| NewJob {
+                    queue: WEBHOOKS_QUEUE,
+                    payload: json!({ "deliveryId": d.id }),
+                    max_attempts,
+                })
+                .collect();
+            jobs::enqueue(conn, &jobs).await?;
+        }
+    }
+    save_checkpoint(conn, last).await?;
+    Ok(events.len())
+}
+
+async fn save_checkpoint(conn: &mut AsyncPgConnection, at: LogPoint) -> Result<(), DomainError> {
+    diesel::sql_query(
+        "INSERT INTO projection_checkpoints (projection, tx_id, position, updated_at) \
+         VALUES ($1, $2, $3, now()) ON CONFLICT (projection) \
+         DO UPDATE SET tx_id = $2, position = $3, updated_at = now()",
+    )
+    .bind::<Text, _>(CHECKPOINT)
+    .bind::<BigInt, _>(at.tx_id)
+    .bind::<BigInt, _>(at.position)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What a delivery job must send (None when the subscriber is gone or inactive).
+pub async fn outgoing(pool: &PgPool, delivery_id: i64) -> Result<Option<Outgoing>, DomainError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        url: String,
+        #[diesel(sql_type = Text)]
+        secret: String,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        active: bool,
+        #[diesel(sql_type = BigInt)]
+        tx_id: i64,
+        #[diesel(sql_type = BigInt)]
+        position: i64,
+        #[diesel(sql_type = Text)]
+        event_type: String,
+        #[diesel(sql_type = Jsonb)]
+        payload: Value,
+        #[diesel(sql_type = Timestamptz)]
+        occurred_at: DateTime<Utc>,
+    }
+    let mut conn = pool.get().await?;
+    let row: Option<Row> = diesel::sql_query(
+        "SELECT s.url, s.secret, s.active, e.tx_id, e.position, e.event_type, e.payload, e.occurred_at \
+         FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id \
+         JOIN events e ON e.position = d.event_position \
+         WHERE d.id = $1",
+    )
+    .bind::<BigInt, _>(delivery_id)
+    .get_result(&mut conn)
+    .await
+    .map(Some)
+    .or_else(|e| match e {
+        diesel::result::Error::NotFound => Ok(None),
+        e => Err(e),
+    })?;
+    Ok(row.filter(|r| r.active).map(|r| {
+        let event_id = LogPoint {
+            tx_id: r.tx_id,
+            position: r.position,
+        }
+        .to_token();
+        Outgoing {
+            delivery_id,
+            url: r.url,
+            secret: r.secret,
+            body: json!({
+                "id": event_id,
+                "type": r.event_type,
+                "occurredAt": r.occurred_at,
+                "data": r.payload,
+            }),
+            event_id,
+        }
+    }))
+}
+
+/// Records one attempt's result.
+pub async fn record_attempt(
+    pool: &PgPool,
+    delivery_id: i64,
+    delivered: bool,
+    final_attempt: bool,
+    response_status: Option<i32>,
+    error: Option<&str>,
+) -> Result<(), DomainError> {
+    let status = match (delivered, final_attempt) {
+        (true, _) => "delivered",
+        (false, true) => "failed",
+        (false, false) => "pending",
+    };
+    let mut conn = pool.get().await?;
+    diesel::sql_query(
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, status = $2, response_status = $3, \
+           last_error = $4, delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END \
+         WHERE id = $1",
+    )
+    .bind::<BigInt, _>(delivery_id)
+    .bind::<Text, _>(status)
+    .bind::<Nullable<Integer>, _>(response_status)
+    .bind::<Nullable<Text>, _>(error.map(|e| e.chars().take(1000).collect::<String>()))
+    .execute(&mut conn)
+    .await?;
+    Ok(())
+}
