@@ -24,6 +24,8 @@ use crate::config::{DbConfig, Mode, Secret, ServeConfig};
 use crate::graphql::cost::{BucketSettings, CostLimiter, RateSettings};
 use crate::graphql::{self, ApiState, Limits, TillSchema};
 use crate::http::documents::Documents;
+use crate::http::health::AdminState;
+use crate::metrics::Scrape;
 use ipnet::IpNet;
 
 /// Why the application could not start.
@@ -77,13 +79,14 @@ pub struct AppData {
     pub sdl: String,
     /// How long idempotency keys are kept.
     pub idempotency_ttl: Duration,
-    shutting_down: AtomicBool,
+    /// Probes and metrics.
+    pub admin: Arc<AdminState>,
 }
 
 impl AppData {
     /// True once shutdown has begun (readiness reports unready).
     pub fn shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
+        self.admin.shutting_down.load(Ordering::Acquire)
     }
 }
 
@@ -139,6 +142,7 @@ pub struct Application {
     workers: Vec<tokio::task::JoinHandle<()>>,
     shutdown_timeout: Duration,
     shutdown_delay: Duration,
+    admin_server: Option<actix_web::dev::Server>,
     _database: Database,
 }
 
@@ -297,6 +301,9 @@ impl Application {
                     .then(|| Duration::from_millis(cfg.request_timeout_ms)),
             },
         );
+        crate::metrics::handle();
+        let pool_for_admin = pool.clone();
+        let api_reads = api.reads.clone();
         let data = Arc::new(AppData {
             sdl: schema.sdl(),
             schema,
@@ -320,7 +327,16 @@ impl Application {
             max_batch: cfg.max_batch,
             max_body_bytes: cfg.max_body_bytes,
             idempotency_ttl: Duration::from_secs(cfg.idempotency_ttl_h.max(1) * 3600),
-            shutting_down: AtomicBool::new(false),
+            admin: Arc::new(AdminState {
+                scrape: Scrape {
+                    pool: pool_for_admin,
+                    pool_max: cfg.db.db_pool_size,
+                    reads: api_reads,
+                },
+                shutting_down: Arc::new(AtomicBool::new(false)),
+                max_lag: (cfg.ready_max_lag_s > 0)
+                    .then(|| Duration::from_secs(cfg.ready_max_lag_s)),
+            }),
         });
 
         if cfg.mode == Mode::Dev && cfg.seed_demo {
@@ -351,6 +367,12 @@ impl Application {
             );
         }
         let shared = web::Data::new(data.clone());
+        let admin = web::Data::new(data.admin.clone());
+        let metrics_on_main = cfg.admin_listen.is_none();
+        let admin_server = match cfg.admin_listen {
+            Some(addr) => Some(crate::http::health::serve_admin(addr, data.admin.clone())?),
+            None => None,
+        };
         let max_body = cfg.max_body_bytes;
         let origins: Vec<String> = cfg
             .cors_origins
@@ -361,6 +383,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(shared.clone())
+                .app_data(admin.clone())
                 .app_data(web::PayloadConfig::new(max_body))
                 .wrap(actix_web::middleware::from_fn(
                     crate::http::request_id_header,
@@ -368,7 +391,13 @@ impl Application {
                 .wrap(crate::http::security_headers())
                 .wrap(crate::http::cors(&origins))
                 .wrap(TracingLogger::default())
+                .wrap(actix_web::middleware::from_fn(crate::http::record_metrics))
                 .configure(crate::http::configure)
+                .configure(|c| {
+                    if metrics_on_main {
+                        c.route("/metrics", web::get().to(crate::http::health::metrics));
+                    }
+                })
         })
         .disable_signals()
         .shutdown_timeout(cfg.shutdown_timeout_s);
@@ -384,6 +413,7 @@ impl Application {
             workers,
             shutdown_timeout: Duration::from_secs(cfg.shutdown_timeout_s),
             shutdown_delay: Duration::from_millis(cfg.shutdown_delay_ms),
+            admin_server,
             _database: database,
         })
     }
@@ -402,12 +432,16 @@ impl Application {
     /// the projector stops after its batch, then the embedded PostgreSQL (if any) stops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
+        let admin = self.admin_server.map(|server| {
+            let h = server.handle();
+            (tokio::spawn(server), h)
+        });
         let data = self.data.clone();
         let delay = self.shutdown_delay;
         let stopper = tokio::spawn(async move {
             wait_for_signal().await;
             // Unready first, so load balancers stop routing here, then drain.
-            data.shutting_down.store(true, Ordering::Release);
+            data.admin.shutting_down.store(true, Ordering::Release);
             if !delay.is_zero() {
                 tracing::info!(?delay, "shutting down: reporting unready before draining");
                 tokio::time::sleep(delay).await;
@@ -425,6 +459,10 @@ impl Application {
             {
                 tracing::warn!("a background worker did not stop in time");
             }
+        }
+        if let Some((task, h)) = admin {
+            h.stop(true).await;
+            let _ = task.await;
         }
         tracing::info!("stopped");
         result

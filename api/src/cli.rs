@@ -38,6 +38,20 @@ pub enum Command {
         /// Job settings.
         #[command(flatten)]
         jobs: crate::config::JobsConfig,
+        /// Address of the admin port (`/healthz`, `/readyz`, `/metrics`).
+        #[arg(long, env = "TILL_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+        admin_listen: std::net::SocketAddr,
+        /// `/readyz` fails when a projection is further behind than this, in seconds
+        /// (0: never).
+        #[arg(long, env = "TILL_READY_MAX_LAG_S", default_value_t = 300)]
+        ready_max_lag_s: u64,
+    },
+    /// Exit 0 when the local server's `/healthz` answers (for container HEALTHCHECKs).
+    Healthcheck {
+        /// URL to check (default: the admin port if TILL_ADMIN_LISTEN is set, else
+        /// TILL_LISTEN).
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -183,7 +197,13 @@ pub async fn run() -> Result<(), CliError> {
     };
     match command {
         Command::Serve(cfg) => serve(*cfg).await,
-        Command::Worker { db, jobs } => worker(db, jobs).await,
+        Command::Worker {
+            db,
+            jobs,
+            admin_listen,
+            ready_max_lag_s,
+        } => worker(db, jobs, admin_listen, ready_max_lag_s).await,
+        Command::Healthcheck { url } => healthcheck(url).await,
         Command::Migrate { db } => {
             let database = Database::resolve(&db, Mode::Dev).await?;
             let applied = till_domain::db::migrate(&database.url)
@@ -366,16 +386,40 @@ async fn catch_up(pool: &till_domain::db::PgPool, url: &str) -> Result<(), CliEr
     Ok(())
 }
 
-async fn worker(db: DbConfig, jobs: crate::config::JobsConfig) -> Result<(), CliError> {
+async fn worker(
+    db: DbConfig,
+    jobs: crate::config::JobsConfig,
+    admin_listen: std::net::SocketAddr,
+    ready_max_lag_s: u64,
+) -> Result<(), CliError> {
     let database = Database::resolve(&db, Mode::Production).await?;
     let pool = till_domain::db::pool(&database.url, &db.pool_settings());
+    let cache = ReadCache::new(CacheSettings::default());
+    let progress = Arc::new(Progress::new());
     let projector = Projector::new(
         pool.clone(),
         database.url.clone(),
-        ReadCache::new(CacheSettings::default()),
-        Arc::new(Progress::new()),
+        cache.clone(),
+        progress.clone(),
         ProjectorSettings::default(),
     );
+    crate::metrics::handle();
+    let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin = crate::http::health::serve_admin(
+        admin_listen,
+        Arc::new(crate::http::health::AdminState {
+            scrape: crate::metrics::Scrape {
+                pool: pool.clone(),
+                pool_max: db.db_pool_size,
+                reads: ReadModels::new(pool.clone(), cache, progress),
+            },
+            shutting_down: shutting_down.clone(),
+            max_lag: (ready_max_lag_s > 0).then(|| Duration::from_secs(ready_max_lag_s)),
+        }),
+    )
+    .map_err(|e| CliError::Failed(format!("admin port {admin_listen}: {e}")))?;
+    let admin_handle = admin.handle();
+    let admin_task = tokio::spawn(admin);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = projector.spawn(stop_rx.clone());
     tasks.push(tokio::spawn(crate::app::housekeeping(
@@ -392,11 +436,33 @@ async fn worker(db: DbConfig, jobs: crate::config::JobsConfig) -> Result<(), Cli
     tracing::info!("worker running: projector, jobs and housekeeping");
     crate::app::wait_for_signal().await;
     tracing::info!("worker stopping after the current batch");
+    shutting_down.store(true, std::sync::atomic::Ordering::Release);
     let _ = stop.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
     }
+    admin_handle.stop(true).await;
+    let _ = admin_task.await;
     Ok(())
+}
+
+async fn healthcheck(url: Option<String>) -> Result<(), CliError> {
+    let url = url.unwrap_or_else(|| {
+        let addr = std::env::var("TILL_ADMIN_LISTEN")
+            .or_else(|_| std::env::var("TILL_LISTEN"))
+            .unwrap_or_else(|_| "127.0.0.1:8080".into());
+        let port = addr.rsplit(':').next().unwrap_or("8080").to_owned();
+        format!("http://127.0.0.1:{port}/healthz")
+    });
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    match client.get(&url).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(CliError::Failed(format!("{url} answered {}", r.status()))),
+        Err(e) => Err(CliError::Failed(format!("{url}: {e}"))),
+    }
 }
 
 async fn serve(cfg: ServeConfig) -> Result<(), CliError> {

@@ -275,6 +275,16 @@ pub struct ServeConfig {
     #[arg(long, env = "TILL_SHUTDOWN_TIMEOUT_S", default_value_t = 20)]
     pub shutdown_timeout_s: u64,
 
+    /// Address of the admin port serving `/metrics`, `/healthz` and `/readyz` (e.g.
+    /// `0.0.0.0:9090`). Unset: `/metrics` is served on the main port.
+    #[arg(long, env = "TILL_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// `/readyz` fails when a projection is further behind than this, in seconds
+    /// (0: never).
+    #[arg(long, env = "TILL_READY_MAX_LAG_S", default_value_t = 300)]
+    pub ready_max_lag_s: u64,
+
     /// HTTP worker threads (0 = one per core).
     #[arg(long, env = "TILL_HTTP_WORKERS", default_value_t = 0)]
     pub http_workers: usize,

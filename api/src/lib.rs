@@ -9,5 +9,6 @@ pub mod config;
 pub mod graphql;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod seed;
 pub mod telemetry;

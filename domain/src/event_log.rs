@@ -211,6 +211,27 @@ pub async fn count_after(
     Ok(n)
 }
 
+/// Seconds since the oldest event after `after` was appended (0 when there is none):
+/// how far behind a reader at `after` is, in time.
+pub async fn age_after(conn: &mut AsyncPgConnection, after: LogPoint) -> Result<f64, DomainError> {
+    #[derive(QueryableByName)]
+    struct Age {
+        #[diesel(sql_type = diesel::sql_types::Double)]
+        age: f64,
+    }
+    let age = diesel::sql_query(
+        "SELECT coalesce(extract(epoch FROM now() - min(occurred_at))::float8, 0) AS age \
+         FROM (SELECT occurred_at FROM events WHERE (tx_id, position) > ($1, $2) \
+               ORDER BY tx_id, position LIMIT 1) AS oldest",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(after.tx_id)
+    .bind::<diesel::sql_types::BigInt, _>(after.position)
+    .get_result::<Age>(conn)
+    .await?
+    .age;
+    Ok(age.max(0.0))
+}
+
 #[derive(QueryableByName)]
 struct Count {
     #[diesel(sql_type = diesel::sql_types::BigInt)]

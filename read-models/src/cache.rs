@@ -30,13 +30,83 @@ impl Default for CacheSettings {
     }
 }
 
-/// Counters a metrics exporter can read.
+/// Counters of one cache.
 #[derive(Debug, Default)]
 pub struct CacheStats {
     /// Lookups answered from the cache.
     pub hits: AtomicU64,
     /// Lookups that went to the database.
     pub misses: AtomicU64,
+    /// Entries evicted to stay within the weight bound.
+    pub evictions: AtomicU64,
+}
+
+/// Which cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKind {
+    /// Product views.
+    Products,
+    /// Order views.
+    Orders,
+    /// The category tree.
+    Categories,
+}
+
+impl CacheKind {
+    /// Its metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheKind::Products => "products",
+            CacheKind::Orders => "orders",
+            CacheKind::Categories => "categories",
+        }
+    }
+}
+
+/// A point-in-time view of one cache, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSnapshot {
+    /// Which cache.
+    pub kind: CacheKind,
+    /// Lookups answered from the cache, since start.
+    pub hits: u64,
+    /// Lookups that went to the database, since start.
+    pub misses: u64,
+    /// Evictions by size, since start.
+    pub evictions: u64,
+    /// Entries now.
+    pub entries: u64,
+    /// Weighted size now (approximate bytes).
+    pub weighted_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    products: CacheStats,
+    orders: CacheStats,
+    categories: CacheStats,
+}
+
+impl Counters {
+    fn of(&self, kind: CacheKind) -> &CacheStats {
+        match kind {
+            CacheKind::Products => &self.products,
+            CacheKind::Orders => &self.orders,
+            CacheKind::Categories => &self.categories,
+        }
+    }
+}
+
+/// An eviction listener counting evictions caused by the weight bound.
+fn count_evictions<V>(
+    stats: Arc<Counters>,
+    kind: CacheKind,
+) -> impl Fn(Arc<Uuid>, V, moka::notification::RemovalCause) + Send + Sync + 'static {
+    move |_k, _v, cause| {
+        if cause == moka::notification::RemovalCause::Size {
+            stats.of(kind).evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The caches of one process.
@@ -46,7 +116,7 @@ pub struct ReadCache {
     pub(crate) orders: Cache<Uuid, Arc<OrderView>>,
     pub(crate) categories: Cache<(), Arc<Vec<CategoryView>>>,
     epoch: Arc<AtomicU64>,
-    stats: Arc<CacheStats>,
+    stats: Arc<Counters>,
 }
 
 impl ReadCache {
@@ -54,26 +124,59 @@ impl ReadCache {
     pub fn new(settings: CacheSettings) -> Self {
         let product_bytes = settings.max_bytes / 10 * 6;
         let order_bytes = settings.max_bytes / 10 * 4;
+        let stats = Arc::new(Counters::default());
         Self {
             products: Cache::builder()
                 .name("products")
                 .max_capacity(product_bytes)
                 .weigher(|_k, v: &Arc<ProductView>| v.weight())
+                .eviction_listener(count_evictions(stats.clone(), CacheKind::Products))
                 .build(),
             orders: Cache::builder()
                 .name("orders")
                 .max_capacity(order_bytes)
                 .weigher(|_k, v: &Arc<OrderView>| v.weight())
+                .eviction_listener(count_evictions(stats.clone(), CacheKind::Orders))
                 .build(),
             categories: Cache::builder().name("categories").max_capacity(1).build(),
             epoch: Arc::new(AtomicU64::new(0)),
-            stats: Arc::new(CacheStats::default()),
+            stats,
         }
     }
 
-    /// Hit and miss counters.
-    pub fn stats(&self) -> &CacheStats {
-        &self.stats
+    /// Counters and sizes of every cache.
+    pub fn snapshot(&self) -> Vec<CacheSnapshot> {
+        let sizes = [
+            (
+                CacheKind::Products,
+                self.products.entry_count(),
+                self.products.weighted_size(),
+            ),
+            (
+                CacheKind::Orders,
+                self.orders.entry_count(),
+                self.orders.weighted_size(),
+            ),
+            (
+                CacheKind::Categories,
+                self.categories.entry_count(),
+                self.categories.weighted_size(),
+            ),
+        ];
+        sizes
+            .into_iter()
+            .map(|(kind, entries, weighted_bytes)| {
+                let s = self.stats.of(kind);
+                CacheSnapshot {
+                    kind,
+                    hits: s.hits.load(Ordering::Relaxed),
+                    misses: s.misses.load(Ordering::Relaxed),
+                    evictions: s.evictions.load(Ordering::Relaxed),
+                    entries,
+                    weighted_bytes,
+                }
+            })
+            .collect()
     }
 
     /// Current invalidation epoch; take it before reading the database.
@@ -81,18 +184,19 @@ impl ReadCache {
         self.epoch.load(Ordering::Acquire)
     }
 
-    pub(crate) fn hit(&self) {
-        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn hit(&self, kind: CacheKind) {
+        self.stats.of(kind).hits.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn miss(&self) {
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn miss(&self, kind: CacheKind) {
+        self.stats.of(kind).misses.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A row by id from `cache`, or from `load` (then cached). A row loaded while an
     /// invalidation happened is dropped again right after insertion: it may be stale.
     pub(crate) async fn through<V>(
         &self,
+        kind: CacheKind,
         cache: &Cache<Uuid, Arc<V>>,
         id: Uuid,
         load: impl AsyncFnOnce() -> Result<Option<V>, ReadError>,
@@ -101,10 +205,10 @@ impl ReadCache {
         V: Send + Sync + 'static,
     {
         if let Some(hit) = cache.get(&id).await {
-            self.hit();
+            self.hit(kind);
             return Ok(Some(hit));
         }
-        self.miss();
+        self.miss(kind);
         let epoch = self.epoch();
         let Some(value) = load().await? else {
             return Ok(None);

@@ -14,7 +14,7 @@ pub mod queries;
 pub mod schema;
 pub mod views;
 
-pub use cache::{CacheSettings, ReadCache};
+pub use cache::{CacheKind, CacheSettings, CacheSnapshot, ReadCache};
 pub use error::ReadError;
 pub use progress::Progress;
 pub use projections::{changes_of, Applied, Change, Projection};

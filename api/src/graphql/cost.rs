@@ -235,7 +235,15 @@ impl Extension for CostPerRequest {
     ) -> Result<ValidationResult, Vec<ServerError>> {
         let result = next.run(ctx).await?;
         match self.charge(ctx, result.complexity) {
-            Some(c) if c.retry_after.is_some() => Err(vec![throttled(&c)]),
+            Some(c) if c.retry_after.is_some() => {
+                let class = match ctx.data_opt::<RequestInfo>().map(|i| i.principal) {
+                    Some(p) if p.is_staff() => "staff",
+                    Some(Principal::User { .. }) => "customer",
+                    _ => "anonymous",
+                };
+                metrics::counter!("till_throttled_requests_total", "class" => class).increment(1);
+                Err(vec![throttled(&c)])
+            }
             _ => Ok(result),
         }
     }

@@ -9,9 +9,9 @@ mod jobs;
 pub mod limits;
 pub mod loaders;
 mod mutation;
+pub mod operations;
 mod query;
 mod subscription;
-pub mod timeout;
 pub mod types;
 
 use std::sync::Arc;
@@ -107,9 +107,9 @@ pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
     if let Some(limiter) = limits.rate {
         builder = builder.extension(cost::CostExtension(limiter));
     }
-    if let Some(limit) = limits.query_timeout {
-        builder = builder.extension(timeout::QueryTimeout(limit));
-    }
+    builder = builder.extension(operations::Operations {
+        timeout: limits.query_timeout,
+    });
     if let Some(state) = state {
         builder = builder.data(state);
     }

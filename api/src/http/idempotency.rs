@@ -71,6 +71,7 @@ fn unavailable(media: Media) -> HttpResponse {
 }
 
 fn replayed(media: Media, body: &Value) -> HttpResponse {
+    metrics::counter!("till_idempotent_replays_total").increment(1);
     let mut r = HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, media.content_type()))
         .json(body);

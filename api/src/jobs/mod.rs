@@ -267,6 +267,13 @@ async fn run_one(
         }
     };
     let took_ms = started.elapsed().as_millis() as u64;
+    let queue = job.queue.clone();
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::histogram!("till_job_duration_seconds", "queue" => queue.clone(), "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics::counter!("till_job_failures_total", "queue" => queue.clone()).increment(1);
+    }
     match result {
         Ok(()) => match jobs::complete(pool, &job, worker).await {
             Ok(true) => tracing::info!(took_ms, "job done"),
@@ -284,12 +291,16 @@ async fn run_one(
             )
             .await
             {
-                Ok(Failed::Retry(after)) => tracing::warn!(
-                    error = %err.message,
-                    retry_in_ms = after.as_millis() as u64,
-                    "job failed; will retry"
-                ),
+                Ok(Failed::Retry(after)) => {
+                    metrics::counter!("till_job_retries_total", "queue" => queue).increment(1);
+                    tracing::warn!(
+                        error = %err.message,
+                        retry_in_ms = after.as_millis() as u64,
+                        "job failed; will retry"
+                    )
+                }
                 Ok(Failed::Dead) => {
+                    metrics::counter!("till_job_dead_letters_total", "queue" => queue).increment(1);
                     tracing::error!(error = %err.message, "job moved to the dead letters")
                 }
                 Ok(Failed::LeaseLost) => tracing::warn!("job failed but its lease was lost"),

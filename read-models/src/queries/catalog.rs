@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{like_escape, Page, ReadModels};
+use crate::cache::CacheKind;
 use crate::error::ReadError;
 use crate::schema::{rm_categories, rm_product_view as pv};
 use crate::views::{CategoryRow, CategoryView, ProductRow, ProductView};
@@ -80,7 +81,7 @@ impl ReadModels {
     /// One product by id, from the cache when it is there.
     pub async fn product(&self, id: Uuid) -> Result<Option<Arc<ProductView>>, ReadError> {
         self.cache
-            .through(&self.cache.products, id, async || {
+            .through(CacheKind::Products, &self.cache.products, id, async || {
                 let mut conn = self.pool.get().await?;
                 let row: Option<ProductRow> = pv::table
                     .find(id)
@@ -119,7 +120,7 @@ impl ReadModels {
         for id in ids {
             match self.cache.products.get(id).await {
                 Some(v) => {
-                    self.cache.hit();
+                    self.cache.hit(CacheKind::Products);
                     found.insert(*id, v);
                 }
                 None => missing.push(*id),
@@ -136,7 +137,7 @@ impl ReadModels {
             .load(&mut conn)
             .await?;
         for row in rows {
-            self.cache.miss();
+            self.cache.miss(CacheKind::Products);
             let view = Arc::new(ProductView::try_from(row)?);
             self.cache
                 .put(&self.cache.products, view.id, epoch, view.clone())
@@ -253,10 +254,10 @@ impl ReadModels {
     /// The whole category tree (small; cached until a category changes).
     pub async fn categories(&self) -> Result<Arc<Vec<CategoryView>>, ReadError> {
         if let Some(hit) = self.cache.categories.get(&()).await {
-            self.cache.hit();
+            self.cache.hit(CacheKind::Categories);
             return Ok(hit);
         }
-        self.cache.miss();
+        self.cache.miss(CacheKind::Categories);
         let epoch = self.cache.epoch();
         let mut conn = self.pool.get().await?;
         let rows: Vec<CategoryRow> = rm_categories::table

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Page, ReadModels};
+use crate::cache::CacheKind;
 use crate::error::ReadError;
 use crate::schema::{rm_customer_summary, rm_order_view as ov};
 use crate::views::{CustomerSummary, OrderRow, OrderView};
@@ -39,7 +40,7 @@ impl ReadModels {
     /// One order by id, from the cache when it is there.
     pub async fn order(&self, id: Uuid) -> Result<Option<Arc<OrderView>>, ReadError> {
         self.cache
-            .through(&self.cache.orders, id, async || {
+            .through(CacheKind::Orders, &self.cache.orders, id, async || {
                 let mut conn = self.pool.get().await?;
                 let row: Option<OrderRow> = ov::table
                     .find(id)

@@ -23,6 +23,8 @@ pub struct ProjectionStatus {
     pub tx_id: i64,
     /// Events appended after its checkpoint (by position).
     pub lag_events: i64,
+    /// Age of the oldest event it has not applied, in seconds (0 when caught up).
+    pub lag_seconds: f64,
     /// When it last committed a batch.
     pub updated_at: Option<DateTime<Utc>>,
 }
@@ -85,11 +87,17 @@ impl ReadModels {
                 LAG_COUNT_CAP,
             )
             .await?;
+            let lag_seconds = if lag_events > 0 {
+                event_log::age_after(&mut conn, event_log::LogPoint { tx_id, position }).await?
+            } else {
+                0.0
+            };
             out.push(ProjectionStatus {
                 name: p.name(),
                 position,
                 tx_id,
                 lag_events,
+                lag_seconds,
                 updated_at,
             });
         }

@@ -1,6 +1,8 @@
-//! The request timeout: a query that runs longer than the bound is cut short with
-//! TIMEOUT (reads have no effects to leave half done). Mutations always run to the
-//! end, so a client never has to guess whether a cut-short command committed.
+//! Per-operation concerns: metrics (count, outcome and latency by bounded operation
+//! name and type) and the request timeout: a query that runs longer than the bound is
+//! cut short with TIMEOUT (reads have no effects to leave half done). Mutations always
+//! run to the end, so a client never has to guess whether a cut-short command
+//! committed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,20 +16,23 @@ use async_graphql::{Response, ServerError, ServerResult, Variables};
 
 use super::error::Code;
 
-/// Extension factory: queries get at most this long.
-pub struct QueryTimeout(pub Duration);
+/// Extension factory: metrics for every operation; queries get at most `timeout`.
+pub struct Operations {
+    /// Longest a query may run (None: no bound).
+    pub timeout: Option<Duration>,
+}
 
-impl ExtensionFactory for QueryTimeout {
+impl ExtensionFactory for Operations {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(PerRequest {
-            limit: self.0,
+            limit: self.timeout,
             operations: Mutex::new(HashMap::new()),
         })
     }
 }
 
 struct PerRequest {
-    limit: Duration,
+    limit: Option<Duration>,
     /// Operation name (None for an anonymous one) -> its type.
     operations: Mutex<HashMap<Option<String>, OperationType>>,
 }
@@ -65,31 +70,53 @@ impl Extension for PerRequest {
                 None if ops.len() == 1 => ops.values().next().copied(),
                 None => None,
             });
-        if ty != Some(OperationType::Query) {
-            return next.run(ctx, operation_name).await;
-        }
-        match tokio::time::timeout(self.limit, next.run(ctx, operation_name)).await {
-            Ok(response) => response,
-            Err(_) => {
-                tracing::warn!(
-                    ?operation_name,
-                    limit_ms = self.limit.as_millis() as u64,
-                    "query timed out"
-                );
-                let mut e = ServerError::new(
-                    format!(
-                        "the query ran longer than {} ms and was stopped; ask for less",
-                        self.limit.as_millis()
-                    ),
-                    None,
-                );
-                let mut ext = async_graphql::ErrorExtensionValues::default();
-                ext.set("code", Code::Timeout.as_str());
-                e.extensions = Some(ext);
-                Response::from_errors(vec![e])
+        let started = std::time::Instant::now();
+        let response = match (ty, self.limit) {
+            (Some(OperationType::Query), Some(limit)) => {
+                match tokio::time::timeout(limit, next.run(ctx, operation_name)).await {
+                    Ok(response) => response,
+                    Err(_) => timed_out(operation_name, limit),
+                }
             }
-        }
+            _ => next.run(ctx, operation_name).await,
+        };
+        let kind = match ty {
+            Some(OperationType::Query) => "query",
+            Some(OperationType::Mutation) => "mutation",
+            Some(OperationType::Subscription) => "subscription",
+            None => "unknown",
+        };
+        let name = crate::metrics::operation_label(operation_name);
+        let outcome = if response.errors.is_empty() {
+            "ok"
+        } else {
+            "error"
+        };
+        metrics::counter!("till_graphql_operations_total", "operation" => name.clone(), "type" => kind, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("till_graphql_operation_duration_seconds", "operation" => name, "type" => kind)
+            .record(started.elapsed().as_secs_f64());
+        response
     }
+}
+
+fn timed_out(operation_name: Option<&str>, limit: Duration) -> Response {
+    tracing::warn!(
+        ?operation_name,
+        limit_ms = limit.as_millis() as u64,
+        "query timed out"
+    );
+    let mut e = ServerError::new(
+        format!(
+            "the query ran longer than {} ms and was stopped; ask for less",
+            limit.as_millis()
+        ),
+        None,
+    );
+    let mut ext = async_graphql::ErrorExtensionValues::default();
+    ext.set("code", Code::Timeout.as_str());
+    e.extensions = Some(ext);
+    Response::from_errors(vec![e])
 }
 
 #[cfg(test)]
@@ -121,7 +148,9 @@ mod tests {
     #[tokio::test]
     async fn slow_queries_stop_and_mutations_finish() {
         let schema = Schema::build(Q, M, EmptySubscription)
-            .extension(QueryTimeout(Duration::from_millis(50)))
+            .extension(Operations {
+                timeout: Some(Duration::from_millis(50)),
+            })
             .finish();
         let r = schema.execute("{ slow }").await;
         let code = r

@@ -1,0 +1,241 @@
+//! Prometheus metrics (`metrics` facade + `metrics-exporter-prometheus`), rendered at
+//! `/metrics`. Counters and histograms are recorded where things happen; gauges of
+//! shared state (pool, caches, projections, queues, memory) are refreshed at scrape.
+//!
+//! Label cardinality is bounded: routes are actix route patterns; GraphQL operation
+//! names beyond the first [`MAX_OPERATION_NAMES`] distinct ones share the label
+//! `other`, and unnamed operations are `anonymous`.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use till_domain::db::PgPool;
+use till_read_models::ReadModels;
+
+/// Most distinct GraphQL operation names given their own label.
+pub const MAX_OPERATION_NAMES: usize = 200;
+
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The process-wide recorder (installed on first use).
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .ok()?
+                .install_recorder()
+                .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+                .ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    describe_counter!(
+        "till_http_requests_total",
+        "HTTP requests by route and status."
+    );
+    describe_histogram!(
+        "till_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by route."
+    );
+    describe_counter!(
+        "till_graphql_operations_total",
+        "GraphQL operations by name, type and outcome."
+    );
+    describe_histogram!(
+        "till_graphql_operation_duration_seconds",
+        Unit::Seconds,
+        "GraphQL execution time by name and type."
+    );
+    describe_gauge!(
+        "till_db_pool_connections",
+        "Pooled connections by state (idle, in_use)."
+    );
+    describe_gauge!("till_db_pool_max_connections", "Pool size limit.");
+    describe_counter!(
+        "till_db_pool_waits_total",
+        "Connection checkouts that had to wait."
+    );
+    describe_counter!(
+        "till_db_pool_acquire_timeouts_total",
+        "Checkouts that gave up waiting (answered 503)."
+    );
+    describe_counter!("till_cache_hits_total", "Read-model cache hits by cache.");
+    describe_counter!(
+        "till_cache_misses_total",
+        "Read-model cache misses by cache."
+    );
+    describe_counter!(
+        "till_cache_evictions_total",
+        "Entries evicted to honour the weight bound, by cache."
+    );
+    describe_gauge!(
+        "till_cache_weighted_bytes",
+        "Weighted size (approximate bytes) by cache."
+    );
+    describe_gauge!("till_cache_entries", "Entries by cache.");
+    describe_gauge!(
+        "till_projection_position",
+        "Last applied log position by projection."
+    );
+    describe_gauge!(
+        "till_projection_lag_events",
+        "Events not yet applied by projection."
+    );
+    describe_gauge!(
+        "till_projection_lag_seconds",
+        "Age of the oldest unapplied event by projection."
+    );
+    describe_gauge!(
+        "till_jobs",
+        "Jobs by queue and status (queued, running, dead)."
+    );
+    describe_histogram!(
+        "till_job_duration_seconds",
+        Unit::Seconds,
+        "Job attempt time by queue and outcome."
+    );
+    describe_counter!(
+        "till_job_retries_total",
+        "Failed attempts that will be retried, by queue."
+    );
+    describe_counter!("till_job_failures_total", "Failed attempts, by queue.");
+    describe_counter!(
+        "till_job_dead_letters_total",
+        "Jobs moved to the dead letters, by queue."
+    );
+    describe_counter!(
+        "till_throttled_requests_total",
+        "Requests refused by the rate limiter, by principal class."
+    );
+    describe_counter!(
+        "till_idempotent_replays_total",
+        "Responses replayed for a repeated Idempotency-Key."
+    );
+    describe_gauge!(
+        "process_resident_memory_bytes",
+        Unit::Bytes,
+        "Resident set size of the process."
+    );
+}
+
+/// The label for a GraphQL operation name (bounded set).
+pub fn operation_label(name: Option<&str>) -> String {
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let Some(name) = name.filter(|n| !n.is_empty() && n.len() <= 128) else {
+        return "anonymous".to_owned();
+    };
+    let Ok(mut seen) = SEEN.get_or_init(|| Mutex::new(HashSet::new())).lock() else {
+        return "other".to_owned();
+    };
+    if seen.contains(name) {
+        return name.to_owned();
+    }
+    if seen.len() < MAX_OPERATION_NAMES {
+        seen.insert(name.to_owned());
+        return name.to_owned();
+    }
+    "other".to_owned()
+}
+
+/// What a scrape reads besides the recorded series.
+#[derive(Clone)]
+pub struct Scrape {
+    /// The pool whose state is reported.
+    pub pool: PgPool,
+    /// Its configured size.
+    pub pool_max: u32,
+    /// Caches and projections.
+    pub reads: ReadModels,
+}
+
+impl Scrape {
+    /// Refreshes the scrape-time gauges and renders the exposition text.
+    pub async fn render(&self) -> String {
+        let Some(handle) = handle() else {
+            return String::new();
+        };
+        let state = self.pool.state();
+        let idle = f64::from(state.idle_connections);
+        let total = f64::from(state.connections);
+        gauge!("till_db_pool_connections", "state" => "idle").set(idle);
+        gauge!("till_db_pool_connections", "state" => "in_use").set((total - idle).max(0.0));
+        gauge!("till_db_pool_max_connections").set(f64::from(self.pool_max));
+        counter!("till_db_pool_waits_total").absolute(state.statistics.get_waited);
+        counter!("till_db_pool_acquire_timeouts_total").absolute(state.statistics.get_timed_out);
+
+        for c in self.reads.cache().snapshot() {
+            let name = c.kind.name();
+            counter!("till_cache_hits_total", "cache" => name).absolute(c.hits);
+            counter!("till_cache_misses_total", "cache" => name).absolute(c.misses);
+            counter!("till_cache_evictions_total", "cache" => name).absolute(c.evictions);
+            gauge!("till_cache_weighted_bytes", "cache" => name).set(c.weighted_bytes as f64);
+            gauge!("till_cache_entries", "cache" => name).set(c.entries as f64);
+        }
+
+        let db = async {
+            if let Ok(status) = self.reads.projection_status().await {
+                for s in status {
+                    gauge!("till_projection_position", "projection" => s.name)
+                        .set(s.position as f64);
+                    gauge!("till_projection_lag_events", "projection" => s.name)
+                        .set(s.lag_events as f64);
+                    gauge!("till_projection_lag_seconds", "projection" => s.name)
+                        .set(s.lag_seconds);
+                }
+            }
+            if let Ok(depths) = till_domain::jobs::depths(&self.pool).await {
+                for q in ["payments", "webhooks"] {
+                    for st in ["queued", "running", "dead"] {
+                        let n = depths
+                            .iter()
+                            .find(|d| d.queue == q && d.status == st)
+                            .map_or(0, |d| d.jobs);
+                        gauge!("till_jobs", "queue" => q, "status" => st).set(n as f64);
+                    }
+                }
+            }
+        };
+        // A slow or absent database must not hang the scrape.
+        let _ = tokio::time::timeout(Duration::from_secs(3), db).await;
+
+        if let Some(rss) = resident_bytes() {
+            gauge!("process_resident_memory_bytes").set(rss as f64);
+        }
+        handle.render()
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (Linux); None elsewhere.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_labels_stay_bounded() {
+        let labels: HashSet<String> = (0..1000)
+            .map(|i| operation_label(Some(&format!("Op{i}"))))
+            .collect();
+        assert!(labels.len() <= MAX_OPERATION_NAMES + 1, "{}", labels.len());
+        assert!(labels.contains("other"));
+        assert_eq!(operation_label(None), "anonymous");
+        assert_eq!(operation_label(Some("Op0")), "Op0");
+    }
+}
