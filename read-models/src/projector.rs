@@ -91,6 +91,7 @@ impl Projector {
     /// Applies at most one batch of `projection` and returns how far it got. Batches
     /// other processes applied since this one last looked are taken into account too:
     /// their changes are derived from the log, invalidated and announced.
+    #[tracing::instrument(name = "projection.batch", level = "debug", skip(self), fields(projection = projection.name()))]
     pub async fn run_batch(&self, projection: Projection) -> Result<BatchOutcome, ReadError> {
         let local = self.progress.current(projection);
         let mut conn = self.pool.get().await?;

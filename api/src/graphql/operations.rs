@@ -13,6 +13,7 @@ use async_graphql::extensions::{
 };
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{Response, ServerError, ServerResult, Variables};
+use tracing::Instrument;
 
 use super::error::Code;
 
@@ -71,15 +72,6 @@ impl Extension for PerRequest {
                 None => None,
             });
         let started = std::time::Instant::now();
-        let response = match (ty, self.limit) {
-            (Some(OperationType::Query), Some(limit)) => {
-                match tokio::time::timeout(limit, next.run(ctx, operation_name)).await {
-                    Ok(response) => response,
-                    Err(_) => timed_out(operation_name, limit),
-                }
-            }
-            _ => next.run(ctx, operation_name).await,
-        };
         let kind = match ty {
             Some(OperationType::Query) => "query",
             Some(OperationType::Mutation) => "mutation",
@@ -87,6 +79,25 @@ impl Extension for PerRequest {
             None => "unknown",
         };
         let name = crate::metrics::operation_label(operation_name);
+        let span = tracing::info_span!(
+            "graphql.operation",
+            otel.name = %format!("{kind} {name}"),
+            graphql.operation.name = %name,
+            graphql.operation.type = kind,
+        );
+        let response = async {
+            match (ty, self.limit) {
+                (Some(OperationType::Query), Some(limit)) => {
+                    match tokio::time::timeout(limit, next.run(ctx, operation_name)).await {
+                        Ok(response) => response,
+                        Err(_) => timed_out(operation_name, limit),
+                    }
+                }
+                _ => next.run(ctx, operation_name).await,
+            }
+        }
+        .instrument(span)
+        .await;
         let outcome = if response.errors.is_empty() {
             "ok"
         } else {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use till_domain::db::PgPool;
 use till_domain::jobs::{self, Backoff, Failed, Job, JOBS_CHANNEL};
 use tokio::sync::{watch, Semaphore};
+use tracing::Instrument;
 
 /// Why a job failed.
 #[derive(Debug, Clone)]
@@ -250,7 +251,18 @@ async fn run_one(
     worker: &str,
 ) {
     let span = tracing::info_span!("job", queue = %job.queue, id = job.id, attempt = job.attempts);
-    let _guard = span.enter();
+    run_one_in_span(pool, handler, job, settings, worker)
+        .instrument(span)
+        .await
+}
+
+async fn run_one_in_span(
+    pool: &PgPool,
+    handler: Handler,
+    job: Job,
+    settings: RunnerSettings,
+    worker: &str,
+) {
     let started = std::time::Instant::now();
     let result = if job.attempts > job.max_attempts {
         // Claimed again after its worker died during the last attempt.

@@ -53,10 +53,14 @@ impl ProviderClient {
         currency: &str,
         token: &str,
     ) -> Result<Charge, JobError> {
-        let resp = self
+        let mut request = self
             .http
             .post(format!("{}/charges", self.base))
-            .header("Idempotency-Key", order.0.to_string())
+            .header("Idempotency-Key", order.0.to_string());
+        for (k, v) in crate::telemetry::trace_headers() {
+            request = request.header(k, v);
+        }
+        let resp = request
             .json(&json!({
                 "amount": amount_minor,
                 "currency": currency.trim(),

@@ -37,8 +37,11 @@ pub fn delivery_handler(pool: PgPool, http: reqwest::Client) -> Handler {
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
             let sig = crate::http::webhooks::sign(out.secret.as_bytes(), t, body.as_bytes());
-            let sent = http
-                .post(&out.url)
+            let mut request = http.post(&out.url);
+            for (k, v) in crate::telemetry::trace_headers() {
+                request = request.header(k, v);
+            }
+            let sent = request
                 .header("content-type", "application/json")
                 .header("till-event-id", &out.event_id)
                 .header("till-signature", format!("t={t},v1={sig}"))

@@ -16,5 +16,6 @@ mod security;
 mod seed;
 mod support;
 mod throttling;
+mod traces;
 mod webhooks;
 mod worker;

@@ -130,6 +130,7 @@ enum Exchange {
 
 impl Commands {
     /// Creates a CUSTOMER account with a password and signs it in.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "register"))]
     pub async fn register(
         &self,
         ctx: &CommandContext,
@@ -161,6 +162,7 @@ impl Commands {
 
     /// Signs in with email and password. Unknown emails, accounts without a password
     /// and wrong passwords all fail the same way, after the same hashing work.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "login"))]
     pub async fn login(
         &self,
         email: &str,
@@ -212,6 +214,7 @@ impl Commands {
 
     /// Exchanges a refresh token for a successor (and the account's current role).
     /// Reusing an exchanged token revokes its whole family.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "refresh"))]
     pub async fn refresh(&self, token: &str, ttl: Duration) -> Result<Session, DomainError> {
         let hash = digest(token);
         let result = self
@@ -280,6 +283,7 @@ impl Commands {
 
     /// Ends the session a refresh token belongs to (its whole family). True when a
     /// live session was ended; unknown tokens are not an error (logout is idempotent).
+    #[tracing::instrument(name = "command", skip_all, fields(command = "logout"))]
     pub async fn logout(&self, token: &str) -> Result<bool, DomainError> {
         let hash = digest(token);
         self.run(|mut conn| {
@@ -303,6 +307,7 @@ impl Commands {
     /// Changes an account's role (ADMIN only). Sessions keep working and pick up the
     /// new role at their next refresh; an access token already issued keeps its role
     /// until it expires.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "grant_role"))]
     pub async fn grant_role(
         &self,
         ctx: &CommandContext,

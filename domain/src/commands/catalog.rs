@@ -116,6 +116,7 @@ fn check_version(row: &ProductRow, expected: Option<i32>) -> Result<(), DomainEr
 
 impl Commands {
     /// Creates a category under an optional parent.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "create_category"))]
     pub async fn create_category(
         &self,
         ctx: &CommandContext,
@@ -172,6 +173,7 @@ impl Commands {
     }
 
     /// Creates a product with its inventory row.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "create_product"))]
     pub async fn create_product(
         &self,
         ctx: &CommandContext,
@@ -263,6 +265,7 @@ impl Commands {
 
     /// Changes a product's fields; with `expected_version` it fails with CONFLICT when
     /// someone else changed the product first (optimistic concurrency).
+    #[tracing::instrument(name = "command", skip_all, fields(command = "update_product"))]
     pub async fn update_product(
         &self,
         ctx: &CommandContext,
@@ -348,6 +351,7 @@ impl Commands {
     }
 
     /// Withdraws a product from sale (kept for order history).
+    #[tracing::instrument(name = "command", skip_all, fields(command = "archive_product"))]
     pub async fn archive_product(
         &self,
         ctx: &CommandContext,

@@ -61,6 +61,7 @@ pub(super) async fn insert_customer(
 
 impl Commands {
     /// Creates an account. Only staff (or the system) may create STAFF or ADMIN accounts.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "create_customer"))]
     pub async fn create_customer(
         &self,
         ctx: &CommandContext,

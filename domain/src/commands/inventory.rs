@@ -15,6 +15,7 @@ pub type StockOutcome = Outcome<StockLevel>;
 
 impl Commands {
     /// Adds arrived units to on-hand stock.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "restock"))]
     pub async fn restock(
         &self,
         ctx: &CommandContext,
@@ -34,6 +35,7 @@ impl Commands {
 
     /// Corrects on-hand stock by a signed delta (stock count, damage, loss). Fails when
     /// it would leave fewer units on hand than are reserved for orders.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "adjust_inventory"))]
     pub async fn adjust_inventory(
         &self,
         ctx: &CommandContext,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use diesel_async::AsyncPgConnection;
 use rand::Rng;
 use serde::Serialize;
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub use accounts::{RefreshToken, Registration, Session};
@@ -164,8 +165,15 @@ impl Commands {
         let mut tries = 0;
         loop {
             tries += 1;
-            let conn = self.pool.get_owned().await?;
-            match attempt(conn).await {
+            let conn = self
+                .pool
+                .get_owned()
+                .instrument(tracing::info_span!("db.acquire"))
+                .await?;
+            match attempt(conn)
+                .instrument(tracing::info_span!("db.transaction", attempt = tries))
+                .await
+            {
                 Err(e) if e.is_retryable() && tries < self.max_attempts => {
                     let base = 10u64 << tries;
                     let wait = rand::thread_rng().gen_range(0..=base);

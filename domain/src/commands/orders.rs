@@ -63,6 +63,7 @@ impl Commands {
     /// Places an order for `customer`: reserves stock for every line atomically, or
     /// fails with OUT_OF_STOCK naming the first product that is short. A customer may
     /// only order for themselves.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "place_order"))]
     pub async fn place_order(
         &self,
         ctx: &CommandContext,
@@ -111,6 +112,7 @@ impl Commands {
 
     /// Cancels an unpaid order and releases its stock. Customers may cancel only their
     /// own orders (others' orders look not found).
+    #[tracing::instrument(name = "command", skip_all, fields(command = "cancel_order"))]
     pub async fn cancel_order(
         &self,
         ctx: &CommandContext,
@@ -121,6 +123,7 @@ impl Commands {
     }
 
     /// Records a captured payment: PENDING_PAYMENT -> PAID, reserved units leave the books.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "mark_paid"))]
     pub async fn mark_paid(
         &self,
         ctx: &CommandContext,
@@ -132,6 +135,7 @@ impl Commands {
     }
 
     /// Ships a paid order (staff).
+    #[tracing::instrument(name = "command", skip_all, fields(command = "ship_order"))]
     pub async fn ship_order(
         &self,
         ctx: &CommandContext,

@@ -53,6 +53,7 @@ impl Commands {
     /// Requests payment of an unpaid order with a payment method token (its owner or
     /// staff). CONFLICT when a payment is already in progress or the order is not
     /// awaiting payment.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "request_payment"))]
     pub async fn request_payment(
         &self,
         ctx: &CommandContext,
@@ -156,6 +157,7 @@ impl Commands {
 
     /// Settles an order's payment. Idempotent: settling an order that already left
     /// PENDING_PAYMENT the same way returns `None`.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "settle_payment"))]
     pub async fn settle_payment(
         &self,
         id: OrderId,
@@ -226,6 +228,7 @@ impl Commands {
     /// Expires up to `limit` unpaid orders placed more than `after` ago (without a
     /// payment in progress), releasing their stock. Safe on several replicas at once:
     /// each order changes state under its row lock, so only one expiry wins.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "expire_unpaid_orders"))]
     pub async fn expire_unpaid_orders(
         &self,
         after: std::time::Duration,
