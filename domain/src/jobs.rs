@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text, Timestamptz};
-use diesel::QueryableByName;
+use diesel::{OptionalExtension, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use rand::Rng;
 use serde_json::Value;
@@ -248,11 +248,7 @@ pub async fn retry_dead(pool: &PgPool, id: i64) -> Result<String, DomainError> {
     .bind::<BigInt, _>(id)
     .get_result(&mut conn)
     .await
-    .map(Some)
-    .or_else(|e| match e {
-        diesel::result::Error::NotFound => Ok(None),
-        e => Err(e),
-    })?;
+    .optional()?;
     let q = row.ok_or_else(|| DomainError::not_found("dead letter", id))?;
     diesel::sql_query("SELECT pg_notify($1, $2)")
         .bind::<Text, _>(JOBS_CHANNEL)

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use diesel::sql_types::{
     Array, BigInt, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
-use diesel::QueryableByName;
+use diesel::{OptionalExtension, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rand::RngCore;
 use serde_json::{json, Value};
@@ -234,11 +234,7 @@ async fn fan_out_batch(
     .bind::<Text, _>(CHECKPOINT)
     .get_result(conn)
     .await
-    .map(Some)
-    .or_else(|e| match e {
-        diesel::result::Error::NotFound => Ok(None),
-        e => Err(e),
-    })?;
+    .optional()?;
     let from = match stored {
         Some(p) => LogPoint {
             tx_id: p.tx_id,
@@ -354,11 +350,7 @@ pub async fn outgoing(pool: &PgPool, delivery_id: i64) -> Result<Option<Outgoing
     .bind::<BigInt, _>(delivery_id)
     .get_result(&mut conn)
     .await
-    .map(Some)
-    .or_else(|e| match e {
-        diesel::result::Error::NotFound => Ok(None),
-        e => Err(e),
-    })?;
+    .optional()?;
     Ok(row.filter(|r| r.active).map(|r| {
         let event_id = LogPoint {
             tx_id: r.tx_id,

@@ -58,7 +58,7 @@ pub struct OrderFilterInput {
 
 const DEFAULT_PAGE: i32 = 20;
 
-fn page_size(ctx: &Context<'_>, first: Option<i32>) -> Result<i64> {
+pub(super) fn page_size(ctx: &Context<'_>, first: Option<i32>) -> Result<i64> {
     let max = state(ctx)?.max_page_size;
     let n = i64::from(first.unwrap_or(DEFAULT_PAGE));
     if n < 1 || n > max {

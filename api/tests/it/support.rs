@@ -91,6 +91,11 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
 impl TestApp {
     /// Creates a customer account and returns (id, bearer token).
     pub async fn customer(&self, email: &str) -> (CustomerId, String) {
+        self.account(email, Role::Customer).await
+    }
+
+    /// Creates an account with `role`; returns (id, bearer token).
+    pub async fn account(&self, email: &str, role: Role) -> (CustomerId, String) {
         let id = ok(self
             .data
             .api
@@ -99,8 +104,8 @@ impl TestApp {
                 &CommandContext::system("test"),
                 NewCustomer {
                     email: ok(Email::parse(email)),
-                    name: ok(Name::parse("name", "Shopper")),
-                    role: Role::Customer,
+                    name: ok(Name::parse("name", "Someone")),
+                    role,
                     password_hash: None,
                 },
             )
@@ -108,37 +113,14 @@ impl TestApp {
         .value;
         (
             id,
-            ok(self
-                .data
-                .tokens
-                .mint(id, Role::Customer, Duration::from_secs(600))),
+            ok(self.data.tokens.mint(id, role, Duration::from_secs(600))),
         )
     }
 
     /// Creates an ADMIN account; returns its bearer token.
     pub async fn admin(&self) -> String {
-        let id = ok(self
-            .data
-            .api
-            .commands
-            .create_customer(
-                &CommandContext::system("test"),
-                NewCustomer {
-                    email: ok(Email::parse(&format!(
-                        "admin-{}@example.com",
-                        uuid::Uuid::new_v4()
-                    ))),
-                    name: ok(Name::parse("name", "Admin")),
-                    role: Role::Admin,
-                    password_hash: None,
-                },
-            )
-            .await)
-        .value;
-        ok(self
-            .data
-            .tokens
-            .mint(id, Role::Admin, Duration::from_secs(600)))
+        let email = format!("admin-{}@example.com", uuid::Uuid::new_v4());
+        self.account(&email, Role::Admin).await.1
     }
 
     /// Creates an ACTIVE product with stock; returns its global id.
