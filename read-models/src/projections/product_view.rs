@@ -14,10 +14,61 @@ use crate::error::ReadError;
 /// Stock levels (newest version per product) and popularity deltas gathered over a
 /// batch, written in two statements at its end. Both commute with the catalog events
 /// applied in between: stock updates are version-guarded and popularity is a sum.
+/// New products are gathered too and inserted in one statement, flushed before any
+/// other catalog event so the log order between catalog events holds.
 #[derive(Default)]
 struct Folded {
     stock: HashMap<Uuid, (StockLevel, DateTime<Utc>)>,
     popularity: HashMap<Uuid, i64>,
+    created: NewProducts,
+}
+
+/// Columns of products created in a batch, in log order.
+#[derive(Default)]
+struct NewProducts {
+    id: Vec<Uuid>,
+    sku: Vec<String>,
+    name: Vec<String>,
+    description: Vec<String>,
+    price: Vec<i64>,
+    status: Vec<String>,
+    category: Vec<Uuid>,
+    version: Vec<i32>,
+    created_at: Vec<DateTime<Utc>>,
+}
+
+impl NewProducts {
+    /// Inserts the gathered products (one statement) and empties the list.
+    async fn flush(&mut self, conn: &mut AsyncPgConnection) -> Result<(), ReadError> {
+        if self.id.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(self);
+        diesel::sql_query(
+            "INSERT INTO rm_product_view (id, sku, name, description, price_minor, status, \
+               category_id, category_ids, category_path, version, created_at, updated_at) \
+             SELECT t.id, t.sku, t.name, t.description, t.price, t.status, t.cat, \
+               COALESCE(c.path_ids, ARRAY[t.cat]), COALESCE(c.path, '[]'::jsonb), \
+               t.version, t.created_at, t.created_at \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], \
+                         $7::uuid[], $8::int4[], $9::timestamptz[]) \
+               AS t(id, sku, name, description, price, status, cat, version, created_at) \
+             LEFT JOIN rm_categories c ON c.id = t.cat \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind::<Array<SqlUuid>, _>(rows.id)
+        .bind::<Array<Text>, _>(rows.sku)
+        .bind::<Array<Text>, _>(rows.name)
+        .bind::<Array<Text>, _>(rows.description)
+        .bind::<Array<BigInt>, _>(rows.price)
+        .bind::<Array<Text>, _>(rows.status)
+        .bind::<Array<SqlUuid>, _>(rows.category)
+        .bind::<Array<Int4>, _>(rows.version)
+        .bind::<Array<Timestamptz>, _>(rows.created_at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
 }
 
 pub(super) async fn apply_batch(
@@ -29,6 +80,7 @@ pub(super) async fn apply_batch(
     for ev in events {
         apply(conn, ev, changes, &mut folded).await?;
     }
+    folded.created.flush(conn).await?;
     set_stock(conn, folded.stock).await?;
     add_popularity(conn, folded.popularity).await
 }
@@ -39,6 +91,14 @@ async fn apply(
     changes: &mut Vec<Change>,
     folded: &mut Folded,
 ) -> Result<(), ReadError> {
+    if matches!(
+        ev.event,
+        DomainEvent::CategoryCreated { .. }
+            | DomainEvent::ProductUpdated { .. }
+            | DomainEvent::ProductArchived { .. }
+    ) {
+        folded.created.flush(conn).await?;
+    }
     match &ev.event {
         DomainEvent::CategoryCreated {
             category_id,
@@ -74,26 +134,16 @@ async fn apply(
             version,
             created_at,
         } => {
-            diesel::sql_query(
-                "INSERT INTO rm_product_view (id, sku, name, description, price_minor, status, \
-                   category_id, category_ids, category_path, version, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                   COALESCE((SELECT path_ids FROM rm_categories WHERE id = $7), ARRAY[$7]), \
-                   COALESCE((SELECT path FROM rm_categories WHERE id = $7), '[]'::jsonb), \
-                   $8, $9, $9) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind::<SqlUuid, _>(product_id)
-            .bind::<Text, _>(sku)
-            .bind::<Text, _>(name)
-            .bind::<Text, _>(description)
-            .bind::<BigInt, _>(price_minor)
-            .bind::<Text, _>(status)
-            .bind::<SqlUuid, _>(category_id)
-            .bind::<Int4, _>(version)
-            .bind::<Timestamptz, _>(created_at)
-            .execute(conn)
-            .await?;
+            let new = &mut folded.created;
+            new.id.push(*product_id);
+            new.sku.push(sku.clone());
+            new.name.push(name.clone());
+            new.description.push(description.clone());
+            new.price.push(*price_minor);
+            new.status.push(status.clone());
+            new.category.push(*category_id);
+            new.version.push(*version);
+            new.created_at.push(*created_at);
             changes.push(Change::Product(*product_id));
         }
         DomainEvent::ProductUpdated {
