@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Summarizes a load run folder: every oha JSON result and pgbench log into one
+markdown table (req/s, p50/p95/p99, status codes), plus a latency plot (latency.png)
+when matplotlib is available."""
+import json
+import pathlib
+import re
+import sys
+
+run = pathlib.Path(sys.argv[1])
+rows = []
+series = {}
+for f in sorted(run.glob("*.json")):
+    try:
+        d = json.loads(f.read_text())
+    except ValueError:
+        continue
+    if "summary" not in d:
+        continue
+    s = d["summary"]
+    p = d.get("latencyPercentiles", {})
+    codes = d.get("statusCodeDistribution", {})
+    errors = d.get("errorDistribution", {})
+    ms = lambda k: f"{(p.get(k) or 0) * 1000:.2f}"
+    rows.append((f.stem, f"{s.get('requestsPerSec', 0):,.0f}", ms("p50"), ms("p95"), ms("p99"),
+                 ", ".join(f"{k}: {v}" for k, v in sorted(codes.items())) +
+                 ("; errors: " + ", ".join(f"{k}: {v}" for k, v in errors.items()) if errors else "")))
+    series[f.stem] = [(q, (p.get(q) or 0) * 1000) for q in ("p10", "p25", "p50", "p75", "p90", "p95", "p99", "p99.9") if q in p]
+for f in sorted(run.glob("pgbench-*.txt")):
+    text = f.read_text()
+    tps = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", text)
+    lat = re.search(r"latency average = ([0-9.]+) ms", text)
+    failed = re.search(r"number of failed transactions: (\d+)", text)
+    rows.append((f.stem, f"{float(tps.group(1)):,.0f} tps" if tps else "?", f"avg {lat.group(1)}" if lat else "", "", "",
+                 f"failed: {failed.group(1)}" if failed else ""))
+
+print("| run | req/s | p50 ms | p95 ms | p99 ms | statuses |")
+print("|---|---|---|---|---|---|")
+for r in rows:
+    print("| " + " | ".join(r) + " |")
+
+try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError:
+    sys.exit(0)
+fig, ax = plt.subplots(figsize=(9, 5))
+for name, points in series.items():
+    if points:
+        ax.plot([q for q, _ in points], [v for _, v in points], marker="o", label=name)
+ax.set_yscale("log")
+ax.set_ylabel("latency (ms, log scale)")
+ax.set_xlabel("percentile")
+ax.set_title(run.name)
+ax.grid(True, which="both", alpha=0.3)
+ax.legend(fontsize="small")
+fig.tight_layout()
+fig.savefig(run / "latency.png", dpi=110)
