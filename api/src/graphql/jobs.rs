@@ -180,6 +180,22 @@ fn page_args(
     Ok((n, before))
 }
 
+/// Cuts a fetch of `n + 1` rows (newest first, by id) to a page: the rows with their id
+/// cursors, and where the page sits.
+fn id_page<T>(
+    mut rows: Vec<T>,
+    n: i64,
+    before: Option<i64>,
+    id: impl Fn(&T) -> i64,
+) -> (Vec<(String, T)>, PageInfo) {
+    let has_next = rows.len() as i64 > n;
+    rows.truncate(usize::try_from(n).unwrap_or(0));
+    let rows: Vec<(String, T)> = rows.into_iter().map(|r| (id(&r).to_string(), r)).collect();
+    let cursors: Vec<&str> = rows.iter().map(|(c, _)| c.as_str()).collect();
+    let page_info = PageInfo::new(&cursors, has_next, before.is_some());
+    (rows, page_info)
+}
+
 fn job_id(id: &ID) -> Result<i64> {
     id.parse::<i64>()
         .map_err(|_| coded(Code::BadUserInput, "id: not a dead letter id"))
@@ -206,20 +222,17 @@ impl JobsQuery {
     ) -> Result<DeadLetterConnection> {
         let st = state(ctx)?;
         let (n, before) = page_args(ctx, first, after.as_deref())?;
-        let mut rows = jobs::dead_letters(st.commands.pool(), queue.as_deref(), before, n + 1)
+        let rows = jobs::dead_letters(st.commands.pool(), queue.as_deref(), before, n + 1)
             .await
             .map_err(error::domain)?;
-        let has_next = rows.len() as i64 > n;
-        rows.truncate(n as usize);
-        let edges: Vec<DeadLetterEdge> = rows
+        let (rows, page_info) = id_page(rows, n, before, |d| d.id);
+        let edges = rows
             .into_iter()
-            .map(|d| DeadLetterEdge {
-                cursor: d.id.to_string(),
+            .map(|(cursor, d)| DeadLetterEdge {
+                cursor,
                 node: d.into(),
             })
             .collect();
-        let cursors: Vec<&str> = edges.iter().map(|e| e.cursor.as_str()).collect();
-        let page_info = PageInfo::new(&cursors, has_next, before.is_some());
         Ok(DeadLetterConnection { edges, page_info })
     }
 
@@ -248,15 +261,14 @@ impl JobsQuery {
     ) -> Result<WebhookDeliveryConnection> {
         let sub = parse_subscription_id(&subscription_id)?;
         let (n, before) = page_args(ctx, first, after.as_deref())?;
-        let mut rows = webhooks::deliveries(state(ctx)?.commands.pool(), sub, before, n + 1)
+        let rows = webhooks::deliveries(state(ctx)?.commands.pool(), sub, before, n + 1)
             .await
             .map_err(error::domain)?;
-        let has_next = rows.len() as i64 > n;
-        rows.truncate(n as usize);
-        let edges: Vec<WebhookDeliveryEdge> = rows
+        let (rows, page_info) = id_page(rows, n, before, |d| d.id);
+        let edges = rows
             .into_iter()
-            .map(|d| WebhookDeliveryEdge {
-                cursor: d.id.to_string(),
+            .map(|(cursor, d)| WebhookDeliveryEdge {
+                cursor,
                 node: WebhookDelivery {
                     id: ID(d.id.to_string()),
                     event_id: till_domain::event_log::LogPoint {
@@ -274,8 +286,6 @@ impl JobsQuery {
                 },
             })
             .collect();
-        let cursors: Vec<&str> = edges.iter().map(|e| e.cursor.as_str()).collect();
-        let page_info = PageInfo::new(&cursors, has_next, before.is_some());
         Ok(WebhookDeliveryConnection { edges, page_info })
     }
 }

@@ -311,21 +311,12 @@ async fn signed_webhooks_settle_once_and_forgeries_are_refused() {
         "data": { "orderId": order_uuid(&order), "chargeId": "ch_hook" } });
     let (raw, sig) = signed(&again, now);
     assert_eq!(ok(post(raw, sig).await).status().as_u16(), 200);
-    let paid: i64 = {
-        use diesel_async::RunQueryDsl;
-        #[derive(diesel::QueryableByName)]
-        struct N {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let mut conn = ok(app.db.pool.get().await);
-        ok(diesel::sql_query(
+    let paid = app
+        .count(
             "SELECT count(*) AS n FROM events WHERE event_type = 'OrderStatusChanged' AND payload->>'to' = 'PAID'",
+            None,
         )
-        .get_result::<N>(&mut conn)
-        .await)
-        .n
-    };
+        .await;
     assert_eq!(paid, 1);
 }
 

@@ -3,66 +3,24 @@
 //! restock through A; killing A (whichever of the two was projecting) leaves B
 //! projecting within seconds, with no event skipped or applied twice.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use till_api::auth::TokenService;
-use till_api::config::Secret;
-use till_domain::commands::{CommandContext, Commands, NewCustomer};
+use till_domain::commands::Commands;
 use till_domain::db::testing::TestDb;
-use till_domain::types::{Email, Name, Role};
+use till_domain::types::Role;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{code, ok, SECRET};
+use crate::support::{account_on, code, ok, ServerProcess};
 
-struct Server {
-    child: Child,
-    base: String,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    ok(std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr())).port()
-}
-
-async fn start(db: &TestDb) -> Server {
-    let port = free_port();
-    let child = ok(Command::new(env!("CARGO_BIN_EXE_till"))
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("TILL_LISTEN", format!("127.0.0.1:{port}"))
-        .env("TILL_JWT_SECRET", SECRET)
-        .env("TILL_SEED_DEMO", "false")
-        .env("TILL_RATE_LIMIT", "false")
-        .env("TILL_JOBS", "false")
-        .env("TILL_DB_POOL_SIZE", "8")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn());
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "server never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Server { child, base, port }
+async fn start(db: &TestDb) -> ServerProcess {
+    ServerProcess::start(
+        &db.url,
+        &[("TILL_RATE_LIMIT", "false"), ("TILL_DB_POOL_SIZE", "8")],
+    )
+    .await
 }
 
 async fn gql(base: &str, token: &str, query: &str, vars: Value, ct: Option<&str>) -> Value {
@@ -79,30 +37,14 @@ async fn gql(base: &str, token: &str, query: &str, vars: Value, ct: Option<&str>
     }
 }
 
-async fn account(commands: &Commands, email: &str, role: Role) -> String {
-    let id = ok(commands
-        .create_customer(
-            &CommandContext::system("test"),
-            NewCustomer {
-                email: ok(Email::parse(email)),
-                name: ok(Name::parse("name", "Someone")),
-                role,
-                password_hash: None,
-            },
-        )
-        .await)
-    .value;
-    ok(TokenService::new(&Secret::new(SECRET)).mint(id, role, Duration::from_secs(600)))
-}
-
 const PLACE: &str = "mutation($p: ID!) { placeOrder(input: {lines: [{productId: $p, quantity: 1}]}) { orderId consistencyToken } }";
 
 #[tokio::test]
 async fn two_servers_share_writes_subscriptions_and_projection() {
     let db = TestDb::with_pool_size(4).await;
     let commands = Commands::new(db.pool.clone());
-    let staff = account(&commands, "staff@example.com", Role::Staff).await;
-    let shopper = account(&commands, "shopper@example.com", Role::Customer).await;
+    let (_, staff) = account_on(&commands, "staff@example.com", Role::Staff).await;
+    let (_, shopper) = account_on(&commands, "shopper@example.com", Role::Customer).await;
     let a = start(&db).await;
     let b = start(&db).await;
 
@@ -225,8 +167,7 @@ async fn two_servers_share_writes_subscriptions_and_projection() {
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     let mut a = a;
-    ok(a.child.kill());
-    let _ = a.child.wait();
+    a.kill();
     let mut placed = 0;
     for w in writers {
         placed += ok(w.await);
@@ -286,7 +227,13 @@ async fn two_servers_share_writes_subscriptions_and_projection() {
     )
     .get_result(&mut conn)
     .await);
-    assert_eq!(check.orders as usize, placed + 2, "{check:?}");
+    // Every acknowledged order exists; up to one more per writer on A may have committed
+    // with its answer lost when A was killed (the client saw an error).
+    let orders = check.orders as usize;
+    assert!(
+        orders >= placed + 2 && orders <= placed + 2 + 2,
+        "{check:?}, {placed} acknowledged"
+    );
     assert_eq!(
         (check.viewed, check.counted, check.available_diff),
         (check.orders, check.orders, 0),

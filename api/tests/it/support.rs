@@ -8,7 +8,7 @@ use clap::Parser;
 use serde_json::{json, Value};
 use till_api::app::{AppData, Application, Database};
 use till_api::config::{Secret, ServeConfig};
-use till_domain::commands::{CommandContext, NewCategory, NewCustomer, NewProduct};
+use till_domain::commands::{CommandContext, Commands, NewCategory, NewCustomer, NewProduct};
 use till_domain::db::testing::TestDb;
 use till_domain::types::*;
 
@@ -31,6 +31,85 @@ pub struct TestApp {
 }
 
 pub const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
+
+/// Creates an account with `role` through `commands`; returns (id, a bearer token
+/// signed with [`SECRET`]).
+pub async fn account_on(commands: &Commands, email: &str, role: Role) -> (CustomerId, String) {
+    let id = ok(commands
+        .create_customer(
+            &CommandContext::system("test"),
+            NewCustomer {
+                email: ok(Email::parse(email)),
+                name: ok(Name::parse("name", "Someone")),
+                role,
+                password_hash: None,
+            },
+        )
+        .await)
+    .value;
+    let tokens = till_api::auth::TokenService::new(&Secret::new(SECRET));
+    (id, ok(tokens.mint(id, role, Duration::from_secs(600))))
+}
+
+/// A real `till serve` process (the built binary) on a free port against `database_url`,
+/// with `env` on top of test defaults; killed on drop.
+pub struct ServerProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// Its port.
+    pub port: u16,
+}
+
+impl ServerProcess {
+    /// Starts it and waits until `/readyz` answers 200 (60 s at most).
+    pub async fn start(database_url: &str, env: &[(&str, &str)]) -> Self {
+        let port =
+            ok(std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr())).port();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_till"));
+        cmd.arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("TILL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("TILL_JWT_SECRET", SECRET)
+            .env("TILL_SEED_DEMO", "false")
+            .env("TILL_JOBS", "false")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = ok(cmd.spawn());
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { child, base, port }
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
@@ -96,25 +175,7 @@ impl TestApp {
 
     /// Creates an account with `role`; returns (id, bearer token).
     pub async fn account(&self, email: &str, role: Role) -> (CustomerId, String) {
-        let id = ok(self
-            .data
-            .api
-            .commands
-            .create_customer(
-                &CommandContext::system("test"),
-                NewCustomer {
-                    email: ok(Email::parse(email)),
-                    name: ok(Name::parse("name", "Someone")),
-                    role,
-                    password_hash: None,
-                },
-            )
-            .await)
-        .value;
-        (
-            id,
-            ok(self.data.tokens.mint(id, role, Duration::from_secs(600))),
-        )
+        account_on(&self.data.api.commands, email, role).await
     }
 
     /// Creates an ADMIN account; returns its bearer token.
@@ -160,6 +221,27 @@ impl TestApp {
         .value;
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Product:{id}"))
+    }
+
+    /// `SELECT count(*) AS n ...` against the test's database, with an optional text
+    /// parameter `$1`.
+    pub async fn count(&self, sql: &str, param: Option<&str>) -> i64 {
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = ok(self.db.pool.get().await);
+        let query = diesel::sql_query(sql);
+        let row: N = match param {
+            Some(p) => ok(query
+                .bind::<diesel::sql_types::Text, _>(p)
+                .get_result(&mut conn)
+                .await),
+            None => ok(query.get_result(&mut conn).await),
+        };
+        row.n
     }
 
     /// A consistency token for everything written so far.

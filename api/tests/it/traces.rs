@@ -4,31 +4,19 @@
 //! under the caller's span.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use till_api::auth::TokenService;
-use till_api::config::Secret;
-use till_domain::commands::{CommandContext, Commands, NewCustomer};
+use till_domain::commands::Commands;
 use till_domain::db::testing::TestDb;
-use till_domain::types::{Email, Name, Role};
+use till_domain::types::Role;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{ok, SECRET};
+use crate::support::{account_on, ok, ServerProcess};
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN: &str = "b7ad6b7169203331";
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Span {
@@ -76,50 +64,20 @@ async fn one_request_is_one_trace_from_http_to_the_database() {
         .await;
     let db = TestDb::new().await;
     let commands = Commands::new(db.pool.clone());
-    let staff = ok(commands
-        .create_customer(
-            &CommandContext::system("test"),
-            NewCustomer {
-                email: ok(Email::parse("tracer@example.com")),
-                name: ok(Name::parse("name", "Tracer")),
-                role: Role::Staff,
-                password_hash: None,
-            },
-        )
-        .await)
-    .value;
-    let token = ok(TokenService::new(&Secret::new(SECRET)).mint(
-        staff,
-        Role::Staff,
-        Duration::from_secs(600),
-    ));
-    let port = ok(std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr())).port();
-    let _server = Child(ok(Command::new(env!("CARGO_BIN_EXE_till"))
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("TILL_LISTEN", format!("127.0.0.1:{port}"))
-        .env("TILL_JWT_SECRET", SECRET)
-        .env("TILL_SEED_DEMO", "false")
-        .env("TILL_JOBS", "false")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.uri())
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()));
-    let base = format!("http://127.0.0.1:{port}");
+    let (_, token) = account_on(&commands, "tracer@example.com", Role::Staff).await;
+    let endpoint = collector.uri();
+    let server = ServerProcess::start(
+        &db.url,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("RUST_LOG", "info"),
+        ],
+    )
+    .await;
+    let base = &server.base;
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "server never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     let resp = ok(http
         .post(format!("{base}/graphql"))
