@@ -3,23 +3,40 @@
 //! otherwise Automatic Persisted Queries (Apollo's protocol: `extensions.persistedQuery
 //! { version: 1, sha256Hash }`) let clients send a hash instead of the document once
 //! the server has seen it. The APQ store is bounded by bytes.
+//!
+//! Parsed documents are cached by their text (bounded by weight), so a storefront that
+//! sends the same few operations does not pay the parser on every request; only
+//! documents that parse are kept, and the limits that look at a document (depth,
+//! aliases, root fields, complexity) still run on every request.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::Request;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::graphql::error::Code;
 
-/// Where documents come from.
-pub enum Documents {
+/// Where documents come from, and the parsed forms of recent ones.
+pub struct Documents {
+    source: Source,
+    parsed: moka::sync::Cache<String, Arc<ExecutableDocument>>,
+}
+
+enum Source {
     /// Only these (hash -> document) run.
     Trusted(HashMap<String, Arc<str>>),
     /// Any document; hashes of documents seen before resolve from this cache.
     Automatic(moka::sync::Cache<String, Arc<str>>),
 }
+
+/// Weight bound of the parsed-document cache: a parsed document is counted as
+/// [`PARSED_WEIGHT_PER_BYTE`] times its text.
+const PARSED_MAX_WEIGHT: u64 = 32 * 1024 * 1024;
+const PARSED_WEIGHT_PER_BYTE: usize = 16;
 
 /// Why a request's document could not be resolved.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,14 +65,50 @@ pub fn sha256_hex(document: &str) -> String {
 impl Documents {
     /// Automatic Persisted Queries holding at most `max_bytes` of documents.
     pub fn automatic(max_bytes: u64) -> Self {
-        Self::Automatic(
+        Self::from_source(Source::Automatic(
             moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|k: &String, v: &Arc<str>| {
                     u32::try_from(k.len() + v.len()).unwrap_or(u32::MAX)
                 })
                 .build(),
-        )
+        ))
+    }
+
+    fn from_source(source: Source) -> Self {
+        Self {
+            source,
+            parsed: moka::sync::Cache::builder()
+                .max_capacity(PARSED_MAX_WEIGHT)
+                .weigher(|k: &String, _: &Arc<ExecutableDocument>| {
+                    u32::try_from(k.len().saturating_mul(PARSED_WEIGHT_PER_BYTE))
+                        .unwrap_or(u32::MAX)
+                })
+                .build(),
+        }
+    }
+
+    /// A request running `query`, carrying its parsed form when the document parses
+    /// (from the cache when it was seen before). A document that does not parse is left
+    /// to the executor, which reports the syntax error as usual.
+    pub fn request(&self, query: String) -> Request {
+        let cached = self.parsed.get(query.as_str());
+        let doc = match cached {
+            Some(doc) => Some(doc),
+            None => match async_graphql::parser::parse_query(&query) {
+                Ok(doc) => {
+                    let doc = Arc::new(doc);
+                    self.parsed.insert(query.clone(), doc.clone());
+                    Some(doc)
+                }
+                Err(_) => None,
+            },
+        };
+        let mut request = Request::new(query);
+        if let Some(doc) = doc {
+            request.set_parsed_query(ExecutableDocument::clone(&doc));
+        }
+        request
     }
 
     /// Reads a manifest: a JSON object mapping each document's SHA-256 (hex) to its
@@ -80,7 +133,7 @@ impl Documents {
             }
             docs.insert(hash, Arc::from(doc));
         }
-        Ok(Self::Trusted(docs))
+        Ok(Self::from_source(Source::Trusted(docs)))
     }
 
     /// The document a request runs: its `query`, or the one its persisted-query hash
@@ -121,8 +174,8 @@ impl Documents {
                 ));
             }
         }
-        match self {
-            Documents::Trusted(docs) => {
+        match &self.source {
+            Source::Trusted(docs) => {
                 let h = match (&hash, &query) {
                     (Some(h), _) => h.clone(),
                     (None, Some(q)) => sha256_hex(q),
@@ -140,7 +193,7 @@ impl Documents {
                     )),
                 }
             }
-            Documents::Automatic(cache) => match (query, hash) {
+            Source::Automatic(cache) => match (query, hash) {
                 (Some(q), Some(h)) => {
                     cache.insert(h, Arc::from(q.as_str()));
                     Ok(q)

@@ -119,7 +119,7 @@ pub(super) fn to_request(p: Params, docs: &Documents) -> Result<Request, Refused
         Some(_) => return Err(bad("`extensions` must be an object")),
     };
     let query = docs.resolve(query, extensions.as_ref())?;
-    let mut request = Request::new(query);
+    let mut request = docs.request(query);
     match p.operation_name {
         None | Some(Value::Null) => {}
         Some(Value::String(name)) => request = request.operation_name(name),
@@ -573,7 +573,7 @@ pub async fn get(req: HttpRequest, data: web::Data<Arc<AppData>>) -> HttpRespons
         Ok(v) => v,
         Err(m) => return bad(&m),
     };
-    let request = match to_request(
+    let mut request = match to_request(
         Params {
             query: params.query.map(Value::String),
             operation_name: params.operation_name.clone().map(Value::String),
@@ -585,7 +585,7 @@ pub async fn get(req: HttpRequest, data: web::Data<Arc<AppData>>) -> HttpRespons
         Ok(r) => r,
         Err(r) => return refusal(media, &r),
     };
-    if let Ok(doc) = async_graphql::parser::parse_query(&request.query) {
+    if let Ok(doc) = request.parsed_query() {
         let op_type = match params.operation_name.as_deref() {
             Some(name) => doc
                 .operations
