@@ -260,6 +260,14 @@ pub async fn run() -> Result<(), CliError> {
                     started.elapsed().as_secs_f64()
                 );
             }
+            let started = Instant::now();
+            till_domain::seed::vacuum_analyze(&pool)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            println!(
+                "vacuumed and analyzed in {:.2}s",
+                started.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Command::Schema => {

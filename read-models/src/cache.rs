@@ -4,7 +4,17 @@
 //! A reader that loaded a row just before the projector changed it must not put the
 //! stale row back after the invalidation: every invalidation bumps an epoch, and a
 //! loaded row is only inserted if no invalidation happened while it was being read.
+//!
+//! List pages (a storefront's `products` page, a customer's `myOrders` page) are cached
+//! as the ids and cursors of their items, not the items: the items come from the row
+//! caches above, which the projector keeps exact, so a stock change never has to drop a
+//! page. A product page is dropped when something that decides membership or order
+//! changes (a product created, updated or archived: [`Change::Listing`]); pages that
+//! depend on stock or popularity (`inStock`, `POPULAR`) are not cached. A customer's
+//! order pages are dropped when any of their orders changes. Each kind of page has its
+//! own epoch, so a stream of stock changes does not keep pages from being cached.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -13,12 +23,14 @@ use uuid::Uuid;
 
 use crate::error::ReadError;
 use crate::projections::Change;
+use crate::queries::{OrderCursor, Page, ProductCursor, ProductFilter, ProductSort};
 use crate::views::{CategoryView, OrderView, ProductView};
 
 /// Sizing of the caches.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheSettings {
-    /// Total bound in bytes, split between products (60%) and orders (40%).
+    /// Total bound in bytes, split between product rows (50%), order rows (30%),
+    /// product list pages (10%) and customers' order pages (10%).
     pub max_bytes: u64,
 }
 
@@ -50,6 +62,10 @@ pub enum CacheKind {
     Orders,
     /// The category tree.
     Categories,
+    /// Pages of `products` (ids and cursors).
+    ProductPages,
+    /// Pages of a customer's orders (ids and cursors).
+    OrderPages,
 }
 
 impl CacheKind {
@@ -59,9 +75,70 @@ impl CacheKind {
             CacheKind::Products => "products",
             CacheKind::Orders => "orders",
             CacheKind::Categories => "categories",
+            CacheKind::ProductPages => "product_pages",
+            CacheKind::OrderPages => "order_pages",
         }
     }
 }
+
+/// The ids of one page of a list, in order, with the cursor after each.
+#[derive(Debug)]
+pub(crate) struct IdPage<C> {
+    pub(crate) items: Vec<(C, Uuid)>,
+    pub(crate) has_next_page: bool,
+}
+
+impl<C: Clone> IdPage<C> {
+    fn weight(&self, per_cursor: usize) -> usize {
+        std::mem::size_of::<Self>() + self.items.len() * (per_cursor + 16)
+    }
+
+    /// The page with its items from `found` (ids no longer found are left out).
+    pub(crate) fn hydrate<V>(
+        &self,
+        mut found: HashMap<Uuid, Arc<V>>,
+        has_previous_page: bool,
+    ) -> Page<Arc<V>, C> {
+        Page {
+            items: self
+                .items
+                .iter()
+                .filter_map(|(c, id)| found.remove(id).map(|v| (c.clone(), v)))
+                .collect(),
+            has_next_page: self.has_next_page,
+            has_previous_page,
+        }
+    }
+}
+
+/// What identifies a page of `products`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ProductPageKey {
+    pub(crate) filter: ProductFilter,
+    pub(crate) sort: ProductSort,
+    pub(crate) after: Option<ProductCursor>,
+    pub(crate) first: i64,
+}
+
+impl ProductPageKey {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.filter.search.as_ref().map_or(0, String::len)
+            + self
+                .filter
+                .statuses
+                .iter()
+                .map(|s| s.len() + 24)
+                .sum::<usize>()
+    }
+}
+
+/// One customer's cached order pages: (after, first) -> page. Replaced whole on change
+/// (copy on write), at most [`ORDER_PAGES_PER_CUSTOMER`] pages.
+pub(crate) type CustomerOrderPages = Vec<((Option<OrderCursor>, i64), Arc<IdPage<OrderCursor>>)>;
+
+/// Pages kept per customer (the first few pages are what a customer looks at).
+pub(crate) const ORDER_PAGES_PER_CUSTOMER: usize = 8;
 
 /// A point-in-time view of one cache, for metrics.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +162,8 @@ struct Counters {
     products: CacheStats,
     orders: CacheStats,
     categories: CacheStats,
+    product_pages: CacheStats,
+    order_pages: CacheStats,
 }
 
 impl Counters {
@@ -93,15 +172,17 @@ impl Counters {
             CacheKind::Products => &self.products,
             CacheKind::Orders => &self.orders,
             CacheKind::Categories => &self.categories,
+            CacheKind::ProductPages => &self.product_pages,
+            CacheKind::OrderPages => &self.order_pages,
         }
     }
 }
 
 /// An eviction listener counting evictions caused by the weight bound.
-fn count_evictions<V>(
+fn count_evictions<K, V>(
     stats: Arc<Counters>,
     kind: CacheKind,
-) -> impl Fn(Arc<Uuid>, V, moka::notification::RemovalCause) + Send + Sync + 'static {
+) -> impl Fn(Arc<K>, V, moka::notification::RemovalCause) + Send + Sync + 'static {
     move |_k, _v, cause| {
         if cause == moka::notification::RemovalCause::Size {
             stats.of(kind).evictions.fetch_add(1, Ordering::Relaxed);
@@ -115,15 +196,21 @@ pub struct ReadCache {
     pub(crate) products: Cache<Uuid, Arc<ProductView>>,
     pub(crate) orders: Cache<Uuid, Arc<OrderView>>,
     pub(crate) categories: Cache<(), Arc<Vec<CategoryView>>>,
+    pub(crate) product_pages: Cache<ProductPageKey, Arc<IdPage<ProductCursor>>>,
+    pub(crate) order_pages: Cache<Uuid, Arc<CustomerOrderPages>>,
     epoch: Arc<AtomicU64>,
+    listing_epoch: Arc<AtomicU64>,
+    order_list_epoch: Arc<AtomicU64>,
     stats: Arc<Counters>,
 }
 
 impl ReadCache {
     /// Builds the caches with their weight bounds.
     pub fn new(settings: CacheSettings) -> Self {
-        let product_bytes = settings.max_bytes / 10 * 6;
-        let order_bytes = settings.max_bytes / 10 * 4;
+        let product_bytes = settings.max_bytes / 10 * 5;
+        let order_bytes = settings.max_bytes / 10 * 3;
+        let page_bytes = settings.max_bytes / 10;
+        let weight = |w: usize| u32::try_from(w).unwrap_or(u32::MAX);
         let stats = Arc::new(Counters::default());
         Self {
             products: Cache::builder()
@@ -139,7 +226,29 @@ impl ReadCache {
                 .eviction_listener(count_evictions(stats.clone(), CacheKind::Orders))
                 .build(),
             categories: Cache::builder().name("categories").max_capacity(1).build(),
+            product_pages: Cache::builder()
+                .name("product_pages")
+                .max_capacity(page_bytes)
+                .weigher(move |k: &ProductPageKey, v: &Arc<IdPage<ProductCursor>>| {
+                    weight(k.weight() + v.weight(std::mem::size_of::<ProductCursor>()))
+                })
+                .eviction_listener(count_evictions(stats.clone(), CacheKind::ProductPages))
+                .build(),
+            order_pages: Cache::builder()
+                .name("order_pages")
+                .max_capacity(page_bytes)
+                .weigher(move |_k, v: &Arc<CustomerOrderPages>| {
+                    weight(
+                        v.iter()
+                            .map(|(_, p)| 64 + p.weight(std::mem::size_of::<OrderCursor>()))
+                            .sum(),
+                    )
+                })
+                .eviction_listener(count_evictions(stats.clone(), CacheKind::OrderPages))
+                .build(),
             epoch: Arc::new(AtomicU64::new(0)),
+            listing_epoch: Arc::new(AtomicU64::new(0)),
+            order_list_epoch: Arc::new(AtomicU64::new(0)),
             stats,
         }
     }
@@ -161,6 +270,16 @@ impl ReadCache {
                 CacheKind::Categories,
                 self.categories.entry_count(),
                 self.categories.weighted_size(),
+            ),
+            (
+                CacheKind::ProductPages,
+                self.product_pages.entry_count(),
+                self.product_pages.weighted_size(),
+            ),
+            (
+                CacheKind::OrderPages,
+                self.order_pages.entry_count(),
+                self.order_pages.weighted_size(),
             ),
         ];
         sizes
@@ -218,6 +337,77 @@ impl ReadCache {
         Ok(Some(value))
     }
 
+    /// Rows by id: those in `cache`, the rest from one `load` of the missing ids (then
+    /// cached). Ids that exist nowhere are absent from the map.
+    pub(crate) async fn through_many<V>(
+        &self,
+        kind: CacheKind,
+        cache: &Cache<Uuid, Arc<V>>,
+        ids: &[Uuid],
+        id_of: impl Fn(&V) -> Uuid,
+        load: impl AsyncFnOnce(Vec<Uuid>) -> Result<Vec<V>, ReadError>,
+    ) -> Result<HashMap<Uuid, Arc<V>>, ReadError>
+    where
+        V: Send + Sync + 'static,
+    {
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in ids {
+            match cache.get(id).await {
+                Some(v) => {
+                    self.hit(kind);
+                    found.insert(*id, v);
+                }
+                None => missing.push(*id),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let epoch = self.epoch();
+        for value in load(missing).await? {
+            self.miss(kind);
+            let id = id_of(&value);
+            let value = Arc::new(value);
+            self.put(cache, id, epoch, value.clone()).await;
+            found.insert(id, value);
+        }
+        Ok(found)
+    }
+
+    /// Rows just read for a page (at row epoch `epoch`): each is cached unless an
+    /// invalidation raced with the read; returns the page as ids (to cache as the page)
+    /// and the page to answer with.
+    pub(crate) async fn keep_page_rows<C: Clone, V: Send + Sync + 'static>(
+        &self,
+        cache: &Cache<Uuid, Arc<V>>,
+        epoch: u64,
+        rows: Vec<(C, V)>,
+        id_of: impl Fn(&V) -> Uuid,
+        has_next_page: bool,
+        has_previous_page: bool,
+    ) -> (Arc<IdPage<C>>, Page<Arc<V>, C>) {
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut items = Vec::with_capacity(rows.len());
+        for (cursor, value) in rows {
+            let id = id_of(&value);
+            let value = Arc::new(value);
+            self.put(cache, id, epoch, value.clone()).await;
+            ids.push((cursor.clone(), id));
+            items.push((cursor, value));
+        }
+        let ids = Arc::new(IdPage {
+            items: ids,
+            has_next_page,
+        });
+        let page = Page {
+            items,
+            has_next_page,
+            has_previous_page,
+        };
+        (ids, page)
+    }
+
     /// Inserts a row loaded at `epoch` unless something was invalidated since.
     pub(crate) async fn put<V>(
         &self,
@@ -235,6 +425,68 @@ impl ReadCache {
         }
     }
 
+    /// Current epoch of product list pages; take it before reading a page.
+    pub(crate) fn listing_epoch(&self) -> u64 {
+        self.listing_epoch.load(Ordering::Acquire)
+    }
+
+    /// Current epoch of customers' order pages; take it before reading a page.
+    pub(crate) fn order_list_epoch(&self) -> u64 {
+        self.order_list_epoch.load(Ordering::Acquire)
+    }
+
+    /// Inserts a product page read at listing epoch `epoch` unless a listing changed since.
+    pub(crate) async fn put_product_page(
+        &self,
+        key: ProductPageKey,
+        epoch: u64,
+        page: Arc<IdPage<ProductCursor>>,
+    ) {
+        self.product_pages.insert(key.clone(), page).await;
+        if self.listing_epoch() != epoch {
+            self.product_pages.invalidate(&key).await;
+        }
+    }
+
+    /// One of a customer's cached order pages.
+    pub(crate) async fn order_page(
+        &self,
+        customer: Uuid,
+        after: Option<&OrderCursor>,
+        first: i64,
+    ) -> Option<Arc<IdPage<OrderCursor>>> {
+        let pages = self.order_pages.get(&customer).await?;
+        pages
+            .iter()
+            .find(|((a, f), _)| a.as_ref() == after && *f == first)
+            .map(|(_, p)| p.clone())
+    }
+
+    /// Adds a page read at order-list epoch `epoch` to a customer's pages unless one of
+    /// their orders (or any order: the epoch is shared) changed since.
+    pub(crate) async fn put_order_page(
+        &self,
+        customer: Uuid,
+        after: Option<OrderCursor>,
+        first: i64,
+        epoch: u64,
+        page: Arc<IdPage<OrderCursor>>,
+    ) {
+        let mut pages: CustomerOrderPages = match self.order_pages.get(&customer).await {
+            Some(p) => p.iter().cloned().collect(),
+            None => Vec::new(),
+        };
+        pages.retain(|((a, f), _)| !(a == &after && *f == first));
+        if pages.len() >= ORDER_PAGES_PER_CUSTOMER {
+            pages.remove(0);
+        }
+        pages.push(((after, first), page));
+        self.order_pages.insert(customer, Arc::new(pages)).await;
+        if self.order_list_epoch() != epoch {
+            self.order_pages.invalidate(&customer).await;
+        }
+    }
+
     /// Inserts the category list loaded at `epoch`.
     pub(crate) async fn put_categories(&self, epoch: u64, list: Arc<Vec<CategoryView>>) {
         self.categories.insert((), list).await;
@@ -249,10 +501,20 @@ impl ReadCache {
             return;
         }
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        if changes.contains(&Change::Listing) {
+            self.listing_epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        if changes.iter().any(|c| matches!(c, Change::Order { .. })) {
+            self.order_list_epoch.fetch_add(1, Ordering::AcqRel);
+        }
         for change in changes {
             match change {
                 Change::Product(id) => self.products.invalidate(id).await,
-                Change::Order { order, .. } => self.orders.invalidate(order).await,
+                Change::Listing => self.product_pages.invalidate_all(),
+                Change::Order { order, customer } => {
+                    self.orders.invalidate(order).await;
+                    self.order_pages.invalidate(customer).await;
+                }
                 Change::Categories => self.categories.invalidate_all(),
                 Change::Customer(_) | Change::Sales => {}
             }
@@ -263,9 +525,13 @@ impl ReadCache {
     /// learns that something changed, not what).
     pub fn invalidate_everything(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.listing_epoch.fetch_add(1, Ordering::AcqRel);
+        self.order_list_epoch.fetch_add(1, Ordering::AcqRel);
         self.products.invalidate_all();
         self.orders.invalidate_all();
         self.categories.invalidate_all();
+        self.product_pages.invalidate_all();
+        self.order_pages.invalidate_all();
     }
 
     /// Entry counts and weighted sizes: (products entries, bytes, orders entries, bytes).
@@ -282,5 +548,85 @@ impl ReadCache {
     pub async fn run_pending_tasks(&self) {
         self.products.run_pending_tasks().await;
         self.orders.run_pending_tasks().await;
+        self.product_pages.run_pending_tasks().await;
+        self.order_pages.run_pending_tasks().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ProductPageKey {
+        ProductPageKey {
+            filter: ProductFilter::default(),
+            sort: ProductSort::Price,
+            after: None,
+            first: 20,
+        }
+    }
+
+    fn page<C>() -> Arc<IdPage<C>> {
+        Arc::new(IdPage {
+            items: Vec::new(),
+            has_next_page: false,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_page_read_across_a_listing_change_is_not_kept() {
+        let cache = ReadCache::new(CacheSettings::default());
+        let epoch = cache.listing_epoch();
+        cache.invalidate(&[Change::Product(Uuid::nil())]).await;
+        cache.put_product_page(key(), epoch, page()).await;
+        assert!(
+            cache.product_pages.get(&key()).await.is_some(),
+            "a stock change does not spoil a page"
+        );
+
+        let epoch = cache.listing_epoch();
+        cache.invalidate(&[Change::Listing]).await;
+        cache.put_product_page(key(), epoch, page()).await;
+        assert!(cache.product_pages.get(&key()).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_customers_pages_are_dropped_with_their_orders_and_bounded() {
+        let cache = ReadCache::new(CacheSettings::default());
+        let ann = Uuid::now_v7();
+        let epoch = cache.order_list_epoch();
+        cache.put_order_page(ann, None, 10, epoch, page()).await;
+        assert!(cache.order_page(ann, None, 10).await.is_some());
+        cache
+            .invalidate(&[Change::Order {
+                order: Uuid::now_v7(),
+                customer: ann,
+            }])
+            .await;
+        assert!(cache.order_page(ann, None, 10).await.is_none());
+
+        let stale = cache.order_list_epoch();
+        cache
+            .invalidate(&[Change::Order {
+                order: Uuid::now_v7(),
+                customer: Uuid::now_v7(),
+            }])
+            .await;
+        cache.put_order_page(ann, None, 10, stale, page()).await;
+        assert!(
+            cache.order_page(ann, None, 10).await.is_none(),
+            "read across an order change: not kept"
+        );
+
+        let epoch = cache.order_list_epoch();
+        for first in 1..=(ORDER_PAGES_PER_CUSTOMER as i64 + 3) {
+            cache.put_order_page(ann, None, first, epoch, page()).await;
+        }
+        let kept = cache.order_pages.get(&ann).await.map_or(0, |p| p.len());
+        assert_eq!(kept, ORDER_PAGES_PER_CUSTOMER);
+        assert!(
+            cache.order_page(ann, None, 1).await.is_none(),
+            "oldest dropped"
+        );
     }
 }

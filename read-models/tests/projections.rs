@@ -21,7 +21,8 @@ use till_read_models::schema::{
     rm_customer_summary, rm_order_view, rm_product_sales, rm_sales_daily,
 };
 use till_read_models::{
-    CacheSettings, Progress, Projection, Projector, ProjectorSettings, ReadCache, ReadModels,
+    CacheKind, CacheSettings, Progress, Projection, Projector, ProjectorSettings, ReadCache,
+    ReadModels,
 };
 use uuid::Uuid;
 
@@ -507,5 +508,129 @@ async fn an_orders_whole_life_in_one_batch_is_applied_in_order() {
     assert_eq!(
         (p.on_hand, p.reserved, p.available, p.popularity),
         (7, 0, 7, 2)
+    );
+}
+
+/// Hits of one cache so far.
+fn hits(reads: &ReadModels, kind: CacheKind) -> u64 {
+    reads
+        .cache()
+        .snapshot()
+        .iter()
+        .find(|s| s.kind == kind)
+        .map_or(0, |s| s.hits)
+}
+
+/// List pages are cached as ids: stock changes show through without dropping the page,
+/// catalog changes (price, new product, archive) and a customer's new orders drop it.
+#[tokio::test]
+async fn cached_list_pages_follow_catalog_stock_and_order_changes() {
+    use till_read_models::queries::{OrderFilter, ProductFilter, ProductSort};
+    let s = Shop::new().await;
+    let (root, a) = s.product("LA-1", None, 500, 10).await;
+    let (_, b) = s.product("LB-1", Some(root), 200, 5).await;
+    let ann = s.customer("ann@example.com").await;
+    ok(s.side.projector.catch_up_all().await);
+    let reads = &s.side.reads;
+    let filter = ProductFilter {
+        category: Some(root.0),
+        statuses: vec!["ACTIVE".to_owned()],
+        ..Default::default()
+    };
+    let page = async || {
+        let p = ok(reads.products(&filter, ProductSort::Price, None, 10).await);
+        p.items
+            .iter()
+            .map(|(_, v)| (v.sku.clone(), v.available))
+            .collect::<Vec<_>>()
+    };
+    let sku = |s: &str| s.to_owned();
+
+    assert_eq!(page().await, vec![(sku("LB-1"), 5), (sku("LA-1"), 10)]);
+    let before = hits(reads, CacheKind::ProductPages);
+    assert_eq!(page().await, vec![(sku("LB-1"), 5), (sku("LA-1"), 10)]);
+    assert_eq!(
+        hits(reads, CacheKind::ProductPages),
+        before + 1,
+        "second read is a hit"
+    );
+
+    // A stock change: the page stays cached, its item shows the new stock.
+    let ctx = CommandContext::user(ann, Role::Customer);
+    let line = |p: ProductId, q: i64| OrderLineInput {
+        product: p,
+        quantity: ok(Quantity::parse(q)),
+    };
+    let first = ok(s.cmd.place_order(&ctx, ann, vec![line(a, 3)], &s.eur).await);
+    ok(s.side.projector.catch_up_all().await);
+    let before = hits(reads, CacheKind::ProductPages);
+    assert_eq!(page().await, vec![(sku("LB-1"), 5), (sku("LA-1"), 7)]);
+    assert_eq!(
+        hits(reads, CacheKind::ProductPages),
+        before + 1,
+        "still cached"
+    );
+
+    // A price change reorders the list.
+    ok(s.cmd
+        .update_product(
+            &s.staff,
+            b,
+            None,
+            till_domain::commands::ProductPatch {
+                price: Some(ok(Money::price(900))),
+                ..Default::default()
+            },
+        )
+        .await);
+    ok(s.side.projector.catch_up_all().await);
+    assert_eq!(page().await, vec![(sku("LA-1"), 7), (sku("LB-1"), 5)]);
+
+    // A new product appears; an archived one disappears.
+    let (_, c) = s.product("LC-1", Some(root), 100, 1).await;
+    ok(s.side.projector.catch_up_all().await);
+    assert_eq!(
+        page().await,
+        vec![(sku("LC-1"), 1), (sku("LA-1"), 7), (sku("LB-1"), 5)]
+    );
+    ok(s.cmd.archive_product(&s.staff, c, None).await);
+    ok(s.side.projector.catch_up_all().await);
+    assert_eq!(page().await, vec![(sku("LA-1"), 7), (sku("LB-1"), 5)]);
+
+    // A customer's order pages: new orders and status changes show.
+    let mine = OrderFilter {
+        customer: Some(ann.0),
+        ..Default::default()
+    };
+    let orders = async || {
+        let p = ok(reads.orders(&mine, None, 10).await);
+        p.items
+            .iter()
+            .map(|(_, o)| (o.id, o.status.clone()))
+            .collect::<Vec<_>>()
+    };
+    let pending = |id: OrderId| (id.0, "PENDING_PAYMENT".to_owned());
+    assert_eq!(orders().await, vec![pending(first.value.id)]);
+    let before = hits(reads, CacheKind::OrderPages);
+    assert_eq!(orders().await, vec![pending(first.value.id)]);
+    assert_eq!(
+        hits(reads, CacheKind::OrderPages),
+        before + 1,
+        "second read is a hit"
+    );
+    let second = ok(s.cmd.place_order(&ctx, ann, vec![line(b, 1)], &s.eur).await);
+    ok(s.side.projector.catch_up_all().await);
+    assert_eq!(
+        orders().await,
+        vec![pending(second.value.id), pending(first.value.id)]
+    );
+    ok(s.cmd.cancel_order(&ctx, first.value.id).await);
+    ok(s.side.projector.catch_up_all().await);
+    assert_eq!(
+        orders().await,
+        vec![
+            pending(second.value.id),
+            (first.value.id.0, "CANCELLED".to_owned())
+        ]
     );
 }

@@ -96,28 +96,28 @@ fn page_edges<T, C: Serialize>(page: Page<T, C>) -> (Vec<(String, T)>, PageInfo)
     (edges, info)
 }
 
-fn product_page<C: Serialize>(page: Page<ProductView, C>) -> ProductConnection {
+fn product_page<C: Serialize>(page: Page<Arc<ProductView>, C>) -> ProductConnection {
     let (edges, page_info) = page_edges(page);
     ProductConnection {
         edges: edges
             .into_iter()
             .map(|(cursor, v)| ProductEdge {
                 cursor,
-                node: Product(Arc::new(v)),
+                node: Product(v),
             })
             .collect(),
         page_info,
     }
 }
 
-fn order_page<C: Serialize>(page: Page<OrderView, C>) -> OrderConnection {
+fn order_page<C: Serialize>(page: Page<Arc<OrderView>, C>) -> OrderConnection {
     let (edges, page_info) = page_edges(page);
     OrderConnection {
         edges: edges
             .into_iter()
             .map(|(cursor, v)| OrderEdge {
                 cursor,
-                node: Order(Arc::new(v)),
+                node: Order(v),
             })
             .collect(),
         page_info,

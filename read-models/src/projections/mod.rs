@@ -19,6 +19,9 @@ use crate::error::ReadError;
 pub enum Change {
     /// A product view row.
     Product(Uuid),
+    /// Which products are listed, or their order in a list, may have changed (a product
+    /// created, updated or archived); stock and popularity changes are not listings.
+    Listing,
     /// The category tree.
     Categories,
     /// An order view row (and its customer).
@@ -47,8 +50,11 @@ pub fn changes_of(projection: Projection, events: &[StoredEvent]) -> Vec<Change>
                 Projection::ProductView,
                 E::ProductCreated { product_id, .. }
                 | E::ProductUpdated { product_id, .. }
-                | E::ProductArchived { product_id, .. }
-                | E::InventoryRestocked { product_id, .. }
+                | E::ProductArchived { product_id, .. },
+            ) => out.extend([Change::Product(*product_id), Change::Listing]),
+            (
+                Projection::ProductView,
+                E::InventoryRestocked { product_id, .. }
                 | E::InventoryAdjusted { product_id, .. }
                 | E::StockReserved { product_id, .. }
                 | E::StockReleased { product_id, .. }

@@ -145,6 +145,7 @@ async fn apply(
             new.version.push(*version);
             new.created_at.push(*created_at);
             changes.push(Change::Product(*product_id));
+            changes.push(Change::Listing);
         }
         DomainEvent::ProductUpdated {
             product_id,
@@ -175,6 +176,7 @@ async fn apply(
             .execute(conn)
             .await?;
             changes.push(Change::Product(*product_id));
+            changes.push(Change::Listing);
         }
         DomainEvent::ProductArchived {
             product_id,
@@ -190,6 +192,7 @@ async fn apply(
             .execute(conn)
             .await?;
             changes.push(Change::Product(*product_id));
+            changes.push(Change::Listing);
         }
         DomainEvent::InventoryRestocked {
             product_id, stock, ..

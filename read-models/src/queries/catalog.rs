@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{like_escape, Page, ReadModels};
-use crate::cache::CacheKind;
+use crate::cache::{CacheKind, ProductPageKey};
 use crate::error::ReadError;
 use crate::schema::{rm_categories, rm_product_view as pv};
 use crate::views::{CategoryRow, CategoryView, ProductRow, ProductView};
 
 /// Orderings of `products`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum ProductSort {
     /// Cheapest first.
     Price,
@@ -31,7 +31,7 @@ pub enum ProductSort {
 }
 
 /// Filters of `products`; all given filters must match.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ProductFilter {
     /// In this category or any below it.
     pub category: Option<Uuid>,
@@ -48,7 +48,7 @@ pub struct ProductFilter {
 }
 
 /// Position after a product in one ordering.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProductCursor {
     /// The ordering the cursor belongs to.
     pub sort: ProductSort,
@@ -115,46 +115,95 @@ impl ReadModels {
         &self,
         ids: &[Uuid],
     ) -> Result<HashMap<Uuid, Arc<ProductView>>, ReadError> {
-        let mut found = HashMap::with_capacity(ids.len());
-        let mut missing = Vec::new();
-        for id in ids {
-            match self.cache.products.get(id).await {
-                Some(v) => {
-                    self.cache.hit(CacheKind::Products);
-                    found.insert(*id, v);
-                }
-                None => missing.push(*id),
-            }
-        }
-        if missing.is_empty() {
-            return Ok(found);
-        }
-        let epoch = self.cache.epoch();
-        let mut conn = self.pool.get().await?;
-        let rows: Vec<ProductRow> = pv::table
-            .filter(pv::id.eq_any(&missing))
-            .select(ProductRow::as_select())
-            .load(&mut conn)
-            .await?;
-        for row in rows {
-            self.cache.miss(CacheKind::Products);
-            let view = Arc::new(ProductView::try_from(row)?);
-            self.cache
-                .put(&self.cache.products, view.id, epoch, view.clone())
-                .await;
-            found.insert(view.id, view);
-        }
-        Ok(found)
+        self.cache
+            .through_many(
+                CacheKind::Products,
+                &self.cache.products,
+                ids,
+                |v| v.id,
+                async |missing| {
+                    let mut conn = self.pool.get().await?;
+                    let rows: Vec<ProductRow> = pv::table
+                        .filter(pv::id.eq_any(&missing))
+                        .select(ProductRow::as_select())
+                        .load(&mut conn)
+                        .await?;
+                    rows.into_iter().map(ProductView::try_from).collect()
+                },
+            )
+            .await
     }
 
-    /// A keyset page of products.
+    /// A keyset page of products. Pages whose membership and order only catalog
+    /// changes can alter (no `in_stock`, not by popularity) are cached as ids; their
+    /// items come from the product cache.
     pub async fn products(
         &self,
         filter: &ProductFilter,
         sort: ProductSort,
         after: Option<&ProductCursor>,
         first: i64,
-    ) -> Result<Page<ProductView, ProductCursor>, ReadError> {
+    ) -> Result<Page<Arc<ProductView>, ProductCursor>, ReadError> {
+        if let Some(c) = after {
+            if c.sort != sort {
+                return Err(ReadError::BadInput(
+                    "the cursor belongs to another sort order".into(),
+                ));
+            }
+        }
+        if filter.in_stock || sort == ProductSort::Popular {
+            let (items, has_next_page) = self.product_rows(filter, sort, after, first).await?;
+            return Ok(Page {
+                items: items.into_iter().map(|(c, v)| (c, Arc::new(v))).collect(),
+                has_next_page,
+                has_previous_page: after.is_some(),
+            });
+        }
+        let key = ProductPageKey {
+            filter: filter.clone(),
+            sort,
+            after: after.cloned(),
+            first,
+        };
+        let ids = match self.cache.product_pages.get(&key).await {
+            Some(page) => {
+                self.cache.hit(CacheKind::ProductPages);
+                page
+            }
+            None => {
+                self.cache.miss(CacheKind::ProductPages);
+                let listing_epoch = self.cache.listing_epoch();
+                let epoch = self.cache.epoch();
+                let (items, has_next_page) = self.product_rows(filter, sort, after, first).await?;
+                let (ids, page) = self
+                    .cache
+                    .keep_page_rows(
+                        &self.cache.products,
+                        epoch,
+                        items,
+                        |v| v.id,
+                        has_next_page,
+                        after.is_some(),
+                    )
+                    .await;
+                self.cache.put_product_page(key, listing_epoch, ids).await;
+                return Ok(page);
+            }
+        };
+        let wanted: Vec<Uuid> = ids.items.iter().map(|(_, id)| *id).collect();
+        let found = self.products_by_ids(&wanted).await?;
+        Ok(ids.hydrate(found, after.is_some()))
+    }
+
+    /// One page of products from the database, with one extra row to tell whether
+    /// more follow.
+    async fn product_rows(
+        &self,
+        filter: &ProductFilter,
+        sort: ProductSort,
+        after: Option<&ProductCursor>,
+        first: i64,
+    ) -> Result<(Vec<(ProductCursor, ProductView)>, bool), ReadError> {
         let mut q = pv::table.into_boxed();
         if let Some(c) = filter.category {
             q = q.filter(pv::category_ids.contains(vec![c]));
@@ -180,11 +229,6 @@ impl ReadModels {
             q = q.filter(pv::status.eq_any(filter.statuses.clone()));
         }
         if let Some(c) = after {
-            if c.sort != sort {
-                return Err(ReadError::BadInput(
-                    "the cursor belongs to another sort order".into(),
-                ));
-            }
             let bad = || ReadError::BadInput("the cursor is malformed".into());
             q = match sort {
                 ProductSort::Price => {
@@ -244,11 +288,7 @@ impl ReadModels {
                 Ok((ProductCursor::after(&v, sort), v))
             })
             .collect::<Result<Vec<_>, ReadError>>()?;
-        Ok(Page {
-            items,
-            has_next_page,
-            has_previous_page: after.is_some(),
-        })
+        Ok((items, has_next_page))
     }
 
     /// The whole category tree (small; cached until a category changes).

@@ -1,5 +1,6 @@
 //! Order reads: by id (cached), and newest-first pages for one customer or for staff.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -15,7 +16,7 @@ use crate::schema::{rm_customer_summary, rm_order_view as ov};
 use crate::views::{CustomerSummary, OrderRow, OrderView};
 
 /// Filters of order lists.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrderFilter {
     /// Only this customer's orders.
     pub customer: Option<Uuid>,
@@ -28,7 +29,7 @@ pub struct OrderFilter {
 }
 
 /// Position after an order in newest-first order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OrderCursor {
     /// placed_at in microseconds.
     pub t: i64,
@@ -53,13 +54,97 @@ impl ReadModels {
             .await
     }
 
-    /// A newest-first keyset page of orders.
+    /// Several orders by id in one query, cache first.
+    pub async fn orders_by_ids(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, Arc<OrderView>>, ReadError> {
+        self.cache
+            .through_many(
+                CacheKind::Orders,
+                &self.cache.orders,
+                ids,
+                |v| v.id,
+                async |missing| {
+                    let mut conn = self.pool.get().await?;
+                    let rows: Vec<OrderRow> = ov::table
+                        .filter(ov::id.eq_any(&missing))
+                        .select(OrderRow::as_select())
+                        .load(&mut conn)
+                        .await?;
+                    rows.into_iter().map(OrderView::try_from).collect()
+                },
+            )
+            .await
+    }
+
+    /// A newest-first keyset page of orders. One customer's unfiltered pages (what
+    /// `myOrders` asks) are cached as ids; their items come from the order cache.
     pub async fn orders(
         &self,
         filter: &OrderFilter,
         after: Option<&OrderCursor>,
         first: i64,
-    ) -> Result<Page<OrderView, OrderCursor>, ReadError> {
+    ) -> Result<Page<Arc<OrderView>, OrderCursor>, ReadError> {
+        let customer = match filter.customer {
+            Some(c)
+                if *filter
+                    == (OrderFilter {
+                        customer: Some(c),
+                        ..OrderFilter::default()
+                    }) =>
+            {
+                c
+            }
+            _ => {
+                let (items, has_next_page) = self.order_rows(filter, after, first).await?;
+                return Ok(Page {
+                    items: items.into_iter().map(|(c, v)| (c, Arc::new(v))).collect(),
+                    has_next_page,
+                    has_previous_page: after.is_some(),
+                });
+            }
+        };
+        let ids = match self.cache.order_page(customer, after, first).await {
+            Some(page) => {
+                self.cache.hit(CacheKind::OrderPages);
+                page
+            }
+            None => {
+                self.cache.miss(CacheKind::OrderPages);
+                let list_epoch = self.cache.order_list_epoch();
+                let epoch = self.cache.epoch();
+                let (items, has_next_page) = self.order_rows(filter, after, first).await?;
+                let (ids, page) = self
+                    .cache
+                    .keep_page_rows(
+                        &self.cache.orders,
+                        epoch,
+                        items,
+                        |v| v.id,
+                        has_next_page,
+                        after.is_some(),
+                    )
+                    .await;
+                self.cache
+                    .put_order_page(customer, after.cloned(), first, list_epoch, ids)
+                    .await;
+                return Ok(page);
+            }
+        };
+        let wanted: Vec<Uuid> = ids.items.iter().map(|(_, id)| *id).collect();
+        let found = self.orders_by_ids(&wanted).await?;
+        Ok(ids.hydrate(found, after.is_some()))
+    }
+
+    /// One page of orders from the database, with one extra row to tell whether more
+    /// follow.
+    async fn order_rows(
+        &self,
+        filter: &OrderFilter,
+        after: Option<&OrderCursor>,
+        first: i64,
+    ) -> Result<(Vec<(OrderCursor, OrderView)>, bool), ReadError> {
         let mut q = ov::table.into_boxed();
         if let Some(c) = filter.customer {
             q = q.filter(ov::customer_id.eq(c));
@@ -104,11 +189,7 @@ impl ReadModels {
                 ))
             })
             .collect::<Result<Vec<_>, ReadError>>()?;
-        Ok(Page {
-            items,
-            has_next_page,
-            has_previous_page: after.is_some(),
-        })
+        Ok((items, has_next_page))
     }
 
     /// A customer's summary.
