@@ -1,5 +1,7 @@
 //! GraphQL execution of the hot storefront queries in process (no HTTP): the schema,
-//! resolvers, cache and (for lists) PostgreSQL.
+//! resolvers, cache and (for lists) PostgreSQL; and what the request analysis costs:
+//! parsing a document, and the same cached query with the cost-based rate limiter and
+//! document limits on.
 
 mod common;
 
@@ -26,17 +28,30 @@ fn bench(c: &mut Criterion) {
         refresh_token_ttl: Duration::from_secs(3600),
         payment_max_attempts: 8,
     });
-    let schema = graphql::build(
+    let limits = |rate| Limits {
+        max_depth: 15,
+        max_complexity: 5000,
+        max_aliases: 30,
+        max_root_fields: 10,
+        introspection: false,
+        rate,
+        query_timeout: None,
+    };
+    let schema = graphql::build(Some(api.clone()), limits(None));
+    let bucket = graphql::cost::BucketSettings {
+        max: u32::MAX,
+        restore: u32::MAX,
+    };
+    let limited = graphql::build(
         Some(api),
-        Limits {
-            max_depth: 15,
-            max_complexity: 5000,
-            max_aliases: 30,
-            max_root_fields: 10,
-            introspection: false,
-            rate: None,
-            query_timeout: None,
-        },
+        limits(Some(Arc::new(graphql::cost::CostLimiter::new(
+            graphql::cost::RateSettings {
+                customer: bucket,
+                staff: bucket,
+                anonymous: bucket,
+                max_principals: 10_000,
+            },
+        )))),
     );
     let product_id = format!("Product:{}", world.products[0]);
     let product_id = {
@@ -64,6 +79,19 @@ fn bench(c: &mut Criterion) {
     );
     c.bench_function("graphql_product_by_id_cached", |b| {
         b.to_async(&rt).iter(|| run(by_id.clone()))
+    });
+    c.bench_function("graphql_product_by_id_cached_cost_limited", |b| {
+        b.to_async(&rt).iter(|| {
+            let schema = limited.clone();
+            let request = async_graphql::Request::new(by_id.clone()).data(info.clone());
+            async move {
+                let r = schema.execute(request).await;
+                assert!(r.errors.is_empty(), "{:?}", r.errors);
+            }
+        })
+    });
+    c.bench_function("graphql_parse_product_by_id", |b| {
+        b.iter(|| async_graphql::parser::parse_query(&by_id).map(|_| ()))
     });
     let page = "{ products(first: 20, sortBy: PRICE) { edges { cursor node { id sku name price { amount } available } } pageInfo { hasNextPage endCursor } } }".to_owned();
     c.bench_function("graphql_products_first_20_by_price", |b| {

