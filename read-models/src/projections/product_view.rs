@@ -12,7 +12,7 @@ use super::{reverses_sale, Change};
 use crate::error::ReadError;
 
 /// Stock levels (newest version per product) and popularity deltas gathered over a
-/// batch, written in two statements at its end. Both commute with the catalog events
+/// batch, written in one statement at its end. Both commute with the catalog events
 /// applied in between: stock updates are version-guarded and popularity is a sum.
 /// New products are gathered too and inserted in one statement, flushed before any
 /// other catalog event so the log order between catalog events holds.
@@ -81,8 +81,7 @@ pub(super) async fn apply_batch(
         apply(conn, ev, changes, &mut folded).await?;
     }
     folded.created.flush(conn).await?;
-    set_stock(conn, folded.stock).await?;
-    add_popularity(conn, folded.popularity).await
+    set_stock_and_popularity(conn, folded.stock, folded.popularity).await
 }
 
 async fn apply(
@@ -235,58 +234,60 @@ async fn apply(
     Ok(())
 }
 
-/// Stock events carry absolute levels and the inventory version, so the newest one
-/// wins whatever order they arrive in.
-async fn set_stock(
+/// Writes a batch's stock levels and popularity deltas in one statement, so each
+/// touched product gets one new row version per batch. Stock events carry absolute
+/// levels and the inventory version, so the newest one wins whatever order they arrive
+/// in (a level not newer than the row's is ignored); popularity is a sum.
+async fn set_stock_and_popularity(
     conn: &mut AsyncPgConnection,
-    stock: HashMap<Uuid, (StockLevel, DateTime<Utc>)>,
+    mut stock: HashMap<Uuid, (StockLevel, DateTime<Utc>)>,
+    popularity: HashMap<Uuid, i64>,
 ) -> Result<(), ReadError> {
-    if stock.is_empty() {
-        return Ok(());
-    }
-    let mut ids = Vec::with_capacity(stock.len());
-    let mut on_hand = Vec::with_capacity(stock.len());
-    let mut reserved = Vec::with_capacity(stock.len());
-    let mut versions = Vec::with_capacity(stock.len());
-    let mut at = Vec::with_capacity(stock.len());
-    for (id, (level, when)) in stock {
-        ids.push(id);
-        on_hand.push(level.on_hand);
-        reserved.push(level.reserved);
-        versions.push(level.version);
-        at.push(when);
-    }
-    diesel::sql_query(
-        "UPDATE rm_product_view p SET on_hand = t.on_hand, reserved = t.reserved, \
-           available = t.on_hand - t.reserved, inventory_version = t.version, \
-           updated_at = GREATEST(p.updated_at, t.at) \
-         FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::int8[], $5::timestamptz[]) \
-           AS t(id, on_hand, reserved, version, at) \
-         WHERE p.id = t.id AND p.inventory_version < t.version",
-    )
-    .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Array<Int4>, _>(on_hand)
-    .bind::<Array<Int4>, _>(reserved)
-    .bind::<Array<BigInt>, _>(versions)
-    .bind::<Array<Timestamptz>, _>(at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-async fn add_popularity(
-    conn: &mut AsyncPgConnection,
-    deltas: HashMap<Uuid, i64>,
-) -> Result<(), ReadError> {
-    let (ids, qty): (Vec<Uuid>, Vec<i64>) = deltas.into_iter().filter(|(_, q)| *q != 0).unzip();
+    let mut ids: Vec<Uuid> = stock.keys().copied().collect();
+    ids.extend(
+        popularity
+            .iter()
+            .filter(|(id, q)| **q != 0 && !stock.contains_key(*id))
+            .map(|(id, _)| *id),
+    );
     if ids.is_empty() {
         return Ok(());
     }
+    let n = ids.len();
+    let (mut on_hand, mut reserved, mut versions, mut at, mut qty) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for id in &ids {
+        let level = stock.remove(id);
+        on_hand.push(level.map(|(l, _)| l.on_hand));
+        reserved.push(level.map(|(l, _)| l.reserved));
+        versions.push(level.map(|(l, _)| l.version));
+        at.push(level.map(|(_, when)| when));
+        qty.push(popularity.get(id).copied().unwrap_or(0));
+    }
     diesel::sql_query(
-        "UPDATE rm_product_view p SET popularity = p.popularity + v.q \
-         FROM unnest($1::uuid[], $2::int8[]) AS v(id, q) WHERE p.id = v.id",
+        "UPDATE rm_product_view p SET \
+           on_hand = CASE WHEN t.version > p.inventory_version THEN t.on_hand ELSE p.on_hand END, \
+           reserved = CASE WHEN t.version > p.inventory_version THEN t.reserved ELSE p.reserved END, \
+           available = CASE WHEN t.version > p.inventory_version \
+             THEN t.on_hand - t.reserved ELSE p.available END, \
+           inventory_version = GREATEST(p.inventory_version, t.version), \
+           updated_at = CASE WHEN t.version > p.inventory_version \
+             THEN GREATEST(p.updated_at, t.at) ELSE p.updated_at END, \
+           popularity = p.popularity + t.q \
+         FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::int8[], $5::timestamptz[], $6::int8[]) \
+           AS t(id, on_hand, reserved, version, at, q) \
+         WHERE p.id = t.id AND (t.version > p.inventory_version OR t.q <> 0)",
     )
     .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<Nullable<Int4>>, _>(on_hand)
+    .bind::<Array<Nullable<Int4>>, _>(reserved)
+    .bind::<Array<Nullable<BigInt>>, _>(versions)
+    .bind::<Array<Nullable<Timestamptz>>, _>(at)
     .bind::<Array<BigInt>, _>(qty)
     .execute(conn)
     .await?;

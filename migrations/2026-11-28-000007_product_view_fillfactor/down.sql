@@ -1,0 +1,1 @@
+ALTER TABLE rm_product_view RESET (fillfactor);
