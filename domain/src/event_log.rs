@@ -150,11 +150,7 @@ pub async fn read_after(
     let horizon = diesel::dsl::sql::<diesel::sql_types::BigInt>(
         "pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
     );
-    // `tx_id >= after` is implied by the OR below; stated on its own it gives the
-    // planner one index range starting at the checkpoint (the OR alone became a bitmap
-    // OR over every later event).
     let rows: Vec<EventRow> = events::table
-        .filter(events::tx_id.ge(after.tx_id))
         .filter(
             events::tx_id.gt(after.tx_id).or(events::tx_id
                 .eq(after.tx_id)
