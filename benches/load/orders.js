@@ -5,11 +5,15 @@
 //                      shared by VUS connections
 // Every answer is classified by GraphQL error code (or "ok"), so the summary says how
 // many got an order and how many OUT_OF_STOCK, THROTTLED, ...
+// In checkout, a fraction READBACK (default 0.1) of the placed orders is read back at
+// once with the order's X-Consistency-Token: the server holds that read until every
+// read model has the order, so its duration bounds the commit -> visible lag from
+// above (it adds one read's own time) and is reported as `visible_ms`.
 // Inputs (env): BASE, DATA (JSON file: {"tokens": [...], "products": [...]}), OUT
-// (summary JSON path), SCENARIO, DURATION, VUS, BUYERS, FLASH_PRODUCT.
+// (summary JSON path), SCENARIO, DURATION, VUS, BUYERS, FLASH_PRODUCT, READBACK.
 import http from 'k6/http';
 import exec from 'k6/execution';
-import { Counter } from 'k6/metrics';
+import { Counter, Trend } from 'k6/metrics';
 
 const data = JSON.parse(open(__ENV.DATA));
 const scenario = __ENV.SCENARIO || 'checkout';
@@ -18,9 +22,17 @@ const vus = parseInt(__ENV.VUS || '64', 10);
 const CODES = ['ok', 'OUT_OF_STOCK', 'THROTTLED', 'SERVICE_UNAVAILABLE', 'INTERNAL', 'CONFLICT',
   'BAD_USER_INPUT', 'UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'other'];
 const outcomes = Object.fromEntries(CODES.map((c) => [c, new Counter('outcome_' + c)]));
+const visible = new Trend('visible_ms', true);
+const readbackFailed = new Counter('readback_failed');
+const readback = parseFloat(__ENV.READBACK || '0.1');
 
 export const options = {
   discardResponseBodies: false,
+  // A threshold makes k6 report the placeOrder-only sub-metric used in the summary.
+  thresholds: {
+    'http_req_duration{name:placeOrder}': ['max>=0'],
+    'http_reqs{name:placeOrder}': ['count>=0'],
+  },
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
   scenarios: scenario === 'flash'
     ? {
@@ -40,7 +52,8 @@ export const options = {
     },
 };
 
-const PLACE = 'mutation Buy($lines: [OrderLineInput!]!) { placeOrder(input: {lines: $lines}) { orderId } }';
+const PLACE = 'mutation Buy($lines: [OrderLineInput!]!) { placeOrder(input: {lines: $lines}) { orderId consistencyToken } }';
+const READ = 'query Placed($id: ID!) { order(id: $id) { status } }';
 
 function pick(list) {
   return list[Math.floor(Math.random() * list.length)];
@@ -49,13 +62,16 @@ function pick(list) {
 function place(token, lines) {
   const res = http.post(__ENV.BASE + '/graphql', JSON.stringify({ query: PLACE, variables: { lines } }), {
     headers: { 'content-type': 'application/json', authorization: 'Bearer ' + token },
+    tags: { name: 'placeOrder' },
   });
   let code = 'HTTP_' + res.status;
+  let placed = null;
   if (res.status === 200) {
     try {
       const body = res.json();
       if (body.data && body.data.placeOrder && body.data.placeOrder.orderId) {
         code = 'ok';
+        placed = body.data.placeOrder;
       } else if (body.errors && body.errors.length) {
         code = (body.errors[0].extensions || {}).code || 'NO_CODE';
       }
@@ -68,6 +84,30 @@ function place(token, lines) {
   } else {
     outcomes.other.add(1);
     console.warn('unexpected answer: ' + code + ' ' + String(res.body).slice(0, 200));
+  }
+  return placed;
+}
+
+// Reads a just-placed order with its consistency token; records how long it took.
+function readBack(token, placed) {
+  const res = http.post(__ENV.BASE + '/graphql', JSON.stringify({ query: READ, variables: { id: placed.orderId } }), {
+    headers: {
+      'content-type': 'application/json',
+      authorization: 'Bearer ' + token,
+      'x-consistency-token': placed.consistencyToken,
+    },
+  });
+  let ok = false;
+  try {
+    const body = res.json();
+    ok = res.status === 200 && body.data && body.data.order && body.data.order.status === 'PENDING_PAYMENT';
+  } catch (e) {
+    ok = false;
+  }
+  if (ok) {
+    visible.add(res.timings.duration);
+  } else {
+    readbackFailed.add(1);
   }
 }
 
@@ -82,11 +122,17 @@ export default function () {
   while (b === a && data.products.length > 1) {
     b = pick(data.products);
   }
-  place(pick(data.tokens), [{ productId: a, quantity: 1 }, { productId: b, quantity: 1 }]);
+  const token = pick(data.tokens);
+  const placed = place(token, [{ productId: a, quantity: 1 }, { productId: b, quantity: 1 }]);
+  if (placed && Math.random() < readback) {
+    readBack(token, placed);
+  }
 }
 
 export function handleSummary(summary) {
-  const d = summary.metrics.http_req_duration.values;
+  // http_req_duration of the placeOrder requests only (the read-backs are tagged apart).
+  const d = (summary.metrics['http_req_duration{name:placeOrder}'] || summary.metrics.http_req_duration).values;
+  const v = summary.metrics.visible_ms ? summary.metrics.visible_ms.values : null;
   const codes = {};
   for (const c of CODES) {
     const m = summary.metrics['outcome_' + c];
@@ -97,10 +143,12 @@ export function handleSummary(summary) {
   const out = {
     tool: 'k6',
     scenario,
-    requests: summary.metrics.http_reqs.values.count,
-    requestsPerSec: summary.metrics.http_reqs.values.rate,
+    requests: summary.metrics['http_reqs{name:placeOrder}'].values.count,
+    requestsPerSec: summary.metrics['http_reqs{name:placeOrder}'].values.rate,
     ms: { p50: d.med, p90: d['p(90)'], p95: d['p(95)'], p99: d['p(99)'], max: d.max },
     codes,
+    visible: v ? { p50: v.med, p95: v['p(95)'], p99: v['p(99)'], max: v.max } : null,
+    readbackFailed: summary.metrics.readback_failed ? summary.metrics.readback_failed.values.count : 0,
   };
   return { [__ENV.OUT]: JSON.stringify(out, null, 2), stdout: JSON.stringify(out) + '\n' };
 }

@@ -22,6 +22,11 @@ for f in sorted(run.glob("*.json")):
         rows.append((name, f"{d['requestsPerSec']:,.0f}", f"{ms['p50']:.2f}", f"{ms['p95']:.2f}",
                      f"{ms['p99']:.2f}", ", ".join(f"{k}: {v}" for k, v in sorted(d["codes"].items()))))
         series[name] = [(q, ms[k]) for q, k in (("p50", "p50"), ("p90", "p90"), ("p95", "p95"), ("p99", "p99"))]
+        v = d.get("visible")
+        if v:
+            rows.append((f"{name}: read back with X-Consistency-Token (commit -> visible, upper bound)", "",
+                         f"{v['p50']:.2f}", f"{v['p95']:.2f}", f"{v['p99']:.2f}",
+                         f"failed: {d.get('readbackFailed', 0)}"))
         continue
     if "summary" not in d:
         continue
