@@ -28,6 +28,9 @@ use crate::http::health::AdminState;
 use crate::metrics::Scrape;
 use ipnet::IpNet;
 
+/// Connections the projector of a serving process holds, apart from the request pool.
+pub const PROJECTOR_CONNECTIONS: u32 = 5;
+
 /// Why the application could not start.
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -231,8 +234,18 @@ impl Application {
         let reads = ReadModels::new(pool.clone(), cache.clone(), progress.clone());
         let (stop_workers, stop_rx) = watch::channel(false);
         let mut workers = Vec::new();
+        // The projector gets connections of its own (one per projection, one for its
+        // checks): on the request pool its batches queued behind the requests whose
+        // writes they follow, and the commit -> visible lag grew with the write load.
+        let projector_pool = till_domain::db::pool(
+            &database.url,
+            &till_domain::db::PoolSettings {
+                max_size: PROJECTOR_CONNECTIONS,
+                ..cfg.db.pool_settings()
+            },
+        );
         let projector = Projector::new(
-            pool.clone(),
+            projector_pool,
             database.url.clone(),
             cache,
             progress.clone(),
