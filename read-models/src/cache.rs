@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::error::ReadError;
 use crate::projections::Change;
 use crate::queries::{OrderCursor, Page, ProductCursor, ProductFilter, ProductSort};
-use crate::views::{CategoryView, OrderView, ProductView};
+use crate::views::{CategoryView, Identified, OrderView, ProductView};
 
 /// Sizing of the caches.
 #[derive(Debug, Clone, Copy)]
@@ -190,6 +190,15 @@ fn count_evictions<K, V>(
     }
 }
 
+/// (kind, entries, weighted size) of one cache.
+fn sized<K, V>(kind: CacheKind, cache: &Cache<K, V>) -> (CacheKind, u64, u64)
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    (kind, cache.entry_count(), cache.weighted_size())
+}
+
 /// The caches of one process.
 #[derive(Clone)]
 pub struct ReadCache {
@@ -256,31 +265,11 @@ impl ReadCache {
     /// Counters and sizes of every cache.
     pub fn snapshot(&self) -> Vec<CacheSnapshot> {
         let sizes = [
-            (
-                CacheKind::Products,
-                self.products.entry_count(),
-                self.products.weighted_size(),
-            ),
-            (
-                CacheKind::Orders,
-                self.orders.entry_count(),
-                self.orders.weighted_size(),
-            ),
-            (
-                CacheKind::Categories,
-                self.categories.entry_count(),
-                self.categories.weighted_size(),
-            ),
-            (
-                CacheKind::ProductPages,
-                self.product_pages.entry_count(),
-                self.product_pages.weighted_size(),
-            ),
-            (
-                CacheKind::OrderPages,
-                self.order_pages.entry_count(),
-                self.order_pages.weighted_size(),
-            ),
+            sized(CacheKind::Products, &self.products),
+            sized(CacheKind::Orders, &self.orders),
+            sized(CacheKind::Categories, &self.categories),
+            sized(CacheKind::ProductPages, &self.product_pages),
+            sized(CacheKind::OrderPages, &self.order_pages),
         ];
         sizes
             .into_iter()
@@ -344,11 +333,10 @@ impl ReadCache {
         kind: CacheKind,
         cache: &Cache<Uuid, Arc<V>>,
         ids: &[Uuid],
-        id_of: impl Fn(&V) -> Uuid,
         load: impl AsyncFnOnce(Vec<Uuid>) -> Result<Vec<V>, ReadError>,
     ) -> Result<HashMap<Uuid, Arc<V>>, ReadError>
     where
-        V: Send + Sync + 'static,
+        V: Identified + Send + Sync + 'static,
     {
         let mut found = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
@@ -367,7 +355,7 @@ impl ReadCache {
         let epoch = self.epoch();
         for value in load(missing).await? {
             self.miss(kind);
-            let id = id_of(&value);
+            let id = value.id();
             let value = Arc::new(value);
             self.put(cache, id, epoch, value.clone()).await;
             found.insert(id, value);
@@ -378,19 +366,18 @@ impl ReadCache {
     /// Rows just read for a page (at row epoch `epoch`): each is cached unless an
     /// invalidation raced with the read; returns the page as ids (to cache as the page)
     /// and the page to answer with.
-    pub(crate) async fn keep_page_rows<C: Clone, V: Send + Sync + 'static>(
+    pub(crate) async fn keep_page_rows<C: Clone, V: Identified + Send + Sync + 'static>(
         &self,
         cache: &Cache<Uuid, Arc<V>>,
         epoch: u64,
         rows: Vec<(C, V)>,
-        id_of: impl Fn(&V) -> Uuid,
         has_next_page: bool,
         has_previous_page: bool,
     ) -> (Arc<IdPage<C>>, Page<Arc<V>, C>) {
         let mut ids = Vec::with_capacity(rows.len());
         let mut items = Vec::with_capacity(rows.len());
         for (cursor, value) in rows {
-            let id = id_of(&value);
+            let id = value.id();
             let value = Arc::new(value);
             self.put(cache, id, epoch, value.clone()).await;
             ids.push((cursor.clone(), id));
@@ -448,18 +435,39 @@ impl ReadCache {
         }
     }
 
-    /// One of a customer's cached order pages.
+    /// A cached product page (counted as a hit or a miss).
+    pub(crate) async fn product_page(
+        &self,
+        key: &ProductPageKey,
+    ) -> Option<Arc<IdPage<ProductCursor>>> {
+        let page = self.product_pages.get(key).await;
+        self.count(CacheKind::ProductPages, page.is_some());
+        page
+    }
+
+    /// One of a customer's cached order pages (counted as a hit or a miss).
     pub(crate) async fn order_page(
         &self,
         customer: Uuid,
         after: Option<&OrderCursor>,
         first: i64,
     ) -> Option<Arc<IdPage<OrderCursor>>> {
-        let pages = self.order_pages.get(&customer).await?;
-        pages
-            .iter()
-            .find(|((a, f), _)| a.as_ref() == after && *f == first)
-            .map(|(_, p)| p.clone())
+        let page = self.order_pages.get(&customer).await.and_then(|pages| {
+            pages
+                .iter()
+                .find(|((a, f), _)| a.as_ref() == after && *f == first)
+                .map(|(_, p)| p.clone())
+        });
+        self.count(CacheKind::OrderPages, page.is_some());
+        page
+    }
+
+    fn count(&self, kind: CacheKind, hit: bool) {
+        if hit {
+            self.hit(kind);
+        } else {
+            self.miss(kind);
+        }
     }
 
     /// Adds a page read at order-list epoch `epoch` to a customer's pages unless one of

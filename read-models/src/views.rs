@@ -9,6 +9,24 @@ use uuid::Uuid;
 use crate::error::ReadError;
 use crate::schema::*;
 
+/// A view row with its own id (the key of its row cache).
+pub trait Identified {
+    /// The row's id.
+    fn id(&self) -> Uuid;
+}
+
+impl Identified for ProductView {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+impl Identified for OrderView {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
 /// A category as a link in a path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CategoryRef {

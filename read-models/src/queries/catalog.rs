@@ -10,7 +10,7 @@ use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{like_escape, Page, ReadModels};
+use super::{like_escape, uncached, Page, ReadModels};
 use crate::cache::{CacheKind, ProductPageKey};
 use crate::error::ReadError;
 use crate::schema::{rm_categories, rm_product_view as pv};
@@ -120,7 +120,6 @@ impl ReadModels {
                 CacheKind::Products,
                 &self.cache.products,
                 ids,
-                |v| v.id,
                 async |missing| {
                     let mut conn = self.pool.get().await?;
                     let rows: Vec<ProductRow> = pv::table
@@ -151,13 +150,10 @@ impl ReadModels {
                 ));
             }
         }
+        let has_previous_page = after.is_some();
         if filter.in_stock || sort == ProductSort::Popular {
-            let (items, has_next_page) = self.product_rows(filter, sort, after, first).await?;
-            return Ok(Page {
-                items: items.into_iter().map(|(c, v)| (c, Arc::new(v))).collect(),
-                has_next_page,
-                has_previous_page: after.is_some(),
-            });
+            let rows = self.product_rows(filter, sort, after, first).await?;
+            return Ok(uncached(rows, has_previous_page));
         }
         let key = ProductPageKey {
             filter: filter.clone(),
@@ -165,34 +161,18 @@ impl ReadModels {
             after: after.cloned(),
             first,
         };
-        let ids = match self.cache.product_pages.get(&key).await {
-            Some(page) => {
-                self.cache.hit(CacheKind::ProductPages);
-                page
-            }
-            None => {
-                self.cache.miss(CacheKind::ProductPages);
-                let listing_epoch = self.cache.listing_epoch();
-                let epoch = self.cache.epoch();
-                let (items, has_next_page) = self.product_rows(filter, sort, after, first).await?;
-                let (ids, page) = self
-                    .cache
-                    .keep_page_rows(
-                        &self.cache.products,
-                        epoch,
-                        items,
-                        |v| v.id,
-                        has_next_page,
-                        after.is_some(),
-                    )
-                    .await;
-                self.cache.put_product_page(key, listing_epoch, ids).await;
-                return Ok(page);
-            }
-        };
-        let wanted: Vec<Uuid> = ids.items.iter().map(|(_, id)| *id).collect();
-        let found = self.products_by_ids(&wanted).await?;
-        Ok(ids.hydrate(found, after.is_some()))
+        // Taken before the lookup: a listing change from here on drops what we keep.
+        let listing_epoch = self.cache.listing_epoch();
+        let cached = self.cache.product_page(&key).await;
+        self.through_page(
+            cached,
+            &self.cache.products,
+            has_previous_page,
+            async || self.product_rows(filter, sort, after, first).await,
+            async |ids| self.cache.put_product_page(key, listing_epoch, ids).await,
+            async |wanted| self.products_by_ids(&wanted).await,
+        )
+        .await
     }
 
     /// One page of products from the database, with one extra row to tell whether

@@ -4,16 +4,21 @@ mod catalog;
 mod orders;
 mod reports;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use moka::future::Cache;
 use till_domain::db::PgPool;
+use uuid::Uuid;
 
 pub use catalog::{ProductCursor, ProductFilter, ProductSort};
 pub use orders::{OrderCursor, OrderFilter};
 pub use reports::ProjectionStatus;
 
-use crate::cache::ReadCache;
+use crate::cache::{IdPage, ReadCache};
+use crate::error::ReadError;
 use crate::progress::Progress;
+use crate::views::Identified;
 
 /// A page of a keyset-paginated list.
 #[derive(Debug, Clone)]
@@ -57,6 +62,50 @@ impl ReadModels {
     /// The pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+impl ReadModels {
+    /// A list page through the page cache: a `cached` page gets its items from the row
+    /// cache (`by_ids`); otherwise the page is `load`ed, its rows go into `rows`, and
+    /// `keep` stores it as ids (unless a change raced with the read, see the cache).
+    async fn through_page<C, V>(
+        &self,
+        cached: Option<Arc<IdPage<C>>>,
+        rows: &Cache<Uuid, Arc<V>>,
+        has_previous_page: bool,
+        load: impl AsyncFnOnce() -> Result<(Vec<(C, V)>, bool), ReadError>,
+        keep: impl AsyncFnOnce(Arc<IdPage<C>>),
+        by_ids: impl AsyncFnOnce(Vec<Uuid>) -> Result<HashMap<Uuid, Arc<V>>, ReadError>,
+    ) -> Result<Page<Arc<V>, C>, ReadError>
+    where
+        C: Clone,
+        V: Identified + Send + Sync + 'static,
+    {
+        if let Some(ids) = cached {
+            let wanted = ids.items.iter().map(|(_, id)| *id).collect();
+            return Ok(ids.hydrate(by_ids(wanted).await?, has_previous_page));
+        }
+        let epoch = self.cache.epoch();
+        let (items, has_next_page) = load().await?;
+        let (ids, page) = self
+            .cache
+            .keep_page_rows(rows, epoch, items, has_next_page, has_previous_page)
+            .await;
+        keep(ids).await;
+        Ok(page)
+    }
+}
+
+/// A page read straight from the database, not cached.
+fn uncached<C, V>(
+    (items, has_next_page): (Vec<(C, V)>, bool),
+    has_previous_page: bool,
+) -> Page<Arc<V>, C> {
+    Page {
+        items: items.into_iter().map(|(c, v)| (c, Arc::new(v))).collect(),
+        has_next_page,
+        has_previous_page,
     }
 }
 

@@ -9,7 +9,7 @@ use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Page, ReadModels};
+use super::{uncached, Page, ReadModels};
 use crate::cache::CacheKind;
 use crate::error::ReadError;
 use crate::schema::{rm_customer_summary, rm_order_view as ov};
@@ -64,7 +64,6 @@ impl ReadModels {
                 CacheKind::Orders,
                 &self.cache.orders,
                 ids,
-                |v| v.id,
                 async |missing| {
                     let mut conn = self.pool.get().await?;
                     let rows: Vec<OrderRow> = ov::table
@@ -86,55 +85,34 @@ impl ReadModels {
         after: Option<&OrderCursor>,
         first: i64,
     ) -> Result<Page<Arc<OrderView>, OrderCursor>, ReadError> {
-        let customer = match filter.customer {
-            Some(c)
-                if *filter
-                    == (OrderFilter {
-                        customer: Some(c),
-                        ..OrderFilter::default()
-                    }) =>
-            {
-                c
-            }
-            _ => {
-                let (items, has_next_page) = self.order_rows(filter, after, first).await?;
-                return Ok(Page {
-                    items: items.into_iter().map(|(c, v)| (c, Arc::new(v))).collect(),
-                    has_next_page,
-                    has_previous_page: after.is_some(),
-                });
-            }
+        let has_previous_page = after.is_some();
+        let only_customer = filter.customer.filter(|&c| {
+            *filter
+                == OrderFilter {
+                    customer: Some(c),
+                    ..OrderFilter::default()
+                }
+        });
+        let Some(customer) = only_customer else {
+            let rows = self.order_rows(filter, after, first).await?;
+            return Ok(uncached(rows, has_previous_page));
         };
-        let ids = match self.cache.order_page(customer, after, first).await {
-            Some(page) => {
-                self.cache.hit(CacheKind::OrderPages);
-                page
-            }
-            None => {
-                self.cache.miss(CacheKind::OrderPages);
-                let list_epoch = self.cache.order_list_epoch();
-                let epoch = self.cache.epoch();
-                let (items, has_next_page) = self.order_rows(filter, after, first).await?;
-                let (ids, page) = self
-                    .cache
-                    .keep_page_rows(
-                        &self.cache.orders,
-                        epoch,
-                        items,
-                        |v| v.id,
-                        has_next_page,
-                        after.is_some(),
-                    )
-                    .await;
+        // Taken before the lookup: an order change from here on drops what we keep.
+        let list_epoch = self.cache.order_list_epoch();
+        let cached = self.cache.order_page(customer, after, first).await;
+        self.through_page(
+            cached,
+            &self.cache.orders,
+            has_previous_page,
+            async || self.order_rows(filter, after, first).await,
+            async |ids| {
                 self.cache
                     .put_order_page(customer, after.cloned(), first, list_epoch, ids)
-                    .await;
-                return Ok(page);
-            }
-        };
-        let wanted: Vec<Uuid> = ids.items.iter().map(|(_, id)| *id).collect();
-        let found = self.orders_by_ids(&wanted).await?;
-        Ok(ids.hydrate(found, after.is_some()))
+                    .await
+            },
+            async |wanted| self.orders_by_ids(&wanted).await,
+        )
+        .await
     }
 
     /// One page of orders from the database, with one extra row to tell whether more
