@@ -276,4 +276,52 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }
+
+    #[tokio::test]
+    async fn parsed_documents_are_reused_and_syntax_errors_still_reported() -> Result<(), String> {
+        let docs = Documents::automatic(1024 * 1024);
+        let mut first = docs.request(DOC.to_owned());
+        assert!(first.parsed_query().is_ok());
+        docs.parsed.run_pending_tasks();
+        assert_eq!(docs.parsed.entry_count(), 1);
+        let _again = docs.request(DOC.to_owned());
+        docs.parsed.run_pending_tasks();
+        assert_eq!(docs.parsed.entry_count(), 1, "the same text is one entry");
+
+        // A document that does not parse is not cached, and the executor still says why.
+        let broken = docs.request("{ categories { name }".to_owned());
+        docs.parsed.run_pending_tasks();
+        assert_eq!(docs.parsed.entry_count(), 1);
+        let response = Probe::schema().execute(broken).await;
+        let message = response
+            .errors
+            .first()
+            .map(|e| e.message.clone())
+            .ok_or("no syntax error")?;
+        assert!(message.contains("expected"), "{message}");
+        Ok(())
+    }
+
+    struct Probe;
+
+    #[async_graphql::Object]
+    impl Probe {
+        async fn categories(&self) -> Vec<i32> {
+            Vec::new()
+        }
+    }
+
+    impl Probe {
+        fn schema() -> async_graphql::Schema<
+            Probe,
+            async_graphql::EmptyMutation,
+            async_graphql::EmptySubscription,
+        > {
+            async_graphql::Schema::new(
+                Probe,
+                async_graphql::EmptyMutation,
+                async_graphql::EmptySubscription,
+            )
+        }
+    }
 }
