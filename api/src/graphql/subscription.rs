@@ -98,7 +98,12 @@ impl Subscription {
         let id = ids::decode(Kind::Order, &order_id, "orderId")?;
         let st: Arc<ApiState> = state(ctx)?.clone();
         let feed = st.reads.progress().feed();
-        let order = st.reads.order(id).await.map_err(error::read)?;
+        let mut order = st.reads.order(id).await.map_err(error::read)?;
+        if order.is_none() {
+            // Subscribing right after placing the order: give the projector its moment.
+            let _ = st.reads.wait_for_head(st.consistency_wait).await;
+            order = st.reads.order(id).await.map_err(error::read)?;
+        }
         match order {
             Some(o) if me.is_staff() || me.user_id().map(|u| u.0) == Some(o.customer_id) => {}
             _ => {
@@ -125,7 +130,12 @@ impl Subscription {
         let id = ids::decode(Kind::Product, &product_id, "productId")?;
         let st: Arc<ApiState> = state(ctx)?.clone();
         let feed = st.reads.progress().feed();
-        let product = st.reads.product(id).await.map_err(error::read)?;
+        let mut product = st.reads.product(id).await.map_err(error::read)?;
+        if product.is_none() {
+            // Subscribing right after creating the product: give the projector its moment.
+            let _ = st.reads.wait_for_head(st.consistency_wait).await;
+            product = st.reads.product(id).await.map_err(error::read)?;
+        }
         match product {
             Some(p) if me.is_staff() || p.status == "ACTIVE" => {}
             _ => {

@@ -66,6 +66,17 @@ impl ReadModels {
 }
 
 impl ReadModels {
+    /// Waits, at most `timeout`, until every projection has reached the log's current
+    /// head: for a caller who may have just written something the read models do not
+    /// show yet (and has no consistency token to pass).
+    pub async fn wait_for_head(&self, timeout: std::time::Duration) -> Result<(), ReadError> {
+        let head = {
+            let mut conn = self.pool.get().await?;
+            till_domain::event_log::head(&mut conn).await?
+        };
+        self.progress.wait_for(head, timeout).await
+    }
+
     /// A list page through the page cache: a `cached` page gets its items from the row
     /// cache (`by_ids`); otherwise the page is `load`ed, its rows go into `rows`, and
     /// `keep` stores it as ids (unless a change raced with the read, see the cache).
