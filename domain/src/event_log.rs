@@ -1,11 +1,14 @@
 //! Appending to and reading from the event log. Appends run inside the command's own
 //! transaction, so a change and its events commit (or roll back) together.
 
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::db::prepared::Reuse;
 use crate::error::DomainError;
 use crate::events::{DomainEvent, StoredEvent};
 use crate::schema::events;
@@ -59,6 +62,43 @@ impl EventMeta {
     }
 }
 
+/// Writes that commit in the same statement as the events they cause: data-modifying
+/// common table expressions (`name AS (INSERT ...)`), each with its binds numbered from
+/// `$1` up in the order they are added. PostgreSQL runs every one of them to completion,
+/// and a command that folds its writes into its append needs one round trip for both.
+pub struct Writes<'f> {
+    query: BoxedSqlQuery<'f, Pg, SqlQuery>,
+    binds: usize,
+}
+
+impl<'f> Writes<'f> {
+    /// No writes besides the events.
+    pub fn none() -> Self {
+        Self {
+            query: diesel::sql_query("WITH ").into_boxed(),
+            binds: 0,
+        }
+    }
+
+    /// Adds `name AS (body)`; its binds are numbered after those added so far.
+    pub fn cte(mut self, name: &str, body: &str) -> Self {
+        self.query = self.query.sql(format!("{name} AS ({body}), "));
+        self
+    }
+
+    /// Adds the next bind (`$n` for the n-th call).
+    pub fn bind<ST, V>(mut self, value: V) -> Self
+    where
+        Pg: diesel::sql_types::HasSqlType<ST>,
+        V: diesel::serialize::ToSql<ST, Pg> + Send + 'f,
+        ST: Send + 'f,
+    {
+        self.query = self.query.bind::<ST, V>(value);
+        self.binds += 1;
+        self
+    }
+}
+
 /// Appends events in one statement (one array per column, so any batch size fits in
 /// the bind limit) and notifies the projector; returns the point of the last one (the
 /// consistency token of the command). Positions follow the order of `batch`.
@@ -66,6 +106,17 @@ pub async fn append(
     conn: &mut AsyncPgConnection,
     meta: &EventMeta,
     batch: &[DomainEvent],
+) -> Result<LogPoint, DomainError> {
+    append_with(conn, meta, batch, Writes::none()).await
+}
+
+/// Like [`append`], in the same statement as `writes` (see [`Writes`]). The statement's
+/// text depends only on the writes' text, so it stays prepared on the connection.
+pub async fn append_with(
+    conn: &mut AsyncPgConnection,
+    meta: &EventMeta,
+    batch: &[DomainEvent],
+    writes: Writes<'_>,
 ) -> Result<LogPoint, DomainError> {
     use diesel::sql_types::{Array, Int2, Jsonb, Text, Uuid as SqlUuid};
     if batch.is_empty() {
@@ -84,26 +135,42 @@ pub async fn append(
         stream_ids.push(stream_id);
         payloads.push(e.payload());
     }
-    let point: Point = diesel::sql_query(
-        "WITH appended AS ( \
+    let n = writes.binds;
+    let arg = |i: usize| format!("${}", n + i);
+    // pg_notify is the projector's wake-up: delivered at commit, coalesced per
+    // transaction.
+    let sql = format!(
+        "appended AS ( \
            INSERT INTO events (event_type, event_version, stream_type, stream_id, payload, actor, correlation_id) \
-           SELECT t.event_type, t.event_version, t.stream_type, t.stream_id, t.payload, $6, $7 \
-           FROM unnest($1::text[], $2::int2[], $3::text[], $4::uuid[], $5::jsonb[]) \
+           SELECT t.event_type, t.event_version, t.stream_type, t.stream_id, t.payload, {actor}, {correlation} \
+           FROM unnest({}::text[], {}::int2[], {}::text[], {}::uuid[], {}::jsonb[]) \
              WITH ORDINALITY AS t(event_type, event_version, stream_type, stream_id, payload, n) \
            ORDER BY t.n \
            RETURNING tx_id, position) \
-         SELECT max(tx_id) AS tx_id, max(position) AS position FROM appended",
-    )
-    .bind::<Array<Text>, _>(&types)
-    .bind::<Array<Int2>, _>(&versions)
-    .bind::<Array<Text>, _>(&stream_types)
-    .bind::<Array<SqlUuid>, _>(&stream_ids)
-    .bind::<Array<Jsonb>, _>(&payloads)
-    .bind::<Text, _>(&meta.actor)
-    .bind::<SqlUuid, _>(meta.correlation_id)
-    .get_result(conn)
-    .await?;
-    notify(conn).await?;
+         SELECT max(tx_id) AS tx_id, max(position) AS position, \
+           pg_notify('{EVENTS_CHANNEL}', '') IS NULL AS notified \
+         FROM appended",
+        arg(1),
+        arg(2),
+        arg(3),
+        arg(4),
+        arg(5),
+        actor = arg(6),
+        correlation = arg(7),
+    );
+    let point: Point = writes
+        .query
+        .sql(sql)
+        .bind::<Array<Text>, _>(types)
+        .bind::<Array<Int2>, _>(versions)
+        .bind::<Array<Text>, _>(stream_types)
+        .bind::<Array<SqlUuid>, _>(stream_ids)
+        .bind::<Array<Jsonb>, _>(payloads)
+        .bind::<Text, _>(meta.actor.clone())
+        .bind::<SqlUuid, _>(meta.correlation_id)
+        .prepared()
+        .get_result(conn)
+        .await?;
     Ok(LogPoint {
         tx_id: point.tx_id,
         position: point.position,
@@ -116,14 +183,6 @@ struct Point {
     tx_id: i64,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     position: i64,
-}
-
-/// Sends the projector's wake-up (coalesced by PostgreSQL within one transaction).
-pub async fn notify(conn: &mut AsyncPgConnection) -> Result<(), DomainError> {
-    diesel::sql_query(format!("NOTIFY {EVENTS_CHANNEL}"))
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 #[derive(Queryable)]
@@ -169,6 +228,7 @@ pub async fn read_after(
             events::correlation_id,
             events::occurred_at,
         ))
+        .prepared()
         .load(conn)
         .await?;
     rows.into_iter()
@@ -205,6 +265,7 @@ pub async fn count_after(
     .bind::<diesel::sql_types::BigInt, _>(after.tx_id)
     .bind::<diesel::sql_types::BigInt, _>(after.position)
     .bind::<diesel::sql_types::BigInt, _>(cap)
+    .prepared()
     .get_result::<Count>(conn)
     .await?
     .n;
@@ -226,6 +287,7 @@ pub async fn age_after(conn: &mut AsyncPgConnection, after: LogPoint) -> Result<
     )
     .bind::<diesel::sql_types::BigInt, _>(after.tx_id)
     .bind::<diesel::sql_types::BigInt, _>(after.position)
+    .prepared()
     .get_result::<Age>(conn)
     .await?
     .age;

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use diesel::sql_types::{Jsonb, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use crate::db::prepared::Reuse;
 use crate::db::PgPool;
 use crate::error::DomainError;
 
@@ -91,6 +92,7 @@ pub async fn claim(
     .bind::<Text, _>(&claim.key)
     .bind::<Text, _>(&claim.fingerprint)
     .bind::<Timestamptz, _>(expires)
+    .prepared()
     .execute(&mut *conn)
     .await?;
     if inserted == 1 {
@@ -101,6 +103,7 @@ pub async fn claim(
     )
     .bind::<Text, _>(&claim.principal)
     .bind::<Text, _>(&claim.key)
+    .prepared()
     .get_result(conn)
     .await?;
     let conflict = if existing.fingerprint == claim.fingerprint {
@@ -122,6 +125,7 @@ pub async fn record_outcome(
         .bind::<Text, _>(&claim.principal)
         .bind::<Text, _>(&claim.key)
         .bind::<Jsonb, _>(outcome)
+        .prepared()
         .execute(conn)
         .await?;
     Ok(())
@@ -157,6 +161,7 @@ pub async fn lookup(
     )
     .bind::<Text, _>(principal)
     .bind::<Text, _>(key)
+    .prepared()
     .get_result(&mut conn)
     .await
     .map(Some)
@@ -184,6 +189,7 @@ pub async fn store_response(
     .bind::<Text, _>(key)
     .bind::<Text, _>(fingerprint)
     .bind::<Jsonb, _>(response)
+    .prepared()
     .execute(&mut conn)
     .await?;
     Ok(())
@@ -197,6 +203,7 @@ pub async fn purge_expired(pool: &PgPool, limit: i64) -> Result<usize, DomainErr
          (SELECT ctid FROM idempotency_keys WHERE expires_at < now() LIMIT $1)",
     )
     .bind::<diesel::sql_types::BigInt, _>(limit)
+    .prepared()
     .execute(&mut conn)
     .await?;
     Ok(n)

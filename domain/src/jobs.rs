@@ -13,6 +13,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use rand::Rng;
 use serde_json::Value;
 
+use crate::db::prepared::Reuse;
 use crate::db::PgPool;
 use crate::error::DomainError;
 
@@ -119,11 +120,13 @@ pub async fn enqueue(conn: &mut AsyncPgConnection, jobs: &[NewJob]) -> Result<()
             .bind::<Text, _>(job.queue)
             .bind::<Jsonb, _>(&job.payload)
             .bind::<Integer, _>(job.max_attempts.max(1))
+            .prepared()
             .execute(conn)
             .await?;
         diesel::sql_query("SELECT pg_notify($1, $2)")
             .bind::<Text, _>(JOBS_CHANNEL)
             .bind::<Text, _>(job.queue)
+            .prepared()
             .execute(conn)
             .await?;
     }
@@ -152,6 +155,7 @@ pub async fn claim(
     .bind::<BigInt, _>(limit)
     .bind::<BigInt, _>(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
     .bind::<Text, _>(worker)
+    .prepared()
     .load(&mut conn)
     .await?)
 }
@@ -164,6 +168,7 @@ pub async fn complete(pool: &PgPool, job: &Job, worker: &str) -> Result<bool, Do
     )
     .bind::<BigInt, _>(job.id)
     .bind::<Text, _>(worker)
+    .prepared()
     .execute(&mut conn)
     .await?;
     Ok(n == 1)
@@ -228,6 +233,7 @@ pub async fn dead_letters(
     .bind::<Nullable<Text>, _>(queue)
     .bind::<Nullable<BigInt>, _>(before)
     .bind::<BigInt, _>(limit)
+    .prepared()
     .load(&mut conn)
     .await?)
 }
@@ -246,6 +252,7 @@ pub async fn retry_dead(pool: &PgPool, id: i64) -> Result<String, DomainError> {
            updated_at = now() WHERE id = $1 AND status = 'dead' RETURNING queue",
     )
     .bind::<BigInt, _>(id)
+    .prepared()
     .get_result(&mut conn)
     .await
     .optional()?;
@@ -253,6 +260,7 @@ pub async fn retry_dead(pool: &PgPool, id: i64) -> Result<String, DomainError> {
     diesel::sql_query("SELECT pg_notify($1, $2)")
         .bind::<Text, _>(JOBS_CHANNEL)
         .bind::<Text, _>(&q.queue)
+        .prepared()
         .execute(&mut conn)
         .await?;
     Ok(q.queue)
@@ -263,6 +271,7 @@ pub async fn discard_dead(pool: &PgPool, id: i64) -> Result<(), DomainError> {
     let mut conn = pool.get().await?;
     let n = diesel::sql_query("DELETE FROM jobs WHERE id = $1 AND status = 'dead'")
         .bind::<BigInt, _>(id)
+        .prepared()
         .execute(&mut conn)
         .await?;
     if n == 1 {
@@ -292,6 +301,7 @@ pub async fn depths(pool: &PgPool) -> Result<Vec<QueueDepth>, DomainError> {
     Ok(diesel::sql_query(
         "SELECT queue, status, count(*) AS jobs FROM jobs GROUP BY queue, status ORDER BY queue, status",
     )
+    .prepared()
     .load(&mut conn)
     .await?)
 }

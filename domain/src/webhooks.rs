@@ -18,6 +18,7 @@ use rand::RngCore;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::db::prepared::Reuse;
 use crate::db::PgPool;
 use crate::error::DomainError;
 use crate::event_log::{self, LogPoint};
@@ -149,6 +150,7 @@ pub async fn subscribe(
     .bind::<Text, _>(url)
     .bind::<Array<Text>, _>(event_types)
     .bind::<Text, _>(&secret)
+    .prepared()
     .get_result(&mut conn)
     .await?;
     Ok((sub, secret))
@@ -160,6 +162,7 @@ pub async fn subscriptions(pool: &PgPool) -> Result<Vec<Subscription>, DomainErr
     Ok(diesel::sql_query(
         "SELECT id, url, event_types, active, created_at FROM webhook_subscriptions ORDER BY created_at DESC LIMIT 500",
     )
+    .prepared()
     .load(&mut conn)
     .await?)
 }
@@ -177,6 +180,7 @@ pub async fn set_active(
     )
     .bind::<SqlUuid, _>(id)
     .bind::<diesel::sql_types::Bool, _>(active)
+    .prepared()
     .get_result(&mut conn)
     .await
     .map_err(|e| match e {
@@ -201,6 +205,7 @@ pub async fn deliveries(
     .bind::<SqlUuid, _>(subscription)
     .bind::<Nullable<BigInt>, _>(before)
     .bind::<BigInt, _>(limit)
+    .prepared()
     .load(&mut conn)
     .await?)
 }
@@ -226,12 +231,14 @@ async fn fan_out_batch(
     max_attempts: i32,
 ) -> Result<usize, DomainError> {
     diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('till.webhooks.fanout'))")
+        .prepared()
         .execute(conn)
         .await?;
     let stored: Option<Point> = diesel::sql_query(
         "SELECT tx_id, position FROM projection_checkpoints WHERE projection = $1",
     )
     .bind::<Text, _>(CHECKPOINT)
+    .prepared()
     .get_result(conn)
     .await
     .optional()?;
@@ -265,6 +272,7 @@ async fn fan_out_batch(
         }
         let rows: Vec<S> =
             diesel::sql_query("SELECT id, event_types FROM webhook_subscriptions WHERE active")
+                .prepared()
                 .load(conn)
                 .await?;
         rows.into_iter().map(|s| (s.id, s.event_types)).collect()
@@ -288,6 +296,7 @@ async fn fan_out_batch(
             .bind::<BigInt, _>(ev.tx_id)
             .bind::<BigInt, _>(ev.position)
             .bind::<Text, _>(ty)
+            .prepared()
             .load(conn)
             .await?;
             let jobs: Vec<NewJob> = created
@@ -314,6 +323,7 @@ async fn save_checkpoint(conn: &mut AsyncPgConnection, at: LogPoint) -> Result<(
     .bind::<Text, _>(CHECKPOINT)
     .bind::<BigInt, _>(at.tx_id)
     .bind::<BigInt, _>(at.position)
+    .prepared()
     .execute(conn)
     .await?;
     Ok(())
@@ -348,6 +358,7 @@ pub async fn outgoing(pool: &PgPool, delivery_id: i64) -> Result<Option<Outgoing
          WHERE d.id = $1",
     )
     .bind::<BigInt, _>(delivery_id)
+    .prepared()
     .get_result(&mut conn)
     .await
     .optional()?;
@@ -396,6 +407,7 @@ pub async fn record_attempt(
     .bind::<Text, _>(status)
     .bind::<Nullable<Integer>, _>(response_status)
     .bind::<Nullable<Text>, _>(error.map(|e| e.chars().take(1000).collect::<String>()))
+    .prepared()
     .execute(&mut conn)
     .await?;
     Ok(())

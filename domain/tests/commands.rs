@@ -390,6 +390,83 @@ async fn concurrent_orders_never_oversell() {
     assert_eq!(w.event_count("OrderPlaced").await, 50);
 }
 
+/// Orders over the same two products, half of them listing the lines in the opposite
+/// order, race each other: nobody deadlocks or oversells, and the stock levels the
+/// StockReserved events report (computed from the locked rows) are each level from 1 to
+/// the final reservation exactly once, as if the reservations ran one after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_two_line_orders_neither_deadlock_nor_oversell_and_report_every_level() {
+    let w = World::new().await;
+    let a = w.product("PAIR-A", 100, 60).await;
+    let b = w.product("PAIR-B", 100, 1000).await;
+    let ann = w.customer("pairs@example.com").await;
+    let ctx = CommandContext::user(ann, Role::Customer);
+    let tasks: Vec<_> = (0..120)
+        .map(|i| {
+            let cmd = w.cmd.clone();
+            let ctx = ctx.clone();
+            let eur = w.eur.clone();
+            let lines = if i % 2 == 0 {
+                vec![line(a, 1), line(b, 2)]
+            } else {
+                vec![line(b, 2), line(a, 1)]
+            };
+            tokio::spawn(async move { cmd.place_order(&ctx, ann, lines, &eur).await })
+        })
+        .collect();
+    let (mut ok, mut out) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap_or_else(|e| panic!("{e}")) {
+            Ok(_) => ok += 1,
+            Err(DomainError::OutOfStock { sku, .. }) => {
+                assert_eq!(sku, "PAIR-A");
+                out += 1
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!((ok, out), (60, 60));
+    assert_eq!(w.stock(a).await, (60, 60));
+    assert_eq!(w.stock(b).await, (1000, 120));
+    let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    for (p, step) in [(a, 1), (b, 2)] {
+        let mut levels: Vec<i64> = events::table
+            .filter(events::event_type.eq("StockReserved"))
+            .filter(events::stream_id.eq(p.0))
+            .select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                "(payload->'stock'->>'reserved')::bigint",
+            ))
+            .load(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        levels.sort_unstable();
+        let expected: Vec<i64> = (1..=60).map(|n| n * step).collect();
+        assert_eq!(levels, expected, "reported levels of {p:?}");
+    }
+}
+
+#[tokio::test]
+async fn orders_for_unknown_products_or_customers_are_not_found() {
+    let w = World::new().await;
+    let a = w.product("KNOWN-1", 100, 5).await;
+    let ann = w.customer("known@example.com").await;
+    let ghost = ProductId(uuid::Uuid::now_v7());
+    let nobody = CustomerId(uuid::Uuid::now_v7());
+    let ctx = CommandContext::user(ann, Role::Customer);
+    for (who, lines, entity) in [
+        (ann, vec![line(a, 1), line(ghost, 1)], "product"),
+        (ann, vec![line(ghost, 1)], "product"),
+        (nobody, vec![line(a, 1)], "customer"),
+    ] {
+        let ctx = if who == ann { ctx.clone() } else { w.staff.clone() };
+        match w.cmd.place_order(&ctx, who, lines, &w.eur).await {
+            Err(DomainError::NotFound { entity: e, .. }) => assert_eq!(e, entity),
+            other => panic!("expected NotFound {entity}, got {other:?}"),
+        }
+    }
+    assert_eq!(w.stock(a).await, (5, 0), "nothing stays reserved");
+}
+
 #[tokio::test]
 async fn expired_idempotency_keys_are_purged_and_live_ones_kept() {
     let w = World::new().await;

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::prelude::*;
-use diesel::sql_types::Text;
+use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use till_domain::db::prepared::Reuse;
 use till_domain::db::PgPool;
 use till_domain::event_log::{self, LogPoint, EVENTS_CHANNEL};
 use till_domain::schema::{events, projection_checkpoints};
@@ -318,6 +319,7 @@ async fn apply_batch(
     // advisory lock (taken before any write, so it does not hold back the horizon).
     diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('till.projection.' || $1))")
         .bind::<Text, _>(projection.name())
+        .prepared()
         .execute(conn)
         .await?;
     let current: Option<(i64, i64)> = projection_checkpoints::table
@@ -342,32 +344,25 @@ async fn apply_batch(
             position: e.position,
         })
         .unwrap_or(from);
-    if !batch.is_empty() {
-        diesel::insert_into(projection_checkpoints::table)
-            .values((
-                projection_checkpoints::projection.eq(projection.name()),
-                projection_checkpoints::tx_id.eq(checkpoint.tx_id),
-                projection_checkpoints::position.eq(checkpoint.position),
-                projection_checkpoints::updated_at.eq(diesel::dsl::now),
-            ))
-            .on_conflict(projection_checkpoints::projection)
-            .do_update()
-            .set((
-                projection_checkpoints::tx_id.eq(checkpoint.tx_id),
-                projection_checkpoints::position.eq(checkpoint.position),
-                projection_checkpoints::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await?;
-    }
     changes.dedup();
     if !batch.is_empty() {
-        // Delivered at commit: wakes the other processes' projectors and followers.
-        diesel::sql_query("SELECT pg_notify($1, $2)")
-            .bind::<Text, _>(PROJECTED_CHANNEL)
-            .bind::<Text, _>(projection.name())
-            .execute(conn)
-            .await?;
+        // One statement moves the checkpoint and wakes the other processes' projectors
+        // and followers (the notification is delivered at commit).
+        diesel::sql_query(
+            "WITH saved AS ( \
+               INSERT INTO projection_checkpoints (projection, tx_id, position, updated_at) \
+               VALUES ($1, $2, $3, now()) \
+               ON CONFLICT (projection) DO UPDATE \
+               SET tx_id = EXCLUDED.tx_id, position = EXCLUDED.position, updated_at = now()) \
+             SELECT pg_notify($4, $1)",
+        )
+        .bind::<Text, _>(projection.name())
+        .bind::<BigInt, _>(checkpoint.tx_id)
+        .bind::<BigInt, _>(checkpoint.position)
+        .bind::<Text, _>(PROJECTED_CHANNEL)
+        .prepared()
+        .execute(conn)
+        .await?;
     }
     Ok((
         BatchOutcome {

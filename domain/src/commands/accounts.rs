@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::customers::insert_customer;
 use super::{begin, finish, CommandContext, Commands, NewCustomer, Outcome};
+use crate::db::prepared::Reuse;
 use crate::error::DomainError;
 use crate::event_log;
 use crate::events::DomainEvent;
@@ -453,6 +454,7 @@ impl Commands {
                  WHERE expires_at < now() - interval '1 day' LIMIT $1)",
             )
             .bind::<diesel::sql_types::BigInt, _>(limit)
+            .prepared()
             .execute(&mut conn)
             .await?)
         })

@@ -4,6 +4,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::{begin, finish, CommandContext, Commands, Outcome};
+use crate::db::prepared::Reuse;
 use crate::error::DomainError;
 use crate::event_log;
 use crate::events::{DomainEvent, StockLevel};
@@ -97,6 +98,7 @@ impl Commands {
                                 inventory::version.eq(inventory::version + 1),
                             ))
                             .returning((inventory::on_hand, inventory::reserved, inventory::version))
+                            .prepared()
                             .get_result(conn)
                             .await?;
                     let stock = StockLevel {

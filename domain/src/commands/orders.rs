@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Integer, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{begin, finish, CommandContext, Commands, Outcome};
+use crate::db::prepared::Reuse;
 use crate::error::DomainError;
 use crate::event_log;
 use crate::events::{DomainEvent, OrderLineFact, StockLevel};
@@ -198,6 +200,7 @@ impl Commands {
                                         inventory::reserved,
                                         inventory::version,
                                     ))
+                                    .prepared()
                                     .get_result(conn)
                                     .await?,
                             ),
@@ -213,6 +216,7 @@ impl Commands {
                                         inventory::reserved,
                                         inventory::version,
                                     ))
+                                    .prepared()
                                     .get_result(conn)
                                     .await?,
                             ),
@@ -247,6 +251,7 @@ impl Commands {
                             orders::version.eq(version),
                             orders::updated_at.eq(now),
                         ))
+                        .prepared()
                         .execute(conn)
                         .await?;
                     diesel::insert_into(order_status_history::table)
@@ -299,6 +304,36 @@ fn allowed(from: OrderStatus, to: OrderStatus) -> bool {
     )
 }
 
+/// One requested product as found, with its stock locked for this transaction.
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Text)]
+    customer_email: String,
+    #[diesel(sql_type = Text)]
+    customer_name: String,
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Text)]
+    sku: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = BigInt)]
+    price_minor: i64,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Integer)]
+    on_hand: i32,
+    #[diesel(sql_type = Integer)]
+    reserved: i32,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+}
+
+/// Places an order in two statements (plus BEGIN/COMMIT): the first reads the buyer and
+/// the products and locks their inventory rows in product order (so concurrent orders
+/// cannot deadlock, and the levels read are the ones this transaction will change); the
+/// second reserves the stock and writes the order, its lines, its history and its events.
+/// The inventory CHECK constraints refuse an oversell even if the two disagreed.
 async fn place(
     conn: &mut AsyncPgConnection,
     meta: &event_log::EventMeta,
@@ -306,75 +341,62 @@ async fn place(
     lines: &[(ProductId, Quantity)],
     currency: &str,
 ) -> Result<Outcome<PlacedOrder>, DomainError> {
-    let who: Option<(String, String)> = customers::table
-        .find(customer.0)
-        .select((customers::email, customers::name))
-        .first(conn)
-        .await
-        .optional()?;
-    let (email, name) = who.ok_or_else(|| DomainError::not_found("customer", customer))?;
-
     let ids: Vec<Uuid> = lines.iter().map(|(p, _)| p.0).collect();
-    let found: Vec<(Uuid, String, String, i64, String)> = products::table
-        .filter(products::id.eq_any(&ids))
-        .select((
-            products::id,
-            products::sku,
-            products::name,
-            products::price_minor,
-            products::status,
-        ))
-        .load(conn)
-        .await?;
-    let by_id: BTreeMap<Uuid, (String, String, i64, String)> = found
-        .into_iter()
-        .map(|(id, sku, name, price, status)| (id, (sku, name, price, status)))
-        .collect();
+    let found: Vec<Locked> = diesel::sql_query(
+        "SELECT c.email AS customer_email, c.name AS customer_name, p.id, p.sku, p.name, \
+           p.price_minor, p.status, i.on_hand, i.reserved, i.version \
+         FROM customers c CROSS JOIN products p JOIN inventory i ON i.product_id = p.id \
+         WHERE c.id = $1 AND p.id = ANY($2) \
+         ORDER BY p.id \
+         FOR UPDATE OF i",
+    )
+    .bind::<SqlUuid, _>(customer.0)
+    .bind::<Array<SqlUuid>, _>(&ids)
+    .prepared()
+    .load(conn)
+    .await?;
+    let [first, ..] = found.as_slice() else {
+        let exists: Option<Uuid> = customers::table
+            .find(customer.0)
+            .select(customers::id)
+            .first(conn)
+            .await
+            .optional()?;
+        return Err(match (exists, lines.first()) {
+            (Some(_), Some((product, _))) => DomainError::not_found("product", product),
+            _ => DomainError::not_found("customer", customer),
+        });
+    };
+    let (email, name) = (first.customer_email.clone(), first.customer_name.clone());
+    let by_id: BTreeMap<Uuid, &Locked> = found.iter().map(|row| (row.id, row)).collect();
 
     let order_id = OrderId::new();
     let mut facts = Vec::with_capacity(lines.len());
     let mut events = Vec::with_capacity(lines.len() + 1);
+    let mut quantities = Vec::with_capacity(lines.len());
+    let mut prices = Vec::with_capacity(lines.len());
     let mut total = Money::from_minor(0);
     for (product, qty) in lines {
-        let Some((sku, pname, price, status)) = by_id.get(&product.0) else {
+        let Some(row) = by_id.get(&product.0) else {
             return Err(DomainError::not_found("product", product));
         };
-        if status != ProductStatus::Active.as_str() {
+        if row.status != ProductStatus::Active.as_str() {
             return Err(DomainError::Validation {
                 field: "lines",
-                message: format!("product {sku} is not for sale"),
+                message: format!("product {} is not for sale", row.sku),
             });
         }
         let q = qty.get();
-        // The guard in WHERE and the CHECK constraint both refuse to oversell; the
-        // row lock taken by UPDATE serialises concurrent buyers of one product.
-        let reserved: Option<(i32, i32, i64)> = diesel::update(
-            inventory::table
-                .find(product.0)
-                .filter((inventory::on_hand - inventory::reserved).ge(q)),
-        )
-        .set((
-            inventory::reserved.eq(inventory::reserved + q),
-            inventory::version.eq(inventory::version + 1),
-        ))
-        .returning((inventory::on_hand, inventory::reserved, inventory::version))
-        .get_result(conn)
-        .await
-        .optional()?;
-        let Some((on_hand, now_reserved, version)) = reserved else {
-            let available: i32 = inventory::table
-                .find(product.0)
-                .select(inventory::on_hand - inventory::reserved)
-                .first(conn)
-                .await?;
+        let available = row.on_hand - row.reserved;
+        if available < q {
             return Err(DomainError::OutOfStock {
                 product_id: product.0,
-                sku: sku.clone(),
+                sku: row.sku.clone(),
                 requested: q,
                 available,
             });
-        };
-        let unit = Money::from_minor(*price);
+        }
+        let unit = Money::from_minor(row.price_minor);
         total = unit
             .times(*qty)
             .and_then(|line_total| total.plus(line_total))
@@ -382,65 +404,29 @@ async fn place(
                 field: "lines",
                 message: "order total is too large".into(),
             })?;
+        // The row is locked: the second statement moves it exactly this far.
         events.push(DomainEvent::StockReserved {
             product_id: product.0,
             order_id: order_id.0,
             quantity: q,
             stock: StockLevel {
-                on_hand,
-                reserved: now_reserved,
-                version,
+                on_hand: row.on_hand,
+                reserved: row.reserved + q,
+                version: row.version + 1,
             },
         });
         facts.push(OrderLineFact {
             product_id: product.0,
-            sku: sku.clone(),
-            name: pname.clone(),
+            sku: row.sku.clone(),
+            name: row.name.clone(),
             quantity: q,
-            unit_price_minor: *price,
+            unit_price_minor: row.price_minor,
         });
+        quantities.push(q);
+        prices.push(row.price_minor);
     }
 
     let now = Utc::now();
-    diesel::insert_into(orders::table)
-        .values((
-            orders::id.eq(order_id.0),
-            orders::customer_id.eq(customer.0),
-            orders::status.eq(OrderStatus::PendingPayment.as_str()),
-            orders::total_minor.eq(total.minor()),
-            orders::currency.eq(currency),
-            orders::version.eq(1),
-            orders::placed_at.eq(now),
-            orders::updated_at.eq(now),
-        ))
-        .execute(conn)
-        .await?;
-    let line_rows: Vec<_> = facts
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            (
-                order_lines::order_id.eq(order_id.0),
-                order_lines::line_no.eq(i as i16 + 1),
-                order_lines::product_id.eq(f.product_id),
-                order_lines::quantity.eq(f.quantity),
-                order_lines::unit_price_minor.eq(f.unit_price_minor),
-            )
-        })
-        .collect();
-    diesel::insert_into(order_lines::table)
-        .values(&line_rows)
-        .execute(conn)
-        .await?;
-    diesel::insert_into(order_status_history::table)
-        .values((
-            order_status_history::order_id.eq(order_id.0),
-            order_status_history::seq.eq(1),
-            order_status_history::status.eq(OrderStatus::PendingPayment.as_str()),
-            order_status_history::changed_at.eq(now),
-        ))
-        .execute(conn)
-        .await?;
     events.push(DomainEvent::OrderPlaced {
         order_id: order_id.0,
         customer_id: customer.0,
@@ -452,7 +438,38 @@ async fn place(
         placed_at: now,
         version: 1,
     });
-    let at = event_log::append(conn, meta, &events).await?;
+    let writes = event_log::Writes::none()
+        .cte(
+            "reserved",
+            "UPDATE inventory i SET reserved = i.reserved + t.q, version = i.version + 1 \
+             FROM unnest($1::uuid[], $2::int4[]) AS t(id, q) WHERE i.product_id = t.id",
+        )
+        .cte(
+            "placed",
+            "INSERT INTO orders (id, customer_id, status, total_minor, currency, version, \
+               placed_at, updated_at) \
+             VALUES ($4, $5, 'PENDING_PAYMENT', $6, $7, 1, $8, $8)",
+        )
+        .cte(
+            "lines",
+            "INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price_minor) \
+             SELECT $4, t.n::int2, t.id, t.q, t.price \
+             FROM unnest($1::uuid[], $2::int4[], $3::int8[]) WITH ORDINALITY AS t(id, q, price, n)",
+        )
+        .cte(
+            "history",
+            "INSERT INTO order_status_history (order_id, seq, status, changed_at) \
+             VALUES ($4, 1, 'PENDING_PAYMENT', $8)",
+        )
+        .bind::<Array<SqlUuid>, _>(ids)
+        .bind::<Array<Integer>, _>(quantities)
+        .bind::<Array<BigInt>, _>(prices)
+        .bind::<SqlUuid, _>(order_id.0)
+        .bind::<SqlUuid, _>(customer.0)
+        .bind::<BigInt, _>(total.minor())
+        .bind::<Text, _>(currency.to_owned())
+        .bind::<Timestamptz, _>(now);
+    let at = event_log::append_with(conn, meta, &events, writes).await?;
     Ok(Outcome {
         value: PlacedOrder {
             id: order_id,

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use till_domain::db::prepared::Reuse;
 use till_domain::events::{DomainEvent, StoredEvent};
 use uuid::Uuid;
 
@@ -45,6 +46,7 @@ pub(super) async fn apply_batch(
                 .bind::<Text, _>(email)
                 .bind::<Text, _>(name)
                 .bind::<Text, _>(role)
+                .prepared()
                 .execute(&mut *conn)
                 .await?;
                 changes.push(Change::Customer(*customer_id));
@@ -57,6 +59,7 @@ pub(super) async fn apply_batch(
                 )
                 .bind::<SqlUuid, _>(customer_id)
                 .bind::<Text, _>(role)
+                .prepared()
                 .execute(&mut *conn)
                 .await?;
                 changes.push(Change::Customer(*customer_id));
@@ -118,6 +121,7 @@ pub(super) async fn apply_batch(
     .bind::<Array<Nullable<Timestamptz>>, _>(
         ds.iter().map(|d| d.last.map(|l| l.0)).collect::<Vec<_>>(),
     )
+    .prepared()
     .execute(conn)
     .await?;
     Ok(())

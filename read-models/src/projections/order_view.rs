@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{Array, BigInt, Int4, Jsonb, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use till_domain::db::prepared::Reuse;
 use till_domain::events::{DomainEvent, StoredEvent};
 use uuid::Uuid;
 
@@ -142,6 +143,7 @@ async fn flush(conn: &mut AsyncPgConnection, pending: &mut Pending) -> Result<()
         .bind::<Array<Jsonb>, _>(inserts.iter().map(|o| &o.history).collect::<Vec<_>>())
         .bind::<Array<Int4>, _>(inserts.iter().map(|o| o.version).collect::<Vec<_>>())
         .bind::<Array<Timestamptz>, _>(inserts.iter().map(|o| o.placed_at).collect::<Vec<_>>())
+        .prepared()
         .execute(&mut *conn)
         .await?;
     }
@@ -160,6 +162,7 @@ async fn flush(conn: &mut AsyncPgConnection, pending: &mut Pending) -> Result<()
         .bind::<Array<Int4>, _>(updates.iter().map(|u| u.version).collect::<Vec<_>>())
         .bind::<Array<Timestamptz>, _>(updates.iter().map(|u| u.at).collect::<Vec<_>>())
         .bind::<Array<Jsonb>, _>(updates.iter().map(|u| &u.entry).collect::<Vec<_>>())
+        .prepared()
         .execute(conn)
         .await?;
     }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{Array, BigInt, Int4, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use till_domain::db::prepared::Reuse;
 use till_domain::events::{DomainEvent, StockLevel, StoredEvent};
 use uuid::Uuid;
 
@@ -65,6 +66,7 @@ impl NewProducts {
         .bind::<Array<SqlUuid>, _>(rows.category)
         .bind::<Array<Int4>, _>(rows.version)
         .bind::<Array<Timestamptz>, _>(rows.created_at)
+        .prepared()
         .execute(conn)
         .await?;
         Ok(())
@@ -118,6 +120,7 @@ async fn apply(
             .bind::<Text, _>(name)
             .bind::<Nullable<SqlUuid>, _>(parent_id)
             .bind::<Jsonb, _>(me)
+            .prepared()
             .execute(conn)
             .await?;
             changes.push(Change::Categories);
@@ -172,6 +175,7 @@ async fn apply(
             .bind::<SqlUuid, _>(category_id)
             .bind::<Int4, _>(version)
             .bind::<Timestamptz, _>(ev.occurred_at)
+            .prepared()
             .execute(conn)
             .await?;
             changes.push(Change::Product(*product_id));
@@ -188,6 +192,7 @@ async fn apply(
             .bind::<SqlUuid, _>(product_id)
             .bind::<Int4, _>(version)
             .bind::<Timestamptz, _>(ev.occurred_at)
+            .prepared()
             .execute(conn)
             .await?;
             changes.push(Change::Product(*product_id));
@@ -289,6 +294,7 @@ async fn set_stock_and_popularity(
     .bind::<Array<Nullable<BigInt>>, _>(versions)
     .bind::<Array<Nullable<Timestamptz>>, _>(at)
     .bind::<Array<BigInt>, _>(qty)
+    .prepared()
     .execute(conn)
     .await?;
     Ok(())

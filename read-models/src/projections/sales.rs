@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::NaiveDate;
 use diesel::sql_types::{Array, BigInt, Date, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use till_domain::db::prepared::Reuse;
 use till_domain::events::{DomainEvent, StoredEvent};
 use uuid::Uuid;
 
@@ -82,6 +83,7 @@ pub(super) async fn apply_batch(
     .bind::<Array<BigInt>, _>(day_vals.iter().map(|d| d.orders).collect::<Vec<_>>())
     .bind::<Array<BigInt>, _>(day_vals.iter().map(|d| d.units).collect::<Vec<_>>())
     .bind::<Array<BigInt>, _>(day_vals.iter().map(|d| d.revenue).collect::<Vec<_>>())
+    .prepared()
     .execute(conn)
     .await?;
 
@@ -97,6 +99,7 @@ pub(super) async fn apply_batch(
     .bind::<Array<Text>, _>(sums.iter().map(|p| p.name.as_str()).collect::<Vec<_>>())
     .bind::<Array<BigInt>, _>(sums.iter().map(|p| p.units).collect::<Vec<_>>())
     .bind::<Array<BigInt>, _>(sums.iter().map(|p| p.revenue).collect::<Vec<_>>())
+    .prepared()
     .execute(conn)
     .await?;
     changes.push(Change::Sales);
