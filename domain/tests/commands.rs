@@ -458,7 +458,11 @@ async fn orders_for_unknown_products_or_customers_are_not_found() {
         (ann, vec![line(ghost, 1)], "product"),
         (nobody, vec![line(a, 1)], "customer"),
     ] {
-        let ctx = if who == ann { ctx.clone() } else { w.staff.clone() };
+        let ctx = if who == ann {
+            ctx.clone()
+        } else {
+            w.staff.clone()
+        };
         match w.cmd.place_order(&ctx, who, lines, &w.eur).await {
             Err(DomainError::NotFound { entity: e, .. }) => assert_eq!(e, entity),
             other => panic!("expected NotFound {entity}, got {other:?}"),

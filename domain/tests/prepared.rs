@@ -41,6 +41,69 @@ async fn prepared_statements_are_kept_and_raw_ones_are_not() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((a.n, b.n), (i + 1, i + 2));
     }
-    assert_eq!(prepared_copies(&mut conn, kept).await, 1, "one kept statement");
-    assert_eq!(prepared_copies(&mut conn, raw).await, 0, "raw SQL is not kept");
+    assert_eq!(
+        prepared_copies(&mut conn, kept).await,
+        1,
+        "one kept statement"
+    );
+    assert_eq!(
+        prepared_copies(&mut conn, raw).await,
+        0,
+        "raw SQL is not kept"
+    );
+}
+
+/// The event log's reads stay right when PostgreSQL plans them generically (as it may
+/// for a statement kept prepared): a read from the middle of one transaction's events
+/// returns the rest of them and everything after, in order.
+#[tokio::test]
+async fn event_log_reads_are_right_under_generic_plans() {
+    use till_domain::event_log::{self, EventMeta, LogPoint};
+    use till_domain::events::DomainEvent;
+
+    let db = TestDb::new().await;
+    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    diesel::sql_query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let category = |slug: &str| DomainEvent::CategoryCreated {
+        category_id: uuid::Uuid::now_v7(),
+        slug: slug.into(),
+        name: slug.into(),
+        parent_id: None,
+    };
+    let meta = EventMeta::system("test");
+    let first = event_log::append(
+        &mut conn,
+        &meta,
+        &[category("a"), category("b"), category("c")],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let second = event_log::append(&mut conn, &meta, &[category("d")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(second > first);
+    for _ in 0..7 {
+        // past the five custom plans PostgreSQL tries before a generic one
+        let middle = LogPoint {
+            tx_id: first.tx_id,
+            position: first.position - 2,
+        };
+        let read = event_log::read_after(&mut conn, middle, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let positions: Vec<i64> = read.iter().map(|e| e.position).collect();
+        assert_eq!(
+            positions,
+            [first.position - 1, first.position, second.position]
+        );
+        assert!(event_log::any_after(&mut conn, first)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")));
+        assert!(!event_log::any_after(&mut conn, second)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")));
+    }
 }

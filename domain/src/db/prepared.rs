@@ -45,4 +45,3 @@ impl<Q> QueryId for Prepared<Q> {
 impl<Q: Query> Query for Prepared<Q> {
     type SqlType = Q::SqlType;
 }
-
