@@ -12,7 +12,7 @@ use till_read_models::Projection;
 
 fn reset_sql(p: Projection) -> &'static str {
     match p {
-        Projection::ProductView => "TRUNCATE rm_categories, rm_product_view",
+        Projection::ProductView => "TRUNCATE rm_categories, rm_product_view, rm_product_popularity",
         Projection::OrderView => "TRUNCATE rm_order_view",
         Projection::CustomerSummary => "TRUNCATE rm_customer_summary",
         Projection::Sales => "TRUNCATE rm_sales_daily, rm_product_sales",

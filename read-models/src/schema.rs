@@ -34,6 +34,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// The POPULAR ordering of products (see migration 8).
+    rm_product_popularity (product_id) {
+        product_id -> Uuid,
+        popularity -> Int8,
+    }
+}
+
+diesel::table! {
     rm_order_view (id) {
         id -> Uuid,
         customer_id -> Uuid,
@@ -81,3 +89,6 @@ diesel::table! {
         revenue_minor -> Int8,
     }
 }
+
+diesel::joinable!(rm_product_popularity -> rm_product_view (product_id));
+diesel::allow_tables_to_appear_in_same_query!(rm_product_view, rm_product_popularity);

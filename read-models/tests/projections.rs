@@ -634,3 +634,63 @@ async fn cached_list_pages_follow_catalog_stock_and_order_changes() {
         ]
     );
 }
+
+/// POPULAR lists products by units ordered (cancellations give units back), most
+/// popular first, ties by id, and pages through with its cursors; products nobody
+/// ordered are listed too.
+#[tokio::test]
+async fn popular_products_follow_orders_and_page_by_cursor() {
+    use till_read_models::queries::{ProductFilter, ProductSort};
+    let s = Shop::new().await;
+    let (root, a) = s.product("PA-1", None, 100, 50).await;
+    let (_, b) = s.product("PB-1", Some(root), 100, 50).await;
+    let (_, c) = s.product("PC-1", Some(root), 100, 50).await;
+    let (_, d) = s.product("PD-1", Some(root), 100, 50).await;
+    let ann = s.customer("pop@example.com").await;
+    let ctx = CommandContext::user(ann, Role::Customer);
+    let line = |p: ProductId, q: i64| OrderLineInput {
+        product: p,
+        quantity: ok(Quantity::parse(q)),
+    };
+    ok(s.cmd
+        .place_order(&ctx, ann, vec![line(a, 2), line(b, 5)], &s.eur)
+        .await);
+    let third = ok(s.cmd.place_order(&ctx, ann, vec![line(c, 9)], &s.eur).await);
+    ok(s.cmd
+        .place_order(&ctx, ann, vec![line(c, 1), line(a, 3)], &s.eur)
+        .await);
+    ok(s.side.projector.catch_up_all().await);
+    let reads = &s.side.reads;
+    let filter = ProductFilter {
+        category: Some(root.0),
+        ..Default::default()
+    };
+    let all = async || {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = ok(reads
+                .products(&filter, ProductSort::Popular, after.as_ref(), 2)
+                .await);
+            seen.extend(page.items.iter().map(|(_, v)| (v.id, v.popularity)));
+            after = page.items.last().map(|(cursor, _)| cursor.clone());
+            if !page.has_next_page {
+                return seen;
+            }
+        }
+    };
+    let ranked = |mut v: Vec<(uuid::Uuid, i64)>| {
+        v.sort_by(|x, y| y.1.cmp(&x.1).then(y.0.cmp(&x.0)));
+        v
+    };
+    assert_eq!(
+        all().await,
+        ranked(vec![(a.0, 5), (b.0, 5), (c.0, 10), (d.0, 0)])
+    );
+    ok(s.cmd.cancel_order(&ctx, third.value.id).await);
+    ok(s.side.projector.catch_up_all().await);
+    assert_eq!(
+        all().await,
+        ranked(vec![(a.0, 5), (b.0, 5), (c.0, 1), (d.0, 0)])
+    );
+}

@@ -110,7 +110,8 @@ pub struct Applied {
 /// Every projection Till maintains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Projection {
-    /// Categories and the product view (`rm_categories`, `rm_product_view`).
+    /// Categories and the product view (`rm_categories`, `rm_product_view`,
+    /// `rm_product_popularity`).
     ProductView,
     /// The order view (`rm_order_view`).
     OrderView,
