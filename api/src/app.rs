@@ -262,6 +262,10 @@ impl Application {
             pool.clone(),
             stop_workers.subscribe(),
         )));
+        workers.push(tokio::spawn(crate::metrics::observe_visibility(
+            progress.feed(),
+            stop_workers.subscribe(),
+        )));
         let api = Arc::new(ApiState {
             commands: commands.clone(),
             reads,

@@ -108,8 +108,11 @@ sample() { # name
 import json, re, signal, sys, time, urllib.request
 url, path = sys.argv[1], sys.argv[2]
 rss, lag = [], []
+# Cumulative bucket counts of till_projection_visible_seconds (all projections summed),
+# first and last seen: their difference is this scenario's commit -> visible histogram.
+buckets = {"first": None, "last": None}
 def done(*_):
-    json.dump({"rss_mib": rss, "lag_s": lag}, open(path, "w"))
+    json.dump({"rss_mib": rss, "lag_s": lag, "visible_buckets": buckets}, open(path, "w"))
     sys.exit(0)
 signal.signal(signal.SIGTERM, done)
 while True:
@@ -121,6 +124,13 @@ while True:
         lags = [float(v) for v in re.findall(r"^till_projection_lag_seconds\{[^}]*\} (\S+)$", text, re.M)]
         if lags:
             lag.append(max(lags))
+        seen = {}
+        for le, n in re.findall(r'^till_projection_visible_seconds_bucket\{[^}]*le="([^"]+)"\} (\S+)$', text, re.M):
+            seen[le] = seen.get(le, 0.0) + float(n)
+        if seen:
+            buckets["last"] = seen
+            if buckets["first"] is None:
+                buckets["first"] = seen
     except Exception:
         pass
     time.sleep(1)

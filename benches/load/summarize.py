@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Summarizes a load run folder: every oha and k6 JSON result and pgbench log into one
 markdown table (req/s, p50/p95/p99, status codes or GraphQL outcomes), the resources
-sampled during each scenario (resident memory, projection lag), plus a latency plot
+sampled during each scenario (resident memory, projection lag, commit -> visible
+quantiles from the till_projection_visible_seconds histogram), plus a latency plot
 (latency.png) when matplotlib is available."""
 import json
 import pathlib
@@ -57,15 +58,33 @@ if resources:
     def pct(values, q):
         values = sorted(values)
         return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+    def visible(d, q):
+        """Quantile q (ms) of commit -> visible from the scenario's histogram delta,
+        interpolated within its bucket; blank when no events were applied."""
+        b = d.get("visible_buckets") or {}
+        first, last = b.get("first") or {}, b.get("last") or {}
+        bounds = sorted((float(le), last[le] - first.get(le, 0.0)) for le in last if le != "+Inf")
+        total = last.get("+Inf", 0.0) - first.get("+Inf", 0.0)
+        if total <= 0:
+            return ""
+        lower, below = 0.0, 0.0
+        for upper, count in bounds:
+            if count >= q * total:
+                share = (q * total - below) / max(count - below, 1e-9)
+                return f"{(lower + share * (upper - lower)) * 1000:.0f}"
+            lower, below = upper, count
+        return f"> {lower * 1000:.0f}"
     print()
-    print("| scenario | RSS max MiB | RSS last MiB | projection lag p50 s | p99 s | max s | samples |")
-    print("|---|---|---|---|---|---|---|")
+    print("| scenario | RSS max MiB | RSS last MiB | projection lag p50 s | p99 s | max s | samples "
+          "| commit -> visible p50 ms | p95 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for f in resources:
         d = json.loads(f.read_text())
         rss, lag = d["rss_mib"], d["lag_s"]
         print(f"| {f.stem.removeprefix('resources-')} | {max(rss, default=float('nan')):.1f} | "
               f"{(rss or [float('nan')])[-1]:.1f} | {pct(lag, 0.5):.3f} | {pct(lag, 0.99):.3f} | "
-              f"{max(lag, default=float('nan')):.3f} | {len(lag)} |")
+              f"{max(lag, default=float('nan')):.3f} | {len(lag)} | "
+              f"{visible(d, 0.5)} | {visible(d, 0.95)} | {visible(d, 0.99)} |")
 
 try:
     import matplotlib

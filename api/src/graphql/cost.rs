@@ -93,6 +93,9 @@ impl Charge {
 pub struct CostLimiter {
     settings: RateSettings,
     buckets: moka::sync::Cache<Key, Arc<Limiter>>,
+    /// One clock for every bucket: a new quanta clock reads CPUID (0.8% of the server's
+    /// samples under checkout when each new bucket made its own).
+    clock: DefaultClock,
 }
 
 impl CostLimiter {
@@ -109,6 +112,7 @@ impl CostLimiter {
                 // Idle this long, any bucket is full again: forgetting it changes nothing.
                 .time_to_idle(Duration::from_secs_f64(slowest.ceil() + 1.0))
                 .build(),
+            clock: DefaultClock::default(),
         }
     }
 
@@ -135,7 +139,10 @@ impl CostLimiter {
             let quota = Quota::with_period(period)
                 .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
                 .allow_burst(max);
-            Arc::new(RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>())
+            Arc::new(
+                RateLimiter::direct_with_clock(quota, self.clock.clone())
+                    .with_middleware::<StateInformationMiddleware>(),
+            )
         });
         let cost = cost.max(1);
         let refused = |available: u32, retry_after: Duration| Charge {

@@ -129,6 +129,7 @@ async fn metrics_cover_every_family_with_bounded_labels() {
         "till_projection_position{",
         "till_projection_lag_events{",
         "till_projection_lag_seconds{",
+        "till_projection_visible_seconds_bucket{projection=\"order_view\",le=\"0.1\"}",
         "till_jobs{",
         "till_job_duration_seconds_bucket{",
         "till_job_retries_total{",
@@ -140,6 +141,15 @@ async fn metrics_cover_every_family_with_bounded_labels() {
         assert!(text.contains(family), "{family} missing from /metrics");
     }
     // Sane values.
+    assert!(
+        value_of(
+            &text,
+            "till_projection_visible_seconds_count{projection=\"order_view\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "the placed order's events were seen applied"
+    );
     assert!(
         value_of(
             &text,
