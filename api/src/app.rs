@@ -223,6 +223,7 @@ impl Application {
         let pool = till_domain::db::pool(&database.url, &cfg.db.pool_settings());
         let cache = ReadCache::new(CacheSettings {
             max_bytes: cfg.cache_max_bytes,
+            idle: Duration::from_secs(cfg.cache_idle_s),
         });
         let progress = Arc::new(Progress::new());
         if let Ok(mut conn) = pool.get().await {

@@ -219,6 +219,11 @@ pub struct ServeConfig {
     #[arg(long, env = "TILL_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_max_bytes: u64,
 
+    /// Seconds after which a cache entry nobody read is dropped (memory returns after
+    /// a burst).
+    #[arg(long, env = "TILL_CACHE_IDLE_S", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_idle_s: u64,
+
     /// Longest wait for `X-Consistency-Token` (and for mutation payload entities), ms.
     #[arg(long, env = "TILL_CONSISTENCY_WAIT_MS", default_value_t = 2000)]
     pub consistency_wait_ms: u64,

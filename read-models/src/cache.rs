@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use moka::future::Cache;
 use uuid::Uuid;
@@ -32,12 +33,16 @@ pub struct CacheSettings {
     /// Total bound in bytes, split between product rows (50%), order rows (30%),
     /// product list pages (10%) and customers' order pages (10%).
     pub max_bytes: u64,
+    /// Entries not read for this long are dropped, so the memory a burst of traffic
+    /// filled the cache with is given back after it (the bound alone would keep it).
+    pub idle: Duration,
 }
 
 impl Default for CacheSettings {
     fn default() -> Self {
         Self {
             max_bytes: 64 * 1024 * 1024,
+            idle: Duration::from_secs(600),
         }
     }
 }
@@ -224,12 +229,14 @@ impl ReadCache {
         Self {
             products: Cache::builder()
                 .name("products")
+                .time_to_idle(settings.idle)
                 .max_capacity(product_bytes)
                 .weigher(|_k, v: &Arc<ProductView>| v.weight())
                 .eviction_listener(count_evictions(stats.clone(), CacheKind::Products))
                 .build(),
             orders: Cache::builder()
                 .name("orders")
+                .time_to_idle(settings.idle)
                 .max_capacity(order_bytes)
                 .weigher(|_k, v: &Arc<OrderView>| v.weight())
                 .eviction_listener(count_evictions(stats.clone(), CacheKind::Orders))
@@ -237,6 +244,7 @@ impl ReadCache {
             categories: Cache::builder().name("categories").max_capacity(1).build(),
             product_pages: Cache::builder()
                 .name("product_pages")
+                .time_to_idle(settings.idle)
                 .max_capacity(page_bytes)
                 .weigher(move |k: &ProductPageKey, v: &Arc<IdPage<ProductCursor>>| {
                     weight(k.weight() + v.weight(std::mem::size_of::<ProductCursor>()))
@@ -245,6 +253,7 @@ impl ReadCache {
                 .build(),
             order_pages: Cache::builder()
                 .name("order_pages")
+                .time_to_idle(settings.idle)
                 .max_capacity(page_bytes)
                 .weigher(move |_k, v: &Arc<CustomerOrderPages>| {
                     weight(
@@ -636,5 +645,40 @@ mod tests {
             cache.order_page(ann, None, 1).await.is_none(),
             "oldest dropped"
         );
+    }
+
+    fn page_after(first: i64) -> ProductPageKey {
+        ProductPageKey { first, ..key() }
+    }
+
+    #[tokio::test]
+    async fn pages_stay_within_their_share_of_the_bound_and_idle_ones_are_dropped() {
+        let cache = ReadCache::new(CacheSettings {
+            max_bytes: 40_000,
+            idle: Duration::from_millis(300),
+        });
+        let epoch = cache.listing_epoch();
+        for first in 1..=200 {
+            cache
+                .put_product_page(page_after(first), epoch, page())
+                .await;
+        }
+        cache.run_pending_tasks().await;
+        let pages = cache.product_pages.weighted_size();
+        assert!(
+            pages > 0 && pages <= 4_000,
+            "pages weigh {pages} of a 4,000-byte share"
+        );
+        let evicted = cache
+            .stats
+            .of(CacheKind::ProductPages)
+            .evictions
+            .load(Ordering::Relaxed);
+        assert!(evicted > 0, "the bound evicted pages");
+
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.product_pages.entry_count(), 0, "idle pages dropped");
+        assert_eq!(cache.product_pages.weighted_size(), 0);
     }
 }
