@@ -263,6 +263,10 @@ impl Application {
             pool.clone(),
             stop_workers.subscribe(),
         )));
+        workers.push(tokio::spawn(cache_housekeeping(
+            reads.cache().clone(),
+            stop_workers.subscribe(),
+        )));
         workers.push(tokio::spawn(crate::metrics::observe_visibility(
             progress.feed(),
             stop_workers.subscribe(),
@@ -520,6 +524,18 @@ pub(crate) async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Drops idle cache entries every few seconds even when no request touches the cache:
+/// moka does its housekeeping only on access, so after a burst the entries (and the
+/// weighted size the metrics show) stayed until the next request.
+async fn cache_housekeeping(cache: ReadCache, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => cache.run_pending_tasks().await,
+            _ = stop.changed() => return,
+        }
     }
 }
 

@@ -9,16 +9,22 @@
 #               checks the outcome (units sold = stock, no negative stock, every answer
 #               an order or OUT_OF_STOCK)
 #   mixed       product(id:) reads (oha) and checkout (k6) at the same time
+#   memory      product(id:) of random products out of the whole catalog (k6), then
+#               idle for the cache's idle time and 10 s more: with a catalog larger than
+#               the cache (--cache-bytes), shows the weight bound honoured (cache size,
+#               evictions) and resident memory given back after the load
 # During each scenario the server's resident memory and projection lag are sampled
 # from /metrics (resources-<scenario>.json). Results (oha/k6 JSON, summary.md,
 # latency.png) go to target/load/run-<time>/.
 #
-#   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed] [--duration 15]
+#   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed|memory] [--duration 15]
 #                       [--connections 64] [--products 2000] [--customers 2000] [--orders 20000]
-#                       [--buyers 2000]
+#                       [--buyers 2000] [--cache-bytes N] [--cache-idle S]
+# --cache-bytes and --cache-idle set the server's TILL_CACHE_MAX_BYTES and
+# TILL_CACHE_IDLE_S (server defaults otherwise).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-scenario=all duration=15 connections=64 products=2000 customers=2000 orders=20000 buyers=2000
+scenario=all duration=15 connections=64 products=2000 customers=2000 orders=20000 buyers=2000 cache_bytes= cache_idle=
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --scenario) scenario="$2"; shift 2 ;;
@@ -28,7 +34,9 @@ while [[ $# -gt 0 ]]; do
     --customers) customers="$2"; shift 2 ;;
     --orders) orders="$2"; shift 2 ;;
     --buyers) buyers="$2"; shift 2 ;;
-    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+    --cache-bytes) cache_bytes="$2"; shift 2 ;;
+    --cache-idle) cache_idle="$2"; shift 2 ;;
+    *) sed -n '2,22p' "$0" >&2; exit 2 ;;
   esac
 done
 command -v oha >/dev/null || { echo "run: oha is missing: cargo install oha --locked" >&2; exit 1; }
@@ -55,7 +63,8 @@ echo "== seed: $products products, $customers customers, $orders orders"
   TILL_RATE_CUSTOMER_MAX=1000000000 TILL_RATE_CUSTOMER_RESTORE=100000000 \
   TILL_RATE_STAFF_MAX=1000000000 TILL_RATE_STAFF_RESTORE=100000000 \
   TILL_RATE_ANONYMOUS_MAX=1000000000 TILL_RATE_ANONYMOUS_RESTORE=100000000 \
-  TILL_ACCESS_TOKEN_TTL_S=7200 exec "$till" serve) > "$out/server.log" 2>&1 &
+  TILL_ACCESS_TOKEN_TTL_S=7200 exec env ${cache_bytes:+TILL_CACHE_MAX_BYTES=$cache_bytes} \
+  ${cache_idle:+TILL_CACHE_IDLE_S=$cache_idle} "$till" serve) > "$out/server.log" 2>&1 &
 server=$!
 trap 'kill -INT $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do curl -fsS "$base/readyz" >/dev/null 2>&1 && break; sleep 1; done
@@ -86,6 +95,7 @@ pgbin="$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")"
 sql() { "$pgbin/psql" -X -At -h 127.0.0.1 -p "$pgport" -U postgres -d till -c "$1"; }
 sql "SELECT id FROM customers WHERE role = 'CUSTOMER' ORDER BY id LIMIT $buyers" > "$out/customers.txt"
 sql "SELECT id FROM rm_product_view WHERE status = 'ACTIVE' AND available > 10000" > "$out/products.txt"
+sql "SELECT id FROM rm_product_view WHERE status = 'ACTIVE'" > "$out/catalog.txt"
 while read -r c; do
   (cd "$out" && "$till" token --role customer --sub "$c" --ttl-minutes 120)
 done < "$out/customers.txt" > "$out/tokens.txt"
@@ -96,9 +106,11 @@ gid = lambda kind, u: base64.b64encode(f"{kind}:{u}".encode()).decode().rstrip("
 data = {
     "tokens": out.joinpath("tokens.txt").read_text().split(),
     "products": [gid("Product", u) for u in out.joinpath("products.txt").read_text().split()],
+    "catalog": [gid("Product", u) for u in out.joinpath("catalog.txt").read_text().split()],
 }
 out.joinpath("k6-data.json").write_text(json.dumps(data))
-print(f"   k6 data: {len(data['tokens'])} customers, {len(data['products'])} products")
+print(f"   k6 data: {len(data['tokens'])} customers, {len(data['products'])} products to order, "
+      f"{len(data['catalog'])} in the catalog")
 PY
 
 # Samples resident memory and projection lag from /metrics every second until stopped.
@@ -107,12 +119,13 @@ sample() { # name
   python3 - "http://127.0.0.1:$((port + 1))/metrics" "$out/resources-$name.json" <<'PY' &
 import json, re, signal, sys, time, urllib.request
 url, path = sys.argv[1], sys.argv[2]
-rss, lag = [], []
+rss, lag, cache_mib, evictions = [], [], [], []
 # Cumulative bucket counts of till_projection_visible_seconds (all projections summed),
 # first and last seen: their difference is this scenario's commit -> visible histogram.
 buckets = {"first": None, "last": None}
 def done(*_):
-    json.dump({"rss_mib": rss, "lag_s": lag, "visible_buckets": buckets}, open(path, "w"))
+    json.dump({"rss_mib": rss, "lag_s": lag, "visible_buckets": buckets, "cache_mib": cache_mib,
+               "evictions": evictions}, open(path, "w"))
     sys.exit(0)
 signal.signal(signal.SIGTERM, done)
 while True:
@@ -124,6 +137,11 @@ while True:
         lags = [float(v) for v in re.findall(r"^till_projection_lag_seconds\{[^}]*\} (\S+)$", text, re.M)]
         if lags:
             lag.append(max(lags))
+        sizes = re.findall(r"^till_cache_weighted_bytes\{[^}]*\} (\S+)$", text, re.M)
+        if sizes:
+            cache_mib.append(sum(float(v) for v in sizes) / 2**20)
+        evicted = re.findall(r"^till_cache_evictions_total\{[^}]*\} (\S+)$", text, re.M)
+        evictions.append(sum(float(v) for v in evicted))
         seen = {}
         for le, n in re.findall(r'^till_projection_visible_seconds_bucket\{[^}]*le="([^"]+)"\} (\S+)$', text, re.M):
             seen[le] = seen.get(le, 0.0) + float(n)
@@ -181,6 +199,14 @@ run_mixed() {
   wait "$a" "$b"
   unsample
 }
+run_memory() {
+  local idle="${cache_idle:-600}"
+  echo "== memory: random products out of the whole catalog, then ${idle}s + 10s idle"
+  sample memory
+  k6run catalog-reads catalog
+  sleep $((idle + 10))
+  unsample
+}
 run_flash_sale() {
   echo "== flash sale: $buyers orders racing for 100 units"
   local made cat
@@ -211,6 +237,7 @@ case "$scenario" in
   checkout) run_checkout ;;
   mixed) run_mixed ;;
   flash-sale) run_flash_sale ;;
+  memory) run_memory ;;
   all) run_browse; run_checkout; run_mixed; run_flash_sale ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Summarizes a load run folder: every oha and k6 JSON result and pgbench log into one
 markdown table (req/s, p50/p95/p99, status codes or GraphQL outcomes), the resources
-sampled during each scenario (resident memory, projection lag, commit -> visible
+sampled during each scenario (resident memory, cache size and evictions, projection
+lag, commit -> visible
 quantiles from the till_projection_visible_seconds histogram), plus a latency plot
 (latency.png) when matplotlib is available."""
 import json
@@ -75,14 +76,19 @@ if resources:
             lower, below = upper, count
         return f"> {lower * 1000:.0f}"
     print()
-    print("| scenario | RSS max MiB | RSS last MiB | projection lag p50 s | p99 s | max s | samples "
+    print("| scenario | RSS max MiB | RSS last MiB | cache max MiB | cache last MiB | evictions "
+          "| projection lag p50 s | p99 s | max s | samples "
           "| commit -> visible p50 ms | p95 ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for f in resources:
         d = json.loads(f.read_text())
         rss, lag = d["rss_mib"], d["lag_s"]
+        cache, evicted = d.get("cache_mib") or [], d.get("evictions") or []
         print(f"| {f.stem.removeprefix('resources-')} | {max(rss, default=float('nan')):.1f} | "
-              f"{(rss or [float('nan')])[-1]:.1f} | {pct(lag, 0.5):.3f} | {pct(lag, 0.99):.3f} | "
+              f"{(rss or [float('nan')])[-1]:.1f} | {max(cache, default=float('nan')):.1f} | "
+              f"{(cache or [float('nan')])[-1]:.1f} | "
+              f"{(evicted[-1] - evicted[0]) if evicted else 0:.0f} | "
+              f"{pct(lag, 0.5):.3f} | {pct(lag, 0.99):.3f} | "
               f"{max(lag, default=float('nan')):.3f} | {len(lag)} | "
               f"{visible(d, 0.5)} | {visible(d, 0.95)} | {visible(d, 0.99)} |")
 
