@@ -15,9 +15,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextRequest, NextValidation,
-};
+use async_graphql::extensions::ExtensionContext;
 use async_graphql::{Response, ServerError, ValidationResult, Value};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -172,26 +170,21 @@ impl CostLimiter {
     }
 }
 
-/// The async-graphql extension that charges each operation.
-pub struct CostExtension(pub Arc<CostLimiter>);
-
-impl ExtensionFactory for CostExtension {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(CostPerRequest {
-            limiter: self.0.clone(),
-            charged: Mutex::new(None),
-        })
-    }
-}
-
-struct CostPerRequest {
+/// One request's charge: priced after validation, reported in the response.
+pub(super) struct RequestCharge {
     limiter: Arc<CostLimiter>,
     charged: Mutex<Option<Charge>>,
 }
 
-impl CostPerRequest {
-    fn charge(&self, ctx: &ExtensionContext<'_>, cost: usize) -> Option<Charge> {
-        let info = ctx.data_opt::<RequestInfo>()?;
+impl RequestCharge {
+    pub(super) fn new(limiter: Arc<CostLimiter>) -> Self {
+        Self {
+            limiter,
+            charged: Mutex::new(None),
+        }
+    }
+
+    fn charge(&self, info: &RequestInfo, cost: usize) -> Charge {
         let charge = self.limiter.charge(
             &info.principal,
             info.client_ip,
@@ -200,7 +193,39 @@ impl CostPerRequest {
         if let Ok(mut slot) = self.charged.lock() {
             *slot = Some(charge);
         }
-        Some(charge)
+        charge
+    }
+
+    /// Pays the validated operation's complexity from the caller's bucket; THROTTLED
+    /// when it cannot be paid.
+    pub(super) fn pay(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        result: &ValidationResult,
+    ) -> Result<(), Vec<ServerError>> {
+        let Some(info) = ctx.data_opt::<RequestInfo>() else {
+            return Ok(());
+        };
+        let c = self.charge(info, result.complexity);
+        if c.retry_after.is_none() {
+            return Ok(());
+        }
+        let class = match info.principal {
+            p if p.is_staff() => "staff",
+            Principal::User { .. } => "customer",
+            Principal::Anonymous => "anonymous",
+        };
+        metrics::counter!("till_throttled_requests_total", "class" => class).increment(1);
+        Err(vec![throttled(&c)])
+    }
+
+    /// Reports the charge in `extensions.cost`. Requests that never reached validation
+    /// (parse errors, invalid documents) are charged by the HTTP layer, which knows the
+    /// caller: see `charge_unpriced`.
+    pub(super) fn report(&self, response: &mut Response) {
+        if let Some(c) = self.charged.lock().ok().and_then(|c| *c) {
+            response.extensions.insert("cost".to_owned(), c.to_value());
+        }
     }
 }
 
@@ -231,39 +256,6 @@ pub fn throttled(charge: &Charge) -> ServerError {
     ext.set("retryAfter", secs);
     e.extensions = Some(ext);
     e
-}
-
-#[async_trait::async_trait]
-impl Extension for CostPerRequest {
-    async fn validation(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextValidation<'_>,
-    ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = next.run(ctx).await?;
-        match self.charge(ctx, result.complexity) {
-            Some(c) if c.retry_after.is_some() => {
-                let class = match ctx.data_opt::<RequestInfo>().map(|i| i.principal) {
-                    Some(p) if p.is_staff() => "staff",
-                    Some(Principal::User { .. }) => "customer",
-                    _ => "anonymous",
-                };
-                metrics::counter!("till_throttled_requests_total", "class" => class).increment(1);
-                Err(vec![throttled(&c)])
-            }
-            _ => Ok(result),
-        }
-    }
-
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let mut response = next.run(ctx).await;
-        // Requests that never reached validation (parse errors, invalid documents) are
-        // charged by the HTTP layer, which knows the caller: see `charge_unpriced`.
-        if let Some(c) = self.charged.lock().ok().and_then(|c| *c) {
-            response.extensions.insert("cost".to_owned(), c.to_value());
-        }
-        response
-    }
 }
 
 #[cfg(test)]

@@ -3,11 +3,8 @@
 //! counted on the parsed document, before validation and execution, without
 //! expanding fragments (so fragment cycles cannot make counting expensive).
 
-use std::sync::Arc;
-
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{ErrorExtensions, Pos, ServerError, ServerResult, Variables};
+use async_graphql::{ErrorExtensions, Pos, ServerError, ServerResult};
 
 use super::error::Code;
 
@@ -18,12 +15,6 @@ pub struct DocumentLimits {
     pub max_aliases: usize,
     /// Most fields at the root of one operation.
     pub max_root_fields: usize,
-}
-
-impl ExtensionFactory for DocumentLimits {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(*self)
-    }
 }
 
 fn count_aliases(set: &SelectionSet) -> usize {
@@ -64,7 +55,8 @@ fn limit_error(what: &'static str, message: String) -> ServerError {
 }
 
 impl DocumentLimits {
-    fn check(&self, doc: &ExecutableDocument) -> ServerResult<()> {
+    /// Refuses a document with too many aliases or root fields (BAD_USER_INPUT).
+    pub(super) fn check(&self, doc: &ExecutableDocument) -> ServerResult<()> {
         let aliases: usize = doc
             .operations
             .iter()
@@ -97,21 +89,6 @@ impl DocumentLimits {
             }
         }
         Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for DocumentLimits {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
-        self.check(&doc)?;
-        Ok(doc)
     }
 }
 

@@ -4,6 +4,7 @@
 mod accounts;
 pub mod cost;
 pub mod error;
+pub mod guard;
 pub mod ids;
 mod jobs;
 pub mod limits;
@@ -97,19 +98,17 @@ pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
     let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
-        .extension(limits::DocumentLimits {
-            max_aliases: limits.max_aliases,
-            max_root_fields: limits.max_root_fields,
+        .extension(guard::Guard {
+            limits: limits::DocumentLimits {
+                max_aliases: limits.max_aliases,
+                max_root_fields: limits.max_root_fields,
+            },
+            rate: limits.rate,
+            query_timeout: limits.query_timeout,
         });
     if !limits.introspection {
         builder = builder.disable_introspection();
     }
-    if let Some(limiter) = limits.rate {
-        builder = builder.extension(cost::CostExtension(limiter));
-    }
-    builder = builder.extension(operations::Operations {
-        timeout: limits.query_timeout,
-    });
     if let Some(state) = state {
         builder = builder.data(state);
     }

@@ -5,58 +5,45 @@
 //! committed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery,
-};
+use async_graphql::extensions::{ExtensionContext, NextExecute};
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
-use async_graphql::{Response, ServerError, ServerResult, Variables};
+use async_graphql::{Response, ServerError};
 use tracing::Instrument;
 
 use super::error::Code;
 
-/// Extension factory: metrics for every operation; queries get at most `timeout`.
-pub struct Operations {
-    /// Longest a query may run (None: no bound).
-    pub timeout: Option<Duration>,
-}
-
-impl ExtensionFactory for Operations {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(PerRequest {
-            limit: self.timeout,
-            operations: Mutex::new(HashMap::new()),
-        })
-    }
-}
-
-struct PerRequest {
+/// One request's operations: their types (noted at parse), metrics and the timeout
+/// around execution.
+pub(super) struct OperationScope {
     limit: Option<Duration>,
     /// Operation name (None for an anonymous one) -> its type.
     operations: Mutex<HashMap<Option<String>, OperationType>>,
 }
 
-#[async_trait::async_trait]
-impl Extension for PerRequest {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
+impl OperationScope {
+    /// Queries get at most `limit` (None: no bound).
+    pub(super) fn new(limit: Option<Duration>) -> Self {
+        Self {
+            limit,
+            operations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Notes each operation's type from the parsed document.
+    pub(super) fn note(&self, doc: &ExecutableDocument) {
         if let Ok(mut ops) = self.operations.lock() {
             for (name, op) in doc.operations.iter() {
                 ops.insert(name.map(|n| n.to_string()), op.node.ty);
             }
         }
-        Ok(doc)
     }
 
-    async fn execute(
+    /// Runs the operation in its span, cut short after the limit when it is a query,
+    /// and records its count, outcome and duration.
+    pub(super) async fn execute(
         &self,
         ctx: &ExtensionContext<'_>,
         operation_name: Option<&str>,
@@ -159,8 +146,13 @@ mod tests {
     #[tokio::test]
     async fn slow_queries_stop_and_mutations_finish() {
         let schema = Schema::build(Q, M, EmptySubscription)
-            .extension(Operations {
-                timeout: Some(Duration::from_millis(50)),
+            .extension(crate::graphql::guard::Guard {
+                limits: crate::graphql::limits::DocumentLimits {
+                    max_aliases: 10,
+                    max_root_fields: 10,
+                },
+                rate: None,
+                query_timeout: Some(Duration::from_millis(50)),
             })
             .finish();
         let r = schema.execute("{ slow }").await;
