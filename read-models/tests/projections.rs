@@ -693,4 +693,29 @@ async fn popular_products_follow_orders_and_page_by_cursor() {
         all().await,
         ranked(vec![(a.0, 5), (b.0, 5), (c.0, 1), (d.0, 0)])
     );
+
+    // A writer that knows nothing of the ordering table (the previous version's
+    // projector during a rolling upgrade) creates a product and moves a popularity:
+    // the database keeps the POPULAR ordering in step.
+    let old = uuid::Uuid::now_v7();
+    let mut conn = ok(s.db.pool.get().await);
+    ok(diesel::sql_query(
+        "INSERT INTO rm_product_view SELECT (jsonb_populate_record(NULL::rm_product_view, \
+           to_jsonb(v) || jsonb_build_object('id', $2::uuid, 'sku', 'OLD-1', 'popularity', 7))).* \
+         FROM rm_product_view v WHERE v.id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(d.0)
+    .bind::<diesel::sql_types::Uuid, _>(old)
+    .execute(&mut conn)
+    .await);
+    ok(
+        diesel::sql_query("UPDATE rm_product_view SET popularity = popularity + 20 WHERE id = $1")
+            .bind::<diesel::sql_types::Uuid, _>(d.0)
+            .execute(&mut conn)
+            .await,
+    );
+    assert_eq!(
+        all().await,
+        ranked(vec![(a.0, 5), (b.0, 5), (c.0, 1), (d.0, 20), (old, 7)])
+    );
 }

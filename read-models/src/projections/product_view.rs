@@ -46,10 +46,7 @@ impl NewProducts {
         }
         let rows = std::mem::take(self);
         diesel::sql_query(
-            "WITH ranked AS ( \
-               INSERT INTO rm_product_popularity (product_id) SELECT unnest($1::uuid[]) \
-               ON CONFLICT (product_id) DO NOTHING) \
-             INSERT INTO rm_product_view (id, sku, name, description, price_minor, status, \
+            "INSERT INTO rm_product_view (id, sku, name, description, price_minor, status, \
                category_id, category_ids, category_path, version, created_at, updated_at) \
              SELECT t.id, t.sku, t.name, t.description, t.price, t.status, t.cat, \
                COALESCE(c.path_ids, ARRAY[t.cat]), COALESCE(c.path, '[]'::jsonb), \
@@ -244,7 +241,8 @@ async fn apply(
 
 /// Writes a batch's stock levels and popularity deltas in one statement, so each
 /// touched product gets one new row version per batch (on the same page: no column of
-/// the view that changes here is indexed; the POPULAR ordering has its own table). Stock events carry absolute
+/// the view that changes here is indexed; a trigger carries popularity changes to the
+/// POPULAR ordering's own table, see migration 8). Stock events carry absolute
 /// levels and the inventory version, so the newest one wins whatever order they arrive
 /// in (a level not newer than the row's is ignored); popularity is a sum.
 async fn set_stock_and_popularity(
@@ -279,11 +277,7 @@ async fn set_stock_and_popularity(
         qty.push(popularity.get(id).copied().unwrap_or(0));
     }
     diesel::sql_query(
-        "WITH ranked AS ( \
-           UPDATE rm_product_popularity r SET popularity = r.popularity + t.q \
-           FROM unnest($1::uuid[], $6::int8[]) AS t(id, q) \
-           WHERE r.product_id = t.id AND t.q <> 0) \
-         UPDATE rm_product_view p SET \
+        "UPDATE rm_product_view p SET \
            on_hand = CASE WHEN t.version > p.inventory_version THEN t.on_hand ELSE p.on_hand END, \
            reserved = CASE WHEN t.version > p.inventory_version THEN t.reserved ELSE p.reserved END, \
            available = CASE WHEN t.version > p.inventory_version \
