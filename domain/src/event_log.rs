@@ -248,6 +248,34 @@ pub async fn read_after(
         .collect()
 }
 
+/// Records that the log follower `name` (a projection, the webhook fan-out) has dealt
+/// with everything up to `at`, in the caller's transaction; with `notify`, also sends
+/// `name` on that channel (delivered at commit), in the same statement.
+pub async fn save_checkpoint(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    at: LogPoint,
+    notify: Option<&str>,
+) -> Result<(), DomainError> {
+    use diesel::sql_types::{BigInt, Nullable, Text};
+    diesel::sql_query(
+        "WITH saved AS ( \
+           INSERT INTO projection_checkpoints (projection, tx_id, position, updated_at) \
+           VALUES ($1, $2, $3, now()) \
+           ON CONFLICT (projection) DO UPDATE \
+           SET tx_id = EXCLUDED.tx_id, position = EXCLUDED.position, updated_at = now()) \
+         SELECT pg_notify($4, $1) WHERE $4::text IS NOT NULL",
+    )
+    .bind::<Text, _>(name)
+    .bind::<BigInt, _>(at.tx_id)
+    .bind::<BigInt, _>(at.position)
+    .bind::<Nullable<Text>, _>(notify)
+    .prepared()
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// True when any event lies after `after` in the projector's order, visible or not yet
 /// (its transaction still in flight would be ahead of the horizon).
 pub async fn any_after(conn: &mut AsyncPgConnection, after: LogPoint) -> Result<bool, DomainError> {

@@ -250,7 +250,7 @@ async fn fan_out_batch(
         None => {
             // First run: deliver from now on, not the whole history.
             let head = event_log::head(conn).await?;
-            save_checkpoint(conn, head).await?;
+            event_log::save_checkpoint(conn, CHECKPOINT, head, None).await?;
             return Ok(0);
         }
     };
@@ -310,23 +310,8 @@ async fn fan_out_batch(
             jobs::enqueue(conn, &jobs).await?;
         }
     }
-    save_checkpoint(conn, last).await?;
+    event_log::save_checkpoint(conn, CHECKPOINT, last, None).await?;
     Ok(events.len())
-}
-
-async fn save_checkpoint(conn: &mut AsyncPgConnection, at: LogPoint) -> Result<(), DomainError> {
-    diesel::sql_query(
-        "INSERT INTO projection_checkpoints (projection, tx_id, position, updated_at) \
-         VALUES ($1, $2, $3, now()) ON CONFLICT (projection) \
-         DO UPDATE SET tx_id = $2, position = $3, updated_at = now()",
-    )
-    .bind::<Text, _>(CHECKPOINT)
-    .bind::<BigInt, _>(at.tx_id)
-    .bind::<BigInt, _>(at.position)
-    .prepared()
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// What a delivery job must send (None when the subscriber is gone or inactive).

@@ -102,6 +102,28 @@ impl World {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Places `n` orders for `who` at once, the i-th with `lines(i)`; their results.
+    async fn race(
+        &self,
+        who: CustomerId,
+        n: usize,
+        lines: impl Fn(usize) -> Vec<OrderLineInput>,
+    ) -> Vec<Result<(), DomainError>> {
+        let ctx = CommandContext::user(who, Role::Customer);
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let (cmd, ctx, eur, lines) =
+                    (self.cmd.clone(), ctx.clone(), self.eur.clone(), lines(i));
+                tokio::spawn(async move { cmd.place_order(&ctx, who, lines, &eur).await })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(n);
+        for t in tasks {
+            results.push(t.await.unwrap_or_else(|e| panic!("{e}")).map(|_| ()));
+        }
+        results
+    }
+
     async fn order_status(&self, id: OrderId) -> String {
         let mut conn = self.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
         orders::table
@@ -367,20 +389,11 @@ async fn concurrent_orders_never_oversell() {
     let w = World::new().await;
     let a = w.product("HOT-1", 999, 50).await;
     let ann = w.customer("crowd@example.com").await;
-    let ctx = CommandContext::user(ann, Role::Customer);
-    let tasks: Vec<_> = (0..200)
-        .map(|_| {
-            let cmd = w.cmd.clone();
-            let ctx = ctx.clone();
-            let eur = w.eur.clone();
-            tokio::spawn(async move { cmd.place_order(&ctx, ann, vec![line(a, 1)], &eur).await })
-        })
-        .collect();
     let mut ok = 0;
     let mut out = 0;
-    for t in tasks {
-        match t.await.unwrap_or_else(|e| panic!("{e}")) {
-            Ok(_) => ok += 1,
+    for result in w.race(ann, 200, |_| vec![line(a, 1)]).await {
+        match result {
+            Ok(()) => ok += 1,
             Err(DomainError::OutOfStock { .. }) => out += 1,
             Err(e) => panic!("unexpected error {e}"),
         }
@@ -400,24 +413,17 @@ async fn concurrent_two_line_orders_neither_deadlock_nor_oversell_and_report_eve
     let a = w.product("PAIR-A", 100, 60).await;
     let b = w.product("PAIR-B", 100, 1000).await;
     let ann = w.customer("pairs@example.com").await;
-    let ctx = CommandContext::user(ann, Role::Customer);
-    let tasks: Vec<_> = (0..120)
-        .map(|i| {
-            let cmd = w.cmd.clone();
-            let ctx = ctx.clone();
-            let eur = w.eur.clone();
-            let lines = if i % 2 == 0 {
-                vec![line(a, 1), line(b, 2)]
-            } else {
-                vec![line(b, 2), line(a, 1)]
-            };
-            tokio::spawn(async move { cmd.place_order(&ctx, ann, lines, &eur).await })
-        })
-        .collect();
+    let lines = |i: usize| {
+        if i % 2 == 0 {
+            vec![line(a, 1), line(b, 2)]
+        } else {
+            vec![line(b, 2), line(a, 1)]
+        }
+    };
     let (mut ok, mut out) = (0, 0);
-    for t in tasks {
-        match t.await.unwrap_or_else(|e| panic!("{e}")) {
-            Ok(_) => ok += 1,
+    for result in w.race(ann, 120, lines).await {
+        match result {
+            Ok(()) => ok += 1,
             Err(DomainError::OutOfStock { sku, .. }) => {
                 assert_eq!(sku, "PAIR-A");
                 out += 1

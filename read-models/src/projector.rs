@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use till_domain::db::prepared::Reuse;
 use till_domain::db::PgPool;
@@ -332,23 +332,10 @@ async fn apply_batch(
         .unwrap_or(from);
     changes.dedup();
     if !batch.is_empty() {
-        // One statement moves the checkpoint and wakes the other processes' projectors
-        // and followers (the notification is delivered at commit).
-        diesel::sql_query(
-            "WITH saved AS ( \
-               INSERT INTO projection_checkpoints (projection, tx_id, position, updated_at) \
-               VALUES ($1, $2, $3, now()) \
-               ON CONFLICT (projection) DO UPDATE \
-               SET tx_id = EXCLUDED.tx_id, position = EXCLUDED.position, updated_at = now()) \
-             SELECT pg_notify($4, $1)",
-        )
-        .bind::<Text, _>(projection.name())
-        .bind::<BigInt, _>(checkpoint.tx_id)
-        .bind::<BigInt, _>(checkpoint.position)
-        .bind::<Text, _>(PROJECTED_CHANNEL)
-        .prepared()
-        .execute(conn)
-        .await?;
+        // Moving the checkpoint also wakes the other processes' projectors and
+        // followers (the notification is delivered at commit).
+        event_log::save_checkpoint(conn, projection.name(), checkpoint, Some(PROJECTED_CHANNEL))
+            .await?;
     }
     Ok((
         BatchOutcome {
