@@ -13,11 +13,12 @@ use diesel::sql_types::{
     Array, BigInt, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
 use diesel::{OptionalExtension, QueryableByName};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use rand::RngCore;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::db::plans;
 use crate::db::prepared::Reuse;
 use crate::db::PgPool;
 use crate::error::DomainError;
@@ -213,8 +214,10 @@ pub async fn deliveries(
 /// Fans out up to `limit` events to deliveries; returns how many events it read.
 pub async fn fan_out(pool: &PgPool, limit: i64, max_attempts: i32) -> Result<usize, DomainError> {
     let mut conn = pool.get().await?;
-    conn.transaction(async |conn| fan_out_batch(conn, limit, max_attempts).await)
-        .await
+    plans::transaction(&mut conn, async |conn| {
+        fan_out_batch(conn, limit, max_attempts).await
+    })
+    .await
 }
 
 #[derive(QueryableByName)]

@@ -107,3 +107,55 @@ async fn event_log_reads_are_right_under_generic_plans() {
             .unwrap_or_else(|e| panic!("{e}")));
     }
 }
+
+#[derive(diesel::QueryableByName)]
+struct Setting {
+    #[diesel(sql_type = Text)]
+    v: String,
+}
+
+async fn plan_cache_mode(
+    conn: &mut diesel_async::AsyncPgConnection,
+) -> Result<String, diesel::result::Error> {
+    diesel::sql_query("SELECT current_setting('plan_cache_mode') AS v")
+        .get_result::<Setting>(conn)
+        .await
+        .map(|s| s.v)
+}
+
+/// Statements in a `plans::transaction` use generic plans; the connection is back to
+/// PostgreSQL's own choice after a commit and after a rollback, and out of the
+/// transaction either way.
+#[tokio::test]
+async fn plans_transaction_is_generic_inside_and_leaves_no_trace() {
+    use till_domain::db::plans;
+
+    let db = TestDb::new().await;
+    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let inside = plans::transaction(&mut conn, async |conn| plan_cache_mode(conn).await)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(inside, "force_generic_plan");
+    assert_eq!(
+        plan_cache_mode(&mut conn).await.ok().as_deref(),
+        Some("auto")
+    );
+
+    let failed: Result<(), diesel::result::Error> = plans::transaction(&mut conn, async |conn| {
+        diesel::sql_query("SELECT 1 / 0").execute(conn).await?;
+        Ok(())
+    })
+    .await;
+    assert!(failed.is_err(), "division by zero fails the body");
+    assert_eq!(
+        plan_cache_mode(&mut conn).await.ok().as_deref(),
+        Some("auto")
+    );
+    let again = plans::transaction(&mut conn, async |conn| plan_cache_mode(conn).await)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        again, "force_generic_plan",
+        "rolled back, so a new transaction begins"
+    );
+}

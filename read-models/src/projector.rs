@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use till_domain::db::plans;
 use till_domain::db::prepared::Reuse;
 use till_domain::db::PgPool;
 use till_domain::event_log::{self, LogPoint, EVENTS_CHANNEL};
@@ -97,9 +98,10 @@ impl Projector {
         let local = self.progress.current(projection);
         let mut conn = self.pool.get().await?;
         let limit = self.settings.batch_size;
-        let (outcome, mine, batch) = conn
-            .transaction(async |conn| apply_batch(conn, projection, limit).await)
-            .await?;
+        let (outcome, mine, batch) = plans::transaction(&mut conn, async |conn| {
+            apply_batch(conn, projection, limit).await
+        })
+        .await?;
         let missed = if outcome.from > local {
             read_range(&mut conn, local, outcome.from).await?
         } else {

@@ -12,13 +12,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::customers::insert_customer;
 use super::{begin, finish, CommandContext, Commands, NewCustomer, Outcome};
+use crate::db::plans;
 use crate::db::prepared::Reuse;
 use crate::error::DomainError;
 use crate::event_log;
@@ -222,7 +223,7 @@ impl Commands {
             .run(|mut conn| {
                 let hash = hash.clone();
                 async move {
-                    conn.transaction(async |conn| {
+                    plans::transaction(&mut conn, async |conn| {
                         let row: Option<TokenRow> = refresh_tokens::table
                             .filter(refresh_tokens::token_hash.eq(&hash))
                             .select((
@@ -325,7 +326,7 @@ impl Commands {
         self.run(|mut conn| {
             let meta = meta.clone();
             async move {
-                conn.transaction(async |conn| {
+                plans::transaction(&mut conn, async |conn| {
                     begin(conn, ctx).await?;
                     let from: Option<String> = customers::table
                         .find(customer.0)
@@ -408,7 +409,7 @@ impl Commands {
                 let meta = meta.clone();
                 let input = input.clone();
                 async move {
-                    conn.transaction(async |conn| {
+                    plans::transaction(&mut conn, async |conn| {
                         let (id, _) = insert_customer(conn, &meta, &input).await?;
                         diesel::insert_into(external_identities::table)
                             .values((

@@ -2,9 +2,10 @@
 
 use chrono::Utc;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
 use super::{begin, finish, on_unique, CommandContext, Commands, Outcome};
+use crate::db::plans;
 use crate::error::DomainError;
 use crate::event_log;
 use crate::events::{DomainEvent, StockLevel};
@@ -128,7 +129,7 @@ impl Commands {
             let input = input.clone();
             let meta = meta.clone();
             async move {
-                conn.transaction(async |conn| {
+                plans::transaction(&mut conn, async |conn| {
                     begin(conn, ctx).await?;
                     if let Some(parent) = input.parent {
                         if !category_exists(conn, parent).await? {
@@ -191,7 +192,7 @@ impl Commands {
             let input = input.clone();
             let meta = meta.clone();
             async move {
-                conn.transaction(async |conn| {
+                plans::transaction(&mut conn, async |conn| {
                     begin(conn, ctx).await?;
                     if !category_exists(conn, input.category).await? {
                         return Err(DomainError::not_found("category", input.category));
@@ -285,7 +286,7 @@ impl Commands {
             let patch = patch.clone();
             let meta = meta.clone();
             async move {
-                conn.transaction(async |conn| {
+                plans::transaction(&mut conn, async |conn| {
                     begin(conn, ctx).await?;
                     let row = lock_product(conn, id).await?;
                     check_version(&row, expected_version)?;
@@ -363,7 +364,7 @@ impl Commands {
         self.run(|mut conn| {
             let meta = meta.clone();
             async move {
-                conn.transaction(async |conn| {
+                plans::transaction(&mut conn, async |conn| {
                     begin(conn, ctx).await?;
                     let row = lock_product(conn, id).await?;
                     check_version(&row, expected_version)?;

@@ -1,9 +1,10 @@
 //! Account commands.
 
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::{begin, finish, on_unique, CommandContext, Commands, Outcome};
+use crate::db::plans;
 use crate::error::DomainError;
 use crate::event_log::{self, EventMeta, LogPoint};
 use crate::events::DomainEvent;
@@ -75,7 +76,7 @@ impl Commands {
             let input = input.clone();
             let meta = meta.clone();
             async move {
-                conn.transaction(async |conn| {
+                plans::transaction(&mut conn, async |conn| {
                     begin(conn, ctx).await?;
                     let (id, at) = insert_customer(conn, &meta, &input).await?;
                     finish(conn, ctx, Outcome { value: id, at }).await

@@ -1,9 +1,10 @@
 //! Inventory commands: restock and adjust.
 
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
 use super::{begin, finish, CommandContext, Commands, Outcome};
+use crate::db::plans;
 use crate::db::prepared::Reuse;
 use crate::error::DomainError;
 use crate::event_log;
@@ -68,7 +69,7 @@ impl Commands {
             let meta = meta.clone();
             let reason = reason.clone();
             async move {
-                conn.transaction(async |conn| {
+                plans::transaction(&mut conn, async |conn| {
                     begin(conn, ctx).await?;
                     let current: Option<(i32, i32)> = inventory::table
                         .find(product.0)

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Integer, Text, Timestamptz, Uuid as SqlUuid};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{begin, finish, CommandContext, Commands, Outcome};
+use crate::db::plans;
 use crate::db::prepared::Reuse;
 use crate::error::DomainError;
 use crate::event_log;
@@ -101,7 +102,7 @@ impl Commands {
             let meta = meta.clone();
             let currency = currency.clone();
             async move {
-                conn.transaction(async |conn| {
+                plans::transaction(&mut conn, async |conn| {
                     begin(conn, ctx).await?;
                     let out = place(conn, &meta, customer, &merged, &currency).await?;
                     finish(conn, ctx, out).await
@@ -164,7 +165,7 @@ impl Commands {
         self.run(|mut conn| {
             let meta = meta.clone();
             async move {
-                conn.transaction(async |conn| {
+                plans::transaction(&mut conn, async |conn| {
                     begin(conn, ctx).await?;
                     let head = lock_order(conn, id).await?;
                     if owner_filter.is_some_and(|me| me.0 != head.customer_id) {

@@ -4,11 +4,12 @@
 //! PAYMENT_FAILED and releases it. Settling an already settled order is a no-op.
 
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use serde_json::json;
 
 use super::orders::lock_order;
 use super::{begin, finish, CommandContext, Commands, Outcome};
+use crate::db::plans;
 use crate::error::DomainError;
 use crate::event_log::{self, LogPoint};
 use crate::events::DomainEvent;
@@ -74,7 +75,7 @@ impl Commands {
             let meta = meta.clone();
             let token = token.to_owned();
             async move {
-                conn.transaction(async |conn| {
+                plans::transaction(&mut conn, async |conn| {
                     begin(conn, ctx).await?;
                     let head = lock_order(conn, id).await?;
                     if owner.is_some_and(|me| me.0 != head.customer_id) {

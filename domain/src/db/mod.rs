@@ -3,6 +3,7 @@
 
 pub mod embedded;
 pub mod listen;
+pub mod plans;
 pub mod prepared;
 #[cfg(feature = "testing")]
 pub mod testing;

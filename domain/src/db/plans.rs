@@ -1,0 +1,64 @@
+//! Transactions whose statements run on generic plans.
+//!
+//! PostgreSQL plans a kept (prepared) statement with its actual parameters ("custom
+//! plan") for its first five runs, and afterwards keeps its generic plan only when that
+//! plan's estimated cost is no higher than the custom plans' average. For an array
+//! parameter (`p.id = ANY($2)`, `unnest($1::uuid[])`) the generic estimate assumes far
+//! more elements than an order's two lines, so the generic plan never wins and the
+//! statement is planned again on every run. Under checkout load that was the case for
+//! both `placeOrder` statements and the projector's event read: planning took more time
+//! than executing (4.2 s of planning per 10 s, about a third of PostgreSQL's CPU).
+//!
+//! [`transaction`] opens the transaction with `SET LOCAL plan_cache_mode =
+//! force_generic_plan` in the same round trip as `BEGIN`, so each statement is planned
+//! once per connection. Commands and the projector use it: their statements are key
+//! lookups, keyed writes and keyset reads, whose generic plans are the custom plans
+//! (`domain/tests/prepared.rs` checks the event log reads under generic plans). The
+//! setting ends with the transaction; statements with optional filters (`$1 IS NULL OR
+//! ...`, back-office listings) never run under it.
+
+use std::future::Future;
+
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
+
+/// How [`transaction`] begins.
+pub const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
+
+/// An async closure whose future can be named, so that it can be required to be `Send`
+/// (the body of a [`transaction`]).
+pub trait Body<T, R>: AsyncFnOnce(T) -> R + FnOnce(T) -> <Self as Body<T, R>>::Fut {
+    /// The future the closure returns.
+    type Fut: Future<Output = R>;
+}
+
+impl<F, T, Fut, R> Body<T, R> for F
+where
+    F: AsyncFnOnce(T) -> R + FnOnce(T) -> Fut,
+    Fut: Future<Output = R>,
+{
+    type Fut = Fut;
+}
+
+/// Runs `body` in a transaction on generic plans: committed when it returns `Ok`,
+/// rolled back when it returns `Err` (as `AsyncConnection::transaction` does).
+pub async fn transaction<R, E, F>(conn: &mut AsyncPgConnection, body: F) -> Result<R, E>
+where
+    for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
+        + Body<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
+        + Send,
+    E: From<diesel::result::Error> + Send,
+    R: Send,
+{
+    AnsiTransactionManager::begin_transaction_sql(&mut *conn, BEGIN).await?;
+    match body(&mut *conn).await {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(&mut *conn).await?;
+            Ok(value)
+        }
+        Err(error) => match AnsiTransactionManager::rollback_transaction(&mut *conn).await {
+            // A broken manager is discarded by the pool; the body's error says more.
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
+            Err(rollback) => Err(rollback.into()),
+        },
+    }
+}
