@@ -3,7 +3,9 @@
 #   1. a bare actix-web handler returning a fixed 440-byte JSON (oha, 64 connections);
 #   2. async-graphql + actix-web answering a constant 6-field query (oha, 64 connections);
 #   3. pgbench: one product by primary key joined with category and inventory (64 clients);
-#   4. pgbench: the order-placement transaction (16 clients, synchronous commit).
+#   4. pgbench: a simplified order-placement transaction (16 clients, synchronous commit);
+#   5. pgbench: Till's own placeOrder transaction, its two statements as Till sends them
+#      (16 clients, generic plans as in Till's transactions): the "same SQL".
 # Results (oha JSON, pgbench logs, summary.md) go to target/load/reference-<time>/.
 #
 #   benches/load/reference.sh [--duration 15]
@@ -55,6 +57,9 @@ DATABASE_URL="$url" "$bin/till" migrate >/dev/null
   -f "$repo/benches/load/pgbench-select.sql" postgres > "$out/pgbench-select.txt"
 "$pgbin/pgbench" -h 127.0.0.1 -p 18303 -U postgres -n -c 16 -j 2 -T "$duration" -M prepared \
   -f "$repo/benches/load/pgbench-order.sql" postgres > "$out/pgbench-order.txt"
+PGOPTIONS="-c plan_cache_mode=force_generic_plan" \
+  "$pgbin/pgbench" -h 127.0.0.1 -p 18303 -U postgres -n -c 16 -j 2 -T "$duration" -M prepared \
+  -f "$repo/benches/load/pgbench-place-order.sql" postgres > "$out/pgbench-place-order.txt"
 stop_pg
 
 python3 "$repo/benches/load/summarize.py" "$out" | tee "$out/summary.md"

@@ -13,7 +13,8 @@ use crate::error::DomainError;
 use crate::events::{DomainEvent, StoredEvent};
 use crate::schema::events;
 
-/// The channel the projector LISTENs on; every append NOTIFYs it (delivered at commit).
+/// The channel the projectors LISTEN on; commands NOTIFY it after their events commit
+/// ([`crate::wakeups`]).
 pub const EVENTS_CHANNEL: &str = "till_events";
 
 /// A point in the log, in the projector's order: (transaction id, position).
@@ -100,7 +101,7 @@ impl<'f> Writes<'f> {
 }
 
 /// Appends events in one statement (one array per column, so any batch size fits in
-/// the bind limit) and notifies the projector; returns the point of the last one (the
+/// the bind limit); returns the point of the last one (the
 /// consistency token of the command). Positions follow the order of `batch`.
 pub async fn append(
     conn: &mut AsyncPgConnection,
@@ -137,8 +138,8 @@ pub async fn append_with(
     }
     let n = writes.binds;
     let arg = |i: usize| format!("${}", n + i);
-    // pg_notify is the projector's wake-up: delivered at commit, coalesced per
-    // transaction.
+    // No pg_notify here: a notifying transaction commits under a database-wide lock
+    // (see `wakeups`); the command layer wakes the projectors after the commit.
     let sql = format!(
         "appended AS ( \
            INSERT INTO events (event_type, event_version, stream_type, stream_id, payload, actor, correlation_id) \
@@ -147,9 +148,7 @@ pub async fn append_with(
              WITH ORDINALITY AS t(event_type, event_version, stream_type, stream_id, payload, n) \
            ORDER BY t.n \
            RETURNING tx_id, position) \
-         SELECT max(tx_id) AS tx_id, max(position) AS position, \
-           pg_notify('{EVENTS_CHANNEL}', '') IS NULL AS notified \
-         FROM appended",
+         SELECT max(tx_id) AS tx_id, max(position) AS position FROM appended",
         arg(1),
         arg(2),
         arg(3),
@@ -171,6 +170,7 @@ pub async fn append_with(
         .prepared()
         .get_result(conn)
         .await?;
+    crate::wakeups::appended();
     Ok(LogPoint {
         tx_id: point.tx_id,
         position: point.position,

@@ -16,6 +16,7 @@ pub mod passwords;
 pub mod schema;
 pub mod seed;
 pub mod types;
+pub mod wakeups;
 pub mod webhooks;
 
 pub use error::DomainError;

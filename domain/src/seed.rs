@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use diesel::sql_types::{Array, BigInt, Int2, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use uuid::Uuid;
@@ -13,6 +13,7 @@ use crate::db::PgPool;
 use crate::error::DomainError;
 use crate::event_log::{self, EventMeta};
 use crate::events::{DomainEvent, OrderLineFact, StockLevel};
+use crate::wakeups;
 
 /// Units on hand each seeded product starts with.
 pub const SEED_STOCK: i32 = 100_000;
@@ -41,8 +42,11 @@ pub struct SeededCustomer {
     pub name: String,
 }
 
-fn meta() -> EventMeta {
-    EventMeta::system("seed")
+/// Appends a chunk's events and wakes running projectors when the chunk commits.
+async fn append(conn: &mut AsyncPgConnection, events: &[DomainEvent]) -> Result<(), DomainError> {
+    event_log::append(conn, &EventMeta::system("seed"), events).await?;
+    wakeups::wake_followers(conn).await?;
+    Ok(())
 }
 
 /// Inserts categories `from..to` (slugs `seed-<tag>-<i>`); the first fifth are roots,
@@ -87,7 +91,7 @@ pub async fn categories(
         .bind::<Array<Nullable<SqlUuid>>, _>(&parents)
         .execute(conn)
         .await?;
-        event_log::append(conn, &meta(), &events).await?;
+        append(conn, &events).await?;
         Ok::<_, DomainError>(())
     })
     .await?;
@@ -174,7 +178,7 @@ pub async fn products(
         .bind::<Int4, _>(SEED_STOCK)
         .execute(conn)
         .await?;
-        event_log::append(conn, &meta(), &events).await?;
+        append(conn, &events).await?;
         Ok::<_, DomainError>(())
     })
     .await?;
@@ -218,7 +222,7 @@ pub async fn customers(
         .bind::<Array<Text>, _>(&names)
         .execute(conn)
         .await?;
-        event_log::append(conn, &meta(), &events).await?;
+        append(conn, &events).await?;
         Ok::<_, DomainError>(())
     })
     .await?;
@@ -365,7 +369,7 @@ pub async fn orders(
                 version: r.version,
             },
         }));
-        event_log::append(conn, &meta(), &all).await?;
+        append(conn, &all).await?;
         Ok::<_, DomainError>(())
     })
     .await

@@ -31,6 +31,7 @@ use crate::error::DomainError;
 use crate::event_log::{EventMeta, LogPoint};
 use crate::idempotency::{self, IdempotencyClaim};
 use crate::types::{CustomerId, Role};
+use crate::wakeups::{self, Announcer};
 
 /// Who is issuing a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,12 +141,14 @@ pub struct Outcome<T> {
 pub struct Commands {
     pool: PgPool,
     max_attempts: u32,
+    announcer: Announcer,
 }
 
 impl Commands {
     /// Commands over a pool.
     pub fn new(pool: PgPool) -> Self {
         Self {
+            announcer: Announcer::new(pool.clone()),
             pool,
             max_attempts: 4,
         }
@@ -170,10 +173,15 @@ impl Commands {
                 .get_owned()
                 .instrument(tracing::info_span!("db.acquire"))
                 .await?;
-            match attempt(conn)
-                .instrument(tracing::info_span!("db.transaction", attempt = tries))
-                .await
-            {
+            let (result, appended) = wakeups::track(
+                attempt(conn).instrument(tracing::info_span!("db.transaction", attempt = tries)),
+            )
+            .await;
+            if appended && result.is_ok() {
+                // Committed: the projectors may read the events now.
+                self.announcer.committed();
+            }
+            match result {
                 Err(e) if e.is_retryable() && tries < self.max_attempts => {
                     let base = 10u64 << tries;
                     let wait = rand::thread_rng().gen_range(0..=base);

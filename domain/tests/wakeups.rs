@@ -1,0 +1,150 @@
+//! The projectors' wake-up: sent after a command's events commit, from outside the
+//! command's transaction (a notifying transaction commits under a database-wide lock).
+
+use std::time::Duration;
+
+use till_domain::commands::{CommandContext, Commands, NewCategory};
+use till_domain::db::listen::listen;
+use till_domain::db::plans;
+use till_domain::db::testing::TestDb;
+use till_domain::event_log::{self, EventMeta, EVENTS_CHANNEL};
+use till_domain::events::DomainEvent;
+use till_domain::types::{Name, Slug};
+use till_domain::wakeups::Announcer;
+use till_domain::DomainError;
+use tokio::sync::watch;
+
+/// A LISTEN on the events channel; the receiver changes on every notification.
+struct Listener {
+    wake: watch::Receiver<u64>,
+    _stop: watch::Sender<bool>,
+}
+
+impl Listener {
+    async fn new(db: &TestDb) -> Self {
+        let (wake_tx, mut wake) = watch::channel(0u64);
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(listen(db.url.clone(), &[EVENTS_CHANNEL], wake_tx, stopped));
+        // The listener bumps the counter once LISTEN is in place.
+        tokio::time::timeout(Duration::from_secs(10), wake.wait_for(|n| *n >= 1))
+            .await
+            .unwrap_or_else(|e| panic!("LISTEN never started: {e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        wake.borrow_and_update();
+        Self { wake, _stop: stop }
+    }
+
+    /// Whether a notification arrives within `within` (marks everything seen).
+    async fn notified(&mut self, within: Duration) -> bool {
+        let got = tokio::time::timeout(within, self.wake.changed())
+            .await
+            .is_ok();
+        self.wake.borrow_and_update();
+        got
+    }
+
+    /// Waits until no notification has come for `quiet`.
+    async fn settle(&mut self, quiet: Duration) {
+        while self.notified(quiet).await {}
+    }
+}
+
+fn category(slug: &str) -> NewCategory {
+    NewCategory {
+        slug: Slug::parse(slug).unwrap_or_else(|e| panic!("{e}")),
+        name: Name::parse("name", slug).unwrap_or_else(|e| panic!("{e}")),
+        parent: None,
+    }
+}
+
+#[tokio::test]
+async fn a_command_wakes_the_projectors_once_its_events_commit() {
+    let db = TestDb::new().await;
+    let mut listener = Listener::new(&db).await;
+    let commands = Commands::new(db.pool.clone());
+    commands
+        .create_category(&CommandContext::system("test"), category("woken"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(listener.notified(Duration::from_secs(10)).await);
+}
+
+/// What keeps order transactions from committing one at a time: appending events
+/// sends no notification from the writing transaction.
+#[tokio::test]
+async fn appending_events_notifies_nobody_from_the_writing_transaction() {
+    let db = TestDb::new().await;
+    let mut listener = Listener::new(&db).await;
+    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    plans::transaction(&mut conn, async |conn| {
+        let event = DomainEvent::CategoryCreated {
+            category_id: uuid::Uuid::now_v7(),
+            slug: "quiet".into(),
+            name: "quiet".into(),
+            parent_id: None,
+        };
+        event_log::append(conn, &EventMeta::system("test"), &[event]).await?;
+        Ok::<_, DomainError>(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!listener.notified(Duration::from_millis(500)).await);
+}
+
+#[tokio::test]
+async fn commands_that_append_nothing_wake_nobody() {
+    let db = TestDb::new().await;
+    let mut listener = Listener::new(&db).await;
+    let commands = Commands::new(db.pool.clone());
+    commands
+        .purge_refresh_tokens(10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!listener.notified(Duration::from_millis(500)).await);
+}
+
+/// Commits racing with a send in flight are folded into one more send after it: a
+/// burst costs a few notifications, and none is lost after the last commit.
+#[tokio::test]
+async fn the_announcer_folds_bursts_and_loses_no_wake_up() {
+    let db = TestDb::new().await;
+    let mut listener = Listener::new(&db).await;
+    let announcer = Announcer::new(db.pool.clone());
+
+    let before = *listener.wake.borrow();
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            let a = announcer.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    a.committed();
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for t in burst {
+        t.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    listener.settle(Duration::from_millis(300)).await;
+    let sent = *listener.wake.borrow() - before;
+    assert!(sent >= 1, "the burst woke the projectors");
+    assert!(
+        sent < 100,
+        "1,000 commits folded into a few sends, not {sent}"
+    );
+
+    // Every commit is followed by a wake-up, however it meets the sending task.
+    for round in 0..50 {
+        // Nothing from the previous round may answer for this one.
+        listener.settle(Duration::from_millis(30)).await;
+        let (a, b) = (announcer.clone(), announcer.clone());
+        let racing = tokio::spawn(async move { a.committed() });
+        b.committed();
+        racing.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            listener.notified(Duration::from_secs(10)).await,
+            "round {round}: no wake-up after the last commit"
+        );
+    }
+}
