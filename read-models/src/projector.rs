@@ -31,6 +31,10 @@ pub struct ProjectorSettings {
     /// How soon to look again when committed events wait behind a transaction still
     /// in flight.
     pub horizon_retry: Duration,
+    /// Shortest time between the starts of two batches of one projection while events
+    /// keep arriving (a full batch goes on at once). Each batch is a transaction with
+    /// its own round trips; waking on every commit made batches of a few events each.
+    pub pace: Duration,
 }
 
 impl Default for ProjectorSettings {
@@ -39,6 +43,7 @@ impl Default for ProjectorSettings {
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
             horizon_retry: Duration::from_millis(5),
+            pace: Duration::from_millis(10),
         }
     }
 }
@@ -263,9 +268,17 @@ impl Projector {
                 return;
             }
             wake.borrow_and_update();
+            let started = tokio::time::Instant::now();
             let idle = match self.run_batch(projection).await {
                 Ok(out) if out.applied > 0 => {
                     failures = 0;
+                    if i64::try_from(out.applied).unwrap_or(i64::MAX) < self.settings.batch_size {
+                        // Let the next events gather; then look again whether woken or not.
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(started + self.settings.pace) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                    }
                     continue;
                 }
                 Ok(out) => {
