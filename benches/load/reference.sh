@@ -24,7 +24,9 @@ out="$repo/target/load/reference-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 chmod 777 "$out"
 
-cargo build --release -p till-benches --bins -p till-api --manifest-path "$repo/Cargo.toml"
+# Built apart: together, feature unification would rebuild the server that run.sh builds.
+cargo build --release -p till-api --manifest-path "$repo/Cargo.toml"
+cargo build --release -p till-benches --bins --manifest-path "$repo/Cargo.toml"
 bin="$repo/target/release"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }

@@ -4,7 +4,10 @@
 # driven by oha; orders by k6 (benches/load/orders.js), which varies each request:
 #   browse      product(id:), products(first: 20, category, PRICE), myOrders(first: 10)
 #               (oha)
-#   checkout    placeOrder with 2 distinct random products by random customers (k6)
+#   checkout    placeOrder with 2 distinct random products by random customers (k6), then
+#               the same at 16 connections from oha by one buyer (place-order-16: the
+#               shape of pgbench's order reference, 16 clients, one customer, and a load
+#               generator about as light as pgbench's client)
 #   flash-sale  BUYERS customers each ordering 1 unit of a product with 100 units (k6);
 #               checks the outcome (units sold = stock, no negative stock, every answer
 #               an order or OUT_OF_STOCK)
@@ -171,12 +174,26 @@ body product "{\"query\":\"query Product(\$id: ID!) { product(id: \$id) { id sku
 body products "{\"query\":\"query Browse(\$c: ID!) { products(first: 20, filter: {category: \$c}, sortBy: PRICE) { edges { node { id sku name price { amount } available } } pageInfo { hasNextPage endCursor } } }\",\"variables\":{\"c\":\"$cat_id\"}}"
 body my-orders '{"query":"query Mine { myOrders(first: 10) { edges { node { id status total { amount } lines { name quantity product { name } } } } } }"}'
 
-load() { # name token [extra oha args...]
+load() { # name token [extra oha args...]; the body is $name.body.json, or one per line of $name.lines
   local name="$1" token="$2"; shift 2
+  local body=(-D "$out/$name.body.json")
+  [[ -f "$out/$name.lines" ]] && body=(-Z "$out/$name.lines")
   oha -z "${duration}s" -c "$connections" --no-tui --output-format json -m POST -T application/json \
-    -H "authorization: Bearer $token" -D "$out/$name.body.json" "$@" "$base/graphql" > "$out/$name.json"
+    -H "authorization: Bearer $token" "${body[@]}" "$@" "$base/graphql" > "$out/$name.json"
   echo "   $name done"
 }
+# placeOrder bodies for oha: two distinct random products each, as variables.
+python3 - "$out" <<'PY'
+import json, pathlib, random, sys
+out = pathlib.Path(sys.argv[1])
+products = json.loads(out.joinpath("k6-data.json").read_text())["products"]
+query = ("mutation Place($a: ID!, $b: ID!) { placeOrder(input: {lines: "
+         "[{productId: $a, quantity: 1}, {productId: $b, quantity: 1}]}) { orderId } }")
+with out.joinpath("place-order-16.lines").open("w") as f:
+    for _ in range(20000):
+        a, b = random.sample(products, 2)
+        f.write(json.dumps({"query": query, "variables": {"a": a, "b": b}}) + "\n")
+PY
 
 run_browse() {
   echo "== browse"
@@ -188,6 +205,9 @@ run_checkout() {
   echo "== checkout"
   sample checkout
   k6run place-order checkout
+  unsample
+  sample checkout-16
+  connections=16 load place-order-16 "$buyer"
   unsample
 }
 run_mixed() {
