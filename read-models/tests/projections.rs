@@ -719,3 +719,93 @@ async fn popular_products_follow_orders_and_page_by_cursor() {
         ranked(vec![(a.0, 5), (b.0, 5), (c.0, 1), (d.0, 20), (old, 7)])
     );
 }
+
+/// The runner finds the projections at different checkpoints (one caught up alone, as
+/// after another's failure): it brings the others up to it, applies every event exactly
+/// once, and from then on applies all four in one transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_out_of_step_meet_again_and_apply_each_event_once() {
+    use till_domain::schema::projection_checkpoints;
+
+    let db = TestDb::new().await;
+    let side = read_side(&db);
+    let customer = Uuid::now_v7();
+    let append = |total: i64| {
+        let pool = db.pool.clone();
+        async move {
+            let mut conn = ok(pool.get().await);
+            let meta = EventMeta::system("step-test");
+            ok(event_log::append(&mut conn, &meta, &[fake_order(customer, total, 0)]).await);
+        }
+    };
+    // given 30 orders that only the order view has applied
+    for i in 0..30 {
+        append(100 + i).await;
+    }
+    wait_until_visible(&db).await;
+    ok(side.projector.catch_up(Projection::OrderView).await);
+
+    // when the runner runs while 30 more orders arrive
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let handles = side.projector.spawn(stop_rx);
+    for i in 30..60 {
+        append(100 + i).await;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let head = {
+        let mut conn = ok(db.pool.get().await);
+        ok(event_log::head(&mut conn).await)
+    };
+    wait_caught_up(&db, &side.reads, head).await;
+    // one more order, applied after they met again
+    append(1_000).await;
+    let head = {
+        let mut conn = ok(db.pool.get().await);
+        ok(event_log::head(&mut conn).await)
+    };
+    wait_caught_up(&db, &side.reads, head).await;
+    let _ = stop_tx.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+
+    // then every order is counted once in every view
+    let expected_sum: i64 = (100..160).sum::<i64>() + 1_000;
+    let mut conn = ok(db.pool.get().await);
+    let orders: i64 = ok(rm_order_view::table.count().get_result(&mut conn).await);
+    let (count, spend): (i64, i64) = ok(rm_customer_summary::table
+        .find(customer)
+        .select((
+            rm_customer_summary::orders_count,
+            rm_customer_summary::lifetime_spend_minor,
+        ))
+        .first(&mut conn)
+        .await);
+    let daily: i64 = ok(rm_sales_daily::table
+        .select(diesel::dsl::sql::<BigInt>(
+            "coalesce(sum(orders_count), 0)::bigint",
+        ))
+        .first(&mut conn)
+        .await);
+    let units: i64 = ok(rm_product_sales::table
+        .find(Uuid::nil())
+        .select(rm_product_sales::units)
+        .first(&mut conn)
+        .await);
+    assert_eq!(
+        (orders, count, spend, daily, units),
+        (61, 61, expected_sum, 61, 61)
+    );
+    // and the last batch moved all four checkpoints in one transaction (now() is the
+    // transaction's start: one value for all four)
+    let moved: Vec<chrono::DateTime<chrono::Utc>> = ok(projection_checkpoints::table
+        .filter(projection_checkpoints::projection.eq_any(Projection::ALL.map(Projection::name)))
+        .select(projection_checkpoints::updated_at)
+        .load(&mut conn)
+        .await);
+    assert_eq!(moved.len(), 4);
+    assert!(
+        moved.iter().all(|t| *t == moved[0]),
+        "checkpoints moved in separate transactions: {moved:?}"
+    );
+}
