@@ -88,9 +88,10 @@ async fn event_log_reads_are_right_under_generic_plans() {
     // The log shows events only once every older transaction of the cluster has ended,
     // and tests in other databases of the same cluster run alongside this one.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !event_log::any_after(&mut conn, first)
+    while event_log::read_after(&mut conn, first, 10)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
+        .is_empty()
     {
         assert!(
             std::time::Instant::now() < deadline,
@@ -170,5 +171,47 @@ async fn plans_transaction_is_generic_inside_and_leaves_no_trace() {
     assert_eq!(
         again, "force_generic_plan",
         "rolled back, so a new transaction begins"
+    );
+}
+
+/// A `plans::derived_transaction` (projections) commits without waiting for the flush;
+/// the setting ends with it.
+#[tokio::test]
+async fn derived_transactions_commit_without_waiting_for_the_flush() {
+    use till_domain::db::plans;
+
+    async fn synchronous_commit(
+        conn: &mut diesel_async::AsyncPgConnection,
+    ) -> Result<String, diesel::result::Error> {
+        diesel::sql_query("SELECT current_setting('synchronous_commit') AS v")
+            .get_result::<Setting>(conn)
+            .await
+            .map(|s| s.v)
+    }
+
+    let db = TestDb::new().await;
+    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    // (test clusters run with it off; a server's sessions have it on)
+    diesel::sql_query("SET synchronous_commit = on")
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let outside = synchronous_commit(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let inside = plans::derived_transaction(&mut conn, async |conn| {
+        Ok::<_, diesel::result::Error>((
+            synchronous_commit(conn).await?,
+            plan_cache_mode(conn).await?,
+        ))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(inside, ("off".to_owned(), "force_generic_plan".to_owned()));
+    assert_ne!(outside, "off");
+    assert_eq!(
+        synchronous_commit(&mut conn).await.ok(),
+        Some(outside),
+        "back to the session's setting"
     );
 }

@@ -112,7 +112,7 @@ impl Projector {
         let local = self.progress.current(projection);
         let mut conn = self.pool.get().await?;
         let limit = self.settings.batch_size;
-        let (outcome, mine, batch) = plans::transaction(&mut conn, async |conn| {
+        let (outcome, mine, batch) = plans::derived_transaction(&mut conn, async |conn| {
             apply_batch(conn, projection, limit, until).await
         })
         .await?;
@@ -136,7 +136,8 @@ impl Projector {
         let mut conn = self.pool.get().await?;
         let limit = self.settings.batch_size;
         let Some((outcome, mut mine, batch)) =
-            plans::transaction(&mut conn, async |conn| apply_batch_all(conn, limit).await).await?
+            plans::derived_transaction(&mut conn, async |conn| apply_batch_all(conn, limit).await)
+                .await?
         else {
             return Ok(None);
         };

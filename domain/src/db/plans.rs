@@ -24,6 +24,10 @@ use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager
 /// How [`transaction`] begins.
 pub const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
 
+/// How [`derived_transaction`] begins.
+pub const BEGIN_DERIVED: &str =
+    "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL synchronous_commit = off";
+
 /// An async closure whose future can be named, so that it can be required to be `Send`
 /// (the body of a [`transaction`]).
 pub trait Body<T, R>: AsyncFnOnce(T) -> R + FnOnce(T) -> <Self as Body<T, R>>::Fut {
@@ -49,7 +53,35 @@ where
     E: From<diesel::result::Error> + Send,
     R: Send,
 {
-    AnsiTransactionManager::begin_transaction_sql(&mut *conn, BEGIN).await?;
+    run(conn, BEGIN, body).await
+}
+
+/// [`transaction`] for writes that the event log can always derive again (projections
+/// with their checkpoints): its commit does not wait for the flush to disk. A crash of
+/// the machine may lose the last fraction of a second of them, checkpoint included,
+/// and the projector then applies those events again; nothing else is affected. The
+/// projector's commits then neither wait for the disk themselves nor hold the NOTIFY
+/// lock (see [`crate::wakeups`]) through a flush.
+pub async fn derived_transaction<R, E, F>(conn: &mut AsyncPgConnection, body: F) -> Result<R, E>
+where
+    for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
+        + Body<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
+        + Send,
+    E: From<diesel::result::Error> + Send,
+    R: Send,
+{
+    run(conn, BEGIN_DERIVED, body).await
+}
+
+async fn run<R, E, F>(conn: &mut AsyncPgConnection, begin: &str, body: F) -> Result<R, E>
+where
+    for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
+        + Body<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
+        + Send,
+    E: From<diesel::result::Error> + Send,
+    R: Send,
+{
+    AnsiTransactionManager::begin_transaction_sql(&mut *conn, begin).await?;
     match body(&mut *conn).await {
         Ok(value) => {
             AnsiTransactionManager::commit_transaction(&mut *conn).await?;
