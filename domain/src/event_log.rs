@@ -257,26 +257,16 @@ pub async fn save_checkpoint(
     at: LogPoint,
     notify: Option<&str>,
 ) -> Result<(), DomainError> {
-    save_checkpoints(conn, &[name], at, notify).await
-}
-
-/// [`save_checkpoint`] for several followers that reached the same point together.
-pub async fn save_checkpoints(
-    conn: &mut AsyncPgConnection,
-    names: &[&str],
-    at: LogPoint,
-    notify: Option<&str>,
-) -> Result<(), DomainError> {
-    use diesel::sql_types::{Array, BigInt, Nullable, Text};
+    use diesel::sql_types::{BigInt, Nullable, Text};
     diesel::sql_query(
         "WITH saved AS ( \
            INSERT INTO projection_checkpoints (projection, tx_id, position, updated_at) \
-           SELECT name, $2, $3, now() FROM unnest($1::text[]) AS name \
+           VALUES ($1, $2, $3, now()) \
            ON CONFLICT (projection) DO UPDATE \
            SET tx_id = EXCLUDED.tx_id, position = EXCLUDED.position, updated_at = now()) \
-         SELECT pg_notify($4, array_to_string($1, ',')) WHERE $4::text IS NOT NULL",
+         SELECT pg_notify($4, $1) WHERE $4::text IS NOT NULL",
     )
-    .bind::<Array<Text>, _>(names)
+    .bind::<Text, _>(name)
     .bind::<BigInt, _>(at.tx_id)
     .bind::<BigInt, _>(at.position)
     .bind::<Nullable<Text>, _>(notify)

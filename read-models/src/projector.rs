@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Text};
+use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use till_domain::db::plans;
 use till_domain::db::prepared::Reuse;
@@ -100,20 +100,11 @@ impl Projector {
     /// their changes are derived from the log, invalidated and announced.
     #[tracing::instrument(name = "projection.batch", level = "debug", skip(self), fields(projection = projection.name()))]
     pub async fn run_batch(&self, projection: Projection) -> Result<BatchOutcome, ReadError> {
-        self.run_batch_until(projection, None).await
-    }
-
-    /// [`Projector::run_batch`], applying nothing past `until`.
-    async fn run_batch_until(
-        &self,
-        projection: Projection,
-        until: Option<LogPoint>,
-    ) -> Result<BatchOutcome, ReadError> {
         let local = self.progress.current(projection);
         let mut conn = self.pool.get().await?;
         let limit = self.settings.batch_size;
         let (outcome, mine, batch) = plans::derived_transaction(&mut conn, async |conn| {
-            apply_batch(conn, projection, limit, until).await
+            apply_batch(conn, projection, limit).await
         })
         .await?;
         let missed = if outcome.from > local {
@@ -124,40 +115,6 @@ impl Projector {
         self.publish(projection, missed, mine, batch, outcome.checkpoint)
             .await;
         Ok(outcome)
-    }
-
-    /// Applies one batch to every projection in one transaction, when they all stand at
-    /// the same checkpoint (the usual case while serving); None when they do not (each
-    /// then needs [`Projector::run_batch`] until they meet again at the head of the log).
-    /// One transaction reads the events once and moves all four checkpoints, where a
-    /// batch per projection cost four transactions and four reads of the same events.
-    pub async fn run_batch_all(&self) -> Result<Option<BatchOutcome>, ReadError> {
-        let local = Projection::ALL.map(|p| self.progress.current(p));
-        let mut conn = self.pool.get().await?;
-        let limit = self.settings.batch_size;
-        let Some((outcome, mut mine, batch)) =
-            plans::derived_transaction(&mut conn, async |conn| apply_batch_all(conn, limit).await)
-                .await?
-        else {
-            return Ok(None);
-        };
-        for (i, projection) in Projection::ALL.into_iter().enumerate() {
-            let missed = if outcome.from > local[i] {
-                read_range(&mut conn, local[i], outcome.from).await?
-            } else {
-                Some(Vec::new())
-            };
-            let changes = std::mem::take(&mut mine[i]);
-            self.publish(
-                projection,
-                missed,
-                changes,
-                batch.clone(),
-                outcome.checkpoint,
-            )
-            .await;
-        }
-        Ok(Some(outcome))
     }
 
     /// For a process that applies nothing itself (`--projector false`): catch up with
@@ -280,8 +237,8 @@ impl Projector {
         Ok(())
     }
 
-    /// Starts the listener and the runner of every projection; they stop when
-    /// `shutdown` turns true.
+    /// Starts the listener and one runner per projection; they stop when `shutdown`
+    /// turns true.
     pub fn spawn(&self, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
         let (wake_tx, wake_rx) = watch::channel(0u64);
         let mut handles = vec![tokio::spawn(till_domain::db::listen::listen(
@@ -290,14 +247,21 @@ impl Projector {
             wake_tx,
             shutdown.clone(),
         ))];
-        let this = self.clone();
-        handles.push(tokio::spawn(
-            async move { this.run(wake_rx, shutdown).await },
-        ));
+        for p in Projection::ALL {
+            let this = self.clone();
+            let wake = wake_rx.clone();
+            let stop = shutdown.clone();
+            handles.push(tokio::spawn(async move { this.run(p, wake, stop).await }));
+        }
         handles
     }
 
-    async fn run(&self, mut wake: watch::Receiver<u64>, mut shutdown: watch::Receiver<bool>) {
+    async fn run(
+        &self,
+        projection: Projection,
+        mut wake: watch::Receiver<u64>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut failures: u32 = 0;
         loop {
             if *shutdown.borrow() {
@@ -305,10 +269,10 @@ impl Projector {
             }
             wake.borrow_and_update();
             let started = tokio::time::Instant::now();
-            let idle = match self.step().await {
-                Ok(Step::Applied(n)) => {
+            let idle = match self.run_batch(projection).await {
+                Ok(out) if out.applied > 0 => {
                     failures = 0;
-                    if i64::try_from(n).unwrap_or(i64::MAX) < self.settings.batch_size {
+                    if i64::try_from(out.applied).unwrap_or(i64::MAX) < self.settings.batch_size {
                         // Let the next events gather; then look again whether woken or not.
                         tokio::select! {
                             _ = tokio::time::sleep_until(started + self.settings.pace) => {}
@@ -317,9 +281,9 @@ impl Projector {
                     }
                     continue;
                 }
-                Ok(Step::Idle(checkpoint)) => {
+                Ok(out) => {
                     failures = 0;
-                    match self.waiting_behind_horizon(checkpoint).await {
+                    match self.waiting_behind_horizon(out.checkpoint).await {
                         Ok(true) => self.settings.horizon_retry,
                         _ => self.settings.poll_interval,
                     }
@@ -327,7 +291,7 @@ impl Projector {
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     let backoff = Duration::from_millis(100u64 << failures.min(4));
-                    tracing::warn!(error = %e, ?backoff, "projection batch failed");
+                    tracing::warn!(projection = projection.name(), error = %e, ?backoff, "projection batch failed");
                     backoff
                 }
             };
@@ -336,50 +300,6 @@ impl Projector {
                 _ = shutdown.changed() => {}
                 _ = tokio::time::sleep(idle) => {}
             }
-        }
-    }
-
-    /// One round of the runner: one batch for all projections together when they stand
-    /// at the same checkpoint, else (after a failure, or while one catches up) one batch
-    /// for each on its own, so a projection that fails holds back no other.
-    async fn step(&self) -> Result<Step, ReadError> {
-        match self.run_batch_all().await {
-            Ok(Some(out)) if out.applied > 0 => return Ok(Step::Applied(out.applied)),
-            Ok(Some(out)) => return Ok(Step::Idle(out.checkpoint)),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "batch of all projections failed; applying each alone");
-            }
-        }
-        // Bring the ones behind up to the one ahead (as far as this process knows), so
-        // that under a steady flow of events they meet again; when none is known to be
-        // behind, each takes a batch of its own.
-        let known = Projection::ALL.map(|p| self.progress.current(p));
-        let ahead = known.iter().copied().max().unwrap_or_default();
-        let behind = known.iter().any(|&at| at < ahead);
-        let mut applied = 0;
-        let mut lowest: Option<LogPoint> = None;
-        let mut failed = None;
-        for (i, p) in Projection::ALL.into_iter().enumerate() {
-            if behind && known[i] >= ahead {
-                continue;
-            }
-            match self.run_batch_until(p, behind.then_some(ahead)).await {
-                Ok(out) => {
-                    applied += out.applied;
-                    lowest = Some(lowest.map_or(out.checkpoint, |l| l.min(out.checkpoint)));
-                }
-                Err(e) => {
-                    tracing::warn!(projection = p.name(), error = %e, "projection batch failed");
-                    failed = Some(e);
-                }
-            }
-        }
-        match (applied, failed, lowest) {
-            (n, _, _) if n > 0 => Ok(Step::Applied(n)),
-            (_, Some(e), _) => Err(e),
-            (_, None, Some(at)) => Ok(Step::Idle(at)),
-            (_, None, None) => Ok(Step::Idle(LogPoint::default())),
         }
     }
 
@@ -395,7 +315,6 @@ async fn apply_batch(
     conn: &mut AsyncPgConnection,
     projection: Projection,
     limit: i64,
-    until: Option<LogPoint>,
 ) -> Result<(BatchOutcome, Vec<Change>, Vec<StoredEvent>), ReadError> {
     // One applier per projection at a time, across every process: a transaction-scoped
     // advisory lock (taken before any write, so it does not hold back the horizon).
@@ -416,15 +335,7 @@ async fn apply_batch(
     let from = current
         .map(|(tx_id, position)| LogPoint { tx_id, position })
         .unwrap_or_default();
-    let mut batch = event_log::read_after(conn, from, limit).await?;
-    if let Some(until) = until {
-        batch.retain(|e| {
-            LogPoint {
-                tx_id: e.tx_id,
-                position: e.position,
-            } <= until
-        });
-    }
+    let batch = event_log::read_after(conn, from, limit).await?;
     let mut changes = Vec::new();
     projection.apply_batch(conn, &batch, &mut changes).await?;
     let checkpoint = batch
@@ -450,78 +361,6 @@ async fn apply_batch(
         changes,
         batch,
     ))
-}
-
-/// What a round of the runner did.
-enum Step {
-    /// Applied this many events (to one projection or to all).
-    Applied(usize),
-    /// Nothing to apply past this checkpoint.
-    Idle(LogPoint),
-}
-
-/// [`apply_batch`] for every projection at once, when all stand at one checkpoint.
-async fn apply_batch_all(
-    conn: &mut AsyncPgConnection,
-    limit: i64,
-) -> Result<Option<(BatchOutcome, Vec<Vec<Change>>, Vec<StoredEvent>)>, ReadError> {
-    let names = Projection::ALL.map(Projection::name);
-    // The same locks as `apply_batch`, taken in one order (the array's) everywhere.
-    diesel::sql_query(
-        "SELECT pg_advisory_xact_lock(hashtext('till.projection.' || p)) \
-         FROM unnest($1::text[]) AS p",
-    )
-    .bind::<Array<Text>, _>(&names[..])
-    .prepared()
-    .execute(conn)
-    .await?;
-    let stored: Vec<(String, i64, i64)> = projection_checkpoints::table
-        .filter(projection_checkpoints::projection.eq_any(&names[..]))
-        .select((
-            projection_checkpoints::projection,
-            projection_checkpoints::tx_id,
-            projection_checkpoints::position,
-        ))
-        .load(conn)
-        .await?;
-    let at = |name: &str| {
-        stored
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .map(|&(_, tx_id, position)| LogPoint { tx_id, position })
-            .unwrap_or_default()
-    };
-    let from = at(names[0]);
-    if names.iter().any(|n| at(n) != from) {
-        return Ok(None);
-    }
-    let batch = event_log::read_after(conn, from, limit).await?;
-    let mut changes = Vec::with_capacity(names.len());
-    for projection in Projection::ALL {
-        let mut mine = Vec::new();
-        projection.apply_batch(conn, &batch, &mut mine).await?;
-        mine.dedup();
-        changes.push(mine);
-    }
-    let checkpoint = batch
-        .last()
-        .map(|e| LogPoint {
-            tx_id: e.tx_id,
-            position: e.position,
-        })
-        .unwrap_or(from);
-    if !batch.is_empty() {
-        event_log::save_checkpoints(conn, &names, checkpoint, Some(PROJECTED_CHANNEL)).await?;
-    }
-    Ok(Some((
-        BatchOutcome {
-            applied: batch.len(),
-            from,
-            checkpoint,
-        },
-        changes,
-        batch,
-    )))
 }
 
 /// The events in (`from`, `to`], or None when there are more than
