@@ -128,13 +128,22 @@ struct Setting {
     v: String,
 }
 
-async fn plan_cache_mode(
+/// The session's current value of setting `name`.
+async fn setting(
     conn: &mut diesel_async::AsyncPgConnection,
+    name: &str,
 ) -> Result<String, diesel::result::Error> {
-    diesel::sql_query("SELECT current_setting('plan_cache_mode') AS v")
+    diesel::sql_query("SELECT current_setting($1) AS v")
+        .bind::<Text, _>(name)
         .get_result::<Setting>(conn)
         .await
         .map(|s| s.v)
+}
+
+async fn plan_cache_mode(
+    conn: &mut diesel_async::AsyncPgConnection,
+) -> Result<String, diesel::result::Error> {
+    setting(conn, "plan_cache_mode").await
 }
 
 /// Statements in a `plans::transaction` use generic plans; the connection is back to
@@ -183,10 +192,7 @@ async fn derived_transactions_commit_without_waiting_for_the_flush() {
     async fn synchronous_commit(
         conn: &mut diesel_async::AsyncPgConnection,
     ) -> Result<String, diesel::result::Error> {
-        diesel::sql_query("SELECT current_setting('synchronous_commit') AS v")
-            .get_result::<Setting>(conn)
-            .await
-            .map(|s| s.v)
+        setting(conn, "synchronous_commit").await
     }
 
     let db = TestDb::new().await;

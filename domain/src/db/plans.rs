@@ -43,15 +43,28 @@ where
     type Fut = Fut;
 }
 
+/// The body of a transaction: an async closure over the connection whose future is
+/// `Send`.
+pub trait TxBody<R, E>:
+    for<'r> AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
+    + for<'r> Body<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
+    + Send
+{
+}
+
+impl<F, R, E> TxBody<R, E> for F where
+    F: for<'r> AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
+        + for<'r> Body<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
+        + Send
+{
+}
+
 /// Runs `body` in a transaction on generic plans: committed when it returns `Ok`,
 /// rolled back when it returns `Err` (as `AsyncConnection::transaction` does).
-pub async fn transaction<R, E, F>(conn: &mut AsyncPgConnection, body: F) -> Result<R, E>
+pub async fn transaction<R: Send, E, F>(conn: &mut AsyncPgConnection, body: F) -> Result<R, E>
 where
-    for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
-        + Body<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
-        + Send,
+    F: TxBody<R, E>,
     E: From<diesel::result::Error> + Send,
-    R: Send,
 {
     run(conn, BEGIN, body).await
 }
@@ -62,24 +75,21 @@ where
 /// and the projector then applies those events again; nothing else is affected. The
 /// projector's commits then neither wait for the disk themselves nor hold the NOTIFY
 /// lock (see [`crate::wakeups`]) through a flush.
-pub async fn derived_transaction<R, E, F>(conn: &mut AsyncPgConnection, body: F) -> Result<R, E>
+pub async fn derived_transaction<R: Send, E, F>(
+    conn: &mut AsyncPgConnection,
+    body: F,
+) -> Result<R, E>
 where
-    for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
-        + Body<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
-        + Send,
+    F: TxBody<R, E>,
     E: From<diesel::result::Error> + Send,
-    R: Send,
 {
     run(conn, BEGIN_DERIVED, body).await
 }
 
-async fn run<R, E, F>(conn: &mut AsyncPgConnection, begin: &str, body: F) -> Result<R, E>
+async fn run<R: Send, E, F>(conn: &mut AsyncPgConnection, begin: &str, body: F) -> Result<R, E>
 where
-    for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> Result<R, E>
-        + Body<&'r mut AsyncPgConnection, Result<R, E>, Fut: Send>
-        + Send,
+    F: TxBody<R, E>,
     E: From<diesel::result::Error> + Send,
-    R: Send,
 {
     AnsiTransactionManager::begin_transaction_sql(&mut *conn, begin).await?;
     match body(&mut *conn).await {
