@@ -57,10 +57,14 @@ DATABASE_URL="$url" "$bin/till" migrate >/dev/null
 "$pgbin/psql" -q -h 127.0.0.1 -p 18303 -U postgres -f "$repo/benches/load/reference.sql"
 "$pgbin/pgbench" -h 127.0.0.1 -p 18303 -U postgres -n -c 64 -j 2 -T "$duration" -M prepared \
   -f "$repo/benches/load/pgbench-select.sql" postgres > "$out/pgbench-select.txt"
+# The order references log every transaction's latency (pgbench-<name>.log.*), so the
+# summary can give their p50/p95/p99 beside Till's.
 "$pgbin/pgbench" -h 127.0.0.1 -p 18303 -U postgres -n -c 16 -j 2 -T "$duration" -M prepared \
+  --log --log-prefix="$out/pgbench-order.log" \
   -f "$repo/benches/load/pgbench-order.sql" postgres > "$out/pgbench-order.txt"
 PGOPTIONS="-c plan_cache_mode=force_generic_plan" \
   "$pgbin/pgbench" -h 127.0.0.1 -p 18303 -U postgres -n -c 16 -j 2 -T "$duration" -M prepared \
+  --log --log-prefix="$out/pgbench-place-order.log" \
   -f "$repo/benches/load/pgbench-place-order.sql" postgres > "$out/pgbench-place-order.txt"
 stop_pg
 

@@ -46,7 +46,12 @@ for f in sorted(run.glob("pgbench-*.txt")):
     tps = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", text)
     lat = re.search(r"latency average = ([0-9.]+) ms", text)
     failed = re.search(r"number of failed transactions: (\d+)", text)
-    rows.append((f.stem, f"{float(tps.group(1)):,.0f} tps" if tps else "?", f"avg {lat.group(1)}" if lat else "", "", "",
+    # Per-transaction logs (pgbench --log): the third column is the latency in us.
+    latencies = sorted(int(line.split()[2]) / 1000 for log in run.glob(f"{f.stem}.log.*")
+                       for line in log.read_text().splitlines() if len(line.split()) > 2)
+    q = lambda p: f"{latencies[min(len(latencies) - 1, int(p * len(latencies)))]:.2f}" if latencies else ""
+    rows.append((f.stem, f"{float(tps.group(1)):,.0f} tps" if tps else "?",
+                 q(0.5) or (f"avg {lat.group(1)}" if lat else ""), q(0.95), q(0.99),
                  f"failed: {failed.group(1)}" if failed else ""))
 
 print("| run | req/s | p50 ms | p95 ms | p99 ms | statuses / outcomes |")
