@@ -235,3 +235,57 @@ async fn back_office_mutations_round_trip() {
         .await;
     assert_eq!(body["data"]["product"], serde_json::Value::Null, "{body}");
 }
+
+/// An order's lines resolve their products from the cache when it has them and through
+/// the batched loader when not; one response mixes both and both are right.
+#[tokio::test]
+async fn order_lines_resolve_cached_and_uncached_products_alike() {
+    let app = spawn_app().await;
+    let cached = app.product("LINE-CACHED", 500, 10).await;
+    let cold = app.product("LINE-COLD", 700, 10).await;
+    let (_, token) = app.customer("lines@example.com").await;
+    let (status, body) = app
+        .gql(
+            Some(&token),
+            "mutation($a: ID!, $b: ID!) { placeOrder(input: {lines: [{productId: $a, quantity: 1}, {productId: $b, quantity: 2}]}) { consistencyToken } }",
+            json!({ "a": cached, "b": cold }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ct = body["data"]["placeOrder"]["consistencyToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {body}"))
+        .to_owned();
+    // one of the two products is read (and so cached) first
+    let (status, body) = app
+        .gql_with(
+            Some(&token),
+            "query($id: ID!) { product(id: $id) { sku } }",
+            json!({ "id": cached }),
+            &[("x-consistency-token", &ct)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, body) = app
+        .gql_with(
+            Some(&token),
+            "{ myOrders(first: 1) { edges { node { lines { sku product { sku available } } } } } }",
+            json!({}),
+            &[("x-consistency-token", &ct)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut lines = body["data"]["myOrders"]["edges"][0]["node"]["lines"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no lines: {body}"));
+    lines.sort_by_key(|l| l["sku"].as_str().map(str::to_owned));
+    assert_eq!(
+        lines,
+        vec![
+            json!({ "sku": "LINE-CACHED", "product": { "sku": "LINE-CACHED", "available": 9 } }),
+            json!({ "sku": "LINE-COLD", "product": { "sku": "LINE-COLD", "available": 8 } }),
+        ]
+    );
+}

@@ -110,6 +110,16 @@ impl ReadModels {
         }
     }
 
+    /// A product view if it is in the cache, without reading the database (so that
+    /// lists whose items are all cached need no batched load).
+    pub async fn cached_product(&self, id: Uuid) -> Option<Arc<ProductView>> {
+        let hit = self.cache.products.get(&id).await;
+        if hit.is_some() {
+            self.cache.hit(CacheKind::Products);
+        }
+        hit
+    }
+
     /// Several products by id in one query (for batched lookups), cache first.
     pub async fn products_by_ids(
         &self,

@@ -9,7 +9,7 @@ use till_read_models::views::{OrderLineView, OrderView};
 use super::catalog::Product;
 use super::money::Money;
 use crate::graphql::ids::{self, Kind};
-use crate::graphql::{loaders::ProductLoader, principal};
+use crate::graphql::{loaders::ProductLoader, principal, state};
 
 /// Lifecycle of an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -127,6 +127,11 @@ pub struct OrderLine {
 impl OrderLine {
     /// The product as it is now (null if it no longer exists in the catalog view).
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
+        // Cached products resolve at once; the loader batches the others into one query
+        // (it waits a moment to gather keys and runs the batch on a task of its own).
+        if let Some(p) = state(ctx)?.reads.cached_product(self.line.product_id).await {
+            return Ok(Some(Product(p)));
+        }
         let loader = ctx.data::<async_graphql::dataloader::DataLoader<ProductLoader>>()?;
         Ok(loader.load_one(self.line.product_id).await?.map(Product))
     }
