@@ -260,7 +260,7 @@ impl Application {
             workers.extend(projector.spawn_follower(stop_rx.clone()));
         }
         workers.push(tokio::spawn(housekeeping(
-            pool.clone(),
+            commands.clone(),
             stop_workers.subscribe(),
         )));
         workers.push(tokio::spawn(cache_housekeeping(
@@ -379,7 +379,7 @@ impl Application {
             };
             workers.extend(
                 crate::jobs::start(
-                    data.pool.clone(),
+                    commands.clone(),
                     database.url.clone(),
                     &cfg.jobs,
                     provider,
@@ -541,9 +541,11 @@ async fn cache_housekeeping(cache: ReadCache, mut stop: watch::Receiver<bool>) {
 
 /// Housekeeping every 5 minutes: expired idempotency keys and refresh tokens are
 /// deleted in bounded chunks (safe on several replicas at once).
-pub(crate) async fn housekeeping(pool: PgPool, mut stop: watch::Receiver<bool>) {
+/// Takes the process's `commands` (one per process: each holds the connection that
+/// wakes the projectors).
+pub(crate) async fn housekeeping(commands: Commands, mut stop: watch::Receiver<bool>) {
     const CHUNK: usize = 10_000;
-    let commands = Commands::new(pool.clone());
+    let pool = commands.pool().clone();
     loop {
         loop {
             match till_domain::idempotency::purge_expired(&pool, CHUNK as i64).await {

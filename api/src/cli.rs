@@ -430,14 +430,17 @@ async fn worker(
     let admin_task = tokio::spawn(admin);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = projector.spawn(stop_rx.clone());
+    // One set of commands for the process: each holds the connection that wakes the
+    // projectors after its commits.
+    let commands = till_domain::commands::Commands::new(pool.clone());
     tasks.push(tokio::spawn(crate::app::housekeeping(
-        pool.clone(),
+        commands.clone(),
         stop_rx.clone(),
     )));
     if jobs.jobs {
         let provider = jobs.payment_provider_url.clone();
         tasks.extend(
-            crate::jobs::start(pool, database.url.clone(), &jobs, provider, stop_rx)
+            crate::jobs::start(commands, database.url.clone(), &jobs, provider, stop_rx)
                 .map_err(CliError::Failed)?,
         );
     }

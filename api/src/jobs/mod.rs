@@ -48,13 +48,13 @@ impl JobError {
 /// `provider_url` is where payments are captured; without one the payments queue is
 /// not served here.
 pub fn start(
-    pool: PgPool,
+    commands: till_domain::commands::Commands,
     database_url: String,
     cfg: &crate::config::JobsConfig,
     provider_url: Option<String>,
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
-    let commands = till_domain::commands::Commands::new(pool.clone());
+    let pool = commands.pool().clone();
     let mut workers = Vec::new();
     match provider_url {
         Some(url) => {
