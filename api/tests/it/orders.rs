@@ -17,18 +17,15 @@ async fn an_order_placed_over_http_is_readable_with_its_consistency_token() {
         .gql(Some(&token), PLACE, json!({ "p": product, "q": 3 }))
         .await;
     assert_eq!(status, 200, "{body}");
-    let ct = body["data"]["placeOrder"]["consistencyToken"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token: {body}"))
-        .to_owned();
+    let ct = consistency_token(&body, "placeOrder");
 
     let started = std::time::Instant::now();
     let (status, body) = app
-        .gql_with(
+        .gql_after(
             Some(&token),
+            &ct,
             "{ myOrders(first: 5) { edges { node { status total { amountMinor } lines { sku quantity product { available } } } } } }",
             json!({}),
-            &[("x-consistency-token", &ct)],
         )
         .await;
     println!("read-your-writes query answered in {:?}", started.elapsed());
@@ -252,27 +249,24 @@ async fn order_lines_resolve_cached_and_uncached_products_alike() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let ct = body["data"]["placeOrder"]["consistencyToken"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token: {body}"))
-        .to_owned();
+    let ct = consistency_token(&body, "placeOrder");
     // one of the two products is read (and so cached) first
     let (status, body) = app
-        .gql_with(
+        .gql_after(
             Some(&token),
+            &ct,
             "query($id: ID!) { product(id: $id) { sku } }",
             json!({ "id": cached }),
-            &[("x-consistency-token", &ct)],
         )
         .await;
     assert_eq!(status, 200, "{body}");
 
     let (status, body) = app
-        .gql_with(
+        .gql_after(
             Some(&token),
+            &ct,
             "{ myOrders(first: 1) { edges { node { lines { sku product { sku available } } } } } }",
             json!({}),
-            &[("x-consistency-token", &ct)],
         )
         .await;
     assert_eq!(status, 200, "{body}");

@@ -255,6 +255,18 @@ impl TestApp {
         self.gql_with(token, query, variables, &[]).await
     }
 
+    /// A request that waits until the read models reflect consistency token `ct`.
+    pub async fn gql_after(
+        &self,
+        token: Option<&str>,
+        ct: &str,
+        query: &str,
+        variables: Value,
+    ) -> (u16, Value) {
+        self.gql_with(token, query, variables, &[("x-consistency-token", ct)])
+            .await
+    }
+
     pub async fn gql_with(
         &self,
         token: Option<&str>,
@@ -281,6 +293,14 @@ impl TestApp {
 }
 
 /// The first error's `extensions.code`.
+/// The consistency token mutation `field` answered with.
+pub fn consistency_token(body: &Value, field: &str) -> String {
+    body["data"][field]["consistencyToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no consistency token: {body}"))
+        .to_owned()
+}
+
 pub fn code(body: &Value) -> Option<&str> {
     body["errors"][0]["extensions"]["code"].as_str()
 }
