@@ -98,6 +98,7 @@ diesel::table! {
         tx_id -> Int8,
         position -> Int8,
         updated_at -> Timestamptz,
+        generation -> Int8,
     }
 }
 

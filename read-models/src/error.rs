@@ -15,6 +15,12 @@ pub enum ReadError {
     /// The read models did not reach the requested point in time.
     #[error("the read models did not catch up within {0:?}")]
     NotCaughtUp(std::time::Duration),
+    /// The request conflicts with work in progress (a rebuild already running).
+    #[error("{0}")]
+    Conflict(String),
+    /// Stopped before it finished (shutdown or Ctrl-C); nothing was changed.
+    #[error("stopped before it finished")]
+    Interrupted,
     /// Unexpected data or a bug; details are for the logs only.
     #[error("internal error: {0}")]
     Internal(String),

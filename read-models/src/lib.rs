@@ -11,6 +11,7 @@ pub mod progress;
 pub mod projections;
 pub mod projector;
 pub mod queries;
+pub mod rebuild;
 pub mod schema;
 pub mod views;
 
@@ -20,3 +21,4 @@ pub use progress::Progress;
 pub use projections::{changes_of, Applied, Change, Projection};
 pub use projector::{Projector, ProjectorSettings};
 pub use queries::ReadModels;
+pub use rebuild::{Rebuild, RebuildProgress, RebuildSettings, RebuildState, RebuildStatus};

@@ -20,6 +20,9 @@ use crate::projections::{Applied, Projection};
 pub struct Progress {
     points: HashMap<Projection, watch::Sender<LogPoint>>,
     feed: broadcast::Sender<Arc<Applied>>,
+    /// The `generation` of each projection's tables last seen (a rebuild swaps in new
+    /// tables and bumps it).
+    generations: std::sync::Mutex<HashMap<Projection, i64>>,
 }
 
 impl Default for Progress {
@@ -37,7 +40,20 @@ impl Progress {
                 .map(|p| (p, watch::Sender::new(LogPoint::default())))
                 .collect(),
             feed: broadcast::channel(1024).0,
+            generations: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records the generation of `projection`'s tables; true when a different one was
+    /// seen before (the tables were swapped for rebuilt ones: cached rows are stale).
+    pub fn saw_generation(&self, projection: Projection, generation: i64) -> bool {
+        let mut known = self
+            .generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        known
+            .insert(projection, generation)
+            .is_some_and(|before| before != generation)
     }
 
     /// Events as projections apply them (after the read model and the cache reflect

@@ -57,6 +57,8 @@ pub struct BatchOutcome {
     pub from: LogPoint,
     /// The checkpoint after the batch.
     pub checkpoint: LogPoint,
+    /// The generation of the projection's tables (see `rebuild`).
+    pub generation: i64,
 }
 
 /// Most events a process reads to learn what other processes applied; past this it
@@ -112,8 +114,15 @@ impl Projector {
         } else {
             Some(Vec::new())
         };
-        self.publish(projection, missed, mine, batch, outcome.checkpoint)
-            .await;
+        self.publish(
+            projection,
+            outcome.generation,
+            missed,
+            mine,
+            batch,
+            outcome.checkpoint,
+        )
+        .await;
         Ok(outcome)
     }
 
@@ -122,23 +131,33 @@ impl Projector {
     pub async fn observe(&self, projection: Projection) -> Result<LogPoint, ReadError> {
         let local = self.progress.current(projection);
         let mut conn = self.pool.get().await?;
-        let stored: Option<(i64, i64)> = projection_checkpoints::table
+        let stored: Option<(i64, i64, i64)> = projection_checkpoints::table
             .find(projection.name())
             .select((
                 projection_checkpoints::tx_id,
                 projection_checkpoints::position,
+                projection_checkpoints::generation,
             ))
             .first(&mut conn)
             .await
             .optional()?;
-        let Some((tx_id, position)) = stored else {
+        let Some((tx_id, position, generation)) = stored else {
             return Ok(local);
         };
         let stored = LogPoint { tx_id, position };
         if stored > local {
             let missed = read_range(&mut conn, local, stored).await?;
-            self.publish(projection, missed, Vec::new(), Vec::new(), stored)
-                .await;
+            self.publish(
+                projection,
+                generation,
+                missed,
+                Vec::new(),
+                Vec::new(),
+                stored,
+            )
+            .await;
+        } else if self.progress.saw_generation(projection, generation) {
+            self.swapped(projection);
         }
         Ok(stored)
     }
@@ -148,11 +167,15 @@ impl Projector {
     async fn publish(
         &self,
         projection: Projection,
+        generation: i64,
         missed: Option<Vec<StoredEvent>>,
         mine: Vec<Change>,
         batch: Vec<StoredEvent>,
         checkpoint: LogPoint,
     ) {
+        if self.progress.saw_generation(projection, generation) {
+            self.swapped(projection);
+        }
         let mut events = match missed {
             Some(events) => {
                 let mut changes = changes_of(projection, &events);
@@ -173,6 +196,16 @@ impl Projector {
         self.progress.advance(projection, checkpoint);
         events.extend(batch);
         self.progress.publish(Applied { projection, events });
+    }
+
+    /// A rebuild swapped `projection`'s tables for new ones: nothing cached from the old
+    /// ones can be trusted (the rebuild may have corrected them).
+    fn swapped(&self, projection: Projection) {
+        tracing::info!(
+            projection = projection.name(),
+            "rebuilt tables swapped in: dropping the whole cache"
+        );
+        self.cache.invalidate_everything();
     }
 
     /// Follows the checkpoints other processes write (LISTEN plus a 1 s poll), for a
@@ -323,17 +356,18 @@ async fn apply_batch(
         .prepared()
         .execute(conn)
         .await?;
-    let current: Option<(i64, i64)> = projection_checkpoints::table
+    let current: Option<(i64, i64, i64)> = projection_checkpoints::table
         .find(projection.name())
         .select((
             projection_checkpoints::tx_id,
             projection_checkpoints::position,
+            projection_checkpoints::generation,
         ))
         .first(conn)
         .await
         .optional()?;
-    let from = current
-        .map(|(tx_id, position)| LogPoint { tx_id, position })
+    let (from, generation) = current
+        .map(|(tx_id, position, generation)| (LogPoint { tx_id, position }, generation))
         .unwrap_or_default();
     let batch = event_log::read_after(conn, from, limit).await?;
     let mut changes = Vec::new();
@@ -357,6 +391,7 @@ async fn apply_batch(
             applied: batch.len(),
             from,
             checkpoint,
+            generation,
         },
         changes,
         batch,

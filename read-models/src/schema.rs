@@ -92,3 +92,18 @@ diesel::table! {
 
 diesel::joinable!(rm_product_popularity -> rm_product_view (product_id));
 diesel::allow_tables_to_appear_in_same_query!(rm_product_view, rm_product_popularity);
+
+diesel::table! {
+    /// The last rebuild of each projection (see `rebuild`).
+    projection_rebuilds (projection) {
+        projection -> Text,
+        state -> Text,
+        phase -> Text,
+        events_total -> Int8,
+        events_applied -> Int8,
+        started_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+        error -> Nullable<Text>,
+    }
+}

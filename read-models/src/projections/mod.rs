@@ -130,6 +130,16 @@ impl Projection {
         Projection::Sales,
     ];
 
+    /// Its tables (rebuilt and swapped together).
+    pub fn tables(self) -> &'static [&'static str] {
+        match self {
+            Self::ProductView => &["rm_categories", "rm_product_view", "rm_product_popularity"],
+            Self::OrderView => &["rm_order_view"],
+            Self::CustomerSummary => &["rm_customer_summary"],
+            Self::Sales => &["rm_sales_daily", "rm_product_sales"],
+        }
+    }
+
     /// The checkpoint name.
     pub fn name(self) -> &'static str {
         match self {

@@ -1,0 +1,2 @@
+ALTER TABLE projection_checkpoints DROP COLUMN generation;
+DROP TABLE projection_rebuilds;
