@@ -359,7 +359,7 @@ impl Rebuild {
                     );
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         };
         applied += tail;
