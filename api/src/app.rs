@@ -143,6 +143,7 @@ pub struct Application {
     data: Arc<AppData>,
     stop_workers: watch::Sender<bool>,
     workers: Vec<tokio::task::JoinHandle<()>>,
+    rebuilds: crate::rebuilds::Rebuilds,
     shutdown_timeout: Duration,
     shutdown_delay: Duration,
     admin_server: Option<actix_web::dev::Server>,
@@ -271,6 +272,8 @@ impl Application {
             progress.feed(),
             stop_workers.subscribe(),
         )));
+        let rebuilds =
+            crate::rebuilds::Rebuilds::new(database.url.clone(), stop_workers.subscribe());
         let api = Arc::new(ApiState {
             commands: commands.clone(),
             reads,
@@ -281,6 +284,7 @@ impl Application {
             access_token_ttl: Duration::from_secs(cfg.access_token_ttl_s.max(1)),
             refresh_token_ttl: Duration::from_secs(cfg.refresh_token_ttl_h.max(1) * 3600),
             payment_max_attempts: cfg.jobs.payment_max_attempts.max(1),
+            rebuilds: rebuilds.clone(),
         });
         let oidc = match oidc_settings {
             Some(settings) => {
@@ -433,6 +437,7 @@ impl Application {
             data,
             stop_workers,
             workers,
+            rebuilds,
             shutdown_timeout: Duration::from_secs(cfg.shutdown_timeout_s),
             shutdown_delay: Duration::from_millis(cfg.shutdown_delay_ms),
             admin_server,
@@ -474,6 +479,7 @@ impl Application {
         let result = self.server.await;
         stopper.abort();
         let _ = self.stop_workers.send(true);
+        self.rebuilds.wait(self.shutdown_timeout).await;
         for w in self.workers {
             if tokio::time::timeout(self.shutdown_timeout, w)
                 .await

@@ -114,6 +114,13 @@ pub enum Command {
         /// What to do.
         #[arg(value_enum, default_value_t = ProjectionsAction::Status)]
         action: ProjectionsAction,
+        /// With `rebuild`: the projection to rebuild (repeat for several; default all,
+        /// one after the other).
+        #[arg(long = "projection", value_name = "NAME", value_parser = parse_projection)]
+        projections: Vec<till_read_models::Projection>,
+        /// With `rebuild`: events replayed per transaction.
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        batch_size: i64,
     },
 }
 
@@ -169,6 +176,19 @@ pub enum ProjectionsAction {
     Status,
     /// Apply every pending event now and exit.
     CatchUp,
+    /// Rebuild projections from the whole event log without downtime (build aside,
+    /// then swap), with a progress bar; servers keep serving meanwhile.
+    Rebuild,
+}
+
+fn parse_projection(name: &str) -> Result<till_read_models::Projection, String> {
+    till_read_models::Projection::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = till_read_models::Projection::ALL
+            .iter()
+            .map(|p| p.name())
+            .collect();
+        format!("unknown projection {name:?}; one of: {}", names.join(", "))
+    })
 }
 
 /// A CLI failure.
@@ -301,11 +321,20 @@ pub async fn run() -> Result<(), CliError> {
                     password_file,
                 },
         } => create_admin(&db, &email, &name, password, password_file).await,
-        Command::Projections { db, action } => {
+        Command::Projections {
+            db,
+            action,
+            projections,
+            batch_size,
+        } => {
             let database = Database::resolve(&db, Mode::Dev).await?;
             let pool = till_domain::db::pool(&database.url, &db.pool_settings());
-            if matches!(action, ProjectionsAction::CatchUp) {
-                catch_up(&pool, &database.url).await?;
+            match action {
+                ProjectionsAction::CatchUp => catch_up(&pool, &database.url).await?,
+                ProjectionsAction::Rebuild => {
+                    rebuild(&database.url, &projections, batch_size).await?;
+                }
+                ProjectionsAction::Status => {}
             }
             let reads = ReadModels::new(
                 pool,
@@ -317,22 +346,119 @@ pub async fn run() -> Result<(), CliError> {
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
             println!(
-                "{:<18} {:>10} {:>10}  updated",
-                "projection", "position", "lag"
+                "{:<18} {:>10} {:>10}  {:<32}  last rebuild",
+                "projection", "position", "lag", "updated"
             );
             for s in status {
                 let updated = s
                     .updated_at
                     .map(|t| t.to_rfc3339())
                     .unwrap_or_else(|| "never".into());
+                let rebuild = s
+                    .rebuild
+                    .map_or_else(|| "never".to_owned(), describe_rebuild);
                 println!(
-                    "{:<18} {:>10} {:>10}  {updated}",
+                    "{:<18} {:>10} {:>10}  {updated:<32}  {rebuild}",
                     s.name, s.position, s.lag_events
                 );
             }
             Ok(())
         }
     }
+}
+
+fn describe_rebuild(r: till_read_models::RebuildStatus) -> String {
+    use till_read_models::RebuildState;
+    match r.state {
+        RebuildState::Running => format!(
+            "running ({:?}, {}/{} events) since {}",
+            r.phase,
+            r.events_applied,
+            r.events_total,
+            r.started_at.to_rfc3339()
+        ),
+        RebuildState::Done => format!(
+            "done at {} ({} events)",
+            r.finished_at.unwrap_or(r.updated_at).to_rfc3339(),
+            r.events_applied
+        ),
+        RebuildState::Failed => format!(
+            "failed at {}: {}",
+            r.finished_at.unwrap_or(r.updated_at).to_rfc3339(),
+            r.error.as_deref().unwrap_or("unknown")
+        ),
+    }
+}
+
+/// `till projections rebuild`: one projection after the other, each with a progress
+/// bar; Ctrl-C stops the running one (its live tables stay as they were).
+async fn rebuild(
+    url: &str,
+    projections: &[till_read_models::Projection],
+    batch_size: i64,
+) -> Result<(), CliError> {
+    use till_read_models::{Projection, Rebuild, RebuildPhase, RebuildSettings};
+    let chosen: Vec<Projection> = if projections.is_empty() {
+        Projection::ALL.to_vec()
+    } else {
+        projections.to_vec()
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let interrupt = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopping the rebuild (the live tables stay as they are)");
+            let _ = stop_tx.send(true);
+        }
+    });
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:>16} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta}) {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let mut outcome = Ok(());
+    for p in chosen {
+        let settings = RebuildSettings {
+            batch_size,
+            ..RebuildSettings::default()
+        };
+        let rebuild = Rebuild::start(url, p, settings)
+            .await
+            .map_err(|e| CliError::Failed(format!("{}: {e}", p.name())))?;
+        let pb = indicatif::ProgressBar::new(rebuild.total().max(0) as u64);
+        pb.set_style(style.clone());
+        pb.set_prefix(p.name());
+        let mut on_progress = |progress: till_read_models::RebuildProgress| {
+            pb.set_length(progress.total.max(0) as u64);
+            pb.set_position(progress.applied.max(0) as u64);
+            pb.set_message(match progress.phase {
+                RebuildPhase::Copying => "copying",
+                RebuildPhase::Indexing => "building indexes",
+                RebuildPhase::Swapping => "swapping in",
+                RebuildPhase::Finished => "swapped in",
+            });
+        };
+        match rebuild.run(&mut on_progress, &stop).await {
+            Ok(report) => {
+                pb.finish();
+                let secs = report.replay.as_secs_f64().max(1e-9);
+                println!(
+                    "{}: {} events replayed in {:.2}s ({:.0} events/s), {:.2}s in all; swapped in",
+                    p.name(),
+                    report.events,
+                    report.replay.as_secs_f64(),
+                    report.events as f64 / secs,
+                    report.elapsed.as_secs_f64()
+                );
+            }
+            Err(e) => {
+                pb.abandon();
+                outcome = Err(CliError::Failed(format!("{}: {e}", p.name())));
+                break;
+            }
+        }
+    }
+    interrupt.abort();
+    outcome
 }
 
 async fn catch_up(pool: &till_domain::db::PgPool, url: &str) -> Result<(), CliError> {

@@ -10,5 +10,6 @@ pub mod graphql;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod rebuilds;
 pub mod seed;
 pub mod telemetry;

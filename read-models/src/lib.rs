@@ -21,4 +21,6 @@ pub use progress::Progress;
 pub use projections::{changes_of, Applied, Change, Projection};
 pub use projector::{Projector, ProjectorSettings};
 pub use queries::ReadModels;
-pub use rebuild::{Rebuild, RebuildProgress, RebuildSettings, RebuildState, RebuildStatus};
+pub use rebuild::{
+    Rebuild, RebuildPhase, RebuildProgress, RebuildSettings, RebuildState, RebuildStatus,
+};

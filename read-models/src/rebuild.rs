@@ -110,6 +110,15 @@ impl RebuildPhase {
             Self::Finished => "FINISHED",
         }
     }
+
+    fn from_db(phase: &str) -> Self {
+        match phase {
+            "COPYING" => Self::Copying,
+            "INDEXING" => Self::Indexing,
+            "SWAPPING" => Self::Swapping,
+            _ => Self::Finished,
+        }
+    }
 }
 
 /// The last rebuild of a projection, as recorded in `projection_rebuilds`.
@@ -119,8 +128,8 @@ pub struct RebuildStatus {
     pub projection: Projection,
     /// Running, done or failed (a running row whose process is gone reads as failed).
     pub state: RebuildState,
-    /// What it is doing (`COPYING`, `INDEXING`, `SWAPPING`, `FINISHED`).
-    pub phase: String,
+    /// What it is doing.
+    pub phase: RebuildPhase,
     /// Events in the log when it started (grows if it applies more).
     pub events_total: i64,
     /// Events replayed so far.
@@ -352,10 +361,12 @@ impl Rebuild {
             match self.swap(&tables, cursor).await {
                 Ok(done) => break done,
                 Err(e) if is_lock_timeout(&e) && attempt < self.settings.swap_attempts => {
-                    tracing::info!(
+                    let holders = self.lock_holders(&tables).await.unwrap_or_default();
+                    tracing::warn!(
                         projection = self.projection.name(),
                         attempt,
-                        "readers held the live tables; trying the swap again"
+                        holders = holders.join("; "),
+                        "other sessions held the live tables or the applier lock; trying the swap again"
                     );
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                 }
@@ -609,6 +620,27 @@ impl Rebuild {
         .await
     }
 
+    /// Sessions holding locks on the live tables or the projection's applier lock (for
+    /// the log when a swap times out).
+    async fn lock_holders(&mut self, tables: &[Table]) -> Result<Vec<String>, ReadError> {
+        let live: Vec<String> = tables.iter().map(|t| t.live.clone()).collect();
+        let rows: Vec<Text1> = diesel::sql_query(
+            "SELECT format('pid %s %s %s (%s)', a.pid, l.mode, \
+               coalesce(l.relation::regclass::text, 'advisory'), \
+               coalesce(a.state, '') || ': ' || left(coalesce(a.query, ''), 120)) AS t \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.pid <> pg_backend_pid() AND l.granted AND ( \
+               l.relation = ANY(SELECT to_regclass(x) FROM unnest($1::text[]) AS x) \
+               OR (l.locktype = 'advisory' AND l.objsubid = 1 \
+                   AND l.objid::bigint = (hashtext('till.projection.' || $2)::bigint & 4294967295)))",
+        )
+        .bind::<diesel::sql_types::Array<Text>, _>(live)
+        .bind::<Text, _>(self.projection.name())
+        .load(&mut self.conn)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.t).collect())
+    }
+
     /// Records progress (also the heartbeat other processes read).
     async fn report(&mut self, phase: RebuildPhase, applied: i64) -> Result<(), ReadError> {
         diesel::sql_query(
@@ -703,9 +735,9 @@ pub async fn last_rebuilds(conn: &mut AsyncPgConnection) -> Result<Vec<RebuildSt
                 projection,
                 state,
                 phase: if state == RebuildState::Running {
-                    r.phase
+                    RebuildPhase::from_db(&r.phase)
                 } else {
-                    RebuildPhase::Finished.as_db().to_owned()
+                    RebuildPhase::Finished
                 },
                 events_total: r.events_total,
                 events_applied: r.events_applied,
@@ -753,6 +785,12 @@ async fn live_checkpoint(
     Ok(row
         .map(|(tx_id, position)| LogPoint { tx_id, position })
         .unwrap_or_default())
+}
+
+#[derive(QueryableByName)]
+struct Text1 {
+    #[diesel(sql_type = Text)]
+    t: String,
 }
 
 /// A table's columns with their types and defaults, in order.

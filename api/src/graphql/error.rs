@@ -121,6 +121,11 @@ pub fn read(err: ReadError) -> async_graphql::Error {
                 wait.as_millis()
             ),
         ),
+        ReadError::Conflict(m) => coded(Code::Conflict, m),
+        ReadError::Interrupted => coded(
+            Code::ServiceUnavailable,
+            "the server is shutting down; retry on another replica",
+        ),
         ReadError::Internal(cause) => internal(&cause),
     }
 }

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod loaders;
 mod mutation;
 pub mod operations;
+mod projections;
 mod query;
 mod subscription;
 pub mod types;
@@ -54,6 +55,8 @@ pub struct ApiState {
     pub refresh_token_ttl: Duration,
     /// Attempts of a payment capture job.
     pub payment_max_attempts: i32,
+    /// Projection rebuilds started from the back office.
+    pub rebuilds: crate::rebuilds::Rebuilds,
 }
 
 /// Per-request facts resolvers need.

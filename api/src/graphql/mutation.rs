@@ -235,6 +235,7 @@ pub struct Mutation(
     CommerceMutation,
     super::accounts::AccountMutation,
     super::jobs::JobsMutation,
+    super::projections::ProjectionsMutation,
 );
 
 /// Changes to the catalog, inventory and orders.

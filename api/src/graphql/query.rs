@@ -22,7 +22,7 @@ use super::types::customer::Customer;
 use super::types::money::Money;
 use super::types::node::Node;
 use super::types::order::{Order, OrderStatus};
-use super::types::reports::{DailySales, ProductSales, ProjectionStatus};
+use super::types::reports::{DailySales, ProductSales};
 use super::{principal, state, SignedInGuard, StaffGuard};
 use crate::auth::Principal;
 
@@ -130,7 +130,11 @@ fn is_visible(p: &Principal, status: &str) -> bool {
 
 /// All queries: storefront, back office and the job queue, one `Query` type.
 #[derive(async_graphql::MergedObject, Default)]
-pub struct Query(StoreQuery, super::jobs::JobsQuery);
+pub struct Query(
+    StoreQuery,
+    super::jobs::JobsQuery,
+    super::projections::ProjectionsQuery,
+);
 
 /// Storefront and back-office reads.
 #[derive(Default)]
@@ -419,25 +423,6 @@ impl StoreQuery {
                 name: r.name,
                 units: r.units,
                 revenue: Money::new(r.revenue_minor, st.currency.as_str()),
-            })
-            .collect())
-    }
-
-    /// Checkpoint and lag of each projection (back office).
-    #[graphql(guard = "StaffGuard")]
-    async fn projections(&self, ctx: &Context<'_>) -> Result<Vec<ProjectionStatus>> {
-        let rows = state(ctx)?
-            .reads
-            .projection_status()
-            .await
-            .map_err(error::read)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ProjectionStatus {
-                name: r.name.to_owned(),
-                position: r.position,
-                lag_events: r.lag_events,
-                updated_at: r.updated_at,
             })
             .collect())
     }

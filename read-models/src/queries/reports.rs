@@ -27,6 +27,8 @@ pub struct ProjectionStatus {
     pub lag_seconds: f64,
     /// When it last committed a batch.
     pub updated_at: Option<DateTime<Utc>>,
+    /// Its last rebuild, if it had one.
+    pub rebuild: Option<crate::rebuild::RebuildStatus>,
 }
 
 impl ReadModels {
@@ -76,6 +78,7 @@ impl ReadModels {
             .select((pc::projection, pc::tx_id, pc::position, pc::updated_at))
             .load(&mut conn)
             .await?;
+        let mut rebuilds = crate::rebuild::last_rebuilds(&mut conn).await?;
         let mut out = Vec::with_capacity(Projection::ALL.len());
         for p in Projection::ALL {
             let row = rows.iter().find(|r| r.0 == p.name());
@@ -99,6 +102,10 @@ impl ReadModels {
                 lag_events,
                 lag_seconds,
                 updated_at,
+                rebuild: rebuilds
+                    .iter()
+                    .position(|r| r.projection == p)
+                    .map(|i| rebuilds.swap_remove(i)),
             });
         }
         Ok(out)

@@ -1,7 +1,7 @@
 //! Back-office reports.
 
 use async_graphql::SimpleObject;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 
 use super::money::Money;
 
@@ -31,17 +31,4 @@ pub struct ProductSales {
     pub units: i64,
     /// Revenue.
     pub revenue: Money,
-}
-
-/// Where one projection stands.
-#[derive(Debug, Clone, SimpleObject)]
-pub struct ProjectionStatus {
-    /// Projection name.
-    pub name: String,
-    /// Last applied log position.
-    pub position: i64,
-    /// Events in the log not yet applied.
-    pub lag_events: i64,
-    /// When it last applied a batch.
-    pub updated_at: Option<DateTime<Utc>>,
 }

@@ -1,0 +1,68 @@
+//! Projection rebuilds started from the back office (`rebuildProjection`): each runs in
+//! the background of the process that accepted it, stops with the process (its row then
+//! says so, and the live tables stay as they were), and reports its progress in
+//! `projection_rebuilds`, which every replica reads for `projections`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use till_read_models::{Projection, ReadError, Rebuild, RebuildSettings};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Starts rebuilds; cheap to clone.
+#[derive(Clone)]
+pub struct Rebuilds {
+    database_url: String,
+    settings: RebuildSettings,
+    stop: watch::Receiver<bool>,
+    running: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Rebuilds {
+    /// Rebuilds on `database_url` that stop when `stop` turns true.
+    pub fn new(database_url: String, stop: watch::Receiver<bool>) -> Self {
+        Self {
+            database_url,
+            settings: RebuildSettings::default(),
+            stop,
+            running: Arc::default(),
+        }
+    }
+
+    /// Starts rebuilding `projection` in the background once it holds the projection's
+    /// rebuild lock; [`ReadError::Conflict`] when a rebuild of it already runs anywhere.
+    pub async fn start(&self, projection: Projection) -> Result<(), ReadError> {
+        if *self.stop.borrow() {
+            return Err(ReadError::Interrupted);
+        }
+        let rebuild = Rebuild::start(&self.database_url, projection, self.settings.clone()).await?;
+        let stop = self.stop.clone();
+        let task = tokio::spawn(async move {
+            // The outcome is logged and recorded by the rebuild itself.
+            let _ = rebuild.run(&mut |_| {}, &stop).await;
+        });
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        running.retain(|t| !t.is_finished());
+        running.push(task);
+        Ok(())
+    }
+
+    /// Waits (at most `timeout`) for running rebuilds to stop after `stop` turned true.
+    pub async fn wait(&self, timeout: Duration) {
+        let tasks = std::mem::take(
+            &mut *self
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for task in tasks {
+            if tokio::time::timeout(timeout, task).await.is_err() {
+                tracing::warn!("a projection rebuild did not stop in time");
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Projection rebuilds from the back office and the CLI: `rebuildProjection` (ADMIN)
+//! starts one in the background, `projections` shows its progress and outcome, the
+//! storefront keeps answering, a second rebuild of the same projection is a CONFLICT;
+//! `till projections rebuild` does the same with a progress bar.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use till_read_models::{Projection, Rebuild, RebuildSettings};
+
+use crate::support::{code, ok, spawn_app};
+
+const STATUS: &str = "{ projections { name position rebuild { state phase eventsApplied \
+                      eventsTotal startedAt finishedAt error } } }";
+
+fn rebuild_of<'a>(body: &'a Value, name: &str) -> &'a Value {
+    body["data"]["projections"]
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["name"] == name))
+        .map(|p| &p["rebuild"])
+        .unwrap_or_else(|| panic!("no projection {name}: {body}"))
+}
+
+#[tokio::test]
+async fn an_admin_rebuilds_a_projection_while_the_storefront_keeps_answering() {
+    let app = spawn_app().await;
+    let product = app.product("REB-1", 1250, 7).await;
+    let admin = app.admin().await;
+    let rebuild = "mutation($p: ProjectionName!) { rebuildProjection(projection: $p) { \
+                   name rebuild { state eventsTotal } } }";
+
+    // Not for staff, nor for anonymous callers.
+    let (_, body) = app
+        .gql(
+            Some(&app.staff_token),
+            rebuild,
+            json!({"p": "PRODUCT_VIEW"}),
+        )
+        .await;
+    assert_eq!(code(&body), Some("FORBIDDEN"), "{body}");
+    let (_, body) = app.gql(None, rebuild, json!({"p": "PRODUCT_VIEW"})).await;
+    assert_eq!(code(&body), Some("UNAUTHENTICATED"), "{body}");
+
+    // While another rebuild of it holds the lock: CONFLICT, nothing recorded as failed.
+    let held = ok(Rebuild::start(
+        &app.db.url,
+        Projection::ProductView,
+        RebuildSettings::default(),
+    )
+    .await);
+    let (_, body) = app
+        .gql(Some(&admin), rebuild, json!({"p": "PRODUCT_VIEW"}))
+        .await;
+    assert_eq!(code(&body), Some("CONFLICT"), "{body}");
+    drop(held);
+
+    // Started (the lock of the dropped one goes with its connection, soon).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = app
+            .gql(Some(&admin), rebuild, json!({"p": "PRODUCT_VIEW"}))
+            .await;
+        if code(&body) != Some("CONFLICT") {
+            assert_eq!(status, 200, "{body}");
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped rebuild's lock never went"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let started = &body["data"]["rebuildProjection"];
+    assert_eq!(started["name"], "product_view", "{body}");
+    assert!(
+        ["RUNNING", "DONE"].contains(&started["rebuild"]["state"].as_str().unwrap_or("")),
+        "{body}"
+    );
+    assert!(
+        started["rebuild"]["eventsTotal"].as_i64() > Some(0),
+        "{body}"
+    );
+
+    // Progress until done; the storefront answers throughout.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let (_, body) = app
+            .gql(
+                None,
+                "query($p: ID!) { product(id: $p) { name available } }",
+                json!({"p": product}),
+            )
+            .await;
+        assert_eq!(body["data"]["product"]["available"], 7, "{body}");
+        let (_, status) = app.gql(Some(&admin), STATUS, json!({})).await;
+        let r = rebuild_of(&status, "product_view").clone();
+        if r["state"] == "DONE" {
+            break r;
+        }
+        assert_ne!(r["state"], "FAILED", "{status}");
+        assert!(
+            Instant::now() < deadline,
+            "the rebuild never finished: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["phase"], "FINISHED");
+    assert!(
+        done["eventsApplied"].as_i64() >= done["eventsTotal"].as_i64(),
+        "{done}"
+    );
+    assert!(
+        done["finishedAt"].is_string() && done["error"].is_null(),
+        "{done}"
+    );
+
+    // The rebuilt view serves, and writes after it are projected into it.
+    let (_, body) = app
+        .gql(
+            Some(&admin),
+            "mutation($p: ID!) { restockProduct(productId: $p, quantity: 3) { consistencyToken } }",
+            json!({"p": product}),
+        )
+        .await;
+    let token = crate::support::consistency_token(&body, "restockProduct");
+    let (_, body) = app
+        .gql_after(
+            None,
+            &token,
+            "query($p: ID!) { product(id: $p) { available } }",
+            json!({"p": product}),
+        )
+        .await;
+    assert_eq!(body["data"]["product"]["available"], 10, "{body}");
+
+    // The others never ran one.
+    let (_, status) = app.gql(Some(&app.staff_token), STATUS, json!({})).await;
+    assert!(rebuild_of(&status, "sales").is_null(), "{status}");
+}
+
+#[tokio::test]
+async fn the_cli_rebuilds_with_progress_and_reports_it_in_status() {
+    let app = spawn_app().await;
+    app.product("REB-CLI", 500, 3).await;
+    let till = env!("CARGO_BIN_EXE_till");
+    // tokio's Command: the server under test runs on this test's runtime, and a
+    // blocking wait here would freeze its projector mid-transaction.
+    let out = ok(tokio::process::Command::new(till)
+        .args([
+            "projections",
+            "rebuild",
+            "--projection",
+            "product_view",
+            "--projection",
+            "sales",
+        ])
+        .env("DATABASE_URL", &app.db.url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .await);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["product_view", "sales"] {
+        assert!(
+            stdout.contains(&format!("{name}: ")) && stdout.contains("swapped in"),
+            "{stdout}"
+        );
+    }
+    // The status table that follows shows both as done, the others never rebuilt.
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    assert!(line("product_view").contains("done at"), "{stdout}");
+    assert!(line("order_view").ends_with("never"), "{stdout}");
+
+    let bad = ok(tokio::process::Command::new(till)
+        .args(["projections", "rebuild", "--projection", "nope"])
+        .env("DATABASE_URL", &app.db.url)
+        .output()
+        .await);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown projection \"nope\""));
+}
