@@ -1,8 +1,8 @@
 //! The PostgreSQL job queue: enqueue inside a command's transaction, claim with
 //! `FOR UPDATE SKIP LOCKED` under a lease, finish (delete), retry later with
 //! exponential backoff and full jitter, or move to the dead letters after the last
-//! attempt. Enqueueing NOTIFYs [`JOBS_CHANNEL`] (delivered at commit) so idle workers
-//! wake at once.
+//! attempt. Idle workers wake at once on a NOTIFY of [`JOBS_CHANNEL`], sent after the
+//! enqueuing command commits (see `wakeups`).
 
 use std::time::Duration;
 
@@ -113,7 +113,9 @@ pub enum Failed {
     LeaseLost,
 }
 
-/// Enqueues jobs inside the caller's transaction.
+/// Enqueues jobs inside the caller's transaction. Inside a command the workers are
+/// woken after it commits (`wakeups`: a notifying transaction commits under a
+/// database-wide lock); elsewhere (the webhook fan-out) the transaction notifies them.
 pub async fn enqueue(conn: &mut AsyncPgConnection, jobs: &[NewJob]) -> Result<(), DomainError> {
     for job in jobs {
         diesel::sql_query("INSERT INTO jobs (queue, payload, max_attempts) VALUES ($1, $2, $3)")
@@ -123,12 +125,16 @@ pub async fn enqueue(conn: &mut AsyncPgConnection, jobs: &[NewJob]) -> Result<()
             .prepared()
             .execute(conn)
             .await?;
-        diesel::sql_query("SELECT pg_notify($1, $2)")
-            .bind::<Text, _>(JOBS_CHANNEL)
-            .bind::<Text, _>(job.queue)
-            .prepared()
-            .execute(conn)
-            .await?;
+    }
+    if let Some(job) = jobs.first() {
+        if !crate::wakeups::enqueued() {
+            diesel::sql_query("SELECT pg_notify($1, $2)")
+                .bind::<Text, _>(JOBS_CHANNEL)
+                .bind::<Text, _>(job.queue)
+                .prepared()
+                .execute(conn)
+                .await?;
+        }
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! Waking the log's followers (every process's projector) after events commit, from
-//! outside the transaction that wrote them.
+//! Waking the log's followers (every process's projector) after events commit, and the
+//! job workers after jobs are enqueued, from outside the transaction that wrote them.
 //!
 //! A transaction that NOTIFYs takes a database-wide lock at commit and holds it until
 //! its commit record is flushed, so that notifications queue in commit order. With a
@@ -8,8 +8,8 @@
 //! the NOTIFY and 2,014-2,376 without it (`benches/README.md`).
 //!
 //! Instead, [`Commands`](crate::commands::Commands) tell an [`Announcer`] after a
-//! transaction that appended events has committed (`event_log` marks the appends of the
-//! running attempt, see [`track`]). The announcer sends one `pg_notify` of its own on a
+//! transaction that appended events or enqueued jobs has committed (`event_log` and
+//! `jobs` mark what the running attempt wrote, see [`track`]). The announcer sends one `pg_notify` of its own on a
 //! dedicated connection, without waiting for its commit to be flushed (a lost
 //! notification costs at most one poll interval; the events are already durable). Calls
 //! that arrive while one is being sent are folded into one more send after it, so a
@@ -18,24 +18,56 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 
 use crate::db::PgPool;
 use crate::event_log::EVENTS_CHANNEL;
+use crate::jobs::JOBS_CHANNEL;
 
-tokio::task_local! {
-    static APPENDED: Cell<bool>;
+/// Who to wake after a commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wakes {
+    /// Events were appended: the log's followers (projectors).
+    pub events: bool,
+    /// Jobs were enqueued: the job workers.
+    pub jobs: bool,
 }
 
-/// Runs `work`, and tells whether it appended events to the log (see [`appended`]).
-pub async fn track<F: Future>(work: F) -> (F::Output, bool) {
-    APPENDED
-        .scope(Cell::new(false), async move {
+const EVENTS: u8 = 1;
+const JOBS: u8 = 2;
+
+impl Wakes {
+    /// Nobody to wake.
+    pub fn none(self) -> bool {
+        self == Self::default()
+    }
+
+    fn bits(self) -> u8 {
+        (if self.events { EVENTS } else { 0 }) | (if self.jobs { JOBS } else { 0 })
+    }
+}
+
+tokio::task_local! {
+    static WROTE: Cell<u8>;
+}
+
+/// Runs `work`, and tells whom what it wrote should wake once it commits (see
+/// [`appended`] and [`enqueued`]).
+pub async fn track<F: Future>(work: F) -> (F::Output, Wakes) {
+    WROTE
+        .scope(Cell::new(0), async move {
             let out = work.await;
-            (out, APPENDED.with(Cell::get))
+            let bits = WROTE.with(Cell::get);
+            (
+                out,
+                Wakes {
+                    events: bits & EVENTS != 0,
+                    jobs: bits & JOBS != 0,
+                },
+            )
         })
         .await
 }
@@ -43,15 +75,28 @@ pub async fn track<F: Future>(work: F) -> (F::Output, bool) {
 /// Called by the event log on every append: the [`track`]ed work appended events.
 pub(crate) fn appended() {
     // Outside `track` (bulk seeding, tests) there is nobody to tell.
-    let _ = APPENDED.try_with(|a| a.set(true));
+    let _ = WROTE.try_with(|w| w.set(w.get() | EVENTS));
 }
 
-/// The statement that wakes the followers: its own transaction, committed without
+/// Called by the job queue on every enqueue. True when the [`track`]ed work will have
+/// the workers woken after it commits; false outside `track`, where the caller must
+/// notify them itself.
+pub(crate) fn enqueued() -> bool {
+    WROTE.try_with(|w| w.set(w.get() | JOBS)).is_ok()
+}
+
+/// The statement that wakes whom `bits` names: its own transaction, committed without
 /// waiting for the flush.
-fn wake_sql() -> String {
-    format!(
-        "BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify('{EVENTS_CHANNEL}', ''); COMMIT"
-    )
+fn wake_sql(bits: u8) -> String {
+    let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = off; ");
+    if bits & EVENTS != 0 {
+        sql.push_str(&format!("SELECT pg_notify('{EVENTS_CHANNEL}', ''); "));
+    }
+    if bits & JOBS != 0 {
+        sql.push_str(&format!("SELECT pg_notify('{JOBS_CHANNEL}', ''); "));
+    }
+    sql.push_str("COMMIT");
+    sql
 }
 
 /// Wakes the followers on `conn`, in the caller's transaction when there is one
@@ -61,7 +106,7 @@ pub async fn wake_followers(conn: &mut AsyncPgConnection) -> Result<(), diesel::
         .await
 }
 
-/// Sends the followers' wake-up after commits; cheap to clone.
+/// Sends the followers' and workers' wake-ups after commits; cheap to clone.
 #[derive(Clone)]
 pub struct Announcer {
     inner: Arc<Inner>,
@@ -69,8 +114,8 @@ pub struct Announcer {
 
 struct Inner {
     pool: PgPool,
-    /// A commit happened that no send has covered yet.
-    pending: AtomicBool,
+    /// Whom commits asked to wake that no send has covered yet (bits).
+    pending: AtomicU8,
     /// A task is sending (at most one per announcer).
     sending: AtomicBool,
     /// The dedicated connection, between sends.
@@ -84,7 +129,7 @@ impl Announcer {
         Self {
             inner: Arc::new(Inner {
                 pool,
-                pending: AtomicBool::new(false),
+                pending: AtomicU8::new(0),
                 sending: AtomicBool::new(false),
                 conn: Mutex::new(None),
             }),
@@ -94,7 +139,19 @@ impl Announcer {
     /// Events have committed: wake the followers soon. Returns at once; must be called
     /// within a tokio runtime.
     pub fn committed(&self) {
-        self.inner.pending.store(true, Ordering::SeqCst);
+        self.wake(Wakes {
+            events: true,
+            jobs: false,
+        });
+    }
+
+    /// Something committed that `wakes` names: wake them soon. Returns at once; must be
+    /// called within a tokio runtime.
+    pub fn wake(&self, wakes: Wakes) {
+        if wakes.none() {
+            return;
+        }
+        self.inner.pending.fetch_or(wakes.bits(), Ordering::SeqCst);
         if self.inner.sending.swap(true, Ordering::SeqCst) {
             // The running task sees `pending` before it stops.
             return;
@@ -112,21 +169,26 @@ impl Inner {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
-            while self.pending.swap(false, Ordering::SeqCst) {
-                conn = self.send(conn).await;
+            loop {
+                let bits = self.pending.swap(0, Ordering::SeqCst);
+                if bits == 0 {
+                    break;
+                }
+                conn = self.send(conn, bits).await;
             }
             *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = conn;
             self.sending.store(false, Ordering::SeqCst);
             // A commit between the last swap and the store above found `sending` still
             // true and left its wake-up to this task: take it, unless a new task did.
-            if !self.pending.load(Ordering::SeqCst) || self.sending.swap(true, Ordering::SeqCst) {
+            if self.pending.load(Ordering::SeqCst) == 0 || self.sending.swap(true, Ordering::SeqCst)
+            {
                 return;
             }
         }
     }
 
     /// Sends one wake-up; returns the connection when it is still usable.
-    async fn send(&self, conn: Option<AsyncPgConnection>) -> Option<AsyncPgConnection> {
+    async fn send(&self, conn: Option<AsyncPgConnection>, bits: u8) -> Option<AsyncPgConnection> {
         let mut conn = match conn {
             Some(conn) => conn,
             None => match self.pool.dedicated_connection().await {
@@ -137,7 +199,7 @@ impl Inner {
                 }
             },
         };
-        match conn.batch_execute(&wake_sql()).await {
+        match conn.batch_execute(&wake_sql(bits)).await {
             Ok(()) => Some(conn),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot wake the projectors; they poll");

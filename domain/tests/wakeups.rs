@@ -9,8 +9,9 @@ use till_domain::db::plans;
 use till_domain::db::testing::TestDb;
 use till_domain::event_log::{self, EventMeta, EVENTS_CHANNEL};
 use till_domain::events::DomainEvent;
+use till_domain::jobs::{self, NewJob, JOBS_CHANNEL};
 use till_domain::types::{Name, Slug};
-use till_domain::wakeups::Announcer;
+use till_domain::wakeups::{self, Announcer, Wakes};
 use till_domain::DomainError;
 use tokio::sync::watch;
 
@@ -22,9 +23,13 @@ struct Listener {
 
 impl Listener {
     async fn new(db: &TestDb) -> Self {
+        Self::on(db, &[EVENTS_CHANNEL]).await
+    }
+
+    async fn on(db: &TestDb, channels: &'static [&'static str]) -> Self {
         let (wake_tx, mut wake) = watch::channel(0u64);
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(listen(db.url.clone(), &[EVENTS_CHANNEL], wake_tx, stopped));
+        tokio::spawn(listen(db.url.clone(), channels, wake_tx, stopped));
         // The listener bumps the counter once LISTEN is in place.
         tokio::time::timeout(Duration::from_secs(10), wake.wait_for(|n| *n >= 1))
             .await
@@ -147,4 +152,53 @@ async fn the_announcer_folds_bursts_and_loses_no_wake_up() {
             "round {round}: no wake-up after the last commit"
         );
     }
+}
+
+/// Jobs enqueued by a command wake the workers after it commits, not from its
+/// transaction; enqueued outside a command (the webhook fan-out), the transaction
+/// itself notifies them at commit.
+#[tokio::test]
+async fn enqueued_jobs_wake_the_workers_after_the_command_commits() {
+    let db = TestDb::new().await;
+    let mut workers = Listener::on(&db, &[JOBS_CHANNEL]).await;
+    let announcer = Announcer::new(db.pool.clone());
+
+    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let (result, wakes) = wakeups::track(enqueue_two(&mut conn)).await;
+    result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        wakes,
+        Wakes {
+            events: false,
+            jobs: true
+        }
+    );
+    assert!(
+        !workers.notified(Duration::from_millis(500)).await,
+        "the enqueuing transaction notified"
+    );
+    announcer.wake(wakes);
+    assert!(workers.notified(Duration::from_secs(10)).await);
+
+    enqueue_two(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        workers.notified(Duration::from_secs(10)).await,
+        "outside a command the transaction wakes the workers"
+    );
+}
+
+async fn enqueue_two(conn: &mut diesel_async::AsyncPgConnection) -> Result<(), DomainError> {
+    let job = || NewJob {
+        queue: "probe",
+        payload: serde_json::json!({}),
+        max_attempts: 1,
+    };
+    let jobs = vec![job(), job()];
+    plans::transaction(conn, async |conn| {
+        jobs::enqueue(conn, &jobs).await?;
+        Ok::<_, DomainError>(())
+    })
+    .await
 }

@@ -173,13 +173,13 @@ impl Commands {
                 .get_owned()
                 .instrument(tracing::info_span!("db.acquire"))
                 .await?;
-            let (result, appended) = wakeups::track(
+            let (result, wakes) = wakeups::track(
                 attempt(conn).instrument(tracing::info_span!("db.transaction", attempt = tries)),
             )
             .await;
-            if appended && result.is_ok() {
-                // Committed: the projectors may read the events now.
-                self.announcer.committed();
+            if result.is_ok() {
+                // Committed: the projectors may read the events, workers claim the jobs.
+                self.announcer.wake(wakes);
             }
             match result {
                 Err(e) if e.is_retryable() && tries < self.max_attempts => {
