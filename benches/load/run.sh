@@ -12,6 +12,10 @@
 #               checks the outcome (units sold = stock, no negative stock, every answer
 #               an order or OUT_OF_STOCK)
 #   mixed       product(id:) reads (oha) and checkout (k6) at the same time
+#   rebuild     catalog reads (k6, half the connections) and checkout (k6, half) for
+#               DURATION, then again while the back office rebuilds all four projections
+#               (rebuildProjection, one after the other); every answer must be an order or
+#               a product, every rebuild DONE (rebuild-outcome.json)
 #   memory      product(id:) of random products out of the whole catalog (k6), then
 #               idle for the cache's idle time and 10 s more: with a catalog larger than
 #               the cache (--cache-bytes), shows the weight bound honoured (cache size,
@@ -20,7 +24,7 @@
 # from /metrics (resources-<scenario>.json). Results (oha/k6 JSON, summary.md,
 # latency.png) go to target/load/run-<time>/.
 #
-#   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed|memory] [--duration 15]
+#   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed|rebuild|memory] [--duration 15]
 #                       [--connections 64] [--products 2000] [--customers 2000] [--orders 20000]
 #                       [--buyers 2000] [--cache-bytes N] [--cache-idle S]
 # --cache-bytes and --cache-idle set the server's TILL_CACHE_MAX_BYTES and
@@ -252,8 +256,53 @@ assert sum(codes.values()) == int(sys.argv[3]), "every buyer got an answer"
 PY
 }
 
+run_rebuild() {
+  echo "== rebuild: catalog reads and checkout (half the connections each), first alone, then"
+  echo "   while the back office rebuilds every projection one after the other"
+  local admin a b
+  admin="$(cd "$out" && "$till" token --role admin --sub 00000000-0000-0000-0000-0000000000ad --ttl-minutes 120)"
+  sample rebuild-baseline
+  connections=$((connections / 2)) k6run rebuild-baseline-reads catalog & a=$!
+  connections=$((connections / 2)) k6run rebuild-baseline-orders checkout & b=$!
+  wait "$a" "$b"
+  unsample
+  sample rebuild
+  connections=$((connections / 2)) k6run rebuild-reads catalog & a=$!
+  connections=$((connections / 2)) k6run rebuild-orders checkout & b=$!
+  python3 - "$base" "$admin" "$out/rebuild-outcome.json" <<'PY'
+import json, sys, time, urllib.request
+base, token, path = sys.argv[1:4]
+def gql(query, variables=None):
+    req = urllib.request.Request(base + "/graphql", json.dumps({"query": query, "variables": variables or {}}).encode(),
+                                 {"content-type": "application/json", "authorization": "Bearer " + token})
+    return json.load(urllib.request.urlopen(req, timeout=30))
+time.sleep(2)  # let the load settle first
+results = []
+for enum, name in (("PRODUCT_VIEW", "product_view"), ("ORDER_VIEW", "order_view"),
+                   ("CUSTOMER_SUMMARY", "customer_summary"), ("SALES", "sales")):
+    started = time.monotonic()
+    answer = gql("mutation($p: ProjectionName!) { rebuildProjection(projection: $p) { name } }", {"p": enum})
+    assert not answer.get("errors"), answer
+    while True:
+        status = gql("{ projections { name rebuild { state eventsApplied error } } }")
+        r = next(p for p in status["data"]["projections"] if p["name"] == name)["rebuild"]
+        if r["state"] != "RUNNING":
+            break
+        time.sleep(0.1)
+    seconds = time.monotonic() - started
+    results.append({"projection": name, "state": r["state"], "seconds": seconds,
+                    "events": r["eventsApplied"], "error": r["error"]})
+    print(f"   rebuilt {name}: {r['state']} in {seconds:.2f}s ({r['eventsApplied']} events)")
+json.dump({"rebuilds": results}, open(path, "w"))
+assert all(r["state"] == "DONE" for r in results), results
+PY
+  wait "$a" "$b"
+  unsample
+}
+
 case "$scenario" in
   browse) run_browse ;;
+  rebuild) run_rebuild ;;
   checkout) run_checkout ;;
   mixed) run_mixed ;;
   flash-sale) run_flash_sale ;;

@@ -59,6 +59,15 @@ print("|---|---|---|---|---|---|")
 for r in rows:
     print("| " + " | ".join(r) + " |")
 
+outcome = run / "rebuild-outcome.json"
+if outcome.exists():
+    print()
+    print("| projection rebuilt under load | state | seconds | events | events/s |")
+    print("|---|---|---|---|---|")
+    for r in json.loads(outcome.read_text())["rebuilds"]:
+        rate = r["events"] / r["seconds"] if r["seconds"] else 0
+        print(f"| {r['projection']} | {r['state']} | {r['seconds']:.2f} | {r['events']:,} | {rate:,.0f} |")
+
 resources = sorted(run.glob("resources-*.json"))
 if resources:
     def pct(values, q):
