@@ -16,16 +16,22 @@ pub struct Rebuilds {
     database_url: String,
     settings: RebuildSettings,
     stop: watch::Receiver<bool>,
+    /// The runtime of the process's background work: a resolver runs on an HTTP
+    /// worker's runtime, which ends when the server stops draining, and would take the
+    /// rebuild and its connection with it.
+    runtime: tokio::runtime::Handle,
     running: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Rebuilds {
-    /// Rebuilds on `database_url` that stop when `stop` turns true.
+    /// Rebuilds on `database_url` that stop when `stop` turns true, run on the runtime
+    /// this is called on.
     pub fn new(database_url: String, stop: watch::Receiver<bool>) -> Self {
         Self {
             database_url,
             settings: RebuildSettings::default(),
             stop,
+            runtime: tokio::runtime::Handle::current(),
             running: Arc::default(),
         }
     }
@@ -36,19 +42,33 @@ impl Rebuilds {
         if *self.stop.borrow() {
             return Err(ReadError::Interrupted);
         }
-        let rebuild = Rebuild::start(&self.database_url, projection, self.settings.clone()).await?;
-        let stop = self.stop.clone();
-        let task = tokio::spawn(async move {
-            // The outcome is logged and recorded by the rebuild itself.
-            let _ = rebuild.run(&mut |_| {}, &stop).await;
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (url, settings, stop) = (
+            self.database_url.clone(),
+            self.settings.clone(),
+            self.stop.clone(),
+        );
+        let task = self.runtime.spawn(async move {
+            match Rebuild::start(&url, projection, settings).await {
+                Ok(rebuild) => {
+                    let _ = started_tx.send(Ok(()));
+                    // The outcome is logged and recorded by the rebuild itself.
+                    let _ = rebuild.run(&mut |_| {}, &stop).await;
+                }
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                }
+            }
         });
-        let mut running = self
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        running.retain(|t| !t.is_finished());
-        running.push(task);
-        Ok(())
+        {
+            let mut running = self
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            running.retain(|t| !t.is_finished());
+            running.push(task);
+        }
+        started.await.unwrap_or(Err(ReadError::Interrupted))
     }
 
     /// Waits (at most `timeout`) for running rebuilds to stop after `stop` turned true.

@@ -15,6 +15,8 @@ use till_api::graphql::{self, ApiState, Limits, RequestInfo};
 fn bench(c: &mut Criterion) {
     let rt = common::runtime();
     let world = rt.block_on(common::world(200));
+    // Rebuilds run on the runtime they are created on.
+    let _entered = rt.enter();
     let api = Arc::new(ApiState {
         commands: world.commands.clone(),
         reads: world.reads.clone(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use till_read_models::{Projection, Rebuild, RebuildSettings};
 
-use crate::support::{code, ok, spawn_app};
+use crate::support::{account_on, code, ok, spawn_app, ServerProcess};
 
 const STATUS: &str = "{ projections { name position rebuild { state phase eventsApplied \
                       eventsTotal startedAt finishedAt error } } }";
@@ -190,4 +190,84 @@ async fn the_cli_rebuilds_with_progress_and_reports_it_in_status() {
         .await);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown projection \"nope\""));
+}
+
+/// A server stopped (SIGTERM) while its rebuild waits to swap: the rebuild stops, its row
+/// says so, the live tables stay, the rebuild's schemas go, and the server exits 0.
+#[tokio::test]
+async fn a_rebuild_stops_with_its_server_and_leaves_the_live_tables() {
+    use diesel_async::RunQueryDsl;
+    use till_domain::commands::Commands;
+    use till_domain::db::testing::TestDb;
+    use till_domain::types::Role;
+
+    let db = TestDb::new().await;
+    let cats = ok(till_domain::seed::categories(&db.pool, "st", 0, 3, &[]).await);
+    ok(till_domain::seed::products(&db.pool, "st", 0, 20, &cats).await);
+    let (_, admin) = account_on(
+        &Commands::new(db.pool.clone()),
+        "root@example.com",
+        Role::Admin,
+    )
+    .await;
+    let mut server = ServerProcess::start(&db.url, &[("TILL_SHUTDOWN_DELAY_MS", "0")]).await;
+    let table = "SELECT to_regclass('rm_product_view')::oid::text AS t";
+    #[derive(diesel::QueryableByName)]
+    struct T {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        t: String,
+    }
+    let mut conn = ok(db.pool.get().await);
+    let before = ok(diesel::sql_query(table).get_result::<T>(&mut conn).await).t;
+    // Hold the projection's applier lock: the rebuild copies, then waits to swap.
+    let mut holder = ok(db.pool.get().await);
+    ok(
+        diesel::sql_query("SELECT pg_advisory_lock(hashtext('till.projection.product_view'))")
+            .execute(&mut holder)
+            .await,
+    );
+
+    let http = reqwest::Client::new();
+    let gql = |query: &'static str| {
+        let req = http
+            .post(format!("{}/graphql", server.base))
+            .bearer_auth(&admin)
+            .json(&json!({ "query": query }));
+        async move { ok(ok(req.send().await).json::<Value>().await) }
+    };
+    let body = gql("mutation { rebuildProjection(projection: PRODUCT_VIEW) { name } }").await;
+    assert!(body["errors"].is_null(), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = gql(STATUS).await;
+        if rebuild_of(&status, "product_view")["phase"] == "SWAPPING" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached the swap: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let exit = server.terminate().await;
+    assert!(exit.success(), "SIGTERM exits 0, got {exit}");
+    let rebuilds = ok(till_read_models::rebuild::last_rebuilds(&mut conn).await);
+    let r = rebuilds
+        .iter()
+        .find(|r| r.projection == Projection::ProductView)
+        .unwrap_or_else(|| panic!("no rebuild row"));
+    assert_eq!(r.state, till_read_models::RebuildState::Failed);
+    assert_eq!(r.error.as_deref(), Some("stopped before it finished"));
+    assert_eq!(
+        ok(diesel::sql_query(table).get_result::<T>(&mut conn).await).t,
+        before
+    );
+    let left = ok(diesel::sql_query(
+        "SELECT count(*)::text AS t FROM pg_namespace WHERE nspname LIKE 'till\\_re%'",
+    )
+    .get_result::<T>(&mut conn)
+    .await)
+    .t;
+    assert_eq!(left, "0", "the rebuild's schemas were dropped");
 }

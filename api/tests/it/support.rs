@@ -98,6 +98,24 @@ impl ServerProcess {
         Self { child, base, port }
     }
 
+    /// Stops it as Kubernetes does (SIGTERM) and waits for it to exit (60 s at most).
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        ok(std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status());
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = ok(self.child.try_wait()) {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Kills it at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
