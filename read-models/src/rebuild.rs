@@ -9,7 +9,7 @@
 //! 1. copy: replay the log from its start into the shadow in batches, publishing
 //!    progress (`projection_rebuilds`) after each;
 //! 2. index: create the secondary indexes once the rows are in (faster than keeping
-//!    them up to date row by row), then ANALYZE;
+//!    them up to date row by row), ANALYZE, and replay what arrived meanwhile;
 //! 3. swap: in one transaction holding the projection's applier lock (the projector
 //!    waits), apply the events that arrived meanwhile, move the live tables out to
 //!    `till_retired_<projection>`, move the shadow tables in under the same names (their
@@ -344,6 +344,19 @@ impl Rebuild {
             diesel::sql_query(format!("ANALYZE {}", t.shadow))
                 .execute(&mut self.conn)
                 .await?;
+        }
+        // What arrived while indexing (large tables take a while) goes in before the
+        // swap pauses the projector, so the swap only applies the last few events.
+        loop {
+            if *stop.borrow() {
+                return Err(ReadError::Interrupted);
+            }
+            let (n, next) = self.apply_one_batch(cursor).await?;
+            cursor = next;
+            applied += n;
+            if n < self.settings.batch_size {
+                break;
+            }
         }
 
         self.report(RebuildPhase::Swapping, applied).await?;
