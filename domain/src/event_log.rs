@@ -28,6 +28,13 @@ pub struct LogPoint {
     pub position: i64,
 }
 
+impl From<(i64, i64)> for LogPoint {
+    /// From `(tx_id, position)` as selected from the log or a checkpoint.
+    fn from((tx_id, position): (i64, i64)) -> Self {
+        Self { tx_id, position }
+    }
+}
+
 impl LogPoint {
     /// The opaque text form handed to clients as a consistency token.
     pub fn to_token(self) -> String {
@@ -363,9 +370,7 @@ pub async fn head(conn: &mut AsyncPgConnection) -> Result<LogPoint, DomainError>
         .first(conn)
         .await
         .optional()?;
-    Ok(row
-        .map(|(tx_id, position)| LogPoint { tx_id, position })
-        .unwrap_or_default())
+    Ok(row.map(LogPoint::from).unwrap_or_default())
 }
 
 #[cfg(test)]

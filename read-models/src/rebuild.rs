@@ -307,25 +307,14 @@ impl Rebuild {
 
         let mut cursor = LogPoint::default();
         let mut applied: i64 = 0;
-        loop {
-            if *stop.borrow() {
-                return Err(ReadError::Interrupted);
-            }
-            let (n, next) = self.apply_one_batch(cursor).await?;
-            cursor = next;
-            applied += n;
-            self.total = self.total.max(applied);
-            self.report(RebuildPhase::Copying, applied).await?;
-            on_progress(RebuildProgress {
-                phase: RebuildPhase::Copying,
-                applied,
-                total: self.total,
-            });
-            // Close to the head: the swap applies the rest with the projector paused.
-            if n < self.settings.batch_size {
-                break;
-            }
-        }
+        self.replay_near_head(
+            RebuildPhase::Copying,
+            &mut cursor,
+            &mut applied,
+            on_progress,
+            stop,
+        )
+        .await?;
         let mut replay = started.elapsed();
 
         self.report(RebuildPhase::Indexing, applied).await?;
@@ -347,17 +336,14 @@ impl Rebuild {
         }
         // What arrived while indexing (large tables take a while) goes in before the
         // swap pauses the projector, so the swap only applies the last few events.
-        loop {
-            if *stop.borrow() {
-                return Err(ReadError::Interrupted);
-            }
-            let (n, next) = self.apply_one_batch(cursor).await?;
-            cursor = next;
-            applied += n;
-            if n < self.settings.batch_size {
-                break;
-            }
-        }
+        self.replay_near_head(
+            RebuildPhase::Indexing,
+            &mut cursor,
+            &mut applied,
+            on_progress,
+            stop,
+        )
+        .await?;
 
         self.report(RebuildPhase::Swapping, applied).await?;
         on_progress(RebuildProgress {
@@ -400,6 +386,37 @@ impl Rebuild {
             elapsed: started.elapsed(),
             replay,
         })
+    }
+
+    /// Replays batches after `cursor` into the shadow, reporting each, until one comes
+    /// back short (close to the head: the swap applies the rest with the projector
+    /// paused).
+    async fn replay_near_head(
+        &mut self,
+        phase: RebuildPhase,
+        cursor: &mut LogPoint,
+        applied: &mut i64,
+        on_progress: &mut (dyn FnMut(RebuildProgress) + Send),
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), ReadError> {
+        loop {
+            if *stop.borrow() {
+                return Err(ReadError::Interrupted);
+            }
+            let (n, next) = self.apply_one_batch(*cursor).await?;
+            *cursor = next;
+            *applied += n;
+            self.total = self.total.max(*applied);
+            self.report(phase, *applied).await?;
+            on_progress(RebuildProgress {
+                phase,
+                applied: *applied,
+                total: self.total,
+            });
+            if n < self.settings.batch_size {
+                return Ok(());
+            }
+        }
     }
 
     fn shadow_schema(&self) -> String {
@@ -795,9 +812,7 @@ async fn live_checkpoint(
         .first(conn)
         .await
         .optional()?;
-    Ok(row
-        .map(|(tx_id, position)| LogPoint { tx_id, position })
-        .unwrap_or_default())
+    Ok(row.map(LogPoint::from).unwrap_or_default())
 }
 
 #[derive(QueryableByName)]
