@@ -16,6 +16,9 @@
 #               DURATION, then again while the back office rebuilds all four projections
 #               (rebuildProjection, one after the other); every answer must be an order or
 #               a product, every rebuild DONE (rebuild-outcome.json)
+#   ratio       product(id:) and the constant-query reference (reference.sh's server)
+#               alternated in 5 rounds of 5 s; the median of the per-round ratios
+#               (ratio-outcome.json) is the figure for the 0.6x target
 #   memory      product(id:) of random products out of the whole catalog (k6), then
 #               idle for the cache's idle time and 10 s more: with a catalog larger than
 #               the cache (--cache-bytes), shows the weight bound honoured (cache size,
@@ -24,7 +27,7 @@
 # from /metrics (resources-<scenario>.json). Results (oha/k6 JSON, summary.md,
 # latency.png) go to target/load/run-<time>/.
 #
-#   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed|rebuild|memory] [--duration 15]
+#   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed|rebuild|ratio|memory] [--duration 15]
 #                       [--connections 64] [--products 2000] [--customers 2000] [--orders 20000]
 #                       [--buyers 2000] [--cache-bytes N] [--cache-idle S]
 # --cache-bytes and --cache-idle set the server's TILL_CACHE_MAX_BYTES and
@@ -300,8 +303,42 @@ PY
   unsample
 }
 
+run_ratio() {
+  # The product(id:) target is a ratio to the constant-query reference; on a shared
+  # machine both swing by a third from minute to minute, so alternate them in short
+  # rounds and take the median of the per-round ratios.
+  local rounds=5 secs=5 i
+  [[ -x "$repo/target/release/ref-graphql" ]] ||
+    cargo build --release -p till-benches --bins --manifest-path "$repo/Cargo.toml"
+  echo "== ratio: product(id:) and the constant query alternated, $rounds rounds of ${secs}s"
+  "$repo/target/release/ref-graphql" 127.0.0.1:18302 & local ref=$!
+  sleep 1
+  echo '{"query":"{ product { id sku name description priceMinor available } }"}' > "$out/constant.json"
+  for i in $(seq 1 "$rounds"); do
+    oha -z "${secs}s" -c "$connections" --no-tui --output-format json -m POST -T application/json \
+      -D "$out/constant.json" http://127.0.0.1:18302/graphql > "$out/ratio-constant-$i.round"
+    oha -z "${secs}s" -c "$connections" --no-tui --output-format json -m POST -T application/json \
+      -H "authorization: Bearer $buyer" -D "$out/product.body.json" "$base/graphql" > "$out/ratio-product-$i.round"
+  done
+  kill "$ref" 2>/dev/null || true
+  python3 - "$out" "$rounds" <<'PY'
+import json, pathlib, statistics, sys
+out, rounds = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+rate = lambda f: json.loads(out.joinpath(f).read_text())["summary"]["requestsPerSec"]
+rows = [{"round": i, "constant": rate(f"ratio-constant-{i}.round"), "product": rate(f"ratio-product-{i}.round")}
+        for i in range(1, rounds + 1)]
+for r in rows:
+    r["ratio"] = r["product"] / r["constant"]
+med = statistics.median(r["ratio"] for r in rows)
+out.joinpath("ratio-outcome.json").write_text(json.dumps({"rounds": rows, "median": med}))
+print(f"   product(id:) / constant query: median {med:.2f}x over {rounds} rounds "
+      f"({min(r['ratio'] for r in rows):.2f}-{max(r['ratio'] for r in rows):.2f})")
+PY
+}
+
 case "$scenario" in
   browse) run_browse ;;
+  ratio) run_ratio ;;
   rebuild) run_rebuild ;;
   checkout) run_checkout ;;
   mixed) run_mixed ;;

@@ -59,6 +59,16 @@ print("|---|---|---|---|---|---|")
 for r in rows:
     print("| " + " | ".join(r) + " |")
 
+ratio = run / "ratio-outcome.json"
+if ratio.exists():
+    d = json.loads(ratio.read_text())
+    print()
+    print("| round | constant query req/s | product(id:) req/s | ratio |")
+    print("|---|---|---|---|")
+    for r in d["rounds"]:
+        print(f"| {r['round']} | {r['constant']:,.0f} | {r['product']:,.0f} | {r['ratio']:.2f} |")
+    print(f"| median | | | {d['median']:.2f} |")
+
 outcome = run / "rebuild-outcome.json"
 if outcome.exists():
     print()
