@@ -613,11 +613,9 @@ impl Rebuild {
                 )));
             }
             for t in tables {
-                let (live_columns, shadow_columns) = (
-                    columns(conn, &t.live).await?,
-                    columns(conn, &t.shadow).await?,
-                );
-                if live_columns != shadow_columns {
+                let (live, rebuilt) = (shape(conn, &t.live).await?, shape(conn, &t.shadow).await?);
+                if live != rebuilt {
+                    tracing::warn!(table = t.name, %live, %rebuilt, "live table changed during the rebuild");
                     return Err(ReadError::Conflict(format!(
                         "{} changed during the rebuild (a migration?); rebuild again",
                         t.name
@@ -821,24 +819,39 @@ struct Text1 {
     t: String,
 }
 
-/// A table's columns with their types and defaults, in order.
-async fn columns(conn: &mut AsyncPgConnection, table: &str) -> Result<String, ReadError> {
+/// What a table looks like, minus its name and schema: columns with their types, then
+/// indexes, constraints and triggers with their definitions, then storage options.
+/// The swap compares the live tables with the rebuilt ones: a migration that changed the
+/// live table during the rebuild must not be undone by the swap.
+async fn shape(conn: &mut AsyncPgConnection, table: &str) -> Result<String, ReadError> {
     #[derive(QueryableByName)]
-    struct Columns {
+    struct Shape {
         #[diesel(sql_type = Nullable<Text>)]
-        columns: Option<String>,
+        shape: Option<String>,
     }
     Ok(diesel::sql_query(
-        "SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) \
-           || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END, ', ' ORDER BY a.attnum) \
-           AS columns \
-         FROM pg_attribute a WHERE a.attrelid = $1::regclass AND a.attnum > 0 \
-           AND NOT a.attisdropped",
+        "SELECT concat_ws(E'\\n', \
+           (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) \
+              || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END \
+              || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), ''), ', ' \
+              ORDER BY a.attnum) \
+            FROM pg_attribute a \
+            LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+            WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped), \
+           (SELECT string_agg(def, E'\\n' ORDER BY def) FROM ( \
+              SELECT regexp_replace(pg_get_indexdef(indexrelid), ' ON \\S+ ', ' ON _ ') AS def \
+              FROM pg_index WHERE indrelid = $1::regclass \
+              UNION ALL SELECT conname || ' ' || pg_get_constraintdef(oid) \
+              FROM pg_constraint WHERE conrelid = $1::regclass \
+              UNION ALL SELECT regexp_replace(pg_get_triggerdef(oid), ' ON \\S+ ', ' ON _ ') \
+              FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal) AS defs), \
+           (SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = $1::regclass) \
+         ) AS shape",
     )
     .bind::<Text, _>(table)
-    .get_result::<Columns>(conn)
+    .get_result::<Shape>(conn)
     .await?
-    .columns
+    .shape
     .unwrap_or_default())
 }
 

@@ -392,3 +392,80 @@ async fn rebuilds_are_exclusive_and_a_stopped_one_changes_nothing() {
         "swapped for a new table"
     );
 }
+
+/// A migration that changes a projection's table while its rebuild runs (here: a new
+/// index) fails the swap: the live table, with its new index, is kept.
+#[tokio::test]
+async fn a_table_changed_during_the_rebuild_is_not_swapped_away() {
+    let db = TestDb::new().await;
+    let cats = ok(seed::categories(&db.pool, "mg", 0, 3, &[]).await);
+    let products = ok(seed::products(&db.pool, "mg", 0, 20, &cats).await);
+    let customers = ok(seed::customers(&db.pool, "mg", 0, 5).await);
+    ok(seed::orders(&db.pool, 50, &customers, &products, "EUR").await);
+    let (projector, _) = side(&db);
+    ok(projector.catch_up_all().await);
+    let table_oid = "SELECT to_regclass('rm_product_sales')::oid::text AS t";
+    let oid_before = texts(&db, table_oid).await;
+
+    // The swap waits for the projector's applier lock, held here.
+    let mut holder = ok(db.pool.get().await);
+    ok(
+        diesel::sql_query("SELECT pg_advisory_lock(hashtext('till.projection.sales'))")
+            .execute(&mut holder)
+            .await,
+    );
+    let settings = RebuildSettings {
+        lock_timeout: Duration::from_millis(100),
+        swap_attempts: 1000,
+        ..RebuildSettings::default()
+    };
+    let url = db.url.clone();
+    let (_keep, stop) = watch::channel(false);
+    let rebuild = tokio::spawn(async move {
+        let rebuild = Rebuild::start(&url, Projection::Sales, settings).await?;
+        rebuild.run(&mut |_| {}, &stop).await
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut conn = ok(db.pool.get().await);
+        let swapping = ok(last_rebuilds(&mut conn).await)
+            .iter()
+            .any(|s| s.projection == Projection::Sales && s.phase == RebuildPhase::Swapping);
+        if swapping {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached the swap"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    exec(
+        &db,
+        "CREATE INDEX rm_product_sales_name_idx ON rm_product_sales (name)",
+    )
+    .await;
+    ok(
+        diesel::sql_query("SELECT pg_advisory_unlock(hashtext('till.projection.sales'))")
+            .execute(&mut holder)
+            .await,
+    );
+
+    match ok(rebuild.await) {
+        Err(ReadError::Conflict(m)) => assert!(m.contains("changed during the rebuild"), "{m}"),
+        Err(e) => panic!("expected a conflict, got {e}"),
+        Ok(_) => panic!("the rebuild swapped away a table a migration had changed"),
+    }
+    assert_eq!(texts(&db, table_oid).await, oid_before, "live table kept");
+    let kept = texts(
+        &db,
+        "SELECT indexname::text AS t FROM pg_indexes WHERE indexname = 'rm_product_sales_name_idx'",
+    )
+    .await;
+    assert_eq!(kept, ["rm_product_sales_name_idx"]);
+    let mut conn = ok(db.pool.get().await);
+    let row = ok(last_rebuilds(&mut conn).await);
+    assert!(row
+        .iter()
+        .any(|s| s.projection == Projection::Sales && s.state == RebuildState::Failed));
+}
