@@ -129,6 +129,14 @@ fn describe() {
     );
     describe_gauge!("till_cache_entries", "Entries by cache.");
     describe_gauge!(
+        "till_projection_rebuild_events",
+        "Events replayed by the projection rebuild this process runs (reset when one starts)."
+    );
+    describe_counter!(
+        "till_projection_rebuilds_total",
+        "Projection rebuilds this process ran, by projection and outcome (done, failed)."
+    );
+    describe_gauge!(
         "till_projection_position",
         "Last applied log position by projection."
     );

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use till_read_models::{Projection, ReadError, Rebuild, RebuildSettings};
+use till_read_models::{Projection, ReadError, Rebuild, RebuildProgress, RebuildSettings};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -52,8 +52,19 @@ impl Rebuilds {
             match Rebuild::start(&url, projection, settings).await {
                 Ok(rebuild) => {
                     let _ = started_tx.send(Ok(()));
-                    // The outcome is logged and recorded by the rebuild itself.
-                    let _ = rebuild.run(&mut |_| {}, &stop).await;
+                    let name = projection.name();
+                    let events =
+                        metrics::gauge!("till_projection_rebuild_events", "projection" => name);
+                    events.set(0.0);
+                    let mut on_progress = |p: RebuildProgress| events.set(p.applied as f64);
+                    // The rebuild logs and records its outcome itself; counted here.
+                    let outcome = match rebuild.run(&mut on_progress, &stop).await {
+                        Ok(_) => "done",
+                        Err(_) => "failed",
+                    };
+                    metrics::counter!("till_projection_rebuilds_total",
+                        "projection" => name, "outcome" => outcome)
+                    .increment(1);
                 }
                 Err(e) => {
                     let _ = started_tx.send(Err(e));

@@ -137,6 +137,31 @@ async fn an_admin_rebuilds_a_projection_while_the_storefront_keeps_answering() {
     // The others never ran one.
     let (_, status) = app.gql(Some(&app.staff_token), STATUS, json!({})).await;
     assert!(rebuild_of(&status, "sales").is_null(), "{status}");
+
+    // Counted in /metrics (once the rebuild's task has finished, right after its row).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = ok(
+            ok(app.http.get(format!("{}/metrics", app.base)).send().await)
+                .text()
+                .await,
+        );
+        let done = text.lines().any(|l| {
+            l.starts_with("till_projection_rebuilds_total{")
+                && l.contains("projection=\"product_view\"")
+                && l.contains("outcome=\"done\"")
+                && l.ends_with(" 1")
+        });
+        if done {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rebuild counter in /metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains("till_projection_rebuild_events{projection=\"product_view\"}"));
 }
 
 #[tokio::test]
