@@ -902,3 +902,41 @@ fn is_lock_timeout(err: &ReadError) -> bool {
     matches!(err, ReadError::Internal(m) | ReadError::Unavailable(m)
         if m.contains("lock timeout") || m.contains("canceling statement due to lock timeout"))
 }
+
+#[cfg(test)]
+mod tests {
+    /// A rebuild writes its copies because the projections name their tables without a
+    /// schema (the rebuild's search path puts the copies first): a qualified name would
+    /// write the live table while it is being rebuilt.
+    #[test]
+    fn projections_name_their_tables_without_a_schema() {
+        let sources = [
+            ("mod.rs", include_str!("projections/mod.rs")),
+            (
+                "product_view.rs",
+                include_str!("projections/product_view.rs"),
+            ),
+            ("order_view.rs", include_str!("projections/order_view.rs")),
+            (
+                "customer_summary.rs",
+                include_str!("projections/customer_summary.rs"),
+            ),
+            ("sales.rs", include_str!("projections/sales.rs")),
+        ];
+        for (file, text) in sources {
+            for (n, line) in text.lines().enumerate() {
+                let qualified = line.match_indices(".rm_").any(|(i, _)| {
+                    line[..i]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '"')
+                });
+                assert!(
+                    !qualified,
+                    "projections/{file}:{}: a schema-qualified read-model table",
+                    n + 1
+                );
+            }
+        }
+    }
+}
