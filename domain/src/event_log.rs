@@ -35,6 +35,16 @@ impl From<(i64, i64)> for LogPoint {
     }
 }
 
+impl StoredEvent {
+    /// Where the event stands in the log.
+    pub fn point(&self) -> LogPoint {
+        LogPoint {
+            tx_id: self.tx_id,
+            position: self.position,
+        }
+    }
+}
+
 impl LogPoint {
     /// The opaque text form handed to clients as a consistency token.
     pub fn to_token(self) -> String {

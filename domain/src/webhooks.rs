@@ -261,10 +261,7 @@ async fn fan_out_batch(
     let Some(last) = events.last() else {
         return Ok(0);
     };
-    let last = LogPoint {
-        tx_id: last.tx_id,
-        position: last.position,
-    };
+    let last = last.point();
     let subs: Vec<(Uuid, Vec<String>)> = {
         #[derive(QueryableByName)]
         struct S {

@@ -131,20 +131,7 @@ impl Projector {
     pub async fn observe(&self, projection: Projection) -> Result<LogPoint, ReadError> {
         let local = self.progress.current(projection);
         let mut conn = self.pool.get().await?;
-        let stored: Option<(i64, i64, i64)> = projection_checkpoints::table
-            .find(projection.name())
-            .select((
-                projection_checkpoints::tx_id,
-                projection_checkpoints::position,
-                projection_checkpoints::generation,
-            ))
-            .first(&mut conn)
-            .await
-            .optional()?;
-        let Some((tx_id, position, generation)) = stored else {
-            return Ok(local);
-        };
-        let stored = LogPoint { tx_id, position };
+        let (stored, generation) = checkpoint(&mut conn, projection).await?;
         if stored > local {
             let missed = read_range(&mut conn, local, stored).await?;
             self.publish(
@@ -349,36 +336,9 @@ async fn apply_batch(
     projection: Projection,
     limit: i64,
 ) -> Result<(BatchOutcome, Vec<Change>, Vec<StoredEvent>), ReadError> {
-    // One applier per projection at a time, across every process: a transaction-scoped
-    // advisory lock (taken before any write, so it does not hold back the horizon).
-    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('till.projection.' || $1))")
-        .bind::<Text, _>(projection.name())
-        .prepared()
-        .execute(conn)
-        .await?;
-    let current: Option<(i64, i64, i64)> = projection_checkpoints::table
-        .find(projection.name())
-        .select((
-            projection_checkpoints::tx_id,
-            projection_checkpoints::position,
-            projection_checkpoints::generation,
-        ))
-        .first(conn)
-        .await
-        .optional()?;
-    let (from, generation) = current
-        .map(|(tx_id, position, generation)| (LogPoint { tx_id, position }, generation))
-        .unwrap_or_default();
-    let batch = event_log::read_after(conn, from, limit).await?;
-    let mut changes = Vec::new();
-    projection.apply_batch(conn, &batch, &mut changes).await?;
-    let checkpoint = batch
-        .last()
-        .map(|e| LogPoint {
-            tx_id: e.tx_id,
-            position: e.position,
-        })
-        .unwrap_or(from);
+    lock_applier(conn, projection).await?;
+    let (from, generation) = checkpoint(conn, projection).await?;
+    let (batch, mut changes, checkpoint) = apply_next(conn, projection, from, limit).await?;
     changes.dedup();
     if !batch.is_empty() {
         // Moving the checkpoint also wakes the other processes' projectors and
@@ -398,6 +358,58 @@ async fn apply_batch(
     ))
 }
 
+/// Takes the projection's applier lock for the rest of the transaction: one applier per
+/// projection at a time across every process (taken before any write, so it does not
+/// hold back the horizon). A rebuild's swap takes it too, to pause the projector.
+pub(crate) async fn lock_applier(
+    conn: &mut AsyncPgConnection,
+    projection: Projection,
+) -> Result<(), ReadError> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('till.projection.' || $1))")
+        .bind::<Text, _>(projection.name())
+        .prepared()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The projection's stored checkpoint and the generation of its tables (the start of
+/// the log and 0 before its first batch).
+pub(crate) async fn checkpoint(
+    conn: &mut AsyncPgConnection,
+    projection: Projection,
+) -> Result<(LogPoint, i64), ReadError> {
+    let stored: Option<(i64, i64, i64)> = projection_checkpoints::table
+        .find(projection.name())
+        .select((
+            projection_checkpoints::tx_id,
+            projection_checkpoints::position,
+            projection_checkpoints::generation,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(stored
+        .map(|(tx_id, position, generation)| (LogPoint { tx_id, position }, generation))
+        .unwrap_or_default())
+}
+
+/// Reads up to `limit` events after `from` and applies them to whatever tables the
+/// connection's search path resolves (the live ones, or a rebuild's copies). Returns the
+/// events, what they changed and the point after them (`from` when there were none).
+pub(crate) async fn apply_next(
+    conn: &mut AsyncPgConnection,
+    projection: Projection,
+    from: LogPoint,
+    limit: i64,
+) -> Result<(Vec<StoredEvent>, Vec<Change>, LogPoint), ReadError> {
+    let batch = event_log::read_after(conn, from, limit).await?;
+    let mut changes = Vec::new();
+    projection.apply_batch(conn, &batch, &mut changes).await?;
+    let next = batch.last().map_or(from, StoredEvent::point);
+    Ok((batch, changes, next))
+}
+
 /// The events in (`from`, `to`], or None when there are more than
 /// [`MAX_MISSED_EVENTS`].
 async fn read_range(
@@ -412,16 +424,8 @@ async fn read_range(
         let Some(last) = page.last() else {
             break;
         };
-        cursor = LogPoint {
-            tx_id: last.tx_id,
-            position: last.position,
-        };
-        out.extend(page.into_iter().filter(|e| {
-            LogPoint {
-                tx_id: e.tx_id,
-                position: e.position,
-            } <= to
-        }));
+        cursor = last.point();
+        out.extend(page.into_iter().filter(|e| e.point() <= to));
         if out.len() > MAX_MISSED_EVENTS {
             return Ok(None);
         }

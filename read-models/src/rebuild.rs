@@ -35,7 +35,7 @@ use tokio::sync::watch;
 
 use crate::error::ReadError;
 use crate::projections::Projection;
-use crate::projector::PROJECTED_CHANNEL;
+use crate::projector::{apply_next, checkpoint, lock_applier, PROJECTED_CHANNEL};
 
 /// The first key of the session advisory lock a rebuild holds (the second is the
 /// projection's name hashed), so other processes can see a rebuild is alive in
@@ -249,11 +249,6 @@ impl Rebuild {
         self.total
     }
 
-    /// The projection being rebuilt.
-    pub fn projection(&self) -> Projection {
-        self.projection
-    }
-
     /// Builds the projection aside and swaps it in, calling `on_progress` after every
     /// batch. Stops (failing, live tables unchanged) when `stop` turns true.
     pub async fn run(
@@ -317,12 +312,8 @@ impl Rebuild {
         .await?;
         let mut replay = started.elapsed();
 
-        self.report(RebuildPhase::Indexing, applied).await?;
-        on_progress(RebuildProgress {
-            phase: RebuildPhase::Indexing,
-            applied,
-            total: self.total,
-        });
+        self.progress(RebuildPhase::Indexing, applied, on_progress)
+            .await?;
         for ddl in self.index_statements(&tables).await? {
             if *stop.borrow() {
                 return Err(ReadError::Interrupted);
@@ -345,12 +336,8 @@ impl Rebuild {
         )
         .await?;
 
-        self.report(RebuildPhase::Swapping, applied).await?;
-        on_progress(RebuildProgress {
-            phase: RebuildPhase::Swapping,
-            applied,
-            total: self.total,
-        });
+        self.progress(RebuildPhase::Swapping, applied, on_progress)
+            .await?;
         let mut attempt = 0;
         let (tail, checkpoint, tail_time) = loop {
             if *stop.borrow() {
@@ -406,13 +393,7 @@ impl Rebuild {
             let (n, next) = self.apply_one_batch(*cursor).await?;
             *cursor = next;
             *applied += n;
-            self.total = self.total.max(*applied);
-            self.report(phase, *applied).await?;
-            on_progress(RebuildProgress {
-                phase,
-                applied: *applied,
-                total: self.total,
-            });
+            self.progress(phase, *applied, on_progress).await?;
             if n < self.settings.batch_size {
                 return Ok(());
             }
@@ -588,11 +569,7 @@ impl Rebuild {
                 .execute(&mut *conn)
                 .await?;
             // The projector's applier lock: no live batch runs until this commits.
-            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('till.projection.' || $1))")
-                .bind::<Text, _>(projection.name())
-                .prepared()
-                .execute(&mut *conn)
-                .await?;
+            lock_applier(conn, projection).await?;
             let catch_up = std::time::Instant::now();
             let mut cursor = cursor;
             let mut applied = 0;
@@ -605,7 +582,7 @@ impl Rebuild {
                 }
             }
             let catch_up = catch_up.elapsed();
-            let live = live_checkpoint(conn, projection).await?;
+            let (live, _) = checkpoint(conn, projection).await?;
             if cursor < live {
                 return Err(ReadError::Internal(format!(
                     "the rebuilt {} stopped at {cursor:?}, behind the live checkpoint {live:?}",
@@ -669,8 +646,15 @@ impl Rebuild {
         Ok(rows.into_iter().map(|r| r.t).collect())
     }
 
-    /// Records progress (also the heartbeat other processes read).
-    async fn report(&mut self, phase: RebuildPhase, applied: i64) -> Result<(), ReadError> {
+    /// Records progress in `projection_rebuilds` (what other processes read) and tells
+    /// `on_progress`.
+    async fn progress(
+        &mut self,
+        phase: RebuildPhase,
+        applied: i64,
+        on_progress: &mut (dyn FnMut(RebuildProgress) + Send),
+    ) -> Result<(), ReadError> {
+        self.total = self.total.max(applied);
         diesel::sql_query(
             "UPDATE projection_rebuilds SET phase = $2, events_applied = $3, \
                events_total = greatest(events_total, $3), updated_at = now() \
@@ -682,6 +666,11 @@ impl Rebuild {
         .prepared()
         .execute(&mut self.conn)
         .await?;
+        on_progress(RebuildProgress {
+            phase,
+            applied,
+            total: self.total,
+        });
         Ok(())
     }
 
@@ -778,39 +767,16 @@ pub async fn last_rebuilds(conn: &mut AsyncPgConnection) -> Result<Vec<RebuildSt
         .collect())
 }
 
-/// Applies up to `limit` events after `cursor` to whatever tables the connection's
-/// search path resolves; returns how many and the new cursor.
+/// Applies up to `limit` events after `cursor` to the rebuild's copies; returns how
+/// many and the new cursor.
 async fn replay(
     conn: &mut AsyncPgConnection,
     projection: Projection,
     cursor: LogPoint,
     limit: i64,
 ) -> Result<(i64, LogPoint), ReadError> {
-    let batch = event_log::read_after(conn, cursor, limit).await?;
-    let mut changes = Vec::new();
-    projection.apply_batch(conn, &batch, &mut changes).await?;
-    let next = batch
-        .last()
-        .map(|e| LogPoint {
-            tx_id: e.tx_id,
-            position: e.position,
-        })
-        .unwrap_or(cursor);
+    let (batch, _, next) = apply_next(conn, projection, cursor, limit).await?;
     Ok((i64::try_from(batch.len()).unwrap_or(i64::MAX), next))
-}
-
-async fn live_checkpoint(
-    conn: &mut AsyncPgConnection,
-    projection: Projection,
-) -> Result<LogPoint, ReadError> {
-    use till_domain::schema::projection_checkpoints as pc;
-    let row: Option<(i64, i64)> = pc::table
-        .find(projection.name())
-        .select((pc::tx_id, pc::position))
-        .first(conn)
-        .await
-        .optional()?;
-    Ok(row.map(LogPoint::from).unwrap_or_default())
 }
 
 #[derive(QueryableByName)]
@@ -898,9 +864,10 @@ fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
+/// PostgreSQL's `lock_timeout` cancellation (diesel reports no SQLSTATE; the text is
+/// stable).
 fn is_lock_timeout(err: &ReadError) -> bool {
-    matches!(err, ReadError::Internal(m) | ReadError::Unavailable(m)
-        if m.contains("lock timeout") || m.contains("canceling statement due to lock timeout"))
+    matches!(err, ReadError::Internal(m) if m.contains("canceling statement due to lock timeout"))
 }
 
 #[cfg(test)]
