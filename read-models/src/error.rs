@@ -28,10 +28,7 @@ pub enum ReadError {
 
 impl From<diesel::result::Error> for ReadError {
     fn from(err: diesel::result::Error) -> Self {
-        match DomainError::from(err) {
-            DomainError::Unavailable(m) => Self::Unavailable(m),
-            other => Self::Internal(other.to_string()),
-        }
+        Self::from(DomainError::from(err))
     }
 }
 
@@ -45,6 +42,8 @@ impl From<DomainError> for ReadError {
     fn from(err: DomainError) -> Self {
         match err {
             DomainError::Unavailable(m) => Self::Unavailable(m),
+            // Its own text, without DomainError's "internal error: " (this one adds it).
+            DomainError::Internal(m) => Self::Internal(m),
             other => Self::Internal(other.to_string()),
         }
     }
