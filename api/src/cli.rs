@@ -118,9 +118,9 @@ pub enum Command {
         /// one after the other).
         #[arg(long = "projection", value_name = "NAME", value_parser = parse_projection)]
         projections: Vec<till_read_models::Projection>,
-        /// With `rebuild`: events replayed per transaction.
-        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
-        batch_size: i64,
+        /// With `rebuild`: events replayed per transaction [default: 5000].
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        batch_size: Option<i64>,
     },
 }
 
@@ -327,6 +327,13 @@ pub async fn run() -> Result<(), CliError> {
             projections,
             batch_size,
         } => {
+            if !matches!(action, ProjectionsAction::Rebuild)
+                && (!projections.is_empty() || batch_size.is_some())
+            {
+                return Err(CliError::Failed(
+                    "--projection and --batch-size only apply to `till projections rebuild`".into(),
+                ));
+            }
             let database = Database::resolve(&db, Mode::Dev).await?;
             let pool = till_domain::db::pool(&database.url, &db.pool_settings());
             match action {
@@ -395,7 +402,7 @@ fn describe_rebuild(r: till_read_models::RebuildStatus) -> String {
 async fn rebuild(
     url: &str,
     projections: &[till_read_models::Projection],
-    batch_size: i64,
+    batch_size: Option<i64>,
 ) -> Result<(), CliError> {
     use till_read_models::{Projection, Rebuild, RebuildPhase, RebuildSettings};
     let chosen: Vec<Projection> = if projections.is_empty() {
@@ -417,9 +424,10 @@ async fn rebuild(
     .progress_chars("=> ");
     let mut outcome = Ok(());
     for p in chosen {
+        let defaults = RebuildSettings::default();
         let settings = RebuildSettings {
-            batch_size,
-            ..RebuildSettings::default()
+            batch_size: batch_size.unwrap_or(defaults.batch_size),
+            ..defaults
         };
         let rebuild = Rebuild::start(url, p, settings)
             .await

@@ -215,6 +215,20 @@ async fn the_cli_rebuilds_with_progress_and_reports_it_in_status() {
         .await);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown projection \"nope\""));
+
+    // The rebuild's options mean nothing to the other actions: refused, not ignored.
+    let misplaced = ok(tokio::process::Command::new(till)
+        .args(["projections", "status", "--projection", "sales"])
+        .env("DATABASE_URL", &app.db.url)
+        .output()
+        .await);
+    assert!(!misplaced.status.success());
+    assert!(
+        String::from_utf8_lossy(&misplaced.stderr)
+            .contains("only apply to `till projections rebuild`"),
+        "{}",
+        String::from_utf8_lossy(&misplaced.stderr)
+    );
 }
 
 /// A server stopped (SIGTERM) while its rebuild waits to swap: the rebuild stops, its row
