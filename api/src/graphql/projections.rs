@@ -5,13 +5,14 @@
 use async_graphql::{Context, Enum, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use till_read_models::queries::ProjectionStatus as Status;
-use till_read_models::{Projection, RebuildPhase, RebuildState, RebuildStatus};
+use till_read_models::{Projection, RebuildStatus};
 
 use super::error::{self, coded, Code};
 use super::{state, AdminGuard, StaffGuard};
 
 /// A projection (read model) of the event log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(remote = "till_read_models::Projection")]
 pub enum ProjectionName {
     /// Categories and the product view (`product`, `products`, `categories`).
     ProductView,
@@ -21,17 +22,6 @@ pub enum ProjectionName {
     CustomerSummary,
     /// Sales per day and per product (`salesReport`, `topProducts`).
     Sales,
-}
-
-impl From<ProjectionName> for Projection {
-    fn from(p: ProjectionName) -> Self {
-        match p {
-            ProjectionName::ProductView => Self::ProductView,
-            ProjectionName::OrderView => Self::OrderView,
-            ProjectionName::CustomerSummary => Self::CustomerSummary,
-            ProjectionName::Sales => Self::Sales,
-        }
-    }
 }
 
 /// Where one projection stands.
@@ -51,6 +41,7 @@ pub struct ProjectionStatus {
 
 /// State of a rebuild.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(remote = "till_read_models::RebuildState")]
 pub enum ProjectionRebuildState {
     /// Building aside or swapping in.
     Running,
@@ -63,6 +54,7 @@ pub enum ProjectionRebuildState {
 
 /// What a running rebuild is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(remote = "till_read_models::RebuildPhase")]
 pub enum ProjectionRebuildPhase {
     /// Replaying the event log into tables built aside.
     Copying,
@@ -98,17 +90,8 @@ pub struct ProjectionRebuild {
 impl From<RebuildStatus> for ProjectionRebuild {
     fn from(r: RebuildStatus) -> Self {
         Self {
-            state: match r.state {
-                RebuildState::Running => ProjectionRebuildState::Running,
-                RebuildState::Done => ProjectionRebuildState::Done,
-                RebuildState::Failed => ProjectionRebuildState::Failed,
-            },
-            phase: match r.phase {
-                RebuildPhase::Copying => ProjectionRebuildPhase::Copying,
-                RebuildPhase::Indexing => ProjectionRebuildPhase::Indexing,
-                RebuildPhase::Swapping => ProjectionRebuildPhase::Swapping,
-                RebuildPhase::Finished => ProjectionRebuildPhase::Finished,
-            },
+            state: r.state.into(),
+            phase: r.phase.into(),
             events_applied: r.events_applied.max(0),
             events_total: r.events_total.max(0),
             started_at: r.started_at,
