@@ -9,9 +9,10 @@
 //!
 //! Instead, [`Commands`](crate::commands::Commands) tell an [`Announcer`] after a
 //! transaction that appended events or enqueued jobs has committed (`event_log` and
-//! `jobs` mark what the running attempt wrote, see [`track`]). The announcer sends one `pg_notify` of its own on a
-//! dedicated connection, without waiting for its commit to be flushed (a lost
-//! notification costs at most one poll interval; the events are already durable). Calls
+//! `jobs` mark what the running attempt wrote, see [`track`]). The announcer sends one
+//! `pg_notify` per channel of its own on a dedicated connection, without waiting for its
+//! commit to be flushed (a lost notification costs at most one poll interval; the events
+//! and jobs are already durable). Calls
 //! that arrive while one is being sent are folded into one more send after it, so a
 //! process sends at most one notification at a time and none is lost after the last
 //! commit.
