@@ -2,7 +2,6 @@
 //! exactly-once application with two projectors racing, and views that agree with the
 //! write model.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::prelude::*;
@@ -20,15 +19,11 @@ use till_domain::types::*;
 use till_read_models::schema::{
     rm_customer_summary, rm_order_view, rm_product_sales, rm_sales_daily,
 };
-use till_read_models::{
-    CacheKind, CacheSettings, Progress, Projection, Projector, ProjectorSettings, ReadCache,
-    ReadModels,
-};
+use till_read_models::{CacheKind, Projection, Projector, ProjectorSettings, ReadModels};
 use uuid::Uuid;
 
-fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
+mod common;
+use common::ok;
 
 struct Side {
     projector: Projector,
@@ -36,19 +31,13 @@ struct Side {
 }
 
 fn read_side(db: &TestDb) -> Side {
-    let cache = ReadCache::new(CacheSettings::default());
-    let progress = Arc::new(Progress::new());
-    let projector = Projector::new(
-        db.pool.clone(),
-        db.url.clone(),
-        cache.clone(),
-        progress.clone(),
+    let (projector, reads) = common::read_side(
+        db,
         ProjectorSettings {
             batch_size: 7,
             ..ProjectorSettings::default()
         },
     );
-    let reads = ReadModels::new(db.pool.clone(), cache, progress);
     Side { projector, reads }
 }
 
@@ -448,16 +437,7 @@ async fn views_follow_the_write_model_and_the_cache_is_invalidated() {
 async fn an_orders_whole_life_in_one_batch_is_applied_in_order() {
     let db = TestDb::new().await;
     let cmd = Commands::new(db.pool.clone());
-    let cache = ReadCache::new(CacheSettings::default());
-    let progress = Arc::new(Progress::new());
-    let projector = Projector::new(
-        db.pool.clone(),
-        db.url.clone(),
-        cache.clone(),
-        progress.clone(),
-        ProjectorSettings::default(),
-    );
-    let reads = ReadModels::new(db.pool.clone(), cache, progress);
+    let (projector, reads) = common::read_side(&db, ProjectorSettings::default());
     let shop = Shop {
         db,
         cmd,

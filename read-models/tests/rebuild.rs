@@ -16,27 +16,17 @@ use till_domain::seed;
 use till_domain::types::{CustomerId, ProductId, Quantity, Role};
 use till_read_models::rebuild::{last_rebuilds, RebuildPhase};
 use till_read_models::{
-    CacheSettings, Progress, Projection, Projector, ProjectorSettings, ReadCache, ReadError,
-    ReadModels, Rebuild, RebuildSettings, RebuildState,
+    Projection, Projector, ProjectorSettings, ReadError, ReadModels, Rebuild, RebuildSettings,
+    RebuildState,
 };
 use tokio::sync::watch;
 use uuid::Uuid;
 
-fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
+mod common;
+use common::ok;
 
 fn side(db: &TestDb) -> (Projector, ReadModels) {
-    let cache = ReadCache::new(CacheSettings::default());
-    let progress = Arc::new(Progress::new());
-    let projector = Projector::new(
-        db.pool.clone(),
-        db.url.clone(),
-        cache.clone(),
-        progress.clone(),
-        ProjectorSettings::default(),
-    );
-    (projector, ReadModels::new(db.pool.clone(), cache, progress))
+    common::read_side(db, ProjectorSettings::default())
 }
 
 #[derive(diesel::QueryableByName)]
