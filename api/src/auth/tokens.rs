@@ -68,13 +68,23 @@ impl TokenService {
 
     /// Verifies one of Till's own tokens.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_until(token).map(|(principal, _)| principal)
+    }
+
+    /// Verifies one of Till's own tokens and says until when it stays valid: the last
+    /// second (Unix time) it is accepted, its `exp` plus the clock leeway.
+    pub fn verify_until(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let data = decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| AuthError::Invalid)?;
         let id = Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::Invalid)?;
-        Ok(Principal::User {
+        let principal = Principal::User {
             id: CustomerId(id),
             role: data.claims.role,
-        })
+        };
+        Ok((
+            principal,
+            data.claims.exp.saturating_add(self.validation.leeway),
+        ))
     }
 }
 
