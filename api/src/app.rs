@@ -52,6 +52,9 @@ pub enum StartError {
 pub struct AppData {
     /// The executable schema.
     pub schema: TillSchema,
+    /// The same schema for queries whose document passed its full validation before:
+    /// it repeats only what depends on the variables (see `http::graphql::execute_one`).
+    pub known: TillSchema,
     /// Resolver state.
     pub api: Arc<ApiState>,
     /// Mints Till's own tokens (tests and the CLI use it).
@@ -314,18 +317,21 @@ impl Application {
                 max_principals: cfg.rate.rate_max_principals,
             }))
         });
-        let schema = graphql::build(
+        let limits = Limits {
+            max_depth: cfg.max_depth,
+            max_complexity: cfg.max_complexity,
+            max_aliases: cfg.max_aliases,
+            max_root_fields: cfg.max_root_fields,
+            introspection: cfg.mode == Mode::Dev,
+            rate: rate.clone(),
+            query_timeout: (cfg.request_timeout_ms > 0)
+                .then(|| Duration::from_millis(cfg.request_timeout_ms)),
+        };
+        let schema = graphql::build(Some(api.clone()), limits.clone());
+        let known = graphql::build_validating(
             Some(api.clone()),
-            Limits {
-                max_depth: cfg.max_depth,
-                max_complexity: cfg.max_complexity,
-                max_aliases: cfg.max_aliases,
-                max_root_fields: cfg.max_root_fields,
-                introspection: cfg.mode == Mode::Dev,
-                rate: rate.clone(),
-                query_timeout: (cfg.request_timeout_ms > 0)
-                    .then(|| Duration::from_millis(cfg.request_timeout_ms)),
-            },
+            limits,
+            async_graphql::ValidationMode::Fast,
         );
         crate::metrics::handle();
         let pool_for_admin = pool.clone();
@@ -333,6 +339,7 @@ impl Application {
         let data = Arc::new(AppData {
             sdl: schema.sdl(),
             schema,
+            known,
             api,
             tokens: TokenService::new(&secret),
             auth: Authenticator::new(TokenService::new(&secret), oidc),

@@ -170,6 +170,10 @@ impl CostLimiter {
     }
 }
 
+/// Request data of a request that was already charged: a query run again with full
+/// validation after its first run raised an input error (see `http::graphql`).
+pub struct Charged;
+
 /// One request's charge: priced after validation, reported in the response.
 pub(super) struct RequestCharge {
     limiter: Arc<CostLimiter>,
@@ -206,6 +210,9 @@ impl RequestCharge {
         let Some(info) = ctx.data_opt::<RequestInfo>() else {
             return Ok(());
         };
+        if ctx.data_opt::<Charged>().is_some() {
+            return Ok(());
+        }
         let c = self.charge(info, result.complexity);
         if c.retry_after.is_none() {
             return Ok(());

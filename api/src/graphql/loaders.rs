@@ -1,4 +1,4 @@
-//! DataLoaders: one batched lookup per key type, built per request.
+//! DataLoaders: one batched lookup per key type, one per process (see `build`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

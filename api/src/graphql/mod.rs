@@ -19,7 +19,7 @@ pub mod types;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{Context, SDLExportOptions, Schema};
+use async_graphql::{Context, SDLExportOptions, Schema, ValidationMode};
 use till_domain::commands::{CommandContext, Commands};
 use till_domain::idempotency::IdempotencyClaim;
 use till_domain::types::Currency;
@@ -98,7 +98,18 @@ pub struct Limits {
 
 /// Builds the schema around shared state.
 pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
+    build_validating(state, limits, ValidationMode::Strict)
+}
+
+/// Builds the schema with the given validation: `Fast` computes only cost and depth
+/// (and refuses fragment cycles), for documents that already passed `Strict`.
+pub fn build_validating(
+    state: Option<Arc<ApiState>>,
+    limits: Limits,
+    mode: ValidationMode,
+) -> TillSchema {
     let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription)
+        .validation_mode(mode)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .extension(guard::Guard {
@@ -113,7 +124,14 @@ pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
         builder = builder.disable_introspection();
     }
     if let Some(state) = state {
-        builder = builder.data(state);
+        // One loader per process: it keeps no cache of its own (products come from the
+        // read-model cache), so sharing it is safe, costs no per-request set-up, and
+        // concurrent requests' misses are gathered into the same query.
+        let products = async_graphql::dataloader::DataLoader::new(
+            loaders::ProductLoader(state.reads.clone()),
+            tokio::spawn,
+        );
+        builder = builder.data(state).data(products);
     }
     builder.finish()
 }

@@ -7,13 +7,16 @@
 //! Parsed documents are cached by their text (bounded by weight), so a storefront that
 //! sends the same few operations does not pay the parser on every request; only
 //! documents that parse are kept, and the limits that look at a document (depth,
-//! aliases, root fields, complexity) still run on every request.
+//! aliases, root fields, complexity) still run on every request. An entry also
+//! remembers whether its document once passed full validation, so that queries sent
+//! again skip the rules that depend on the document alone (see `http::graphql`).
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::Request;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -23,7 +26,61 @@ use crate::graphql::error::Code;
 /// Where documents come from, and the parsed forms of recent ones.
 pub struct Documents {
     source: Source,
-    parsed: moka::sync::Cache<String, Arc<ExecutableDocument>>,
+    parsed: moka::sync::Cache<String, Arc<Parsed>>,
+}
+
+/// A parsed document, and whether it has passed full validation.
+pub struct Parsed {
+    document: ExecutableDocument,
+    validated: AtomicBool,
+}
+
+impl Parsed {
+    /// True once a request running this document passed full validation: every rule
+    /// that looks at the document alone holds (the schema does not change while the
+    /// process runs).
+    pub fn validated(&self) -> bool {
+        self.validated.load(Ordering::Relaxed)
+    }
+
+    /// Records that the document passed full validation.
+    pub fn mark_validated(&self) {
+        self.validated.store(true, Ordering::Relaxed);
+    }
+
+    /// True when the operation a request selects (by `operation_name`) is a query.
+    pub fn selects_query(&self, operation_name: Option<&str>) -> bool {
+        let ty = match (&self.document.operations, operation_name) {
+            (DocumentOperations::Single(op), _) => Some(op.node.ty),
+            (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),
+            (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+                ops.values().next().map(|op| op.node.ty)
+            }
+            (DocumentOperations::Multiple(_), None) => None,
+        };
+        ty == Some(OperationType::Query)
+    }
+
+    /// The parsed document.
+    pub fn document(&self) -> &ExecutableDocument {
+        &self.document
+    }
+}
+
+/// A request ready to run, with its cached parse when its document parses.
+pub struct Operation {
+    /// The async-graphql request (carrying a copy of the parsed document).
+    pub request: Request,
+    /// The cache entry of its document.
+    pub parsed: Option<Arc<Parsed>>,
+}
+
+impl Operation {
+    /// Adds request data.
+    pub fn data<D: std::any::Any + Send + Sync>(mut self, data: D) -> Self {
+        self.request = self.request.data(data);
+        self
+    }
 }
 
 enum Source {
@@ -80,7 +137,7 @@ impl Documents {
             source,
             parsed: moka::sync::Cache::builder()
                 .max_capacity(PARSED_MAX_WEIGHT)
-                .weigher(|k: &String, _: &Arc<ExecutableDocument>| {
+                .weigher(|k: &String, _: &Arc<Parsed>| {
                     u32::try_from(k.len().saturating_mul(PARSED_WEIGHT_PER_BYTE))
                         .unwrap_or(u32::MAX)
                 })
@@ -91,24 +148,27 @@ impl Documents {
     /// A request running `query`, carrying its parsed form when the document parses
     /// (from the cache when it was seen before). A document that does not parse is left
     /// to the executor, which reports the syntax error as usual.
-    pub fn request(&self, query: String) -> Request {
+    pub fn request(&self, query: String) -> Operation {
         let cached = self.parsed.get(query.as_str());
-        let doc = match cached {
-            Some(doc) => Some(doc),
+        let parsed = match cached {
+            Some(parsed) => Some(parsed),
             None => match async_graphql::parser::parse_query(&query) {
-                Ok(doc) => {
-                    let doc = Arc::new(doc);
-                    self.parsed.insert(query.clone(), doc.clone());
-                    Some(doc)
+                Ok(document) => {
+                    let parsed = Arc::new(Parsed {
+                        document,
+                        validated: AtomicBool::new(false),
+                    });
+                    self.parsed.insert(query.clone(), parsed.clone());
+                    Some(parsed)
                 }
                 Err(_) => None,
             },
         };
         let mut request = Request::new(query);
-        if let Some(doc) = doc {
-            request.set_parsed_query(ExecutableDocument::clone(&doc));
+        if let Some(parsed) = &parsed {
+            request.set_parsed_query(parsed.document.clone());
         }
-        request
+        Operation { request, parsed }
     }
 
     /// Reads a manifest: a JSON object mapping each document's SHA-256 (hex) to its
@@ -280,7 +340,7 @@ mod tests {
     #[tokio::test]
     async fn parsed_documents_are_reused_and_syntax_errors_still_reported() -> Result<(), String> {
         let docs = Documents::automatic(1024 * 1024);
-        let mut first = docs.request(DOC.to_owned());
+        let mut first = docs.request(DOC.to_owned()).request;
         assert!(first.parsed_query().is_ok());
         docs.parsed.run_pending_tasks();
         assert_eq!(docs.parsed.entry_count(), 1);
@@ -290,6 +350,8 @@ mod tests {
 
         // A document that does not parse is not cached, and the executor still says why.
         let broken = docs.request("{ categories { name }".to_owned());
+        assert!(broken.parsed.is_none());
+        let broken = broken.request;
         docs.parsed.run_pending_tasks();
         assert_eq!(docs.parsed.entry_count(), 1);
         let response = Probe::schema().execute(broken).await;

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use async_graphql::dataloader::DataLoader;
 use async_graphql::parser::types::OperationType;
-use async_graphql::{BatchRequest, Request, Variables};
+use async_graphql::{Request, Variables};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -18,12 +17,11 @@ use till_domain::event_log::LogPoint;
 
 use crate::app::AppData;
 use crate::auth::{AuthError, Principal};
-use crate::graphql::cost::charge_unpriced;
+use crate::graphql::cost::{charge_unpriced, Charged};
 use crate::graphql::error::Code;
-use crate::graphql::loaders::ProductLoader;
 use crate::graphql::RequestInfo;
 
-use super::documents::{Documents, Refused};
+use super::documents::{Documents, Operation, Refused};
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json; charset=utf-8";
 const JSON: &str = "application/json; charset=utf-8";
@@ -103,7 +101,7 @@ pub(super) struct Params {
 
 /// Turns raw parameters into an async-graphql request (resolving persisted
 /// documents), or says what is wrong.
-pub(super) fn to_request(p: Params, docs: &Documents) -> Result<Request, Refused> {
+pub(super) fn to_request(p: Params, docs: &Documents) -> Result<Operation, Refused> {
     let bad = |m: &str| Refused {
         code: Code::BadUserInput,
         message: m.to_owned(),
@@ -119,22 +117,22 @@ pub(super) fn to_request(p: Params, docs: &Documents) -> Result<Request, Refused
         Some(_) => return Err(bad("`extensions` must be an object")),
     };
     let query = docs.resolve(query, extensions.as_ref())?;
-    let mut request = docs.request(query);
+    let mut op = docs.request(query);
     match p.operation_name {
         None | Some(Value::Null) => {}
-        Some(Value::String(name)) => request = request.operation_name(name),
+        Some(Value::String(name)) => op.request = op.request.operation_name(name),
         Some(_) => return Err(bad("`operationName` must be a string")),
     }
     match p.variables {
         None | Some(Value::Null) => {}
-        Some(v @ Value::Object(_)) => request = request.variables(Variables::from_json(v)),
+        Some(v @ Value::Object(_)) => op.request = op.request.variables(Variables::from_json(v)),
         Some(_) => return Err(bad("`variables` must be an object")),
     }
-    Ok(request)
+    Ok(op)
 }
 
 /// A JSON request object into an async-graphql request.
-pub(super) fn from_json(body: Value, docs: &Documents) -> Result<Request, Refused> {
+pub(super) fn from_json(body: Value, docs: &Documents) -> Result<Operation, Refused> {
     let params = serde_json::from_value::<Params>(body).map_err(|e| Refused {
         code: Code::BadUserInput,
         message: e.to_string(),
@@ -259,53 +257,101 @@ async fn prepare(req: &HttpRequest, data: &AppData) -> Result<(Media, RequestInf
     ))
 }
 
-fn with_context(request: Request, info: &RequestInfo, data: &AppData) -> Request {
-    request.data(info.clone()).data(DataLoader::new(
-        ProductLoader(data.api.reads.clone()),
-        tokio::spawn,
-    ))
+fn with_context(request: Request, info: &RequestInfo) -> Request {
+    request.data(info.clone())
 }
 
 /// Executes one request with its per-request context; every error gets a code.
+///
+/// A query whose document passed full validation before runs on `AppData::known`,
+/// which repeats only the analysis that depends on the request's variables (cost,
+/// depth) instead of every validation rule again. The one rule that also looks at
+/// variables checks their values against the arguments they feed; on `known` a bad
+/// value is caught instead when the argument is read, as an error async-graphql
+/// raises without a code. Such a response is thrown away and the request runs again
+/// with full validation, so the client gets the same request error as on first sight
+/// (queries have no effects; the rate limit is charged once).
 pub(super) async fn execute_one(
     data: &AppData,
-    request: Request,
+    op: Operation,
     info: &RequestInfo,
 ) -> async_graphql::Response {
-    let mut response = with_codes(data.schema.execute(with_context(request, info, data)).await);
+    let Operation { request, parsed } = op;
+    let known = parsed
+        .as_ref()
+        .filter(|p| p.validated() && p.selects_query(request.operation_name.as_deref()));
+    let response = match known {
+        Some(parsed) => {
+            let again = (
+                request.query.clone(),
+                request.operation_name.clone(),
+                request.variables.clone(),
+            );
+            let first = data.known.execute(with_context(request, info)).await;
+            if first.errors.iter().all(has_code) {
+                first
+            } else {
+                let (query, operation_name, variables) = again;
+                let mut request = Request::new(query).variables(variables).data(Charged);
+                if let Some(name) = operation_name {
+                    request = request.operation_name(name);
+                }
+                request.set_parsed_query(parsed.document().clone());
+                let mut full = data.schema.execute(with_context(request, info)).await;
+                if let Some(cost) = first.extensions.get("cost") {
+                    full.extensions
+                        .entry("cost".to_owned())
+                        .or_insert_with(|| cost.clone());
+                }
+                full
+            }
+        }
+        None => {
+            let response = data.schema.execute(with_context(request, info)).await;
+            if response.errors.is_empty() {
+                if let Some(parsed) = &parsed {
+                    parsed.mark_validated();
+                }
+            }
+            response
+        }
+    };
+    let mut response = with_codes(response);
     if let Some(limiter) = &data.rate {
         charge_unpriced(limiter, info, &mut response);
     }
     response
 }
 
-async fn execute(
-    data: &AppData,
-    media: Media,
-    info: RequestInfo,
-    batch: BatchRequest,
-) -> HttpResponse {
-    let single = matches!(batch, BatchRequest::Single(_));
-    let batch = match batch {
-        BatchRequest::Single(r) => BatchRequest::Single(with_context(r, &info, data)),
-        BatchRequest::Batch(rs) => BatchRequest::Batch(
-            rs.into_iter()
-                .map(|r| with_context(r, &info, data))
-                .collect(),
+/// True when an error carries a code: every error Till raises does; async-graphql's
+/// own (input coercion, validation) do not.
+fn has_code(e: &async_graphql::ServerError) -> bool {
+    e.extensions
+        .as_ref()
+        .is_some_and(|x| x.get("code").is_some())
+}
+
+/// One operation, or a batch of them (run concurrently, answered in order).
+pub(super) enum Operations {
+    Single(Box<Operation>),
+    Batch(Vec<Operation>),
+}
+
+async fn execute(data: &AppData, media: Media, info: RequestInfo, ops: Operations) -> HttpResponse {
+    let (single, response) = match ops {
+        Operations::Single(op) => (
+            true,
+            async_graphql::BatchResponse::Single(execute_one(data, *op, &info).await),
         ),
-    };
-    let finish = |r: async_graphql::Response| {
-        let mut r = with_codes(r);
-        if let Some(limiter) = &data.rate {
-            charge_unpriced(limiter, &info, &mut r);
-        }
-        r
-    };
-    let response = match data.schema.execute_batch(batch).await {
-        async_graphql::BatchResponse::Single(r) => async_graphql::BatchResponse::Single(finish(r)),
-        async_graphql::BatchResponse::Batch(rs) => {
-            async_graphql::BatchResponse::Batch(rs.into_iter().map(finish).collect())
-        }
+        Operations::Batch(ops) => (
+            false,
+            async_graphql::BatchResponse::Batch(
+                futures_util::future::join_all(
+                    ops.into_iter().map(|op| execute_one(data, op, &info)),
+                )
+                .await,
+            ),
+        ),
     };
     render(media, single, &response)
 }
@@ -395,11 +441,7 @@ fn throttled_for(response: &async_graphql::BatchResponse) -> Option<u64> {
 /// complexity limits come without one from async-graphql; they are the client's.
 fn with_codes(mut r: async_graphql::Response) -> async_graphql::Response {
     for e in &mut r.errors {
-        let has_code = e
-            .extensions
-            .as_ref()
-            .is_some_and(|x| x.get("code").is_some());
-        if !has_code {
+        if !has_code(e) {
             let code = if e.path.is_empty() {
                 Code::BadUserInput
             } else {
@@ -516,10 +558,10 @@ pub async fn post(
                     Err(r) => return refusal(media, &r),
                 }
             }
-            BatchRequest::Batch(requests)
+            Operations::Batch(requests)
         }
         v @ Value::Object(_) => match from_json(v, &data.documents) {
-            Ok(r) => BatchRequest::Single(r),
+            Ok(r) => Operations::Single(Box::new(r)),
             Err(r) => return refusal(media, &r),
         },
         _ => return bad("the body must be a JSON object (or an array for a batch)"),
@@ -573,7 +615,7 @@ pub async fn get(req: HttpRequest, data: web::Data<Arc<AppData>>) -> HttpRespons
         Ok(v) => v,
         Err(m) => return bad(&m),
     };
-    let mut request = match to_request(
+    let mut op = match to_request(
         Params {
             query: params.query.map(Value::String),
             operation_name: params.operation_name.clone().map(Value::String),
@@ -585,7 +627,7 @@ pub async fn get(req: HttpRequest, data: web::Data<Arc<AppData>>) -> HttpRespons
         Ok(r) => r,
         Err(r) => return refusal(media, &r),
     };
-    if let Ok(doc) = request.parsed_query() {
+    if let Ok(doc) = op.request.parsed_query() {
         let op_type = match params.operation_name.as_deref() {
             Some(name) => doc
                 .operations
@@ -604,7 +646,7 @@ pub async fn get(req: HttpRequest, data: web::Data<Arc<AppData>>) -> HttpRespons
                 .json(json!({ "errors": [{ "message": "mutations are only accepted over POST", "extensions": { "code": "BAD_USER_INPUT" } }] }));
         }
     }
-    execute(&data, media, info, BatchRequest::Single(request)).await
+    execute(&data, media, info, Operations::Single(Box::new(op))).await
 }
 
 /// True when the request carries a header a browser cannot send cross-site without a

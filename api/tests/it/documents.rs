@@ -108,3 +108,84 @@ async fn trusted_documents_mode_runs_only_the_manifest() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Everything but the rate-limit report, which differs from one request to the next.
+fn without_cost(mut body: Value) -> Value {
+    if let Some(ext) = body.get_mut("extensions").and_then(Value::as_object_mut) {
+        ext.remove("cost");
+        if ext.is_empty() {
+            body.as_object_mut().map(|b| b.remove("extensions"));
+        }
+    }
+    body
+}
+
+fn available(body: &Value) -> i64 {
+    body["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no cost report: {body}"))
+}
+
+#[tokio::test]
+async fn a_query_seen_before_answers_bad_variables_as_on_first_sight() {
+    // Restoring one point a second, so what a request was charged shows in the bucket.
+    let app = spawn_app_with(|cfg| {
+        cfg.rate.rate_anonymous_max = 100_000;
+        cfg.rate.rate_anonymous_restore = 1;
+    })
+    .await;
+    let query = "query P($id: ID!, $first: Int) { product(id: $id) { id name } \
+                 products(first: $first) { edges { node { id sku name } } } }";
+    // The same document with one more space: another cache entry, same error positions.
+    let fresh = format!("{query} ");
+    let good =
+        json!({ "id": "UHJvZHVjdDowMWEyMjFlOC0zZWFlLTcyZWMtOGJjZS03MDYyZTcwZjYzZDg", "first": 20 });
+    let (status, body) = app.gql(None, query, good.clone()).await;
+    assert_eq!((status, code(&body)), (200, None), "{body}");
+    let mut left = available(&body);
+
+    let bad_variables = [
+        json!({ "id": { "not": "an id" }, "first": 20 }),
+        json!({ "id": "UHJvZHVjdDowMWEyMjFlOC0zZWFlLTcyZWMtOGJjZS03MDYyZTcwZjYzZDg", "first": "twenty" }),
+        json!({ "first": 20 }),
+    ];
+    for variables in bad_variables {
+        // First sight of `fresh` (full validation) against `query`, validated before.
+        let (first_status, first) = app.gql(None, &fresh, variables.clone()).await;
+        assert!(first["errors"][0]["message"].is_string(), "{first}");
+        let (status, body) = app.gql(None, query, variables.clone()).await;
+        assert_eq!(
+            (status, without_cost(body.clone())),
+            (first_status, without_cost(first.clone())),
+            "{variables}"
+        );
+        // Each of the two requests is charged at most once, even when the second ran
+        // twice (the bucket gains a point a second meanwhile).
+        let cost = body["extensions"]["cost"]["requestedQueryCost"]
+            .as_i64()
+            .unwrap_or(0);
+        let now = available(&body);
+        let spent = left - now;
+        left = now;
+        assert!(
+            spent <= 2 * cost.max(1) + 2,
+            "spent {spent} for two requests costing {cost}: {first} {body}"
+        );
+    }
+
+    // Limits that depend on the variables still apply to a document seen before.
+    let (status, body) = app
+        .gql(None, query, json!({ "id": good["id"], "first": 100_000 }))
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, Some("BAD_USER_INPUT")),
+        "{body}"
+    );
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("too complex")),
+        "{body}"
+    );
+}
