@@ -202,13 +202,28 @@ struct Point {
     position: i64,
 }
 
+/// A jsonb value as the text PostgreSQL sends (binary format: a version byte, then the
+/// JSON text), so an event is decoded once from it rather than through a
+/// `serde_json::Value` first.
+#[derive(diesel::deserialize::FromSqlRow)]
+struct JsonbText(String);
+
+impl diesel::deserialize::FromSql<diesel::sql_types::Jsonb, Pg> for JsonbText {
+    fn from_sql(value: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        match value.as_bytes().split_first() {
+            Some((1, text)) => Ok(Self(std::str::from_utf8(text)?.to_owned())),
+            _ => Err("unsupported jsonb format version".into()),
+        }
+    }
+}
+
 #[derive(Queryable)]
 struct EventRow {
     position: i64,
     tx_id: i64,
     event_type: String,
     event_version: i16,
-    payload: serde_json::Value,
+    payload: JsonbText,
     actor: String,
     correlation_id: Uuid,
     occurred_at: chrono::DateTime<chrono::Utc>,
@@ -246,7 +261,7 @@ pub async fn read_after(
         .await?;
     rows.into_iter()
         .map(|r| {
-            let event = DomainEvent::from_stored(&r.event_type, r.event_version, r.payload)
+            let event = DomainEvent::from_stored(&r.event_type, r.event_version, &r.payload.0)
                 .map_err(|e| {
                     DomainError::Internal(format!(
                         "event {} ({}) does not decode: {e}",

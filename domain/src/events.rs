@@ -298,15 +298,26 @@ impl DomainEvent {
         }
     }
 
-    /// Rebuilds an event from a log row's type, version and payload.
+    /// Rebuilds an event from a log row's type, version and payload (JSON text).
     pub fn from_stored(
         event_type: &str,
         version: i16,
-        payload: serde_json::Value,
+        payload: &str,
     ) -> Result<Self, serde_json::Error> {
+        use serde::de::value::MapDeserializer;
+        use serde::Deserialize;
+        use serde_json::value::RawValue;
         // Only version 1 exists so far; older versions would be upcast here.
         let _ = version;
-        serde_json::from_value(serde_json::json!({ "type": event_type, "data": payload }))
+        // The payload is decoded from its text straight into the variant: the tag is
+        // given first (with the content first, serde buffers the whole payload before
+        // decoding it), and no serde_json::Value is built on the way.
+        let tag = RawValue::from_string(serde_json::to_string(event_type)?)?;
+        let data: &RawValue = serde_json::from_str(payload)?;
+        let entries = [("type", &*tag), ("data", data)];
+        Self::deserialize(MapDeserializer::<_, serde_json::Error>::new(
+            entries.into_iter(),
+        ))
     }
 }
 
@@ -342,7 +353,8 @@ mod tests {
                 version: 1,
             },
         };
-        let back = DomainEvent::from_stored(e.event_type(), e.schema_version(), e.payload());
+        let back =
+            DomainEvent::from_stored(e.event_type(), e.schema_version(), &e.payload().to_string());
         assert_eq!(back.ok(), Some(e));
     }
 }
