@@ -1,7 +1,8 @@
 //! GraphQL execution of the hot storefront queries in process (no HTTP): the schema,
 //! resolvers, cache and (for lists) PostgreSQL; and what the request analysis costs:
-//! parsing a document, and the same cached query with the cost-based rate limiter and
-//! document limits on.
+//! parsing a document, the same cached query with the cost-based rate limiter and
+//! document limits on, and as the server runs a document it has parsed and validated
+//! before.
 
 mod common;
 
@@ -49,7 +50,7 @@ fn bench(c: &mut Criterion) {
         restore: u32::MAX,
     };
     let limited = graphql::build(
-        Some(api),
+        Some(api.clone()),
         limits(Some(Arc::new(graphql::cost::CostLimiter::new(
             graphql::cost::RateSettings {
                 customer: bucket,
@@ -90,6 +91,27 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt).iter(|| {
             let schema = limited.clone();
             let request = async_graphql::Request::new(by_id.clone()).data(info.clone());
+            async move {
+                let r = schema.execute(request).await;
+                assert!(r.errors.is_empty(), "{:?}", r.errors);
+            }
+        })
+    });
+    // As the server runs a query whose document it parsed and fully validated before:
+    // a copy of the cached parse, and the schema that repeats only cost and depth.
+    let known = graphql::build_validating(
+        Some(api.clone()),
+        limits(None),
+        async_graphql::ValidationMode::Fast,
+    );
+    let parsed = async_graphql::parser::parse_query(&by_id).ok();
+    c.bench_function("graphql_product_by_id_known_document", |b| {
+        b.to_async(&rt).iter(|| {
+            let schema = known.clone();
+            let mut request = async_graphql::Request::new(by_id.clone()).data(info.clone());
+            if let Some(doc) = &parsed {
+                request.set_parsed_query(doc.clone());
+            }
             async move {
                 let r = schema.execute(request).await;
                 assert!(r.errors.is_empty(), "{:?}", r.errors);
