@@ -19,6 +19,12 @@
 #   ratio       product(id:) and the constant-query reference (reference.sh's server)
 #               alternated in 5 rounds of 5 s; the median of the per-round ratios
 #               (ratio-outcome.json) is the figure for the 0.6x target
+#   order-ratio placeOrder (place-order-16's bodies, 16 connections, oha) and pgbench running
+#               Till's own order transaction (pgbench-place-order.sql, 16 clients, as in
+#               reference.sh) alternated in 5 rounds of 5 s against the same PostgreSQL
+#               (a `reference` database in the server's cluster, same settings); the
+#               median of the per-round ratios (order-ratio-outcome.json) is the figure
+#               for the 0.6x target
 #   memory      product(id:) of random products out of the whole catalog (k6), then
 #               idle for the cache's idle time and 10 s more: with a catalog larger than
 #               the cache (--cache-bytes), shows the weight bound honoured (cache size,
@@ -27,7 +33,7 @@
 # from /metrics (resources-<scenario>.json). Results (oha/k6 JSON, summary.md,
 # latency.png) go to target/load/run-<time>/.
 #
-#   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed|rebuild|ratio|memory] [--duration 15]
+#   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed|rebuild|ratio|order-ratio|memory] [--duration 15]
 #                       [--connections 64] [--products 2000] [--customers 2000] [--orders 20000]
 #                       [--buyers 2000] [--cache-bytes N] [--cache-idle S]
 # --cache-bytes and --cache-idle set the server's TILL_CACHE_MAX_BYTES and
@@ -46,7 +52,7 @@ while [[ $# -gt 0 ]]; do
     --buyers) buyers="$2"; shift 2 ;;
     --cache-bytes) cache_bytes="$2"; shift 2 ;;
     --cache-idle) cache_idle="$2"; shift 2 ;;
-    *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,40p' "$0" >&2; exit 2 ;;
   esac
 done
 command -v oha >/dev/null || { echo "run: oha is missing: cargo install oha --locked" >&2; exit 1; }
@@ -336,9 +342,55 @@ print(f"   product(id:) / constant query: median {med:.2f}x over {rounds} rounds
 PY
 }
 
+run_order_ratio() {
+  # The placeOrder target is a ratio to pgbench running the same SQL transaction; like
+  # the read ratio it swings from minute to minute, so alternate the two in short rounds
+  # against one PostgreSQL and take the median of the per-round ratios.
+  local rounds=5 secs=5 i pgbin pgport admin url
+  pgbin="$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")"
+  pgport="$(sed -n 4p "$out/pg/postmaster.pid")"
+  admin="postgres://postgres@127.0.0.1:$pgport/postgres"
+  url="postgres://postgres@127.0.0.1:$pgport/reference"
+  echo "== order-ratio: placeOrder and pgbench on Till's order SQL alternated, $rounds rounds of ${secs}s"
+  "$pgbin/psql" -q "$admin" -c "DROP DATABASE IF EXISTS reference" -c "CREATE DATABASE reference"
+  DATABASE_URL="$url" "$till" migrate >/dev/null
+  "$pgbin/psql" -q "$url" -f "$repo/benches/load/reference.sql"
+  for i in $(seq 1 "$rounds"); do
+    PGOPTIONS="-c plan_cache_mode=force_generic_plan" \
+      "$pgbin/pgbench" -h 127.0.0.1 -p "$pgport" -U postgres -n -c 16 -j 2 -T "$secs" -M prepared \
+      -f "$repo/benches/load/pgbench-place-order.sql" reference > "$out/order-ratio-pgbench-$i.round"
+    oha -z "${secs}s" -c 16 --no-tui --output-format json -m POST -T application/json \
+      -H "authorization: Bearer $buyer" -Z "$out/place-order-16.lines" "$base/graphql" \
+      > "$out/order-ratio-till-$i.round"
+  done
+  "$pgbin/psql" -q "$admin" -c "DROP DATABASE reference"
+  python3 - "$out" "$rounds" <<'PY'
+import json, pathlib, re, statistics, sys
+out, rounds = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+def tps(i):
+    text = out.joinpath(f"order-ratio-pgbench-{i}.round").read_text()
+    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", text)
+    return float(m.group(1)) if m else float("nan")
+rows = []
+for i in range(1, rounds + 1):
+    d = json.loads(out.joinpath(f"order-ratio-till-{i}.round").read_text())
+    rate, p99 = d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p99"] * 1000
+    rows.append({"round": i, "pgbench_tps": tps(i), "place_order": rate, "p99_ms": p99,
+                 "ratio": rate / tps(i)})
+med = statistics.median(r["ratio"] for r in rows)
+out.joinpath("order-ratio-outcome.json").write_text(json.dumps({"rounds": rows, "median": med}))
+for r in rows:
+    print(f"   round {r['round']}: pgbench {r['pgbench_tps']:,.0f} tps, placeOrder "
+          f"{r['place_order']:,.0f}/s (p99 {r['p99_ms']:.1f} ms): {r['ratio']:.2f}x")
+print(f"   placeOrder / pgbench: median {med:.2f}x over {rounds} rounds "
+      f"({min(r['ratio'] for r in rows):.2f}-{max(r['ratio'] for r in rows):.2f})")
+PY
+}
+
 case "$scenario" in
   browse) run_browse ;;
   ratio) run_ratio ;;
+  order-ratio) run_order_ratio ;;
   rebuild) run_rebuild ;;
   checkout) run_checkout ;;
   mixed) run_mixed ;;
