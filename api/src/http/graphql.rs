@@ -270,7 +270,9 @@ fn with_context(request: Request, info: &RequestInfo) -> Request {
 /// value is caught instead when the argument is read, as an error async-graphql
 /// raises without a code. Such a response is thrown away and the request runs again
 /// with full validation, so the client gets the same request error as on first sight
-/// (queries have no effects; the rate limit is charged once).
+/// (queries have no effects; the rate limit is charged once). A bad variable that is
+/// never read as an argument (only in `@skip`/`@include`, or below a null parent) is
+/// not caught this way (docs/security.md).
 pub(super) async fn execute_one(
     data: &AppData,
     op: Operation,
