@@ -311,4 +311,40 @@ mod tests {
         // A cost larger than the bucket can never be paid.
         assert!(l.charge(&staff, None, 5000).retry_after.is_some());
     }
+
+    #[tokio::test]
+    async fn a_request_marked_charged_is_not_charged_again() {
+        let schema = crate::graphql::build(
+            None,
+            crate::graphql::Limits {
+                max_depth: 10,
+                max_complexity: 100,
+                max_aliases: 10,
+                max_root_fields: 10,
+                introspection: true,
+                rate: Some(Arc::new(limiter())),
+                query_timeout: None,
+            },
+        );
+        let info = RequestInfo {
+            principal: Principal::Anonymous,
+            request_id: uuid::Uuid::nil(),
+            idempotency: None,
+            client_ip: None,
+        };
+        let run = |charged: bool| {
+            let mut request = async_graphql::Request::new("{ __typename }").data(info.clone());
+            if charged {
+                request = request.data(Charged);
+            }
+            let schema = schema.clone();
+            async move { schema.execute(request).await }
+        };
+        let paid = run(false).await;
+        assert!(paid.errors.is_empty(), "{:?}", paid.errors);
+        assert!(paid.extensions.contains_key("cost"), "charged and reported");
+        let again = run(true).await;
+        assert!(again.errors.is_empty(), "{:?}", again.errors);
+        assert!(!again.extensions.contains_key("cost"), "not charged twice");
+    }
 }

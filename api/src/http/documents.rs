@@ -16,8 +16,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
-use async_graphql::Request;
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationDefinition, OperationType,
+};
+use async_graphql::{Request, Variables};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -48,17 +50,42 @@ impl Parsed {
         self.validated.store(true, Ordering::Relaxed);
     }
 
-    /// True when the operation a request selects (by `operation_name`) is a query.
-    pub fn selects_query(&self, operation_name: Option<&str>) -> bool {
-        let ty = match (&self.document.operations, operation_name) {
-            (DocumentOperations::Single(op), _) => Some(op.node.ty),
-            (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),
-            (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-                ops.values().next().map(|op| op.node.ty)
-            }
+    /// The operation a request selects (by `operation_name`), if the document has it.
+    fn selected(&self, operation_name: Option<&str>) -> Option<&OperationDefinition> {
+        let op = match (&self.document.operations, operation_name) {
+            (DocumentOperations::Single(op), _) => Some(op),
+            (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+            (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
             (DocumentOperations::Multiple(_), None) => None,
         };
-        ty == Some(OperationType::Query)
+        op.map(|op| &op.node)
+    }
+
+    /// True when the operation a request selects (by `operation_name`) is a query.
+    pub fn selects_query(&self, operation_name: Option<&str>) -> bool {
+        self.selected(operation_name)
+            .is_some_and(|op| op.ty == OperationType::Query)
+    }
+
+    /// The first variable of the selected operation that is required (non-null, no
+    /// default) but missing from `variables`: its name and type. The spec makes that a
+    /// request error; async-graphql only notices when an argument reads it, as an error
+    /// on that field.
+    pub fn missing_variable(
+        &self,
+        operation_name: Option<&str>,
+        variables: &Variables,
+    ) -> Option<(String, String)> {
+        self.selected(operation_name)?
+            .variable_definitions
+            .iter()
+            .map(|d| &d.node)
+            .find(|d| {
+                !d.var_type.node.nullable
+                    && d.default_value.is_none()
+                    && !variables.contains_key(&d.name.node)
+            })
+            .map(|d| (d.name.node.to_string(), d.var_type.node.to_string()))
     }
 
     /// The parsed document.

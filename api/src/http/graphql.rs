@@ -279,6 +279,19 @@ pub(super) async fn execute_one(
     info: &RequestInfo,
 ) -> async_graphql::Response {
     let Operation { request, parsed } = op;
+    let missing = parsed
+        .as_ref()
+        .and_then(|p| p.missing_variable(request.operation_name.as_deref(), &request.variables));
+    if let Some((name, ty)) = missing {
+        let mut response = async_graphql::Response::from_errors(vec![coded(
+            format!("variable `${name}` of required type `{ty}` was not provided"),
+            Code::BadUserInput,
+        )]);
+        if let Some(limiter) = &data.rate {
+            charge_unpriced(limiter, info, &mut response);
+        }
+        return response;
+    }
     let known = parsed
         .as_ref()
         .filter(|p| p.validated() && p.selects_query(request.operation_name.as_deref()));
@@ -323,6 +336,15 @@ pub(super) async fn execute_one(
         charge_unpriced(limiter, info, &mut response);
     }
     response
+}
+
+/// A request error with a code.
+fn coded(message: String, code: Code) -> async_graphql::ServerError {
+    let mut e = async_graphql::ServerError::new(message, None);
+    e.extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code.as_str());
+    e
 }
 
 /// True when an error carries a code: every error Till raises does; async-graphql's

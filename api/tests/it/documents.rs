@@ -173,6 +173,24 @@ async fn a_query_seen_before_answers_bad_variables_as_on_first_sight() {
         );
     }
 
+    // A required variable left out is a request error, whether or not the document was
+    // seen before (async-graphql alone made it an error on the field that reads it).
+    for doc in [query, fresh.as_str()] {
+        let (status, body) = app.gql(None, doc, json!({ "first": 20 })).await;
+        assert_eq!(
+            (status, code(&body)),
+            (400, Some("BAD_USER_INPUT")),
+            "{body}"
+        );
+        assert!(body.get("data").is_none(), "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("`$id`") && m.contains("`ID!`")),
+            "{body}"
+        );
+    }
+
     // Limits that depend on the variables still apply to a document seen before.
     let (status, body) = app
         .gql(None, query, json!({ "id": good["id"], "first": 100_000 }))
