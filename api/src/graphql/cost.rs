@@ -251,17 +251,16 @@ pub fn throttled(charge: &Charge) -> ServerError {
         .retry_after
         .map_or(1, |d| d.as_secs_f64().ceil() as u64)
         .max(1);
-    let mut e = ServerError::new(
+    let mut e = super::error::request(
+        Code::Throttled,
         format!(
             "rate limited: this request costs {} points and {} are available; {} come back every second",
             charge.cost, charge.available, charge.restore
         ),
-        None,
     );
-    let mut ext = async_graphql::ErrorExtensionValues::default();
-    ext.set("code", Code::Throttled.as_str());
-    ext.set("retryAfter", secs);
-    e.extensions = Some(ext);
+    e.extensions
+        .get_or_insert_with(Default::default)
+        .set("retryAfter", secs);
     e
 }
 

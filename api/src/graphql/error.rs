@@ -62,6 +62,16 @@ pub fn coded(code: Code, message: impl Into<String>) -> async_graphql::Error {
     async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code.as_str()))
 }
 
+/// A whole-request error (no path, no location) with a code: for refusals raised
+/// outside a resolver (timeout, rate limit, a missing variable).
+pub fn request(code: Code, message: impl Into<String>) -> async_graphql::ServerError {
+    let mut e = async_graphql::ServerError::new(message, None);
+    e.extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code.as_str());
+    e
+}
+
 /// Maps a domain error.
 pub fn domain(err: DomainError) -> async_graphql::Error {
     match err {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_graphql::extensions::{ExtensionContext, NextExecute};
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
-use async_graphql::{Response, ServerError};
+use async_graphql::Response;
 use tracing::Instrument;
 
 use super::error::Code;
@@ -104,17 +104,13 @@ fn timed_out(operation_name: Option<&str>, limit: Duration) -> Response {
         limit_ms = limit.as_millis() as u64,
         "query timed out"
     );
-    let mut e = ServerError::new(
+    Response::from_errors(vec![super::error::request(
+        Code::Timeout,
         format!(
             "the query ran longer than {} ms and was stopped; ask for less",
             limit.as_millis()
         ),
-        None,
-    );
-    let mut ext = async_graphql::ErrorExtensionValues::default();
-    ext.set("code", Code::Timeout.as_str());
-    e.extensions = Some(ext);
-    Response::from_errors(vec![e])
+    )])
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use till_domain::event_log::LogPoint;
 use crate::app::AppData;
 use crate::auth::{AuthError, Principal};
 use crate::graphql::cost::{charge_unpriced, Charged};
-use crate::graphql::error::Code;
+use crate::graphql::error::{self, Code};
 use crate::graphql::RequestInfo;
 
 use super::documents::{Documents, Operation, Refused};
@@ -283,9 +283,9 @@ pub(super) async fn execute_one(
         .as_ref()
         .and_then(|p| p.missing_variable(request.operation_name.as_deref(), &request.variables));
     if let Some((name, ty)) = missing {
-        let mut response = async_graphql::Response::from_errors(vec![coded(
-            format!("variable `${name}` of required type `{ty}` was not provided"),
+        let mut response = async_graphql::Response::from_errors(vec![error::request(
             Code::BadUserInput,
+            format!("variable `${name}` of required type `{ty}` was not provided"),
         )]);
         if let Some(limiter) = &data.rate {
             charge_unpriced(limiter, info, &mut response);
@@ -336,15 +336,6 @@ pub(super) async fn execute_one(
         charge_unpriced(limiter, info, &mut response);
     }
     response
-}
-
-/// A request error with a code.
-fn coded(message: String, code: Code) -> async_graphql::ServerError {
-    let mut e = async_graphql::ServerError::new(message, None);
-    e.extensions
-        .get_or_insert_with(Default::default)
-        .set("code", code.as_str());
-    e
 }
 
 /// True when an error carries a code: every error Till raises does; async-graphql's
