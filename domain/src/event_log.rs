@@ -280,6 +280,29 @@ pub async fn read_after(
         .collect()
 }
 
+/// The point of the newest event after `after` that [`read_after`] could return now
+/// (below the horizon), without reading any event: for a follower with nothing to do
+/// with the events themselves.
+pub async fn last_readable_after(
+    conn: &mut AsyncPgConnection,
+    after: LogPoint,
+) -> Result<Option<LogPoint>, DomainError> {
+    let horizon = diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+    );
+    let last: Option<(i64, i64)> = events::table
+        .filter(past(after))
+        .filter(events::tx_id.lt(horizon))
+        .order((events::tx_id.desc(), events::position.desc()))
+        .select((events::tx_id, events::position))
+        .limit(1)
+        .prepared()
+        .get_result(conn)
+        .await
+        .optional()?;
+    Ok(last.map(LogPoint::from))
+}
+
 /// Records that the log follower `name` (a projection, the webhook fan-out) has dealt
 /// with everything up to `at`, in the caller's transaction; with `notify`, also sends
 /// `name` on that channel (delivered at commit), in the same statement.

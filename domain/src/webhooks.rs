@@ -211,7 +211,8 @@ pub async fn deliveries(
     .await?)
 }
 
-/// Fans out up to `limit` events to deliveries; returns how many events it read.
+/// Fans out up to `limit` events to deliveries; returns how many events it read (none
+/// when there is no active subscriber: it then only moves past what is readable).
 pub async fn fan_out(pool: &PgPool, limit: i64, max_attempts: i32) -> Result<usize, DomainError> {
     let mut conn = pool.get().await?;
     plans::transaction(&mut conn, async |conn| {
@@ -257,26 +258,20 @@ async fn fan_out_batch(
             return Ok(0);
         }
     };
+    let subs = active_subscriptions(conn).await?;
+    if subs.is_empty() {
+        // Nobody to deliver to: move past what is readable now without reading the
+        // events themselves. A subscriber registered later receives what follows.
+        if let Some(last) = event_log::last_readable_after(conn, from).await? {
+            event_log::save_checkpoint(conn, CHECKPOINT, last, None).await?;
+        }
+        return Ok(0);
+    }
     let events = event_log::read_after(conn, from, limit).await?;
     let Some(last) = events.last() else {
         return Ok(0);
     };
     let last = last.point();
-    let subs: Vec<(Uuid, Vec<String>)> = {
-        #[derive(QueryableByName)]
-        struct S {
-            #[diesel(sql_type = SqlUuid)]
-            id: Uuid,
-            #[diesel(sql_type = Array<Text>)]
-            event_types: Vec<String>,
-        }
-        let rows: Vec<S> =
-            diesel::sql_query("SELECT id, event_types FROM webhook_subscriptions WHERE active")
-                .prepared()
-                .load(conn)
-                .await?;
-        rows.into_iter().map(|s| (s.id, s.event_types)).collect()
-    };
     for ev in &events {
         let ty = ev.event.event_type();
         for (sub, types) in &subs {
@@ -312,6 +307,25 @@ async fn fan_out_batch(
     }
     event_log::save_checkpoint(conn, CHECKPOINT, last, None).await?;
     Ok(events.len())
+}
+
+/// Every active subscriber with the event types it takes.
+async fn active_subscriptions(
+    conn: &mut AsyncPgConnection,
+) -> Result<Vec<(Uuid, Vec<String>)>, DomainError> {
+    #[derive(QueryableByName)]
+    struct S {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+        #[diesel(sql_type = Array<Text>)]
+        event_types: Vec<String>,
+    }
+    let rows: Vec<S> =
+        diesel::sql_query("SELECT id, event_types FROM webhook_subscriptions WHERE active")
+            .prepared()
+            .load(conn)
+            .await?;
+    Ok(rows.into_iter().map(|s| (s.id, s.event_types)).collect())
 }
 
 /// What a delivery job must send (None when the subscriber is gone or inactive).

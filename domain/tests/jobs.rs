@@ -128,3 +128,90 @@ async fn failures_retry_then_dead_letter_and_a_dead_letter_can_be_retried() {
         Err(DomainError::NotFound { .. })
     ));
 }
+
+/// The fan-out's checkpoint.
+async fn fan_out_checkpoint(db: &TestDb) -> till_domain::event_log::LogPoint {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    use till_domain::schema::projection_checkpoints as pc;
+    let mut conn = ok(db.pool.get().await);
+    let point: (i64, i64) = ok(pc::table
+        .find("webhooks")
+        .select((pc::tx_id, pc::position))
+        .first(&mut conn)
+        .await);
+    point.into()
+}
+
+/// Appends one category event per slug in one transaction; returns the last point.
+async fn append_categories(db: &TestDb, slugs: &[&str]) -> till_domain::event_log::LogPoint {
+    use till_domain::event_log::{self, EventMeta};
+    use till_domain::events::DomainEvent;
+    let events: Vec<DomainEvent> = slugs
+        .iter()
+        .map(|s| DomainEvent::CategoryCreated {
+            category_id: uuid::Uuid::now_v7(),
+            slug: (*s).into(),
+            name: (*s).into(),
+            parent_id: None,
+        })
+        .collect();
+    let mut conn = ok(db.pool.get().await);
+    ok(event_log::append(&mut conn, &EventMeta::system("test"), &events).await)
+}
+
+/// Runs the fan-out until its checkpoint reaches `point` (the log shows events only
+/// once every older transaction of the cluster has ended); returns the events it read.
+async fn fan_out_to(db: &TestDb, point: till_domain::event_log::LogPoint) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut read = 0;
+    while fan_out_checkpoint(db).await < point {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fan-out never got there"
+        );
+        read += ok(till_domain::webhooks::fan_out(&db.pool, 500, 3).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    read
+}
+
+/// With no active subscriber the fan-out moves past the log without reading its events;
+/// a subscriber registered afterwards gets a delivery (and its job) for each event that
+/// follows, and none for the events before it.
+#[tokio::test]
+async fn the_fan_out_skips_events_nobody_subscribes_to() {
+    use till_domain::webhooks;
+    let db = TestDb::new().await;
+    // The first run starts at the head of the log.
+    assert_eq!(ok(webhooks::fan_out(&db.pool, 500, 3).await), 0);
+
+    let unsubscribed = append_categories(&db, &["a", "b", "c"]).await;
+    assert_eq!(fan_out_to(&db, unsubscribed).await, 0, "no event read");
+
+    let (sub, _) =
+        ok(webhooks::subscribe(&db.pool, "http://127.0.0.1:9/hook", &["*".into()]).await);
+    let subscribed = append_categories(&db, &["d", "e"]).await;
+    assert_eq!(fan_out_to(&db, subscribed).await, 2);
+    let mut delivered: Vec<(i64, i64)> = ok(webhooks::deliveries(&db.pool, sub.id, None, 10).await)
+        .iter()
+        .map(|d| (d.event_tx_id, d.event_position))
+        .collect();
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        [
+            (subscribed.tx_id, subscribed.position - 1),
+            (subscribed.tx_id, subscribed.position)
+        ]
+    );
+    let depths = ok(jobs::depths(&db.pool).await);
+    assert_eq!(
+        depths
+            .iter()
+            .map(|d| (d.queue.as_str(), d.status.as_str(), d.jobs))
+            .collect::<Vec<_>>(),
+        [(webhooks::WEBHOOKS_QUEUE, "queued", 2)],
+        "{depths:?}"
+    );
+}

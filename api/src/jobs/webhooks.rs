@@ -71,6 +71,11 @@ pub fn delivery_handler(pool: PgPool, http: reqwest::Client) -> Handler {
     })
 }
 
+/// Shortest time between the starts of two fan-out batches while events keep arriving
+/// (a full batch goes on at once). Deliveries are jobs with their own latency anyway;
+/// following every commit made a fan-out transaction per order under checkout load.
+const PACE: Duration = Duration::from_millis(200);
+
 /// Follows the event log and turns events into deliveries, until `stop`.
 pub async fn fan_out(
     pool: PgPool,
@@ -87,6 +92,7 @@ pub async fn fan_out(
     ));
     loop {
         wake.borrow_and_update();
+        let started = tokio::time::Instant::now();
         let idle = match webhooks::fan_out(&pool, 500, max_attempts).await {
             Ok(500) => Duration::ZERO,
             Ok(_) => Duration::from_secs(1),
@@ -100,8 +106,13 @@ pub async fn fan_out(
         }
         tokio::select! {
             _ = wake.changed() => {
-                // Let the writer's transaction become visible below the horizon.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // Let the writer's transaction become visible below the horizon, and
+                // let more events gather.
+                let soonest = tokio::time::Instant::now() + Duration::from_millis(5);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(soonest.max(started + PACE)) => {}
+                    _ = stop.changed() => break,
+                }
             }
             _ = tokio::time::sleep(idle) => {}
             _ = stop.changed() => break,
