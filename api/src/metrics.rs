@@ -49,7 +49,7 @@ pub async fn observe_visibility(
                     "till_projection_visible_seconds",
                     "projection" => applied.projection.name()
                 );
-                for ev in &applied.events {
+                for ev in applied.events.iter() {
                     let delay = (now - ev.occurred_at).to_std().unwrap_or_default();
                     histogram.record(delay.as_secs_f64());
                 }

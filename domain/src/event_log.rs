@@ -233,8 +233,11 @@ struct EventRow {
 /// from transactions older than every transaction still in flight. A transaction that
 /// commits late has a lower id than the horizon until it finishes, so the reader waits
 /// for it instead of skipping past it.
+///
+/// Takes the connection shared, so the read can be sent together with other statements
+/// of the same transaction (pipelined).
 pub async fn read_after(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     after: LogPoint,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, DomainError> {
@@ -257,7 +260,7 @@ pub async fn read_after(
             events::occurred_at,
         ))
         .prepared()
-        .load(conn)
+        .load(&mut conn)
         .await?;
     rows.into_iter()
         .map(|r| {
@@ -307,26 +310,37 @@ pub async fn last_readable_after(
 /// with everything up to `at`, in the caller's transaction; with `notify`, also sends
 /// `name` on that channel (delivered at commit), in the same statement.
 pub async fn save_checkpoint(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     name: &str,
     at: LogPoint,
     notify: Option<&str>,
 ) -> Result<(), DomainError> {
-    use diesel::sql_types::{BigInt, Nullable, Text};
+    save_checkpoints(conn, &[name], at, notify).await
+}
+
+/// [`save_checkpoint`] for several followers that reached the same point together (one
+/// notification names them all, comma-separated).
+pub async fn save_checkpoints(
+    mut conn: &AsyncPgConnection,
+    names: &[&str],
+    at: LogPoint,
+    notify: Option<&str>,
+) -> Result<(), DomainError> {
+    use diesel::sql_types::{Array, BigInt, Nullable, Text};
     diesel::sql_query(
         "WITH saved AS ( \
            INSERT INTO projection_checkpoints (projection, tx_id, position, updated_at) \
-           VALUES ($1, $2, $3, now()) \
+           SELECT name, $2, $3, now() FROM unnest($1::text[]) AS name \
            ON CONFLICT (projection) DO UPDATE \
            SET tx_id = EXCLUDED.tx_id, position = EXCLUDED.position, updated_at = now()) \
-         SELECT pg_notify($4, $1) WHERE $4::text IS NOT NULL",
+         SELECT pg_notify($4, array_to_string($1, ',')) WHERE $4::text IS NOT NULL",
     )
-    .bind::<Text, _>(name)
+    .bind::<Array<Text>, _>(names)
     .bind::<BigInt, _>(at.tx_id)
     .bind::<BigInt, _>(at.position)
     .bind::<Nullable<Text>, _>(notify)
     .prepared()
-    .execute(conn)
+    .execute(&mut conn)
     .await?;
     Ok(())
 }

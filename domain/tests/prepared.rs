@@ -88,7 +88,7 @@ async fn event_log_reads_are_right_under_generic_plans() {
     // The log shows events only once every older transaction of the cluster has ended,
     // and tests in other databases of the same cluster run alongside this one.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while event_log::read_after(&mut conn, first, 10)
+    while event_log::read_after(&conn, first, 10)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .is_empty()
@@ -105,7 +105,7 @@ async fn event_log_reads_are_right_under_generic_plans() {
             tx_id: first.tx_id,
             position: first.position - 2,
         };
-        let read = event_log::read_after(&mut conn, middle, 10)
+        let read = event_log::read_after(&conn, middle, 10)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let positions: Vec<i64> = read.iter().map(|e| e.position).collect();

@@ -105,10 +105,11 @@ impl Projector {
         let local = self.progress.current(projection);
         let mut conn = self.pool.get().await?;
         let limit = self.settings.batch_size;
-        let (outcome, mine, batch) = plans::derived_transaction(&mut conn, async |conn| {
-            apply_batch(conn, projection, limit).await
-        })
-        .await?;
+        let (outcome, mine, batch) =
+            plans::derived_transaction_with(&mut conn, &lock_sql(&[projection]), async |conn| {
+                apply_batch(conn, projection, limit).await
+            })
+            .await?;
         let missed = if outcome.from > local {
             read_range(&mut conn, local, outcome.from).await?
         } else {
@@ -119,11 +120,59 @@ impl Projector {
             outcome.generation,
             missed,
             mine,
-            batch,
+            batch.into(),
             outcome.checkpoint,
         )
         .await;
         Ok(outcome)
+    }
+
+    /// Applies one batch to every projection in one transaction, when this process knows
+    /// them all to stand at the same point of the log (the usual case while serving):
+    /// one round trip takes the four applier locks, one reads the four checkpoints and
+    /// the events, and the four projections' statements go out together (pipelined) with
+    /// the checkpoints' move. A batch per projection cost four transactions of about
+    /// seven round trips each, and four reads of the same events. Returns None when the
+    /// projections do not stand together (each then needs [`Projector::run_batch`]).
+    #[tracing::instrument(name = "projection.round", level = "debug", skip(self))]
+    pub async fn run_round(&self) -> Result<Option<RoundOutcome>, ReadError> {
+        let from = self.progress.current(Projection::ALL[0]);
+        if Projection::ALL
+            .iter()
+            .any(|p| self.progress.current(*p) != from)
+        {
+            return Ok(None);
+        }
+        let mut conn = self.pool.get().await?;
+        let limit = self.settings.batch_size;
+        let Some(round) =
+            plans::derived_transaction_with(&mut conn, &lock_sql(&Projection::ALL), async |conn| {
+                apply_round(conn, from, limit).await
+            })
+            .await?
+        else {
+            return Ok(None);
+        };
+        let batch: Arc<[StoredEvent]> = round.batch.into();
+        for ((projection, changes), generation) in Projection::ALL
+            .into_iter()
+            .zip(round.changes)
+            .zip(round.generations)
+        {
+            self.publish(
+                projection,
+                generation,
+                Some(round.missed.clone()),
+                changes,
+                batch.clone(),
+                round.checkpoint,
+            )
+            .await;
+        }
+        Ok(Some(RoundOutcome {
+            applied: batch.len(),
+            checkpoint: round.checkpoint,
+        }))
     }
 
     /// For a process that applies nothing itself (`--projector false`): catch up with
@@ -139,7 +188,7 @@ impl Projector {
                 generation,
                 missed,
                 Vec::new(),
-                Vec::new(),
+                Arc::from([]),
                 stored,
             )
             .await;
@@ -157,13 +206,13 @@ impl Projector {
         generation: i64,
         missed: Option<Vec<StoredEvent>>,
         mine: Vec<Change>,
-        batch: Vec<StoredEvent>,
+        batch: Arc<[StoredEvent]>,
         checkpoint: LogPoint,
     ) {
         if self.progress.saw_generation(projection, generation) {
             self.swapped(projection);
         }
-        let mut events = match missed {
+        let missed = match missed {
             Some(events) => {
                 let mut changes = changes_of(projection, &events);
                 changes.extend(mine);
@@ -181,7 +230,11 @@ impl Projector {
             }
         };
         self.progress.advance(projection, checkpoint);
-        events.extend(batch);
+        let events = if missed.is_empty() {
+            batch
+        } else {
+            missed.into_iter().chain(batch.iter().cloned()).collect()
+        };
         self.progress.publish(Applied { projection, events });
     }
 
@@ -257,42 +310,32 @@ impl Projector {
         Ok(())
     }
 
-    /// Starts the listener and one runner per projection; they stop when `shutdown`
+    /// Starts the listener and the runner of the projections; they stop when `shutdown`
     /// turns true.
     pub fn spawn(&self, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
         let (wake_tx, wake_rx) = watch::channel(0u64);
-        let mut handles = vec![tokio::spawn(till_domain::db::listen::listen(
+        let listener = tokio::spawn(till_domain::db::listen::listen(
             self.database_url.clone(),
             &[EVENTS_CHANNEL, PROJECTED_CHANNEL],
             wake_tx,
             shutdown.clone(),
-        ))];
-        for p in Projection::ALL {
-            let this = self.clone();
-            let wake = wake_rx.clone();
-            let stop = shutdown.clone();
-            handles.push(tokio::spawn(async move { this.run(p, wake, stop).await }));
-        }
-        handles
+        ));
+        let this = self.clone();
+        let runner = tokio::spawn(async move { this.run(wake_rx, shutdown).await });
+        vec![listener, runner]
     }
 
-    async fn run(
-        &self,
-        projection: Projection,
-        mut wake: watch::Receiver<u64>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut failures: u32 = 0;
+    async fn run(&self, mut wake: watch::Receiver<u64>, mut shutdown: watch::Receiver<bool>) {
+        let mut retry = Retry::default();
         loop {
             if *shutdown.borrow() {
                 return;
             }
             wake.borrow_and_update();
             let started = tokio::time::Instant::now();
-            let idle = match self.run_batch(projection).await {
-                Ok(out) if out.applied > 0 => {
-                    failures = 0;
-                    if i64::try_from(out.applied).unwrap_or(i64::MAX) < self.settings.batch_size {
+            let idle = match self.step(&mut retry).await {
+                Step::Applied(n) => {
+                    if i64::try_from(n).unwrap_or(i64::MAX) < self.settings.batch_size {
                         // Let the next events gather; then look again whether woken or not.
                         tokio::select! {
                             _ = tokio::time::sleep_until(started + self.settings.pace) => {}
@@ -301,25 +344,67 @@ impl Projector {
                     }
                     continue;
                 }
-                Ok(out) => {
-                    failures = 0;
-                    match self.waiting_behind_horizon(out.checkpoint).await {
-                        Ok(true) => self.settings.horizon_retry,
-                        _ => self.settings.poll_interval,
-                    }
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    let backoff = Duration::from_millis(100u64 << failures.min(4));
-                    tracing::warn!(projection = projection.name(), error = %e, ?backoff, "projection batch failed");
-                    backoff
-                }
+                Step::Idle(checkpoint) => match self.waiting_behind_horizon(checkpoint).await {
+                    Ok(true) => self.settings.horizon_retry,
+                    _ => self.settings.poll_interval,
+                },
+                Step::Failed(backoff) => backoff,
             };
             tokio::select! {
                 _ = wake.changed() => {}
                 _ = shutdown.changed() => {}
                 _ = tokio::time::sleep(idle) => {}
             }
+        }
+    }
+
+    /// One turn of the runner: one batch for all projections together when they stand
+    /// at one point, else (after a failure, or while one catches up after a rebuild or
+    /// another process's batches) one batch for each on its own, so that a projection
+    /// that fails holds back no other. Under a steady flow of events the ones behind
+    /// catch up (their batches are full) and they stand together again.
+    async fn step(&self, retry: &mut Retry) -> Step {
+        if retry.together_due() {
+            match self.run_round().await {
+                Ok(Some(out)) => {
+                    retry.together_ok();
+                    return if out.applied > 0 {
+                        Step::Applied(out.applied)
+                    } else {
+                        Step::Idle(out.checkpoint)
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let backoff = retry.together_failed();
+                    tracing::warn!(error = %e, ?backoff, "batch of all projections failed; applying each alone");
+                }
+            }
+        }
+        let due: Vec<Projection> = Projection::ALL
+            .into_iter()
+            .filter(|p| retry.due(*p))
+            .collect();
+        let results = futures_util::future::join_all(due.iter().map(|p| self.run_batch(*p))).await;
+        let mut applied = 0;
+        let mut lowest: Option<LogPoint> = None;
+        for (p, result) in due.into_iter().zip(results) {
+            match result {
+                Ok(out) => {
+                    retry.ok(p);
+                    applied += out.applied;
+                    lowest = Some(lowest.map_or(out.checkpoint, |l| l.min(out.checkpoint)));
+                }
+                Err(e) => {
+                    let backoff = retry.failed(p);
+                    tracing::warn!(projection = p.name(), error = %e, ?backoff, "projection batch failed");
+                }
+            }
+        }
+        match lowest {
+            _ if applied > 0 => Step::Applied(applied),
+            Some(at) => Step::Idle(at),
+            None => Step::Failed(retry.soonest()),
         }
     }
 
@@ -331,12 +416,12 @@ impl Projector {
     }
 }
 
+/// One projection's batch, in a transaction that holds its applier lock.
 async fn apply_batch(
     conn: &mut AsyncPgConnection,
     projection: Projection,
     limit: i64,
 ) -> Result<(BatchOutcome, Vec<Change>, Vec<StoredEvent>), ReadError> {
-    lock_applier(conn, projection).await?;
     let (from, generation) = checkpoint(conn, projection).await?;
     let (batch, mut changes, checkpoint) = apply_next(conn, projection, from, limit).await?;
     changes.dedup();
@@ -356,6 +441,189 @@ async fn apply_batch(
         changes,
         batch,
     ))
+}
+
+/// Simple-query SQL taking the applier locks of `projections` (the same locks as
+/// [`lock_applier`]), in the order given; every caller gives them in
+/// [`Projection::ALL`]'s order, so two rounds never wait on each other in a cycle.
+fn lock_sql(projections: &[Projection]) -> String {
+    let locks: Vec<String> = projections
+        .iter()
+        .map(|p| {
+            format!(
+                "pg_advisory_xact_lock(hashtext('till.projection.{}'))",
+                p.name()
+            )
+        })
+        .collect();
+    format!("SELECT {}", locks.join(", "))
+}
+
+/// What a round of all projections applied.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundOutcome {
+    /// Events applied (to every projection).
+    pub applied: usize,
+    /// Where every projection now stands.
+    pub checkpoint: LogPoint,
+}
+
+/// A round's work, for publishing after its commit.
+struct RoundBatch {
+    /// Events other processes applied since this one last looked.
+    missed: Vec<StoredEvent>,
+    /// Events this round applied.
+    batch: Vec<StoredEvent>,
+    /// What each projection's part changed, in [`Projection::ALL`]'s order.
+    changes: Vec<Vec<Change>>,
+    /// The generation of each projection's tables, in the same order.
+    generations: Vec<i64>,
+    /// Where every projection now stands.
+    checkpoint: LogPoint,
+}
+
+/// The body of a round, under every applier lock: reads the checkpoints and the events
+/// after `from` (this process's view of where all projections stand) together, then
+/// sends every projection's statements and the checkpoints' move together. None when
+/// the stored checkpoints do not stand at one point, or when the read cannot see past
+/// where another process got (more than `limit` events ahead).
+async fn apply_round(
+    conn: &mut AsyncPgConnection,
+    from: LogPoint,
+    limit: i64,
+) -> Result<Option<RoundBatch>, ReadError> {
+    let shared: &AsyncPgConnection = conn;
+    let (stored, mut events) =
+        futures_util::try_join!(checkpoints(shared, &Projection::ALL), async {
+            Ok(event_log::read_after(shared, from, limit).await?)
+        },)?;
+    let at = stored[0].0;
+    if stored.iter().any(|(p, _)| *p != at) || at < from {
+        return Ok(None);
+    }
+    if at > from && events.last().is_none_or(|e| e.point() < at) {
+        return Ok(None);
+    }
+    let split = events.partition_point(|e| e.point() <= at);
+    let batch = events.split_off(split);
+    let missed = events;
+    let generations: Vec<i64> = stored.iter().map(|(_, g)| *g).collect();
+    let Some(last) = batch.last() else {
+        return Ok(Some(RoundBatch {
+            missed,
+            batch,
+            changes: vec![Vec::new(); Projection::ALL.len()],
+            generations,
+            checkpoint: at,
+        }));
+    };
+    let checkpoint = last.point();
+    let mut changes = vec![Vec::new(); Projection::ALL.len()];
+    let names = Projection::ALL.map(Projection::name);
+    // Each projection sends its statements one after another; the projections and the
+    // checkpoints' move go out side by side. PostgreSQL runs them in the order they
+    // arrive, all in this transaction.
+    let applies = Projection::ALL
+        .into_iter()
+        .zip(changes.iter_mut())
+        .map(|(p, mine)| p.apply_batch(shared, &batch, mine));
+    let (applied, saved) = futures_util::join!(
+        futures_util::future::join_all(applies),
+        event_log::save_checkpoints(shared, &names, checkpoint, Some(PROJECTED_CHANNEL)),
+    );
+    for result in applied {
+        result?;
+    }
+    saved?;
+    for mine in &mut changes {
+        mine.dedup();
+    }
+    Ok(Some(RoundBatch {
+        missed,
+        batch,
+        changes,
+        generations,
+        checkpoint,
+    }))
+}
+
+/// What a turn of the runner did.
+enum Step {
+    /// Applied this many events (to all projections, or to some on their own).
+    Applied(usize),
+    /// Nothing to apply past this point.
+    Idle(LogPoint),
+    /// Every batch tried failed; try again after this long.
+    Failed(Duration),
+}
+
+/// When the runner tries again after failures: the round of all projections, and each
+/// projection on its own (so one that keeps failing is retried with backoff while the
+/// others go on at their pace).
+#[derive(Default)]
+struct Retry {
+    together: Backoff,
+    alone: [Backoff; 4],
+}
+
+#[derive(Default, Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    until: Option<tokio::time::Instant>,
+}
+
+impl Backoff {
+    fn due(&self) -> bool {
+        self.until.is_none_or(|t| tokio::time::Instant::now() >= t)
+    }
+
+    fn failed(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let wait = Duration::from_millis(100u64 << self.failures.min(4));
+        self.until = Some(tokio::time::Instant::now() + wait);
+        wait
+    }
+}
+
+impl Retry {
+    fn index(p: Projection) -> usize {
+        Projection::ALL.iter().position(|q| *q == p).unwrap_or(0)
+    }
+
+    fn together_due(&self) -> bool {
+        self.together.due()
+    }
+
+    fn together_ok(&mut self) {
+        self.together = Backoff::default();
+    }
+
+    fn together_failed(&mut self) -> Duration {
+        self.together.failed()
+    }
+
+    fn due(&self, p: Projection) -> bool {
+        self.alone[Self::index(p)].due()
+    }
+
+    fn ok(&mut self, p: Projection) {
+        self.alone[Self::index(p)] = Backoff::default();
+    }
+
+    fn failed(&mut self, p: Projection) -> Duration {
+        self.alone[Self::index(p)].failed()
+    }
+
+    /// How long until some projection may be tried again.
+    fn soonest(&self) -> Duration {
+        let now = tokio::time::Instant::now();
+        self.alone
+            .iter()
+            .filter_map(|b| b.until)
+            .map(|t| t.saturating_duration_since(now))
+            .min()
+            .unwrap_or(Duration::from_millis(100))
+    }
 }
 
 /// Takes the projection's applier lock for the rest of the transaction: one applier per
@@ -392,6 +660,35 @@ pub(crate) async fn checkpoint(
     Ok(stored
         .map(|(tx_id, position, generation)| (LogPoint { tx_id, position }, generation))
         .unwrap_or_default())
+}
+
+/// The stored checkpoints and table generations of `projections`, in their order (the
+/// start of the log and 0 for one that has none yet).
+async fn checkpoints(
+    mut conn: &AsyncPgConnection,
+    projections: &[Projection],
+) -> Result<Vec<(LogPoint, i64)>, ReadError> {
+    let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+    let stored: Vec<(String, i64, i64, i64)> = projection_checkpoints::table
+        .filter(projection_checkpoints::projection.eq_any(&names))
+        .select((
+            projection_checkpoints::projection,
+            projection_checkpoints::tx_id,
+            projection_checkpoints::position,
+            projection_checkpoints::generation,
+        ))
+        .load(&mut conn)
+        .await?;
+    Ok(names
+        .iter()
+        .map(|name| {
+            stored
+                .iter()
+                .find(|(n, ..)| n == name)
+                .map(|&(_, tx_id, position, generation)| (LogPoint { tx_id, position }, generation))
+                .unwrap_or_default()
+        })
+        .collect())
 }
 
 /// Reads up to `limit` events after `from` and applies them to whatever tables the

@@ -699,3 +699,185 @@ async fn popular_products_follow_orders_and_page_by_cursor() {
         ranked(vec![(a.0, 5), (b.0, 5), (c.0, 1), (d.0, 20), (old, 7)])
     );
 }
+
+/// Appends one fake order for `customer` (see [`fake_order`]).
+async fn append_order(db: &TestDb, customer: Uuid, total: i64) {
+    let mut conn = ok(db.pool.get().await);
+    let meta = EventMeta::system("step-test");
+    ok(event_log::append(&mut conn, &meta, &[fake_order(customer, total, 0)]).await);
+}
+
+async fn log_head(db: &TestDb) -> event_log::LogPoint {
+    let mut conn = ok(db.pool.get().await);
+    ok(event_log::head(&mut conn).await)
+}
+
+/// Every view's count of `customer`'s orders: the order view, the customer summary
+/// (count and spend), sales per day and the product sales of the fake orders' product.
+async fn counted(db: &TestDb, customer: Uuid) -> (i64, i64, i64, i64, i64) {
+    let mut conn = ok(db.pool.get().await);
+    let orders: i64 = ok(rm_order_view::table.count().get_result(&mut conn).await);
+    let (count, spend): (i64, i64) = ok(rm_customer_summary::table
+        .find(customer)
+        .select((
+            rm_customer_summary::orders_count,
+            rm_customer_summary::lifetime_spend_minor,
+        ))
+        .first(&mut conn)
+        .await);
+    let daily: i64 = ok(rm_sales_daily::table
+        .select(diesel::dsl::sql::<BigInt>(
+            "coalesce(sum(orders_count), 0)::bigint",
+        ))
+        .first(&mut conn)
+        .await);
+    let units: i64 = ok(rm_product_sales::table
+        .find(Uuid::nil())
+        .select(rm_product_sales::units)
+        .first(&mut conn)
+        .await);
+    (orders, count, spend, daily, units)
+}
+
+/// The runner finds the projections at different checkpoints (one caught up alone, as
+/// after another's failure): each takes batches of its own until they stand together,
+/// every event is applied exactly once, and from then on one transaction applies all
+/// four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_out_of_step_meet_again_and_apply_each_event_once() {
+    use till_domain::schema::projection_checkpoints;
+
+    let db = TestDb::new().await;
+    let side = read_side(&db);
+    let customer = Uuid::now_v7();
+    // given 30 orders that only the order view has applied
+    for i in 0..30 {
+        append_order(&db, customer, 100 + i).await;
+    }
+    wait_until_visible(&db).await;
+    ok(side.projector.catch_up(Projection::OrderView).await);
+
+    // when the runner runs while 30 more orders arrive
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let handles = side.projector.spawn(stop_rx);
+    for i in 30..60 {
+        append_order(&db, customer, 100 + i).await;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    wait_caught_up(&db, &side.reads, log_head(&db).await).await;
+    // one more order, applied after they met again
+    append_order(&db, customer, 1_000).await;
+    wait_caught_up(&db, &side.reads, log_head(&db).await).await;
+    let _ = stop_tx.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+
+    // then every order is counted once in every view
+    let expected_sum: i64 = (100..160).sum::<i64>() + 1_000;
+    assert_eq!(counted(&db, customer).await, (61, 61, expected_sum, 61, 61));
+    // and the last batch moved all four checkpoints in one transaction (now() is the
+    // transaction's start: one value for all four)
+    let mut conn = ok(db.pool.get().await);
+    let moved: Vec<chrono::DateTime<chrono::Utc>> = ok(projection_checkpoints::table
+        .filter(projection_checkpoints::projection.eq_any(Projection::ALL.map(Projection::name)))
+        .select(projection_checkpoints::updated_at)
+        .load(&mut conn)
+        .await);
+    assert_eq!(moved.len(), 4);
+    assert!(
+        moved.iter().all(|t| *t == moved[0]),
+        "checkpoints moved in separate transactions: {moved:?}"
+    );
+}
+
+/// A projection whose writes fail (a constraint its rows break, here) holds back no
+/// other: the runner's batch of all four fails, the other three go on alone, and once
+/// the cause is gone the failing one catches up, every event counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_projection_holds_back_no_other() {
+    let db = TestDb::new().await;
+    let side = read_side(&db);
+    let customer = Uuid::now_v7();
+    let sql = |q: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let mut conn = ok(pool.get().await);
+            ok(diesel::sql_query(q).execute(&mut conn).await);
+        }
+    };
+    sql("ALTER TABLE rm_sales_daily ADD CONSTRAINT broken CHECK (orders_count < 0) NOT VALID")
+        .await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let handles = side.projector.spawn(stop_rx);
+    for i in 0..20 {
+        append_order(&db, customer, 100 + i).await;
+    }
+    let head = log_head(&db).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let at = |p| side.reads.progress().current(p);
+        if [
+            Projection::ProductView,
+            Projection::OrderView,
+            Projection::CustomerSummary,
+        ]
+        .iter()
+        .all(|p| at(*p) >= head)
+        {
+            assert!(
+                at(Projection::Sales) < head,
+                "the broken projection moved on"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the failing projection held back the others"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sql("ALTER TABLE rm_sales_daily DROP CONSTRAINT broken").await;
+    append_order(&db, customer, 1_000).await;
+    wait_caught_up(&db, &side.reads, log_head(&db).await).await;
+    let _ = stop_tx.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+    let expected_sum: i64 = (100..120).sum::<i64>() + 1_000;
+    assert_eq!(counted(&db, customer).await, (21, 21, expected_sum, 21, 21));
+}
+
+/// A round of all projections takes the applier lock of each (the lock a rebuild's
+/// swap holds to pause the projector): while another transaction holds one of them,
+/// the round waits.
+#[tokio::test]
+async fn a_round_waits_for_every_applier_lock() {
+    let db = TestDb::new().await;
+    let side = read_side(&db);
+    append_order(&db, Uuid::now_v7(), 100).await;
+    wait_until_visible(&db).await;
+    let mut holder = ok(db.pool.get().await);
+    ok(diesel::sql_query("BEGIN").execute(&mut holder).await);
+    // The lock as a rebuild's swap takes it (`lock_applier`).
+    ok(
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('till.projection.' || $1))")
+            .bind::<diesel::sql_types::Text, _>(Projection::Sales.name())
+            .execute(&mut holder)
+            .await,
+    );
+    let projector = side.projector.clone();
+    let mut round = tokio::spawn(async move { projector.run_round().await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut round)
+            .await
+            .is_err(),
+        "the round did not wait for the sales projection's lock"
+    );
+    ok(diesel::sql_query("COMMIT").execute(&mut holder).await);
+    let out = ok(ok(tokio::time::timeout(Duration::from_secs(10), round)
+        .await
+        .unwrap_or_else(|_| panic!("the round never got the lock"))))
+    .unwrap_or_else(|| panic!("the projections stood together"));
+    assert_eq!(out.applied, 1);
+}

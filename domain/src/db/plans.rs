@@ -86,6 +86,20 @@ where
     run(conn, BEGIN_DERIVED, body).await
 }
 
+/// [`derived_transaction`] whose first round trip also runs `first`: simple-query SQL of
+/// fixed text (advisory locks, say) that the body needs before its own statements.
+pub async fn derived_transaction_with<R: Send, E, F>(
+    conn: &mut AsyncPgConnection,
+    first: &str,
+    body: F,
+) -> Result<R, E>
+where
+    F: TxBody<R, E>,
+    E: From<diesel::result::Error> + Send,
+{
+    run(conn, &format!("{BEGIN_DERIVED}; {first}"), body).await
+}
+
 async fn run<R: Send, E, F>(conn: &mut AsyncPgConnection, begin: &str, body: F) -> Result<R, E>
 where
     F: TxBody<R, E>,

@@ -24,7 +24,7 @@ struct Delta {
 }
 
 pub(super) async fn apply_batch(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     events: &[StoredEvent],
     changes: &mut Vec<Change>,
 ) -> Result<(), ReadError> {
@@ -47,7 +47,7 @@ pub(super) async fn apply_batch(
                 .bind::<Text, _>(name)
                 .bind::<Text, _>(role)
                 .prepared()
-                .execute(&mut *conn)
+                .execute(&mut conn)
                 .await?;
                 changes.push(Change::Customer(*customer_id));
             }
@@ -60,7 +60,7 @@ pub(super) async fn apply_batch(
                 .bind::<SqlUuid, _>(customer_id)
                 .bind::<Text, _>(role)
                 .prepared()
-                .execute(&mut *conn)
+                .execute(&mut conn)
                 .await?;
                 changes.push(Change::Customer(*customer_id));
             }
@@ -122,7 +122,7 @@ pub(super) async fn apply_batch(
         ds.iter().map(|d| d.last.map(|l| l.0)).collect::<Vec<_>>(),
     )
     .prepared()
-    .execute(conn)
+    .execute(&mut conn)
     .await?;
     Ok(())
 }

@@ -103,8 +103,9 @@ pub fn changes_of(projection: Projection, events: &[StoredEvent]) -> Vec<Change>
 pub struct Applied {
     /// The projection.
     pub projection: Projection,
-    /// The events, now reflected in its tables.
-    pub events: Vec<StoredEvent>,
+    /// The events, now reflected in its tables (shared by the projections that applied
+    /// them together).
+    pub events: std::sync::Arc<[StoredEvent]>,
 }
 
 /// Every projection Till maintains.
@@ -158,9 +159,13 @@ impl Projection {
     /// Applies a batch of events in log order (events a projection does not use are
     /// ignored). Projections fold what commutes (stock levels, counters, sums) into
     /// set-based statements per batch; the effect equals applying one event at a time.
+    ///
+    /// Takes the connection shared (`&`), so that the statements of several
+    /// projections can be sent to one connection together (pipelined) in one
+    /// transaction; each projection still sends its own statements one after another.
     pub async fn apply_batch(
         self,
-        conn: &mut AsyncPgConnection,
+        conn: &AsyncPgConnection,
         events: &[StoredEvent],
         changes: &mut Vec<Change>,
     ) -> Result<(), ReadError> {

@@ -44,7 +44,7 @@ struct Pending {
 }
 
 pub(super) async fn apply_batch(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     events: &[StoredEvent],
     changes: &mut Vec<Change>,
 ) -> Result<(), ReadError> {
@@ -115,7 +115,7 @@ pub(super) async fn apply_batch(
     flush(conn, &mut pending).await
 }
 
-async fn flush(conn: &mut AsyncPgConnection, pending: &mut Pending) -> Result<(), ReadError> {
+async fn flush(mut conn: &AsyncPgConnection, pending: &mut Pending) -> Result<(), ReadError> {
     let inserts = std::mem::take(&mut pending.inserts);
     if !inserts.is_empty() {
         diesel::sql_query(
@@ -144,7 +144,7 @@ async fn flush(conn: &mut AsyncPgConnection, pending: &mut Pending) -> Result<()
         .bind::<Array<Int4>, _>(inserts.iter().map(|o| o.version).collect::<Vec<_>>())
         .bind::<Array<Timestamptz>, _>(inserts.iter().map(|o| o.placed_at).collect::<Vec<_>>())
         .prepared()
-        .execute(&mut *conn)
+        .execute(&mut conn)
         .await?;
     }
     let updates = std::mem::take(&mut pending.updates);
@@ -163,7 +163,7 @@ async fn flush(conn: &mut AsyncPgConnection, pending: &mut Pending) -> Result<()
         .bind::<Array<Timestamptz>, _>(updates.iter().map(|u| u.at).collect::<Vec<_>>())
         .bind::<Array<Jsonb>, _>(updates.iter().map(|u| &u.entry).collect::<Vec<_>>())
         .prepared()
-        .execute(conn)
+        .execute(&mut conn)
         .await?;
     }
     Ok(())

@@ -40,7 +40,7 @@ struct NewProducts {
 
 impl NewProducts {
     /// Inserts the gathered products (one statement) and empties the list.
-    async fn flush(&mut self, conn: &mut AsyncPgConnection) -> Result<(), ReadError> {
+    async fn flush(&mut self, mut conn: &AsyncPgConnection) -> Result<(), ReadError> {
         if self.id.is_empty() {
             return Ok(());
         }
@@ -67,14 +67,14 @@ impl NewProducts {
         .bind::<Array<Int4>, _>(rows.version)
         .bind::<Array<Timestamptz>, _>(rows.created_at)
         .prepared()
-        .execute(conn)
+        .execute(&mut conn)
         .await?;
         Ok(())
     }
 }
 
 pub(super) async fn apply_batch(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     events: &[StoredEvent],
     changes: &mut Vec<Change>,
 ) -> Result<(), ReadError> {
@@ -87,7 +87,7 @@ pub(super) async fn apply_batch(
 }
 
 async fn apply(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     ev: &StoredEvent,
     changes: &mut Vec<Change>,
     folded: &mut Folded,
@@ -121,7 +121,7 @@ async fn apply(
             .bind::<Nullable<SqlUuid>, _>(parent_id)
             .bind::<Jsonb, _>(me)
             .prepared()
-            .execute(conn)
+            .execute(&mut conn)
             .await?;
             changes.push(Change::Categories);
         }
@@ -176,7 +176,7 @@ async fn apply(
             .bind::<Int4, _>(version)
             .bind::<Timestamptz, _>(ev.occurred_at)
             .prepared()
-            .execute(conn)
+            .execute(&mut conn)
             .await?;
             changes.push(Change::Product(*product_id));
             changes.push(Change::Listing);
@@ -193,7 +193,7 @@ async fn apply(
             .bind::<Int4, _>(version)
             .bind::<Timestamptz, _>(ev.occurred_at)
             .prepared()
-            .execute(conn)
+            .execute(&mut conn)
             .await?;
             changes.push(Change::Product(*product_id));
             changes.push(Change::Listing);
@@ -246,7 +246,7 @@ async fn apply(
 /// levels and the inventory version, so the newest one wins whatever order they arrive
 /// in (a level not newer than the row's is ignored); popularity is a sum.
 async fn set_stock_and_popularity(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     mut stock: HashMap<Uuid, (StockLevel, DateTime<Utc>)>,
     popularity: HashMap<Uuid, i64>,
 ) -> Result<(), ReadError> {
@@ -297,7 +297,7 @@ async fn set_stock_and_popularity(
     .bind::<Array<Nullable<Timestamptz>>, _>(at)
     .bind::<Array<BigInt>, _>(qty)
     .prepared()
-    .execute(conn)
+    .execute(&mut conn)
     .await?;
     Ok(())
 }

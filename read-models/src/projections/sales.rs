@@ -29,7 +29,7 @@ struct ProductSum {
 }
 
 pub(super) async fn apply_batch(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     events: &[StoredEvent],
     changes: &mut Vec<Change>,
 ) -> Result<(), ReadError> {
@@ -84,7 +84,7 @@ pub(super) async fn apply_batch(
     .bind::<Array<BigInt>, _>(day_vals.iter().map(|d| d.units).collect::<Vec<_>>())
     .bind::<Array<BigInt>, _>(day_vals.iter().map(|d| d.revenue).collect::<Vec<_>>())
     .prepared()
-    .execute(conn)
+    .execute(&mut conn)
     .await?;
 
     let (ids, sums): (Vec<Uuid>, Vec<ProductSum>) = products.into_iter().unzip();
@@ -100,7 +100,7 @@ pub(super) async fn apply_batch(
     .bind::<Array<BigInt>, _>(sums.iter().map(|p| p.units).collect::<Vec<_>>())
     .bind::<Array<BigInt>, _>(sums.iter().map(|p| p.revenue).collect::<Vec<_>>())
     .prepared()
-    .execute(conn)
+    .execute(&mut conn)
     .await?;
     changes.push(Change::Sales);
     Ok(())
