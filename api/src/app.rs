@@ -256,12 +256,14 @@ impl Application {
             progress.clone(),
             ProjectorSettings::default(),
         );
+        // One LISTEN connection for the process's followers (projector, jobs, fan-out).
+        let notifications = till_domain::db::listen::Listener::new(database.url.clone());
         if cfg.projector {
-            workers.extend(projector.spawn(stop_rx.clone()));
+            workers.push(projector.spawn_on(&notifications, stop_rx.clone()));
         } else {
             // Another process projects: follow its checkpoints, invalidating what
             // changed and feeding subscriptions.
-            workers.extend(projector.spawn_follower(stop_rx.clone()));
+            workers.push(projector.spawn_follower(&notifications, stop_rx.clone()));
         }
         workers.push(tokio::spawn(housekeeping(
             commands.clone(),
@@ -391,7 +393,7 @@ impl Application {
             workers.extend(
                 crate::jobs::start(
                     commands.clone(),
-                    database.url.clone(),
+                    &notifications,
                     &cfg.jobs,
                     provider,
                     stop_workers.subscribe(),
@@ -399,6 +401,8 @@ impl Application {
                 .map_err(StartError::Config)?,
             );
         }
+        // Started once every follower has subscribed.
+        workers.push(notifications.spawn(stop_workers.subscribe()));
         let shared = web::Data::new(data.clone());
         let admin = web::Data::new(data.admin.clone());
         let metrics_on_main = cfg.admin_listen.is_none();

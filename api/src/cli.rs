@@ -563,7 +563,9 @@ async fn worker(
     let admin_handle = admin.handle();
     let admin_task = tokio::spawn(admin);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let mut tasks = projector.spawn(stop_rx.clone());
+    // One LISTEN connection for the process's followers (projector, jobs, fan-out).
+    let notifications = till_domain::db::listen::Listener::new(database.url.clone());
+    let mut tasks = vec![projector.spawn_on(&notifications, stop_rx.clone())];
     // One set of commands for the process: each holds the connection that wakes the
     // projectors after its commits.
     let commands = till_domain::commands::Commands::new(pool.clone());
@@ -574,10 +576,11 @@ async fn worker(
     if jobs.jobs {
         let provider = jobs.payment_provider_url.clone();
         tasks.extend(
-            crate::jobs::start(commands, database.url.clone(), &jobs, provider, stop_rx)
+            crate::jobs::start(commands, &notifications, &jobs, provider, stop_rx.clone())
                 .map_err(CliError::Failed)?,
         );
     }
+    tasks.push(notifications.spawn(stop_rx));
     tracing::info!("worker running: projector, jobs and housekeeping");
     crate::app::wait_for_signal().await;
     tracing::info!("worker stopping after the current batch");

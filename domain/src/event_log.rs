@@ -17,6 +17,10 @@ use crate::schema::events;
 /// ([`crate::wakeups`]).
 pub const EVENTS_CHANNEL: &str = "till_events";
 
+/// The channel a projector NOTIFYs after committing a batch, so projectors and
+/// followers in other processes invalidate their caches at once.
+pub const PROJECTED_CHANNEL: &str = "till_projected";
+
 /// A point in the log, in the projector's order: (transaction id, position).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,

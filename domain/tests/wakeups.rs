@@ -202,3 +202,75 @@ async fn enqueue_two(conn: &mut diesel_async::AsyncPgConnection) -> Result<(), D
     })
     .await
 }
+
+/// One LISTEN connection serves every follower of a process: each follower's counter
+/// moves on notifications of its own channels only.
+#[tokio::test]
+async fn one_listener_wakes_each_follower_for_its_channels() {
+    use diesel_async::RunQueryDsl;
+    use till_domain::db::listen::Listener as Shared;
+    use till_domain::event_log::PROJECTED_CHANNEL;
+
+    let db = TestDb::new().await;
+    let shared = Shared::new(db.url.clone());
+    let mut events = shared.subscribe(&[EVENTS_CHANNEL]);
+    let mut jobs = shared.subscribe(&[JOBS_CHANNEL]);
+    let mut both = shared.subscribe(&[EVENTS_CHANNEL, PROJECTED_CHANNEL]);
+    let (stop, stopped) = watch::channel(false);
+    let task = shared.spawn(stopped);
+    for rx in [&mut events, &mut jobs, &mut both] {
+        // Every counter moves once LISTEN is in place.
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|n| *n >= 1))
+            .await
+            .unwrap_or_else(|e| panic!("LISTEN never started: {e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        rx.borrow_and_update();
+    }
+    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let listening: i64 = diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    ))
+    .get_result(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(listening, 1, "one LISTEN session for three followers");
+
+    let notify = |channel: &'static str| {
+        diesel::sql_query("SELECT pg_notify($1, '')").bind::<diesel::sql_types::Text, _>(channel)
+    };
+    let moved = |rx: &mut watch::Receiver<u64>| rx.has_changed().unwrap_or(false);
+    notify(EVENTS_CHANNEL)
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::timeout(Duration::from_secs(10), both.changed())
+        .await
+        .unwrap_or_else(|e| panic!("no wake-up: {e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(moved(&mut events), "the events follower was not woken");
+    assert!(!moved(&mut jobs), "the jobs follower was woken by events");
+    events.borrow_and_update();
+    both.borrow_and_update();
+
+    notify(PROJECTED_CHANNEL)
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::timeout(Duration::from_secs(10), both.changed())
+        .await
+        .unwrap_or_else(|e| panic!("no wake-up: {e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !moved(&mut events),
+        "the events follower was woken by another channel"
+    );
+    assert!(!moved(&mut jobs));
+
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap_or_else(|e| panic!("the listener did not stop: {e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use till_domain::db::listen::Listener;
 use till_domain::db::plans;
 use till_domain::db::prepared::Reuse;
 use till_domain::db::PgPool;
@@ -65,9 +66,7 @@ pub struct BatchOutcome {
 /// drops its whole cache instead.
 const MAX_MISSED_EVENTS: usize = 20_000;
 
-/// The channel a projector NOTIFYs after committing a batch, so projectors and
-/// followers in other processes invalidate their caches at once.
-pub const PROJECTED_CHANNEL: &str = "till_projected";
+pub use till_domain::event_log::PROJECTED_CHANNEL;
 
 /// Runs projections over a pool; cheap to clone.
 #[derive(Clone)]
@@ -252,18 +251,13 @@ impl Projector {
     /// server that runs no projector itself.
     pub fn spawn_follower(
         &self,
+        listener: &Listener,
         shutdown: watch::Receiver<bool>,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
-        let (wake_tx, mut wake) = watch::channel(0u64);
-        let listener = tokio::spawn(till_domain::db::listen::listen(
-            self.database_url.clone(),
-            &[PROJECTED_CHANNEL],
-            wake_tx,
-            shutdown.clone(),
-        ));
+    ) -> tokio::task::JoinHandle<()> {
+        let mut wake = listener.subscribe(&[PROJECTED_CHANNEL]);
         let this = self.clone();
         let mut stop = shutdown;
-        let follower = tokio::spawn(async move {
+        tokio::spawn(async move {
             loop {
                 wake.borrow_and_update();
                 for p in Projection::ALL {
@@ -277,8 +271,7 @@ impl Projector {
                     _ = stop.changed() => return,
                 }
             }
-        });
-        vec![listener, follower]
+        })
     }
 
     /// Applies batches until `projection` has nothing more it can read now.
@@ -310,19 +303,24 @@ impl Projector {
         Ok(())
     }
 
-    /// Starts the listener and the runner of the projections; they stop when `shutdown`
-    /// turns true.
-    pub fn spawn(&self, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-        let (wake_tx, wake_rx) = watch::channel(0u64);
-        let listener = tokio::spawn(till_domain::db::listen::listen(
-            self.database_url.clone(),
-            &[EVENTS_CHANNEL, PROJECTED_CHANNEL],
-            wake_tx,
-            shutdown.clone(),
-        ));
+    /// Starts the runner of the projections, woken through `listener` (new events, and
+    /// batches other processes applied); it stops when `shutdown` turns true.
+    pub fn spawn_on(
+        &self,
+        listener: &Listener,
+        shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let wake = listener.subscribe(&[EVENTS_CHANNEL, PROJECTED_CHANNEL]);
         let this = self.clone();
-        let runner = tokio::spawn(async move { this.run(wake_rx, shutdown).await });
-        vec![listener, runner]
+        tokio::spawn(async move { this.run(wake, shutdown).await })
+    }
+
+    /// [`Projector::spawn_on`] with a listener of its own (also started), for a process
+    /// that follows nothing else.
+    pub fn spawn(&self, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+        let listener = Listener::new(self.database_url.clone());
+        let runner = self.spawn_on(&listener, shutdown.clone());
+        vec![listener.spawn(shutdown), runner]
     }
 
     async fn run(&self, mut wake: watch::Receiver<u64>, mut shutdown: watch::Receiver<bool>) {

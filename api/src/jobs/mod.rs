@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use till_domain::db::listen::Listener;
 use till_domain::db::PgPool;
 use till_domain::jobs::{self, Backoff, Failed, Job, JOBS_CHANNEL};
 use tokio::sync::{watch, Semaphore};
@@ -49,7 +50,7 @@ impl JobError {
 /// not served here.
 pub fn start(
     commands: till_domain::commands::Commands,
-    database_url: String,
+    listener: &Listener,
     cfg: &crate::config::JobsConfig,
     provider_url: Option<String>,
     stop: watch::Receiver<bool>,
@@ -92,16 +93,10 @@ pub fn start(
             cap: Duration::from_secs(cfg.job_backoff_cap_s.max(1)),
         },
     };
-    let mut handles = spawn(
-        pool.clone(),
-        database_url.clone(),
-        workers,
-        settings,
-        stop.clone(),
-    );
+    let mut handles = spawn(pool.clone(), listener, workers, settings, stop.clone());
     handles.push(tokio::spawn(webhooks::fan_out(
         pool,
-        database_url,
+        listener.subscribe(&[till_domain::event_log::EVENTS_CHANNEL]),
         cfg.webhook_max_attempts.max(1),
         stop.clone(),
     )));
@@ -139,22 +134,17 @@ pub struct RunnerSettings {
     pub backoff: Backoff,
 }
 
-/// Starts one loop per queue plus a LISTEN connection; they stop when `stop` turns
+/// Starts one loop per queue, woken through `listener`; they stop when `stop` turns
 /// true, after their running jobs finish.
 pub fn spawn(
     pool: PgPool,
-    database_url: String,
+    listener: &Listener,
     workers: Vec<QueueWorker>,
     settings: RunnerSettings,
     stop: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let (wake_tx, wake_rx) = watch::channel(0u64);
-    let mut handles = vec![tokio::spawn(till_domain::db::listen::listen(
-        database_url,
-        &[JOBS_CHANNEL],
-        wake_tx,
-        stop.clone(),
-    ))];
+    let wake_rx = listener.subscribe(&[JOBS_CHANNEL]);
+    let mut handles = Vec::new();
     let worker_id = format!(
         "{}-{}",
         std::process::id(),

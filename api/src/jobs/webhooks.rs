@@ -77,19 +77,13 @@ pub fn delivery_handler(pool: PgPool, http: reqwest::Client) -> Handler {
 const PACE: Duration = Duration::from_millis(200);
 
 /// Follows the event log and turns events into deliveries, until `stop`.
+/// `wake` changes when events commit.
 pub async fn fan_out(
     pool: PgPool,
-    database_url: String,
+    mut wake: watch::Receiver<u64>,
     max_attempts: i32,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (wake_tx, mut wake) = watch::channel(0u64);
-    let listener = tokio::spawn(till_domain::db::listen::listen(
-        database_url,
-        &[till_domain::event_log::EVENTS_CHANNEL],
-        wake_tx,
-        stop.clone(),
-    ));
     loop {
         wake.borrow_and_update();
         let started = tokio::time::Instant::now();
@@ -118,5 +112,4 @@ pub async fn fan_out(
             _ = stop.changed() => break,
         }
     }
-    let _ = listener.await;
 }
