@@ -126,35 +126,39 @@ impl Projector {
         Ok(outcome)
     }
 
-    /// Applies one batch to every projection in one transaction, when this process knows
-    /// them all to stand at the same point of the log (the usual case while serving):
-    /// one round trip takes the four applier locks, one reads the four checkpoints and
-    /// the events, and the four projections' statements go out together (pipelined) with
-    /// the checkpoints' move. A batch per projection cost four transactions of about
-    /// seven round trips each, and four reads of the same events. Returns None when the
-    /// projections do not stand together (each then needs [`Projector::run_batch`]).
+    /// Applies one batch to every projection of `group` in one transaction, when this
+    /// process knows them all to stand at the same point of the log (the usual case
+    /// while serving): one round trip takes their applier locks, one reads their
+    /// checkpoints and the events, and their statements go out together (pipelined) with
+    /// the checkpoints' move. A batch per projection cost a transaction of about seven
+    /// round trips and a read of the same events each. Returns None when they do not
+    /// stand together (each then needs [`Projector::run_batch`]).
     #[tracing::instrument(name = "projection.round", level = "debug", skip(self))]
-    pub async fn run_round(&self) -> Result<Option<RoundOutcome>, ReadError> {
-        let from = self.progress.current(Projection::ALL[0]);
-        if Projection::ALL
-            .iter()
-            .any(|p| self.progress.current(*p) != from)
-        {
+    pub async fn run_round(
+        &self,
+        group: &'static [Projection],
+    ) -> Result<Option<RoundOutcome>, ReadError> {
+        let Some(&first) = group.first() else {
+            return Ok(None);
+        };
+        let from = self.progress.current(first);
+        if group.iter().any(|p| self.progress.current(*p) != from) {
             return Ok(None);
         }
         let mut conn = self.pool.get().await?;
         let limit = self.settings.batch_size;
         let Some(round) =
-            plans::derived_transaction_with(&mut conn, &lock_sql(&Projection::ALL), async |conn| {
-                apply_round(conn, from, limit).await
+            plans::derived_transaction_with(&mut conn, &lock_sql(group), async |conn| {
+                apply_round(conn, group, from, limit).await
             })
             .await?
         else {
             return Ok(None);
         };
         let batch: Arc<[StoredEvent]> = round.batch.into();
-        for ((projection, changes), generation) in Projection::ALL
-            .into_iter()
+        for ((projection, changes), generation) in group
+            .iter()
+            .copied()
             .zip(round.changes)
             .zip(round.generations)
         {
@@ -324,14 +328,17 @@ impl Projector {
     }
 
     async fn run(&self, mut wake: watch::Receiver<u64>, mut shutdown: watch::Receiver<bool>) {
-        let mut retry = Retry::default();
+        let mut retries = ROUNDS.map(|group| Retry::new(group.len()));
         loop {
             if *shutdown.borrow() {
                 return;
             }
             wake.borrow_and_update();
             let started = tokio::time::Instant::now();
-            let idle = match self.step(&mut retry).await {
+            let [views, orders] = &mut retries;
+            let (a, b) =
+                futures_util::join!(self.step(ROUNDS[0], views), self.step(ROUNDS[1], orders));
+            let idle = match a.and(b) {
                 Step::Applied(n) => {
                     if i64::try_from(n).unwrap_or(i64::MAX) < self.settings.batch_size {
                         // Let the next events gather; then look again whether woken or not.
@@ -356,14 +363,14 @@ impl Projector {
         }
     }
 
-    /// One turn of the runner: one batch for all projections together when they stand
+    /// One turn for `group`: one batch for all its projections together when they stand
     /// at one point, else (after a failure, or while one catches up after a rebuild or
     /// another process's batches) one batch for each on its own, so that a projection
     /// that fails holds back no other. Under a steady flow of events the ones behind
     /// catch up (their batches are full) and they stand together again.
-    async fn step(&self, retry: &mut Retry) -> Step {
+    async fn step(&self, group: &'static [Projection], retry: &mut Retry) -> Step {
         if retry.together_due() {
-            match self.run_round().await {
+            match self.run_round(group).await {
                 Ok(Some(out)) => {
                     retry.together_ok();
                     return if out.applied > 0 {
@@ -375,26 +382,29 @@ impl Projector {
                 Ok(None) => {}
                 Err(e) => {
                     let backoff = retry.together_failed();
-                    tracing::warn!(error = %e, ?backoff, "batch of all projections failed; applying each alone");
+                    tracing::warn!(error = %e, ?backoff, "batch of projections together failed; applying each alone");
                 }
             }
         }
-        let due: Vec<Projection> = Projection::ALL
-            .into_iter()
-            .filter(|p| retry.due(*p))
+        let due: Vec<(usize, Projection)> = group
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(i, _)| retry.due(*i))
             .collect();
-        let results = futures_util::future::join_all(due.iter().map(|p| self.run_batch(*p))).await;
+        let results =
+            futures_util::future::join_all(due.iter().map(|(_, p)| self.run_batch(*p))).await;
         let mut applied = 0;
         let mut lowest: Option<LogPoint> = None;
-        for (p, result) in due.into_iter().zip(results) {
+        for ((i, p), result) in due.into_iter().zip(results) {
             match result {
                 Ok(out) => {
-                    retry.ok(p);
-                    applied += out.applied;
+                    retry.ok(i);
+                    applied = applied.max(out.applied);
                     lowest = Some(lowest.map_or(out.checkpoint, |l| l.min(out.checkpoint)));
                 }
                 Err(e) => {
-                    let backoff = retry.failed(p);
+                    let backoff = retry.failed(i);
                     tracing::warn!(projection = p.name(), error = %e, ?backoff, "projection batch failed");
                 }
             }
@@ -472,7 +482,7 @@ struct RoundBatch {
     missed: Vec<StoredEvent>,
     /// Events this round applied.
     batch: Vec<StoredEvent>,
-    /// What each projection's part changed, in [`Projection::ALL`]'s order.
+    /// What each projection's part changed, in the group's order.
     changes: Vec<Vec<Change>>,
     /// The generation of each projection's tables, in the same order.
     generations: Vec<i64>,
@@ -480,22 +490,24 @@ struct RoundBatch {
     checkpoint: LogPoint,
 }
 
-/// The body of a round, under every applier lock: reads the checkpoints and the events
-/// after `from` (this process's view of where all projections stand) together, then
-/// sends every projection's statements and the checkpoints' move together. None when
-/// the stored checkpoints do not stand at one point, or when the read cannot see past
-/// where another process got (more than `limit` events ahead).
+/// The body of a round, under the group's applier locks: reads their checkpoints and
+/// the events after `from` (this process's view of where they all stand) together,
+/// then sends every projection's statements and the checkpoints' move together. None
+/// when the stored checkpoints do not stand at one point, or when the read cannot see
+/// past where another process got (more than `limit` events ahead).
 async fn apply_round(
     conn: &mut AsyncPgConnection,
+    group: &[Projection],
     from: LogPoint,
     limit: i64,
 ) -> Result<Option<RoundBatch>, ReadError> {
     let shared: &AsyncPgConnection = conn;
-    let (stored, mut events) =
-        futures_util::try_join!(checkpoints(shared, &Projection::ALL), async {
-            Ok(event_log::read_after(shared, from, limit).await?)
-        },)?;
-    let at = stored[0].0;
+    let (stored, mut events) = futures_util::try_join!(checkpoints(shared, group), async {
+        Ok(event_log::read_after(shared, from, limit).await?)
+    },)?;
+    let Some(&(at, _)) = <[_]>::first(&stored) else {
+        return Ok(None);
+    };
     if stored.iter().any(|(p, _)| *p != at) || at < from {
         return Ok(None);
     }
@@ -510,19 +522,20 @@ async fn apply_round(
         return Ok(Some(RoundBatch {
             missed,
             batch,
-            changes: vec![Vec::new(); Projection::ALL.len()],
+            changes: vec![Vec::new(); group.len()],
             generations,
             checkpoint: at,
         }));
     };
     let checkpoint = last.point();
-    let mut changes = vec![Vec::new(); Projection::ALL.len()];
-    let names = Projection::ALL.map(Projection::name);
+    let mut changes = vec![Vec::new(); group.len()];
+    let names: Vec<&str> = group.iter().map(|p| p.name()).collect();
     // Each projection sends its statements one after another; the projections and the
     // checkpoints' move go out side by side. PostgreSQL runs them in the order they
     // arrive, all in this transaction.
-    let applies = Projection::ALL
-        .into_iter()
+    let applies = group
+        .iter()
+        .copied()
         .zip(changes.iter_mut())
         .map(|(p, mine)| p.apply_batch(shared, &batch, mine));
     let (applied, saved) = futures_util::join!(
@@ -545,9 +558,23 @@ async fn apply_round(
     }))
 }
 
+/// The groups of projections the runner applies, each in one transaction per batch,
+/// side by side. The product view has the heaviest statements (every stock change
+/// rewrites a row, and popularity follows to its own indexed table), so it runs on its
+/// own connection beside the others instead of holding their visibility back; the other
+/// three share a transaction.
+const ROUNDS: [&[Projection]; 2] = [
+    &[Projection::ProductView],
+    &[
+        Projection::OrderView,
+        Projection::CustomerSummary,
+        Projection::Sales,
+    ],
+];
+
 /// What a turn of the runner did.
 enum Step {
-    /// Applied this many events (to all projections, or to some on their own).
+    /// Applied this many events at most to one projection.
     Applied(usize),
     /// Nothing to apply past this point.
     Idle(LogPoint),
@@ -555,13 +582,27 @@ enum Step {
     Failed(Duration),
 }
 
-/// When the runner tries again after failures: the round of all projections, and each
-/// projection on its own (so one that keeps failing is retried with backoff while the
-/// others go on at their pace).
-#[derive(Default)]
+impl Step {
+    /// Both groups' turns as one: applied when either applied (the larger batch),
+    /// idle from the lower point, failed when both failed.
+    fn and(self, other: Step) -> Step {
+        use Step::*;
+        match (self, other) {
+            (Applied(a), Applied(b)) => Applied(a.max(b)),
+            (Applied(a), _) | (_, Applied(a)) => Applied(a),
+            (Idle(a), Idle(b)) => Idle(a.min(b)),
+            (Idle(a), Failed(_)) | (Failed(_), Idle(a)) => Idle(a),
+            (Failed(a), Failed(b)) => Failed(a.min(b)),
+        }
+    }
+}
+
+/// When the runner tries a group again after failures: the batch of the group together,
+/// and each projection on its own (so one that keeps failing is retried with backoff
+/// while the others go on at their pace).
 struct Retry {
     together: Backoff,
-    alone: [Backoff; 4],
+    alone: Vec<Backoff>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -584,8 +625,11 @@ impl Backoff {
 }
 
 impl Retry {
-    fn index(p: Projection) -> usize {
-        Projection::ALL.iter().position(|q| *q == p).unwrap_or(0)
+    fn new(projections: usize) -> Self {
+        Self {
+            together: Backoff::default(),
+            alone: vec![Backoff::default(); projections],
+        }
     }
 
     fn together_due(&self) -> bool {
@@ -600,16 +644,21 @@ impl Retry {
         self.together.failed()
     }
 
-    fn due(&self, p: Projection) -> bool {
-        self.alone[Self::index(p)].due()
+    /// Whether the group's `i`-th projection may be tried on its own now.
+    fn due(&self, i: usize) -> bool {
+        self.alone.get(i).is_none_or(Backoff::due)
     }
 
-    fn ok(&mut self, p: Projection) {
-        self.alone[Self::index(p)] = Backoff::default();
+    fn ok(&mut self, i: usize) {
+        if let Some(b) = self.alone.get_mut(i) {
+            *b = Backoff::default();
+        }
     }
 
-    fn failed(&mut self, p: Projection) -> Duration {
-        self.alone[Self::index(p)].failed()
+    fn failed(&mut self, i: usize) -> Duration {
+        self.alone
+            .get_mut(i)
+            .map_or(Duration::from_millis(100), Backoff::failed)
     }
 
     /// How long until some projection may be tried again.
