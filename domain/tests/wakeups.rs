@@ -235,33 +235,32 @@ async fn one_listener_wakes_each_follower_for_its_channels() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(listening, 1, "one LISTEN session for three followers");
 
-    let notify = |channel: &'static str| {
-        diesel::sql_query("SELECT pg_notify($1, '')").bind::<diesel::sql_types::Text, _>(channel)
-    };
+    // Notifies `channel`, waits until the follower of both channels wakes, and a moment
+    // more for the others.
+    async fn notify(
+        conn: &mut diesel_async::AsyncPgConnection,
+        channel: &'static str,
+        both: &mut watch::Receiver<u64>,
+    ) {
+        diesel::sql_query("SELECT pg_notify($1, '')")
+            .bind::<diesel::sql_types::Text, _>(channel)
+            .execute(conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::timeout(Duration::from_secs(10), both.changed())
+            .await
+            .unwrap_or_else(|e| panic!("no wake-up: {e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        both.borrow_and_update();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let moved = |rx: &mut watch::Receiver<u64>| rx.has_changed().unwrap_or(false);
-    notify(EVENTS_CHANNEL)
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    tokio::time::timeout(Duration::from_secs(10), both.changed())
-        .await
-        .unwrap_or_else(|e| panic!("no wake-up: {e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    notify(&mut conn, EVENTS_CHANNEL, &mut both).await;
     assert!(moved(&mut events), "the events follower was not woken");
     assert!(!moved(&mut jobs), "the jobs follower was woken by events");
     events.borrow_and_update();
-    both.borrow_and_update();
 
-    notify(PROJECTED_CHANNEL)
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    tokio::time::timeout(Duration::from_secs(10), both.changed())
-        .await
-        .unwrap_or_else(|e| panic!("no wake-up: {e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    notify(&mut conn, PROJECTED_CHANNEL, &mut both).await;
     assert!(
         !moved(&mut events),
         "the events follower was woken by another channel"

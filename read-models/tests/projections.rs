@@ -712,6 +712,23 @@ async fn log_head(db: &TestDb) -> event_log::LogPoint {
     ok(event_log::head(&mut conn).await)
 }
 
+/// Appends an order of 1,000 for `customer`, waits until every projection has applied
+/// it, then stops the runner.
+async fn last_order_then_stop(
+    db: &TestDb,
+    side: &Side,
+    customer: Uuid,
+    stop: tokio::sync::watch::Sender<bool>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+) {
+    append_order(db, customer, 1_000).await;
+    wait_caught_up(db, &side.reads, log_head(db).await).await;
+    let _ = stop.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
 /// Every view's count of `customer`'s orders: the order view, the customer summary
 /// (count and spend), sales per day and the product sales of the fake orders' product.
 async fn counted(db: &TestDb, customer: Uuid) -> (i64, i64, i64, i64, i64) {
@@ -766,12 +783,7 @@ async fn projections_out_of_step_meet_again_and_apply_each_event_once() {
     }
     wait_caught_up(&db, &side.reads, log_head(&db).await).await;
     // one more order, applied after they met again
-    append_order(&db, customer, 1_000).await;
-    wait_caught_up(&db, &side.reads, log_head(&db).await).await;
-    let _ = stop_tx.send(true);
-    for h in handles {
-        let _ = h.await;
-    }
+    last_order_then_stop(&db, &side, customer, stop_tx, handles).await;
 
     // then every order is counted once in every view
     let expected_sum: i64 = (100..160).sum::<i64>() + 1_000;
@@ -797,8 +809,8 @@ async fn projections_out_of_step_meet_again_and_apply_each_event_once() {
 }
 
 /// A projection whose writes fail (a constraint its rows break, here) holds back no
-/// other: the runner's batch of all four fails, the other three go on alone, and once
-/// the cause is gone the failing one catches up, every event counted exactly once.
+/// other: the batch of its group fails, the other projections go on alone, and once the
+/// cause is gone the failing one catches up, every event counted exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_projection_holds_back_no_other() {
     let db = TestDb::new().await;
@@ -843,12 +855,7 @@ async fn a_failing_projection_holds_back_no_other() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     sql("ALTER TABLE rm_sales_daily DROP CONSTRAINT broken").await;
-    append_order(&db, customer, 1_000).await;
-    wait_caught_up(&db, &side.reads, log_head(&db).await).await;
-    let _ = stop_tx.send(true);
-    for h in handles {
-        let _ = h.await;
-    }
+    last_order_then_stop(&db, &side, customer, stop_tx, handles).await;
     let expected_sum: i64 = (100..120).sum::<i64>() + 1_000;
     assert_eq!(counted(&db, customer).await, (21, 21, expected_sum, 21, 21));
 }
