@@ -173,41 +173,20 @@ async fn out_of_order_commits_are_never_skipped_nor_applied_twice() {
         let _ = h.await;
     }
 
-    let mut conn = ok(db.pool.get().await);
-    let orders: i64 = ok(rm_order_view::table.count().get_result(&mut conn).await);
-    let (daily_orders, daily_revenue): (i64, i64) = ok(rm_sales_daily::table
-        .select((
-            diesel::dsl::sql::<BigInt>("coalesce(sum(orders_count), 0)::bigint"),
-            diesel::dsl::sql::<BigInt>("coalesce(sum(revenue_minor), 0)::bigint"),
-        ))
-        .first(&mut conn)
-        .await);
-    let (count, spend): (i64, i64) = ok(rm_customer_summary::table
-        .find(customer)
-        .select((
-            rm_customer_summary::orders_count,
-            rm_customer_summary::lifetime_spend_minor,
-        ))
-        .first(&mut conn)
-        .await);
-    let units: i64 = ok(rm_product_sales::table
-        .find(Uuid::nil())
-        .select(rm_product_sales::units)
-        .first(&mut conn)
-        .await);
+    let c = counted(&db, customer).await;
     assert!(
         expected_count > 200,
         "the test must commit plenty: {expected_count}"
     );
-    assert_eq!(orders, expected_count, "order view rows");
-    assert_eq!(daily_orders, expected_count, "sales per day, orders");
-    assert_eq!(daily_revenue, expected_sum, "sales per day, revenue");
+    assert_eq!(c.orders, expected_count, "order view rows");
+    assert_eq!(c.daily_orders, expected_count, "sales per day, orders");
+    assert_eq!(c.daily_revenue, expected_sum, "sales per day, revenue");
     assert_eq!(
-        (count, spend),
+        (c.count, c.spend),
         (expected_count, expected_sum),
         "customer summary"
     );
-    assert_eq!(units, expected_count, "product sales");
+    assert_eq!(c.units, expected_count, "product sales");
 }
 
 struct Shop {
@@ -729,9 +708,22 @@ async fn last_order_then_stop(
     }
 }
 
-/// Every view's count of `customer`'s orders: the order view, the customer summary
-/// (count and spend), sales per day and the product sales of the fake orders' product.
-async fn counted(db: &TestDb, customer: Uuid) -> (i64, i64, i64, i64, i64) {
+/// Every view's count of `customer`'s orders.
+#[derive(Debug, PartialEq, Eq)]
+struct Counts {
+    /// Order view rows.
+    orders: i64,
+    /// The customer summary's orders count and spend.
+    count: i64,
+    spend: i64,
+    /// Sales per day, summed: orders and revenue.
+    daily_orders: i64,
+    daily_revenue: i64,
+    /// Product sales of the fake orders' product.
+    units: i64,
+}
+
+async fn counted(db: &TestDb, customer: Uuid) -> Counts {
     let mut conn = ok(db.pool.get().await);
     let orders: i64 = ok(rm_order_view::table.count().get_result(&mut conn).await);
     let (count, spend): (i64, i64) = ok(rm_customer_summary::table
@@ -742,9 +734,10 @@ async fn counted(db: &TestDb, customer: Uuid) -> (i64, i64, i64, i64, i64) {
         ))
         .first(&mut conn)
         .await);
-    let daily: i64 = ok(rm_sales_daily::table
-        .select(diesel::dsl::sql::<BigInt>(
-            "coalesce(sum(orders_count), 0)::bigint",
+    let (daily_orders, daily_revenue): (i64, i64) = ok(rm_sales_daily::table
+        .select((
+            diesel::dsl::sql::<BigInt>("coalesce(sum(orders_count), 0)::bigint"),
+            diesel::dsl::sql::<BigInt>("coalesce(sum(revenue_minor), 0)::bigint"),
         ))
         .first(&mut conn)
         .await);
@@ -753,7 +746,26 @@ async fn counted(db: &TestDb, customer: Uuid) -> (i64, i64, i64, i64, i64) {
         .select(rm_product_sales::units)
         .first(&mut conn)
         .await);
-    (orders, count, spend, daily, units)
+    Counts {
+        orders,
+        count,
+        spend,
+        daily_orders,
+        daily_revenue,
+        units,
+    }
+}
+
+/// `n` fake orders and their total, as [`Counts`] should show them.
+fn expect(n: i64, spend: i64) -> Counts {
+    Counts {
+        orders: n,
+        count: n,
+        spend,
+        daily_orders: n,
+        daily_revenue: spend,
+        units: n,
+    }
 }
 
 /// The runner finds the projections at different checkpoints (one caught up alone, as
@@ -787,7 +799,7 @@ async fn projections_out_of_step_meet_again_and_apply_each_event_once() {
 
     // then every order is counted once in every view
     let expected_sum: i64 = (100..160).sum::<i64>() + 1_000;
-    assert_eq!(counted(&db, customer).await, (61, 61, expected_sum, 61, 61));
+    assert_eq!(counted(&db, customer).await, expect(61, expected_sum));
     // and the last batch moved the three checkpoints in one transaction (now() is the
     // transaction's start: one value for all three)
     let mut conn = ok(db.pool.get().await);
@@ -857,7 +869,7 @@ async fn a_failing_projection_holds_back_no_other() {
     sql("ALTER TABLE rm_sales_daily DROP CONSTRAINT broken").await;
     last_order_then_stop(&db, &side, customer, stop_tx, handles).await;
     let expected_sum: i64 = (100..120).sum::<i64>() + 1_000;
-    assert_eq!(counted(&db, customer).await, (21, 21, expected_sum, 21, 21));
+    assert_eq!(counted(&db, customer).await, expect(21, expected_sum));
 }
 
 /// A round of several projections takes the applier lock of each (the lock a rebuild's
