@@ -338,6 +338,14 @@ impl Projector {
             let [views, orders] = &mut retries;
             let (a, b) =
                 futures_util::join!(self.step(ROUNDS[0], views), self.step(ROUNDS[1], orders));
+            // A group that failed is retried after its backoff even while the other idles.
+            let retry_in = [&a, &b]
+                .into_iter()
+                .filter_map(|s| match s {
+                    Step::Failed(backoff) => Some(*backoff),
+                    _ => None,
+                })
+                .min();
             let idle = match a.and(b) {
                 Step::Applied(n) => {
                     if i64::try_from(n).unwrap_or(i64::MAX) < self.settings.batch_size {
@@ -349,10 +357,13 @@ impl Projector {
                     }
                     continue;
                 }
-                Step::Idle(checkpoint) => match self.waiting_behind_horizon(checkpoint).await {
-                    Ok(true) => self.settings.horizon_retry,
-                    _ => self.settings.poll_interval,
-                },
+                Step::Idle(checkpoint) => {
+                    let idle = match self.waiting_behind_horizon(checkpoint).await {
+                        Ok(true) => self.settings.horizon_retry,
+                        _ => self.settings.poll_interval,
+                    };
+                    retry_in.map_or(idle, |r| r.min(idle))
+                }
                 Step::Failed(backoff) => backoff,
             };
             tokio::select! {
@@ -411,6 +422,8 @@ impl Projector {
         }
         match lowest {
             _ if applied > 0 => Step::Applied(applied),
+            // One of the group waits out a backoff: look again then, not only when woken.
+            Some(_) if retry.any_failing() => Step::Failed(retry.soonest()),
             Some(at) => Step::Idle(at),
             None => Step::Failed(retry.soonest()),
         }
@@ -584,7 +597,8 @@ enum Step {
 
 impl Step {
     /// Both groups' turns as one: applied when either applied (the larger batch),
-    /// idle from the lower point, failed when both failed.
+    /// idle from the lower point, failed when both failed (the runner still retries a
+    /// failed group after its own backoff while the other idles).
     fn and(self, other: Step) -> Step {
         use Step::*;
         match (self, other) {
@@ -659,6 +673,11 @@ impl Retry {
         self.alone
             .get_mut(i)
             .map_or(Duration::from_millis(100), Backoff::failed)
+    }
+
+    /// Whether some projection of the group failed its last batch on its own.
+    fn any_failing(&self) -> bool {
+        self.alone.iter().any(|b| b.failures > 0)
     }
 
     /// How long until some projection may be tried again.

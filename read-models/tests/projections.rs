@@ -872,6 +872,69 @@ async fn a_failing_projection_holds_back_no_other() {
     assert_eq!(counted(&db, customer).await, expect(21, expected_sum));
 }
 
+/// A projection that failed is tried again after its backoff, not only when new events
+/// wake the runner: with polling off (an hour) and no event after the cause is mended,
+/// it still catches up.
+#[tokio::test]
+async fn a_failed_projection_is_retried_without_new_events() {
+    let db = TestDb::new().await;
+    let (projector, reads) = common::read_side(
+        &db,
+        ProjectorSettings {
+            batch_size: 7,
+            poll_interval: Duration::from_secs(3600),
+            ..ProjectorSettings::default()
+        },
+    );
+    let customer = Uuid::now_v7();
+    let sql = |q: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let mut conn = ok(pool.get().await);
+            ok(diesel::sql_query(q).execute(&mut conn).await);
+        }
+    };
+    sql("ALTER TABLE rm_sales_daily ADD CONSTRAINT broken CHECK (orders_count < 0) NOT VALID")
+        .await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let handles = projector.spawn(stop_rx);
+    for i in 0..5 {
+        append_order(&db, customer, 100 + i).await;
+    }
+    let head = log_head(&db).await;
+    let at = |p| reads.progress().current(p);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Wakes the runner (the events' own commits notify nobody here) until the healthy
+    // projections are at the head.
+    while at(Projection::OrderView) < head || at(Projection::ProductView) < head {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the healthy projections never caught up"
+        );
+        sql("SELECT pg_notify('till_events', '')").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        at(Projection::Sales) < head,
+        "the broken projection moved on"
+    );
+    sql("ALTER TABLE rm_sales_daily DROP CONSTRAINT broken").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while at(Projection::Sales) < head {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mended projection waited for a wake-up that never came"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+    let expected_sum: i64 = (100..105).sum();
+    assert_eq!(counted(&db, customer).await, expect(5, expected_sum));
+}
+
 /// A round of several projections takes the applier lock of each (the lock a rebuild's
 /// swap holds to pause the projector): while another transaction holds one of them,
 /// the round waits.
