@@ -708,6 +708,17 @@ async fn last_order_then_stop(
     }
 }
 
+/// A constraint no sales row meets: the sales projection fails every batch until it is
+/// dropped again.
+const BREAK_SALES: &str =
+    "ALTER TABLE rm_sales_daily ADD CONSTRAINT broken CHECK (orders_count < 0) NOT VALID";
+
+/// Runs one statement on a pooled connection.
+async fn run_sql(db: &TestDb, q: &str) {
+    let mut conn = ok(db.pool.get().await);
+    ok(diesel::sql_query(q).execute(&mut conn).await);
+}
+
 /// Every view's count of `customer`'s orders.
 #[derive(Debug, PartialEq, Eq)]
 struct Counts {
@@ -828,15 +839,8 @@ async fn a_failing_projection_holds_back_no_other() {
     let db = TestDb::new().await;
     let side = read_side(&db);
     let customer = Uuid::now_v7();
-    let sql = |q: &'static str| {
-        let pool = db.pool.clone();
-        async move {
-            let mut conn = ok(pool.get().await);
-            ok(diesel::sql_query(q).execute(&mut conn).await);
-        }
-    };
-    sql("ALTER TABLE rm_sales_daily ADD CONSTRAINT broken CHECK (orders_count < 0) NOT VALID")
-        .await;
+    let sql = |q: &'static str| run_sql(&db, q);
+    sql(BREAK_SALES).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let handles = side.projector.spawn(stop_rx);
     for i in 0..20 {
@@ -887,15 +891,8 @@ async fn a_failed_projection_is_retried_without_new_events() {
         },
     );
     let customer = Uuid::now_v7();
-    let sql = |q: &'static str| {
-        let pool = db.pool.clone();
-        async move {
-            let mut conn = ok(pool.get().await);
-            ok(diesel::sql_query(q).execute(&mut conn).await);
-        }
-    };
-    sql("ALTER TABLE rm_sales_daily ADD CONSTRAINT broken CHECK (orders_count < 0) NOT VALID")
-        .await;
+    let sql = |q: &'static str| run_sql(&db, q);
+    sql(BREAK_SALES).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let handles = projector.spawn(stop_rx);
     for i in 0..5 {
