@@ -37,7 +37,8 @@
 #                       [--connections 64] [--products 2000] [--customers 2000] [--orders 20000]
 #                       [--buyers 2000] [--cache-bytes N] [--cache-idle S]
 # --cache-bytes and --cache-idle set the server's TILL_CACHE_MAX_BYTES and
-# TILL_CACHE_IDLE_S (server defaults otherwise).
+# TILL_CACHE_IDLE_S (server defaults otherwise). TILL_BIN=/path/to/till runs that
+# binary instead of building target/release/till (to compare two builds).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 scenario=all duration=15 connections=64 products=2000 customers=2000 orders=20000 buyers=2000 cache_bytes= cache_idle=
@@ -52,7 +53,7 @@ while [[ $# -gt 0 ]]; do
     --buyers) buyers="$2"; shift 2 ;;
     --cache-bytes) cache_bytes="$2"; shift 2 ;;
     --cache-idle) cache_idle="$2"; shift 2 ;;
-    *) sed -n '2,40p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,41p' "$0" >&2; exit 2 ;;
   esac
 done
 command -v oha >/dev/null || { echo "run: oha is missing: cargo install oha --locked" >&2; exit 1; }
@@ -65,8 +66,13 @@ fi
 out="$repo/target/load/run-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 chmod 755 "$out"
-cargo build --release -p till-api --manifest-path "$repo/Cargo.toml"
-till="$repo/target/release/till"
+# TILL_BIN runs another build of the server (comparing two builds on one machine).
+if [[ -n "${TILL_BIN:-}" ]]; then
+  till="$TILL_BIN"
+else
+  cargo build --release -p till-api --manifest-path "$repo/Cargo.toml"
+  till="$repo/target/release/till"
+fi
 port=18310
 base="http://127.0.0.1:$port"
 export TILL_PG_DATA="$out/pg" TILL_JWT_SECRET="load-test-secret-0123456789abcdef0123456789"
