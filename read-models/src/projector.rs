@@ -327,26 +327,31 @@ impl Projector {
         vec![listener.spawn(shutdown), runner]
     }
 
-    async fn run(&self, mut wake: watch::Receiver<u64>, mut shutdown: watch::Receiver<bool>) {
-        let mut retries = ROUNDS.map(|group| Retry::new(group.len()));
+    /// Runs every group of [`ROUNDS`] on its own loop: a group's next batch waits for
+    /// its own last one only, not for the slower group's.
+    async fn run(&self, wake: watch::Receiver<u64>, shutdown: watch::Receiver<bool>) {
+        futures_util::future::join_all(
+            ROUNDS
+                .iter()
+                .map(|group| self.run_group(group, wake.clone(), shutdown.clone())),
+        )
+        .await;
+    }
+
+    async fn run_group(
+        &self,
+        group: &'static [Projection],
+        mut wake: watch::Receiver<u64>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut retry = Retry::new(group.len());
         loop {
             if *shutdown.borrow() {
                 return;
             }
             wake.borrow_and_update();
             let started = tokio::time::Instant::now();
-            let [views, orders] = &mut retries;
-            let (a, b) =
-                futures_util::join!(self.step(ROUNDS[0], views), self.step(ROUNDS[1], orders));
-            // A group that failed is retried after its backoff even while the other idles.
-            let retry_in = [&a, &b]
-                .into_iter()
-                .filter_map(|s| match s {
-                    Step::Failed(backoff) => Some(*backoff),
-                    _ => None,
-                })
-                .min();
-            let idle = match a.and(b) {
+            let idle = match self.step(group, &mut retry).await {
                 Step::Applied(n) => {
                     if i64::try_from(n).unwrap_or(i64::MAX) < self.settings.batch_size {
                         // Let the next events gather; then look again whether woken or not.
@@ -357,13 +362,11 @@ impl Projector {
                     }
                     continue;
                 }
-                Step::Idle(checkpoint) => {
-                    let idle = match self.waiting_behind_horizon(checkpoint).await {
-                        Ok(true) => self.settings.horizon_retry,
-                        _ => self.settings.poll_interval,
-                    };
-                    retry_in.map_or(idle, |r| r.min(idle))
-                }
+                Step::Idle(checkpoint) => match self.waiting_behind_horizon(checkpoint).await {
+                    Ok(true) => self.settings.horizon_retry,
+                    _ => self.settings.poll_interval,
+                },
+                // Retried when its backoff ends, not only when woken.
                 Step::Failed(backoff) => backoff,
             };
             tokio::select! {
@@ -572,10 +575,10 @@ async fn apply_round(
 }
 
 /// The groups of projections the runner applies, each in one transaction per batch,
-/// side by side. The product view has the heaviest statements (every stock change
-/// rewrites a row, and popularity follows to its own indexed table), so it runs on its
-/// own connection beside the others instead of holding their visibility back; the other
-/// three share a transaction.
+/// side by side, each group at its own pace. The product view has the heaviest
+/// statements (every stock change rewrites a row, and popularity follows to its own
+/// indexed table), so it runs on its own connection and loop beside the others instead
+/// of holding their visibility back; the other three share a transaction.
 const ROUNDS: [&[Projection]; 2] = [
     &[Projection::ProductView],
     &[
@@ -593,22 +596,6 @@ enum Step {
     Idle(LogPoint),
     /// Every batch tried failed; try again after this long.
     Failed(Duration),
-}
-
-impl Step {
-    /// Both groups' turns as one: applied when either applied (the larger batch),
-    /// idle from the lower point, failed when both failed (the runner still retries a
-    /// failed group after its own backoff while the other idles).
-    fn and(self, other: Step) -> Step {
-        use Step::*;
-        match (self, other) {
-            (Applied(a), Applied(b)) => Applied(a.max(b)),
-            (Applied(a), _) | (_, Applied(a)) => Applied(a),
-            (Idle(a), Idle(b)) => Idle(a.min(b)),
-            (Idle(a), Failed(_)) | (Failed(_), Idle(a)) => Idle(a),
-            (Failed(a), Failed(b)) => Failed(a.min(b)),
-        }
-    }
 }
 
 /// When the runner tries a group again after failures: the batch of the group together,

@@ -973,3 +973,64 @@ async fn a_round_waits_for_every_applier_lock() {
     .unwrap_or_else(|| panic!("the projections stood together"));
     assert_eq!(out.applied, 1);
 }
+
+/// Each group of projections runs at its own pace: while the product view's applier
+/// lock is held elsewhere (as a rebuild's swap holds it), the order view, customer
+/// summary and sales keep applying new events. When the groups took their turns
+/// together, every turn waited for the blocked one (here until its statement timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_group_holds_back_no_other() {
+    let db = TestDb::new().await;
+    let side = read_side(&db);
+    let customer = Uuid::now_v7();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let handles = side.projector.spawn(stop_rx);
+    append_order(&db, customer, 100).await;
+    wait_caught_up(&db, &side.reads, log_head(&db).await).await;
+
+    // given the product view's applier lock held by another transaction
+    let mut holder = ok(db.pool.get().await);
+    ok(diesel::sql_query("BEGIN").execute(&mut holder).await);
+    ok(
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('till.projection.' || $1))")
+            .bind::<diesel::sql_types::Text, _>(Projection::ProductView.name())
+            .execute(&mut holder)
+            .await,
+    );
+    let at = |p| side.reads.progress().current(p);
+    let db_ref = &db;
+    let others = [
+        Projection::OrderView,
+        Projection::CustomerSummary,
+        Projection::Sales,
+    ];
+    let reach = |head: event_log::LogPoint, what: &'static str| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while others.iter().any(|p| at(*p) < head) {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            run_sql(db_ref, "SELECT pg_notify('till_events', '')").await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    // when an order arrives (the product view's next batch now waits for the lock)
+    append_order(&db, customer, 200).await;
+    reach(
+        log_head(&db).await,
+        "the others never applied the first order",
+    )
+    .await;
+    // and another after it
+    append_order(&db, customer, 300).await;
+    let head = log_head(&db).await;
+    // then the other group applies it too, while the product view stays paused
+    reach(head, "the paused product view held back the other group").await;
+    assert!(
+        at(Projection::ProductView) < head,
+        "the product view moved on"
+    );
+
+    ok(diesel::sql_query("COMMIT").execute(&mut holder).await);
+    drop(holder);
+    last_order_then_stop(&db, &side, customer, stop_tx, handles).await;
+    assert_eq!(counted(&db, customer).await, expect(4, 1_600));
+}
