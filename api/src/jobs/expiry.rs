@@ -7,20 +7,29 @@ use std::time::Duration;
 use till_domain::commands::Commands;
 use tokio::sync::watch;
 
-/// Runs until `stop` turns true.
+/// Orders a sweep expires per chunk (each order in a transaction of its own).
+pub const CHUNK: i64 = 500;
+
+/// Runs until `stop` turns true, expiring `chunk` due orders at a time. A sweep with
+/// many orders due (after downtime, or a burst of abandoned checkouts) stops between
+/// chunks when asked: what is left is due again at the next sweep, here or on another
+/// replica, and shutdown does not wait for the whole backlog.
 pub async fn run(
     commands: Commands,
     after: Duration,
     every: Duration,
+    chunk: i64,
     mut stop: watch::Receiver<bool>,
 ) {
+    let chunk = chunk.max(1);
+    let full = usize::try_from(chunk).unwrap_or(usize::MAX);
     loop {
         loop {
-            match commands.expire_unpaid_orders(after, 500).await {
+            match commands.expire_unpaid_orders(after, chunk).await {
                 Ok(0) => break,
                 Ok(n) => {
                     tracing::info!(expired = n, "unpaid orders expired");
-                    if n < 500 {
+                    if n < full {
                         break;
                     }
                 }
@@ -28,6 +37,9 @@ pub async fn run(
                     tracing::warn!(error = %e, "order expiry failed");
                     break;
                 }
+            }
+            if *stop.borrow() {
+                return;
             }
         }
         tokio::select! {

@@ -104,6 +104,7 @@ pub fn start(
         commands,
         Duration::from_secs(cfg.order_expiry_min.max(1) * 60),
         Duration::from_secs(cfg.expiry_interval_s.max(1)),
+        expiry::CHUNK,
         stop,
     )));
     Ok(handles)

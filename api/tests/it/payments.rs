@@ -355,3 +355,38 @@ async fn unpaid_orders_expire_once_even_with_two_sweepers() {
         .await;
     assert_eq!(body["data"]["product"]["available"], 8, "{body}");
 }
+
+/// Shutdown does not wait for a whole backlog of due orders: the sweep stops after the
+/// chunk in flight, and the rest stays due for the next sweep.
+#[tokio::test]
+async fn the_expiry_sweep_stops_between_chunks_when_asked() {
+    let app = spawn_app().await;
+    let product = app.product("EXP-2", 1000, 20).await;
+    let (_, token) = app.customer("many@example.com").await;
+    for _ in 0..7 {
+        place(&app, &token, &product).await;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Asked to stop before the sweep's first chunk ends.
+    ok(stop_tx.send(true));
+    let sweep = till_api::jobs::expiry::run(
+        app.data.api.commands.clone(),
+        Duration::ZERO,
+        Duration::from_secs(3600),
+        3,
+        stop_rx,
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), sweep)
+            .await
+            .is_ok(),
+        "the sweep did not stop"
+    );
+    let pending = app
+        .count(
+            "SELECT count(*) AS n FROM orders WHERE status = 'PENDING_PAYMENT'",
+            None,
+        )
+        .await;
+    assert_eq!(pending, 4, "one chunk of 3 expired, then the sweep stopped");
+}
