@@ -98,6 +98,7 @@ pub fn start(
         pool,
         listener.subscribe(&[till_domain::event_log::EVENTS_CHANNEL]),
         cfg.webhook_max_attempts.max(1),
+        webhooks::FAN_OUT_BATCH,
         stop.clone(),
     )));
     handles.push(tokio::spawn(expiry::run(

@@ -76,19 +76,29 @@ pub fn delivery_handler(pool: PgPool, http: reqwest::Client) -> Handler {
 /// following every commit made a fan-out transaction per order under checkout load.
 const PACE: Duration = Duration::from_millis(200);
 
-/// Follows the event log and turns events into deliveries, until `stop`.
+/// Events a fan-out batch reads.
+pub const FAN_OUT_BATCH: i64 = 500;
+
+/// Follows the event log and turns events into deliveries, `batch` events at a time,
+/// until `stop` (checked between batches, so a backlog does not hold up shutdown).
 /// `wake` changes when events commit.
 pub async fn fan_out(
     pool: PgPool,
     mut wake: watch::Receiver<u64>,
     max_attempts: i32,
+    batch: i64,
     mut stop: watch::Receiver<bool>,
 ) {
+    let batch = batch.max(1);
+    let full = usize::try_from(batch).unwrap_or(usize::MAX);
     loop {
+        if *stop.borrow() {
+            break;
+        }
         wake.borrow_and_update();
         let started = tokio::time::Instant::now();
-        let idle = match webhooks::fan_out(&pool, 500, max_attempts).await {
-            Ok(500) => Duration::ZERO,
+        let idle = match webhooks::fan_out(&pool, batch, max_attempts).await {
+            Ok(n) if n >= full => Duration::ZERO,
             Ok(_) => Duration::from_secs(1),
             Err(e) => {
                 tracing::warn!(error = %e, "webhook fan-out failed");

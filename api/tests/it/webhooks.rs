@@ -139,3 +139,50 @@ async fn deliveries_are_signed_retried_and_recorded() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Shutdown does not wait for a backlog of events to be fanned out: the fan-out looks
+/// at the stop signal between batches, and what is left is fanned out after a restart.
+#[tokio::test]
+async fn fan_out_stops_between_batches_when_asked() {
+    let subscriber = MockServer::start().await;
+    // No job worker: the deliveries stay queued, only the fan-out runs.
+    let app = spawn_app_with(|cfg| cfg.jobs.jobs = false).await;
+    let register =
+        "mutation($u: String!) { registerWebhook(url: $u, eventTypes: [\"*\"]) { secret } }";
+    let (_, body) = app
+        .gql(
+            Some(&app.staff_token),
+            register,
+            json!({ "u": format!("{}/hook", subscriber.uri()) }),
+        )
+        .await;
+    assert!(
+        body["data"]["registerWebhook"]["secret"].is_string(),
+        "{body}"
+    );
+    // The first fan-out starts from the log's head.
+    ok(till_domain::webhooks::fan_out(&app.data.pool, 2, 3).await);
+    for sku in ["FAN-1", "FAN-2", "FAN-3"] {
+        app.product(sku, 100, 5).await;
+    }
+    let behind = "SELECT count(*) AS n FROM events e JOIN projection_checkpoints c \
+                  ON c.projection = 'webhooks' WHERE (e.tx_id, e.position) > (c.tx_id, c.position)";
+    let backlog = app.count(behind, None).await;
+    assert!(backlog > 2, "{backlog}");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    ok(stop_tx.send(true));
+    let (_wake_tx, wake_rx) = tokio::sync::watch::channel(0u64);
+    let run = till_api::jobs::webhooks::fan_out(app.data.pool.clone(), wake_rx, 3, 2, stop_rx);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .is_ok(),
+        "the fan-out did not stop"
+    );
+    assert_eq!(
+        app.count(behind, None).await,
+        backlog,
+        "asked to stop, the fan-out went through the backlog"
+    );
+}
