@@ -267,6 +267,7 @@ impl Application {
         }
         workers.push(tokio::spawn(housekeeping(
             commands.clone(),
+            HOUSEKEEPING_CHUNK,
             stop_workers.subscribe(),
         )));
         workers.push(tokio::spawn(cache_housekeeping(
@@ -556,47 +557,109 @@ async fn cache_housekeeping(cache: ReadCache, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Rows a housekeeping statement deletes at most.
+pub(crate) const HOUSEKEEPING_CHUNK: usize = 10_000;
+
 /// Housekeeping every 5 minutes: expired idempotency keys and refresh tokens are
-/// deleted in bounded chunks (safe on several replicas at once).
+/// deleted in chunks of `chunk` rows (safe on several replicas at once), looking at
+/// `stop` between chunks so that a backlog does not hold up shutdown.
 /// Takes the process's `commands` (one per process: each holds the connection that
 /// wakes the projectors).
-pub(crate) async fn housekeeping(commands: Commands, mut stop: watch::Receiver<bool>) {
-    const CHUNK: usize = 10_000;
+pub(crate) async fn housekeeping(
+    commands: Commands,
+    chunk: usize,
+    mut stop: watch::Receiver<bool>,
+) {
     let pool = commands.pool().clone();
+    let limit = i64::try_from(chunk).unwrap_or(i64::MAX);
     loop {
-        loop {
-            match till_domain::idempotency::purge_expired(&pool, CHUNK as i64).await {
-                Ok(n) if n == CHUNK => continue,
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::info!(purged = n, "expired idempotency keys purged");
-                    }
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "idempotency purge failed");
-                    break;
-                }
-            }
+        let keys = purge_in_chunks(chunk, &stop, || {
+            till_domain::idempotency::purge_expired(&pool, limit)
+        })
+        .await;
+        report("expired idempotency keys", keys);
+        if *stop.borrow() {
+            return;
         }
-        loop {
-            match commands.purge_refresh_tokens(CHUNK as i64).await {
-                Ok(n) if n == CHUNK => continue,
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::info!(purged = n, "expired refresh tokens purged");
-                    }
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "refresh token purge failed");
-                    break;
-                }
-            }
-        }
+        let tokens = purge_in_chunks(chunk, &stop, || commands.purge_refresh_tokens(limit)).await;
+        report("expired refresh tokens", tokens);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(300)) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Runs `purge` (deleting at most `chunk` rows each time) until it deletes less than a
+/// full chunk or `stop` turns true; returns how many rows it deleted.
+async fn purge_in_chunks<F, Fut>(
+    chunk: usize,
+    stop: &watch::Receiver<bool>,
+    mut purge: F,
+) -> Result<usize, till_domain::error::DomainError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, till_domain::error::DomainError>>,
+{
+    let mut total = 0;
+    loop {
+        let n = purge().await?;
+        total += n;
+        if n < chunk || *stop.borrow() {
+            return Ok(total);
+        }
+    }
+}
+
+fn report(what: &str, purged: Result<usize, till_domain::error::DomainError>) {
+    match purged {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(purged = n, "{what} purged"),
+        Err(e) => tracing::debug!(error = %e, "purging {what} failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::BigInt;
+    use diesel_async::RunQueryDsl;
+    use till_domain::db::testing::TestDb;
+
+    use super::*;
+
+    #[derive(diesel::QueryableByName)]
+    struct Left {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+
+    /// Shutdown does not wait for a backlog of expired rows: housekeeping stops after
+    /// the chunk in flight, and the rest is purged at its next run.
+    #[tokio::test]
+    async fn housekeeping_stops_between_chunks_when_asked() {
+        let db = TestDb::new().await;
+        let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+        diesel::sql_query(
+            "INSERT INTO idempotency_keys (principal, key, fingerprint, expires_at) \
+             SELECT 'test', 'k' || g, 'f', now() - interval '1 hour' FROM generate_series(1, 5) g",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Asked to stop before the first chunk ends.
+        stop_tx.send(true).unwrap_or_else(|e| panic!("{e}"));
+        let run = housekeeping(Commands::new(db.pool.clone()), 2, stop_rx);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(30), run)
+                .await
+                .is_ok(),
+            "housekeeping did not stop"
+        );
+        let left: Left = diesel::sql_query("SELECT count(*) AS n FROM idempotency_keys")
+            .get_result(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(left.n, 3, "one chunk of 2 purged, then it stopped");
     }
 }

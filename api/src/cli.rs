@@ -571,6 +571,7 @@ async fn worker(
     let commands = till_domain::commands::Commands::new(pool.clone());
     tasks.push(tokio::spawn(crate::app::housekeeping(
         commands.clone(),
+        crate::app::HOUSEKEEPING_CHUNK,
         stop_rx.clone(),
     )));
     if jobs.jobs {
