@@ -573,7 +573,7 @@ pub(crate) async fn housekeeping(
     let pool = commands.pool().clone();
     let limit = i64::try_from(chunk).unwrap_or(i64::MAX);
     loop {
-        let keys = purge_in_chunks(chunk, &stop, || {
+        let keys = crate::jobs::in_chunks(chunk, &stop, || {
             till_domain::idempotency::purge_expired(&pool, limit)
         })
         .await;
@@ -581,32 +581,12 @@ pub(crate) async fn housekeeping(
         if *stop.borrow() {
             return;
         }
-        let tokens = purge_in_chunks(chunk, &stop, || commands.purge_refresh_tokens(limit)).await;
+        let tokens =
+            crate::jobs::in_chunks(chunk, &stop, || commands.purge_refresh_tokens(limit)).await;
         report("expired refresh tokens", tokens);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(300)) => {}
             _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Runs `purge` (deleting at most `chunk` rows each time) until it deletes less than a
-/// full chunk or `stop` turns true; returns how many rows it deleted.
-async fn purge_in_chunks<F, Fut>(
-    chunk: usize,
-    stop: &watch::Receiver<bool>,
-    mut purge: F,
-) -> Result<usize, till_domain::error::DomainError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<usize, till_domain::error::DomainError>>,
-{
-    let mut total = 0;
-    loop {
-        let n = purge().await?;
-        total += n;
-        if n < chunk || *stop.borrow() {
-            return Ok(total);
         }
     }
 }

@@ -932,6 +932,20 @@ async fn a_failed_projection_is_retried_without_new_events() {
     assert_eq!(counted(&db, customer).await, expect(5, expected_sum));
 }
 
+/// A connection in a transaction holding `projection`'s applier lock, as a rebuild's
+/// swap takes it (`lock_applier`); COMMIT on it releases the lock.
+async fn hold_applier_lock(db: &TestDb, projection: Projection) -> till_domain::db::PooledConn<'_> {
+    let mut holder = ok(db.pool.get().await);
+    ok(diesel::sql_query("BEGIN").execute(&mut holder).await);
+    ok(
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('till.projection.' || $1))")
+            .bind::<diesel::sql_types::Text, _>(projection.name())
+            .execute(&mut holder)
+            .await,
+    );
+    holder
+}
+
 /// A round of several projections takes the applier lock of each (the lock a rebuild's
 /// swap holds to pause the projector): while another transaction holds one of them,
 /// the round waits.
@@ -941,15 +955,7 @@ async fn a_round_waits_for_every_applier_lock() {
     let side = read_side(&db);
     append_order(&db, Uuid::now_v7(), 100).await;
     wait_until_visible(&db).await;
-    let mut holder = ok(db.pool.get().await);
-    ok(diesel::sql_query("BEGIN").execute(&mut holder).await);
-    // The lock as a rebuild's swap takes it (`lock_applier`).
-    ok(
-        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('till.projection.' || $1))")
-            .bind::<diesel::sql_types::Text, _>(Projection::Sales.name())
-            .execute(&mut holder)
-            .await,
-    );
+    let mut holder = hold_applier_lock(&db, Projection::Sales).await;
     let projector = side.projector.clone();
     let mut round = tokio::spawn(async move {
         projector
@@ -989,14 +995,7 @@ async fn a_paused_group_holds_back_no_other() {
     wait_caught_up(&db, &side.reads, log_head(&db).await).await;
 
     // given the product view's applier lock held by another transaction
-    let mut holder = ok(db.pool.get().await);
-    ok(diesel::sql_query("BEGIN").execute(&mut holder).await);
-    ok(
-        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('till.projection.' || $1))")
-            .bind::<diesel::sql_types::Text, _>(Projection::ProductView.name())
-            .execute(&mut holder)
-            .await,
-    );
+    let mut holder = hold_applier_lock(&db, Projection::ProductView).await;
     let at = |p| side.reads.progress().current(p);
     let db_ref = &db;
     let others = [

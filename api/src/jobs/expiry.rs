@@ -24,23 +24,15 @@ pub async fn run(
     let chunk = chunk.max(1);
     let full = usize::try_from(chunk).unwrap_or(usize::MAX);
     loop {
-        loop {
-            match commands.expire_unpaid_orders(after, chunk).await {
-                Ok(0) => break,
-                Ok(n) => {
-                    tracing::info!(expired = n, "unpaid orders expired");
-                    if n < full {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "order expiry failed");
-                    break;
-                }
-            }
-            if *stop.borrow() {
-                return;
-            }
+        let expired =
+            super::in_chunks(full, &stop, || commands.expire_unpaid_orders(after, chunk)).await;
+        match expired {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "unpaid orders expired"),
+            Err(e) => tracing::warn!(error = %e, "order expiry failed"),
+        }
+        if *stop.borrow() {
+            return;
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -18,6 +18,28 @@ use till_domain::jobs::{self, Backoff, Failed, Job, JOBS_CHANNEL};
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
+/// Runs `step` (one chunk of a backlog, at most `chunk` rows) until it handles less
+/// than a full chunk or `stop` turns true, so that a backlog never holds up shutdown;
+/// returns how many rows it handled. What is left is there for the next run.
+pub(crate) async fn in_chunks<F, Fut>(
+    chunk: usize,
+    stop: &watch::Receiver<bool>,
+    mut step: F,
+) -> Result<usize, till_domain::error::DomainError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<usize, till_domain::error::DomainError>>,
+{
+    let mut total = 0;
+    loop {
+        let n = step().await?;
+        total += n;
+        if n < chunk || *stop.borrow() {
+            return Ok(total);
+        }
+    }
+}
+
 /// Why a job failed.
 #[derive(Debug, Clone)]
 pub struct JobError {
