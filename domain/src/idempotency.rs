@@ -79,7 +79,7 @@ struct FingerprintRow {
 
 /// Claims the key inside the command's transaction (its first statement).
 pub async fn claim(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     claim: &IdempotencyClaim,
 ) -> Result<(), DomainError> {
     let expires = Utc::now()
@@ -93,7 +93,7 @@ pub async fn claim(
     .bind::<Text, _>(&claim.fingerprint)
     .bind::<Timestamptz, _>(expires)
     .prepared()
-    .execute(&mut *conn)
+    .execute(&mut conn)
     .await?;
     if inserted == 1 {
         return Ok(());
@@ -104,7 +104,7 @@ pub async fn claim(
     .bind::<Text, _>(&claim.principal)
     .bind::<Text, _>(&claim.key)
     .prepared()
-    .get_result(conn)
+    .get_result(&mut conn)
     .await?;
     let conflict = if existing.fingerprint == claim.fingerprint {
         ClaimConflict::Replay

@@ -221,3 +221,125 @@ async fn derived_transactions_commit_without_waiting_for_the_flush() {
         "back to the session's setting"
     );
 }
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn rows_of_t(conn: &mut diesel_async::AsyncPgConnection) -> i64 {
+    diesel::sql_query("SELECT count(*) AS n FROM t")
+        .get_result::<Count>(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .n
+}
+
+/// `plans::begin_with` sends the first statements behind BEGIN without waiting for it,
+/// and they run inside the transaction: rolled back with it, on generic plans, whether
+/// the statement still needed its Parse (first run) or was kept prepared (second run).
+#[tokio::test]
+async fn begin_with_runs_the_first_statements_inside_the_transaction() {
+    use diesel_async::AsyncPgConnection;
+    use till_domain::db::plans;
+
+    let db = TestDb::new().await;
+    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    diesel::sql_query("CREATE TABLE t (n int)")
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for run in 0..2 {
+        let first = plans::begin_with(&mut conn, async |mut shared: &AsyncPgConnection| {
+            diesel::sql_query("INSERT INTO t VALUES (1)")
+                .prepared()
+                .execute(&mut shared)
+                .await?;
+            let mode: Setting = diesel::sql_query("SELECT current_setting('plan_cache_mode') AS v")
+                .get_result(&mut shared)
+                .await?;
+            Ok::<_, diesel::result::Error>(mode.v)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first, "force_generic_plan", "run {run}");
+        let inside = rows_of_t(&mut conn).await;
+        let ended: Result<(), _> =
+            plans::end(&mut conn, Err(diesel::result::Error::RollbackTransaction)).await;
+        assert!(matches!(
+            ended,
+            Err(diesel::result::Error::RollbackTransaction)
+        ));
+        assert_eq!((inside, rows_of_t(&mut conn).await), (1, 0), "run {run}");
+    }
+
+    // Committed when the caller ends it with Ok.
+    plans::begin_with(&mut conn, async |mut shared: &AsyncPgConnection| {
+        diesel::sql_query("INSERT INTO t VALUES (2)")
+            .execute(&mut shared)
+            .await
+            .map(|_| ())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    plans::end(&mut conn, Ok::<_, diesel::result::Error>(()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows_of_t(&mut conn).await, 1);
+    assert_eq!(
+        plan_cache_mode(&mut conn).await.ok().as_deref(),
+        Some("auto")
+    );
+}
+
+/// A failing first statement rolls the transaction back and leaves the connection out
+/// of it and usable; a `begin_with` dropped after sending leaves the connection marked
+/// as in a transaction, which the pool treats as broken (it is discarded, never reused
+/// inside someone else's transaction).
+#[tokio::test]
+async fn begin_with_rolls_back_on_error_and_a_dropped_one_breaks_the_connection() {
+    use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
+    use futures_util::FutureExt;
+    use till_domain::db::plans;
+
+    fn in_transaction(conn: &mut AsyncPgConnection) -> bool {
+        AnsiTransactionManager::transaction_manager_status_mut(conn)
+            .transaction_state()
+            .map_or(true, |s| s.transaction_depth().is_some())
+    }
+
+    let db = TestDb::new().await;
+    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let failed = plans::begin_with(&mut conn, async |mut shared: &AsyncPgConnection| {
+        diesel::sql_query("SELECT 1 / 0")
+            .execute(&mut shared)
+            .await
+            .map(|_| ())
+    })
+    .await;
+    assert!(
+        failed.is_err(),
+        "division by zero fails the first statement"
+    );
+    assert!(!in_transaction(&mut conn), "rolled back");
+    assert_eq!(
+        plan_cache_mode(&mut conn).await.ok().as_deref(),
+        Some("auto"),
+        "out of the transaction and usable"
+    );
+
+    let mut other = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let dropped = plans::begin_with(&mut other, async |mut shared: &AsyncPgConnection| {
+        diesel::sql_query("SELECT pg_sleep(0.2)")
+            .execute(&mut shared)
+            .await
+            .map(|_| ())
+    })
+    .now_or_never();
+    assert!(dropped.is_none(), "still waiting when dropped");
+    assert!(
+        AnsiTransactionManager::is_broken_transaction_manager(&mut *other),
+        "the pool discards it"
+    );
+}

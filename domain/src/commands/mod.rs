@@ -195,8 +195,9 @@ impl Commands {
 }
 
 /// First statement of every command transaction: claim the idempotency key, if any
-/// (a duplicate waits here until the first transaction ends).
-async fn begin(conn: &mut AsyncPgConnection, ctx: &CommandContext) -> Result<(), DomainError> {
+/// (a duplicate waits here until the first transaction ends). Takes the connection
+/// shared, so it can go out with the transaction's BEGIN ([`plans::begin_with`]).
+async fn begin(conn: &AsyncPgConnection, ctx: &CommandContext) -> Result<(), DomainError> {
     match &ctx.idempotency {
         Some(claim) => idempotency::claim(conn, claim).await,
         None => Ok(()),

@@ -97,17 +97,25 @@ impl Commands {
             .collect::<Result<_, _>>()?;
         let meta = ctx.meta();
         let currency = currency.as_str().to_owned();
+        let ids: Vec<Uuid> = merged.iter().map(|(p, _)| p.0).collect();
         self.run(|mut conn| {
             let merged = merged.clone();
             let meta = meta.clone();
             let currency = currency.clone();
+            let ids = ids.clone();
             async move {
-                plans::transaction(&mut conn, async |conn| {
-                    begin(conn, ctx).await?;
-                    let out = place(conn, &meta, customer, &merged, &currency).await?;
-                    finish(conn, ctx, out).await
+                // BEGIN, the key's claim and the locking read in one round trip.
+                let found = plans::begin_with(&mut conn, async |shared| {
+                    begin(shared, ctx).await?;
+                    lock_lines(shared, customer, &ids).await
                 })
-                .await
+                .await?;
+                let out = async {
+                    let out = place(&mut conn, &meta, customer, &merged, &currency, found).await?;
+                    finish(&mut conn, ctx, out).await
+                }
+                .await;
+                plans::end(&mut conn, out).await
             }
         })
         .await
@@ -330,20 +338,16 @@ struct Locked {
     version: i64,
 }
 
-/// Places an order in two statements (plus BEGIN/COMMIT): the first reads the buyer and
-/// the products and locks their inventory rows in product order (so concurrent orders
-/// cannot deadlock, and the levels read are the ones this transaction will change); the
-/// second reserves the stock and writes the order, its lines, its history and its events.
-/// The inventory CHECK constraints refuse an oversell even if the two disagreed.
-async fn place(
-    conn: &mut AsyncPgConnection,
-    meta: &event_log::EventMeta,
+/// Reads the buyer and the products of an order and locks their inventory rows in
+/// product order (so concurrent orders cannot deadlock, and the levels read are the
+/// ones this transaction will change). Takes the connection shared, so that it goes out
+/// with the transaction's BEGIN.
+async fn lock_lines(
+    mut conn: &AsyncPgConnection,
     customer: CustomerId,
-    lines: &[(ProductId, Quantity)],
-    currency: &str,
-) -> Result<Outcome<PlacedOrder>, DomainError> {
-    let ids: Vec<Uuid> = lines.iter().map(|(p, _)| p.0).collect();
-    let found: Vec<Locked> = diesel::sql_query(
+    ids: &[Uuid],
+) -> Result<Vec<Locked>, DomainError> {
+    Ok(diesel::sql_query(
         "SELECT c.email AS customer_email, c.name AS customer_name, p.id, p.sku, p.name, \
            p.price_minor, p.status, i.on_hand, i.reserved, i.version \
          FROM customers c CROSS JOIN products p JOIN inventory i ON i.product_id = p.id \
@@ -352,10 +356,25 @@ async fn place(
          FOR UPDATE OF i",
     )
     .bind::<SqlUuid, _>(customer.0)
-    .bind::<Array<SqlUuid>, _>(&ids)
+    .bind::<Array<SqlUuid>, _>(ids)
     .prepared()
-    .load(conn)
-    .await?;
+    .load(&mut conn)
+    .await?)
+}
+
+/// Places an order in two statements (plus BEGIN/COMMIT): `found` is what
+/// [`lock_lines`] read and locked; the second statement reserves the stock and writes
+/// the order, its lines, its history and its events. The inventory CHECK constraints
+/// refuse an oversell even if the two disagreed.
+async fn place(
+    conn: &mut AsyncPgConnection,
+    meta: &event_log::EventMeta,
+    customer: CustomerId,
+    lines: &[(ProductId, Quantity)],
+    currency: &str,
+    found: Vec<Locked>,
+) -> Result<Outcome<PlacedOrder>, DomainError> {
+    let ids: Vec<Uuid> = lines.iter().map(|(p, _)| p.0).collect();
     let [first, ..] = found.as_slice() else {
         let exists: Option<Uuid> = customers::table
             .find(customer.0)
