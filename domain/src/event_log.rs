@@ -135,7 +135,7 @@ pub async fn append(
 /// Like [`append`], in the same statement as `writes` (see [`Writes`]). The statement's
 /// text depends only on the writes' text, so it stays prepared on the connection.
 pub async fn append_with(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     meta: &EventMeta,
     batch: &[DomainEvent],
     writes: Writes<'_>,
@@ -189,7 +189,7 @@ pub async fn append_with(
         .bind::<Text, _>(meta.actor.clone())
         .bind::<SqlUuid, _>(meta.correlation_id)
         .prepared()
-        .get_result(conn)
+        .get_result(&mut conn)
         .await?;
     crate::wakeups::appended();
     Ok(LogPoint {

@@ -117,7 +117,7 @@ pub async fn claim(
 
 /// Records the command's outcome before its transaction commits.
 pub async fn record_outcome(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     claim: &IdempotencyClaim,
     outcome: serde_json::Value,
 ) -> Result<(), DomainError> {
@@ -126,7 +126,7 @@ pub async fn record_outcome(
         .bind::<Text, _>(&claim.key)
         .bind::<Jsonb, _>(outcome)
         .prepared()
-        .execute(conn)
+        .execute(&mut conn)
         .await?;
     Ok(())
 }

@@ -246,10 +246,7 @@ async fn begin_with_runs_the_first_statements_inside_the_transaction() {
 
     let db = TestDb::new().await;
     let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
-    diesel::sql_query("CREATE TABLE t (n int)")
-        .execute(&mut *conn)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    create_t(&mut conn).await;
     for run in 0..2 {
         let first = plans::begin_with(&mut conn, async |mut shared: &AsyncPgConnection| {
             diesel::sql_query("INSERT INTO t VALUES (1)")
@@ -303,12 +300,6 @@ async fn begin_with_rolls_back_on_error_and_a_dropped_one_breaks_the_connection(
     use futures_util::FutureExt;
     use till_domain::db::plans;
 
-    fn in_transaction(conn: &mut AsyncPgConnection) -> bool {
-        AnsiTransactionManager::transaction_manager_status_mut(conn)
-            .transaction_state()
-            .map_or(true, |s| s.transaction_depth().is_some())
-    }
-
     let db = TestDb::new().await;
     let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
     let failed = plans::begin_with(&mut conn, async |mut shared: &AsyncPgConnection| {
@@ -342,4 +333,145 @@ async fn begin_with_rolls_back_on_error_and_a_dropped_one_breaks_the_connection(
         AnsiTransactionManager::is_broken_transaction_manager(&mut *other),
         "the pool discards it"
     );
+}
+
+/// Opens a `plans::begin_with` transaction whose first statement inserts `n` into `t`
+/// and returns the transaction's id.
+async fn open_with_row(conn: &mut diesel_async::AsyncPgConnection, n: i32) -> String {
+    use diesel::sql_types::Integer;
+    use diesel_async::AsyncPgConnection;
+    use till_domain::db::plans;
+
+    plans::begin_with(conn, async |mut shared: &AsyncPgConnection| {
+        diesel::sql_query("INSERT INTO t VALUES ($1) RETURNING pg_current_xact_id()::text AS v")
+            .bind::<Integer, _>(n)
+            .prepared()
+            .get_result::<Setting>(&mut shared)
+            .await
+            .map(|s| s.v)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The last statement of the `commit_after` tests: the id of the transaction it runs in.
+async fn last_statement(
+    mut shared: &diesel_async::AsyncPgConnection,
+) -> Result<String, diesel::result::Error> {
+    diesel::sql_query("SELECT pg_current_xact_id_if_assigned()::text AS v")
+        .prepared()
+        .get_result::<Setting>(&mut shared)
+        .await
+        .map(|s| s.v)
+}
+
+fn in_transaction(conn: &mut diesel_async::AsyncPgConnection) -> bool {
+    use diesel_async::{AnsiTransactionManager, TransactionManager};
+    AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_state()
+        .map_or(true, |s| s.transaction_depth().is_some())
+}
+
+async fn create_t(conn: &mut diesel_async::AsyncPgConnection) {
+    diesel::sql_query("CREATE TABLE t (n int)")
+        .execute(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// `plans::commit_after` ends the transaction with its last statement inside it, whether
+/// that statement still needed its Parse (first run on the connection: COMMIT waits
+/// for it) or was kept prepared (COMMIT goes out behind it), and leaves the connection
+/// out of the transaction.
+#[tokio::test]
+async fn commit_after_runs_the_last_statement_inside_the_transaction() {
+    use till_domain::db::plans;
+
+    let db = TestDb::new().await;
+    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    create_t(&mut conn).await;
+    for run in 0..3 {
+        let xid = open_with_row(&mut conn, run).await;
+        let last = plans::commit_after(&mut conn, last_statement)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(last, xid, "run {run}: the same transaction");
+        assert!(!in_transaction(&mut conn), "run {run}: ended");
+        assert_eq!(rows_of_t(&mut conn).await, i64::from(run) + 1, "run {run}");
+    }
+}
+
+/// COMMIT is pipelined only behind a statement kept prepared: polled once and dropped,
+/// a `commit_after` commits when the statement ran before on that connection (COMMIT
+/// was already sent), and not on a connection that has to prepare it first.
+#[tokio::test]
+async fn commit_after_sends_commit_with_a_prepared_statement_only() {
+    use futures_util::FutureExt;
+    use till_domain::db::plans;
+
+    async fn committed(conn: &mut diesel_async::AsyncPgConnection, n: i32) -> bool {
+        let found: N = diesel::sql_query("SELECT count(*) AS n FROM t WHERE n = $1")
+            .bind::<diesel::sql_types::Integer, _>(n)
+            .get_result(conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        found.n == 1
+    }
+
+    let db = TestDb::new().await;
+    let mut observer = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    create_t(&mut observer).await;
+
+    // A fresh connection: the last statement needs its Parse, so COMMIT waits for it.
+    let mut fresh = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    open_with_row(&mut fresh, 1).await;
+    let once = plans::commit_after(&mut fresh, last_statement).now_or_never();
+    assert!(once.is_none(), "still waiting for the statement");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!committed(&mut observer, 1).await, "COMMIT was not sent");
+
+    // The statement kept prepared on this connection: COMMIT goes out with it.
+    let mut warm = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    open_with_row(&mut warm, 2).await;
+    plans::commit_after(&mut warm, last_statement)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    open_with_row(&mut warm, 3).await;
+    let once = plans::commit_after(&mut warm, last_statement).now_or_never();
+    assert!(once.is_none(), "still waiting for the answers");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !committed(&mut observer, 3).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "COMMIT went out behind the statement"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A last statement that fails rolls the whole transaction back, also when COMMIT was
+/// sent behind it (PostgreSQL answers it with a rollback), and the connection is out of
+/// the transaction and usable.
+#[tokio::test]
+async fn commit_after_rolls_back_when_the_last_statement_fails() {
+    use diesel_async::AsyncPgConnection;
+    use till_domain::db::plans;
+
+    let db = TestDb::new().await;
+    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    create_t(&mut conn).await;
+    for run in 0..3 {
+        open_with_row(&mut conn, run).await;
+        let failed = plans::commit_after(&mut conn, async |mut shared: &AsyncPgConnection| {
+            diesel::sql_query("SELECT 1 / 0")
+                .prepared()
+                .execute(&mut shared)
+                .await
+                .map(|_| ())
+        })
+        .await;
+        assert!(failed.is_err(), "run {run}: division by zero");
+        assert!(!in_transaction(&mut conn), "run {run}: ended");
+        assert_eq!(rows_of_t(&mut conn).await, 0, "run {run}: rolled back");
+    }
 }

@@ -205,8 +205,9 @@ async fn begin(conn: &AsyncPgConnection, ctx: &CommandContext) -> Result<(), Dom
 }
 
 /// Last statement of every command transaction: record the outcome under the key.
+/// Sends that one statement and nothing else ([`plans::commit_after`] may follow it).
 async fn finish<T: Serialize>(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     ctx: &CommandContext,
     out: Outcome<T>,
 ) -> Result<Outcome<T>, DomainError> {

@@ -110,12 +110,22 @@ impl Commands {
                     lock_lines(shared, customer, &ids).await
                 })
                 .await?;
-                let out = async {
-                    let out = place(&mut conn, &meta, customer, &merged, &currency, found).await?;
-                    finish(&mut conn, ctx, out).await
+                let planned = match plan(&mut conn, customer, &merged, found).await {
+                    Ok(planned) => planned,
+                    Err(e) => return plans::end(&mut conn, Err(e)).await,
+                };
+                // The last statement and COMMIT in one round trip.
+                if ctx.idempotency.is_none() {
+                    return plans::commit_after(&mut conn, async |shared| {
+                        place(shared, &meta, customer, &currency, planned).await
+                    })
+                    .await;
                 }
-                .await;
-                plans::end(&mut conn, out).await
+                let out = match place(&conn, &meta, customer, &currency, planned).await {
+                    Ok(out) => out,
+                    Err(e) => return plans::end(&mut conn, Err(e)).await,
+                };
+                plans::commit_after(&mut conn, async |shared| finish(shared, ctx, out).await).await
             }
         })
         .await
@@ -362,19 +372,28 @@ async fn lock_lines(
     .await?)
 }
 
-/// Places an order in two statements (plus BEGIN/COMMIT): `found` is what
-/// [`lock_lines`] read and locked; the second statement reserves the stock and writes
-/// the order, its lines, its history and its events. The inventory CHECK constraints
-/// refuse an oversell even if the two disagreed.
-async fn place(
+/// An order checked against what [`lock_lines`] read and locked, ready to be written.
+struct Planned {
+    order_id: OrderId,
+    ids: Vec<Uuid>,
+    quantities: Vec<i32>,
+    prices: Vec<i64>,
+    facts: Vec<OrderLineFact>,
+    /// The stock reservations (the order's own event is added when it is written).
+    events: Vec<DomainEvent>,
+    customer_email: String,
+    customer_name: String,
+    total: Money,
+}
+
+/// Checks an order against `found` (what [`lock_lines`] read and locked): every product
+/// exists and is for sale, and has the stock (else OUT_OF_STOCK naming it).
+async fn plan(
     conn: &mut AsyncPgConnection,
-    meta: &event_log::EventMeta,
     customer: CustomerId,
     lines: &[(ProductId, Quantity)],
-    currency: &str,
     found: Vec<Locked>,
-) -> Result<Outcome<PlacedOrder>, DomainError> {
-    let ids: Vec<Uuid> = lines.iter().map(|(p, _)| p.0).collect();
+) -> Result<Planned, DomainError> {
     let [first, ..] = found.as_slice() else {
         let exists: Option<Uuid> = customers::table
             .find(customer.0)
@@ -387,7 +406,8 @@ async fn place(
             _ => DomainError::not_found("customer", customer),
         });
     };
-    let (email, name) = (first.customer_email.clone(), first.customer_name.clone());
+    let (customer_email, customer_name) =
+        (first.customer_email.clone(), first.customer_name.clone());
     let by_id: BTreeMap<Uuid, &Locked> = found.iter().map(|row| (row.id, row)).collect();
 
     let order_id = OrderId::new();
@@ -424,7 +444,7 @@ async fn place(
                 field: "lines",
                 message: "order total is too large".into(),
             })?;
-        // The row is locked: the second statement moves it exactly this far.
+        // The row is locked: the write moves it exactly this far.
         events.push(DomainEvent::StockReserved {
             product_id: product.0,
             order_id: order_id.0,
@@ -445,13 +465,46 @@ async fn place(
         quantities.push(q);
         prices.push(row.price_minor);
     }
+    Ok(Planned {
+        order_id,
+        ids: lines.iter().map(|(p, _)| p.0).collect(),
+        quantities,
+        prices,
+        facts,
+        events,
+        customer_email,
+        customer_name,
+        total,
+    })
+}
 
+/// Writes a [`plan`]ned order in one statement: reserves the stock and writes the
+/// order, its lines, its history and its events. The inventory CHECK constraints refuse
+/// an oversell even if the plan and the rows disagreed.
+async fn place(
+    conn: &AsyncPgConnection,
+    meta: &event_log::EventMeta,
+    customer: CustomerId,
+    currency: &str,
+    planned: Planned,
+) -> Result<Outcome<PlacedOrder>, DomainError> {
+    let Planned {
+        order_id,
+        ids,
+        quantities,
+        prices,
+        facts,
+        mut events,
+        customer_email,
+        customer_name,
+        total,
+    } = planned;
     let now = Utc::now();
     events.push(DomainEvent::OrderPlaced {
         order_id: order_id.0,
         customer_id: customer.0,
-        customer_email: email,
-        customer_name: name,
+        customer_email,
+        customer_name,
         lines: facts.clone(),
         total_minor: total.minor(),
         currency: currency.to_owned(),

@@ -18,10 +18,14 @@
 //! ...`, back-office listings) never run under it.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
 
-use diesel::connection::TransactionDepthChange;
+use diesel::connection::{Instrumentation, InstrumentationEvent, TransactionDepthChange};
 use diesel_async::{
-    AnsiTransactionManager, AsyncPgConnection, SimpleAsyncConnection, TransactionManager,
+    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
+    TransactionManager,
 };
 
 /// How [`transaction`] begins.
@@ -180,5 +184,107 @@ where
             Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
             Err(rollback) => Err(rollback.into()),
         },
+    }
+}
+
+/// Counts what a connection started while it was watched: queries, and statements it
+/// had to prepare (send a Parse for) before it could execute them.
+#[derive(Default)]
+struct Started {
+    queries: AtomicU32,
+    prepares: AtomicU32,
+}
+
+struct Watch(Arc<Started>);
+
+impl Instrumentation for Watch {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        match event {
+            InstrumentationEvent::StartQuery { .. } => {
+                self.0.queries.fetch_add(1, Ordering::Relaxed);
+            }
+            InstrumentationEvent::CacheQuery { .. } => {
+                self.0.prepares.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// How [`commit_after`]'s statement and the COMMIT went out.
+enum Sent<R, E> {
+    /// The statement is done (or never sent); the transaction is still open.
+    Open(Result<R, E>),
+    /// COMMIT went out right behind the statement: the transaction is over.
+    Ended(Result<R, E>, diesel::QueryResult<()>),
+}
+
+/// Runs `last`, the final statement of a [`begin_with`] transaction, and ends the
+/// transaction as [`end`] does, sending COMMIT in the same round trip as the statement
+/// instead of after its answer whenever that is safe: one round trip less for a command.
+///
+/// It is safe when the statement's Execute is already on its way before COMMIT is
+/// queued. diesel-async sends a statement it keeps prepared in the first poll of its
+/// future; one it must prepare first waits for the Parse's answer before executing,
+/// and COMMIT would overtake it (the statement would then run outside the
+/// transaction). So `last` is polled once while the connection is watched: COMMIT is
+/// pipelined only when exactly one query started and nothing was prepared (the first
+/// run of a statement on a connection, or a statement diesel does not cache, takes the
+/// round trip as [`end`] would). A failing statement aborts the transaction, and
+/// PostgreSQL then answers the pipelined COMMIT with a rollback: nothing of it stays.
+///
+/// `last` must send one statement, kept prepared (a `.prepared()` raw query or a
+/// DSL query), as its first action and nothing after it. It may also return without
+/// any statement (then this is [`end`]).
+pub async fn commit_after<R, E, F>(conn: &mut AsyncPgConnection, last: F) -> Result<R, E>
+where
+    F: FirstBody<R, E>,
+    E: From<diesel::result::Error>,
+{
+    let started = Arc::new(Started::default());
+    conn.set_instrumentation(Watch(Arc::clone(&started)));
+    let sent = {
+        let shared: &AsyncPgConnection = conn;
+        let mut statement = std::pin::pin!(last(shared));
+        let first = std::future::poll_fn(|cx| Poll::Ready(statement.as_mut().poll(cx))).await;
+        match first {
+            Poll::Ready(result) => Sent::Open(result),
+            Poll::Pending
+                if started.queries.load(Ordering::Relaxed) != 1
+                    || started.prepares.load(Ordering::Relaxed) != 0 =>
+            {
+                Sent::Open(statement.await)
+            }
+            Poll::Pending => {
+                let mut commit = shared;
+                let (result, committed) =
+                    futures_util::future::join(statement, commit.batch_execute("COMMIT")).await;
+                Sent::Ended(result, committed)
+            }
+        }
+    };
+    conn.set_instrumentation(diesel::connection::get_default_instrumentation());
+    match sent {
+        Sent::Open(result) => end(conn, result).await,
+        Sent::Ended(result, committed) => {
+            let status = AnsiTransactionManager::transaction_manager_status_mut(&mut *conn);
+            match committed {
+                // Committed, or rolled back when the statement had failed.
+                Ok(()) => {
+                    status
+                        .transaction_state()?
+                        .change_transaction_depth(TransactionDepthChange::DecreaseDepth)?;
+                    result
+                }
+                // Whether the transaction ended is unknown: the pool discards the connection.
+                Err(e) => {
+                    status.set_in_error();
+                    match result {
+                        Ok(_) => Err(e.into()),
+                        Err(error) => Err(error),
+                    }
+                }
+            }
+        }
     }
 }
