@@ -17,11 +17,12 @@
 #               (rebuildProjection, one after the other); every answer must be an order or
 #               a product, every rebuild DONE (rebuild-outcome.json)
 #   ratio       product(id:) and the constant-query reference (reference.sh's server)
-#               alternated in 5 rounds of 5 s; the median of the per-round ratios
-#               (ratio-outcome.json) is the figure for the 0.6x target
+#               alternated in rounds of 5 s (--rounds, default 5); the median of the
+#               per-round ratios (ratio-outcome.json) is the figure for the 0.6x target
 #   order-ratio placeOrder (place-order-16's bodies, 16 connections, oha) and pgbench running
 #               Till's own order transaction (pgbench-place-order.sql, 16 clients, as in
-#               reference.sh) alternated in 5 rounds of 5 s against the same PostgreSQL
+#               reference.sh) alternated in rounds of 5 s (--rounds; each goes first in
+#               every other round) against the same PostgreSQL
 #               (a `reference` database in the server's cluster, same settings); the
 #               median of the per-round ratios (order-ratio-outcome.json) is the figure
 #               for the 0.6x target
@@ -35,13 +36,14 @@
 #
 #   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed|rebuild|ratio|order-ratio|memory] [--duration 15]
 #                       [--connections 64] [--products 2000] [--customers 2000] [--orders 20000]
-#                       [--buyers 2000] [--cache-bytes N] [--cache-idle S]
+#                       [--buyers 2000] [--cache-bytes N] [--cache-idle S] [--rounds 5]
 # --cache-bytes and --cache-idle set the server's TILL_CACHE_MAX_BYTES and
 # TILL_CACHE_IDLE_S (server defaults otherwise). TILL_BIN=/path/to/till runs that
 # binary instead of building target/release/till (to compare two builds).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 scenario=all duration=15 connections=64 products=2000 customers=2000 orders=20000 buyers=2000 cache_bytes= cache_idle=
+rounds=5
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --scenario) scenario="$2"; shift 2 ;;
@@ -53,7 +55,8 @@ while [[ $# -gt 0 ]]; do
     --buyers) buyers="$2"; shift 2 ;;
     --cache-bytes) cache_bytes="$2"; shift 2 ;;
     --cache-idle) cache_idle="$2"; shift 2 ;;
-    *) sed -n '2,41p' "$0" >&2; exit 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
+    *) sed -n '2,42p' "$0" >&2; exit 2 ;;
   esac
 done
 command -v oha >/dev/null || { echo "run: oha is missing: cargo install oha --locked" >&2; exit 1; }
@@ -319,7 +322,7 @@ run_ratio() {
   # The product(id:) target is a ratio to the constant-query reference; on a shared
   # machine both swing by a third from minute to minute, so alternate them in short
   # rounds and take the median of the per-round ratios.
-  local rounds=5 secs=5 i
+  local secs=5 i
   [[ -x "$repo/target/release/ref-graphql" ]] ||
     cargo build --release -p till-benches --bins --manifest-path "$repo/Cargo.toml"
   echo "== ratio: product(id:) and the constant query alternated, $rounds rounds of ${secs}s"
@@ -352,7 +355,7 @@ run_order_ratio() {
   # The placeOrder target is a ratio to pgbench running the same SQL transaction; like
   # the read ratio it swings from minute to minute, so alternate the two in short rounds
   # against one PostgreSQL and take the median of the per-round ratios.
-  local rounds=5 secs=5 i pgbin pgport admin url
+  local secs=5 i pgbin pgport admin url
   pgbin="$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")"
   pgport="$(sed -n 4p "$out/pg/postmaster.pid")"
   admin="postgres://postgres@127.0.0.1:$pgport/postgres"
@@ -361,13 +364,20 @@ run_order_ratio() {
   "$pgbin/psql" -q "$admin" -c "DROP DATABASE IF EXISTS reference" -c "CREATE DATABASE reference"
   DATABASE_URL="$url" "$till" migrate >/dev/null
   "$pgbin/psql" -q "$url" -f "$repo/benches/load/reference.sql"
-  for i in $(seq 1 "$rounds"); do
+  reference_round() {
     PGOPTIONS="-c plan_cache_mode=force_generic_plan" \
       "$pgbin/pgbench" -h 127.0.0.1 -p "$pgport" -U postgres -n -c 16 -j 2 -T "$secs" -M prepared \
-      -f "$repo/benches/load/pgbench-place-order.sql" reference > "$out/order-ratio-pgbench-$i.round"
+      -f "$repo/benches/load/pgbench-place-order.sql" reference > "$out/order-ratio-pgbench-$1.round"
+  }
+  till_round() {
     oha -z "${secs}s" -c 16 --no-tui --output-format json -m POST -T application/json \
       -H "authorization: Bearer $buyer" -Z "$out/place-order-16.lines" "$base/graphql" \
-      > "$out/order-ratio-till-$i.round"
+      > "$out/order-ratio-till-$1.round"
+  }
+  # Each side goes first in every other round, so neither always runs in what the other
+  # left behind (dirty buffers, WAL, autovacuum work).
+  for i in $(seq 1 "$rounds"); do
+    if ((i % 2)); then reference_round "$i"; till_round "$i"; else till_round "$i"; reference_round "$i"; fi
   done
   "$pgbin/psql" -q "$admin" -c "DROP DATABASE reference"
   python3 - "$out" "$rounds" <<'PY'
