@@ -222,15 +222,9 @@ async fn derived_transactions_commit_without_waiting_for_the_flush() {
     );
 }
 
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 async fn rows_of_t(conn: &mut diesel_async::AsyncPgConnection) -> i64 {
     diesel::sql_query("SELECT count(*) AS n FROM t")
-        .get_result::<Count>(conn)
+        .get_result::<N>(conn)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .n
