@@ -627,7 +627,7 @@ async fn popular_products_follow_orders_and_page_by_cursor() {
     let all = async || {
         let mut seen = Vec::new();
         let mut after = None;
-        loop {
+        for _ in 0..20 {
             let page = ok(reads
                 .products(&filter, ProductSort::Popular, after.as_ref(), 2)
                 .await);
@@ -637,6 +637,7 @@ async fn popular_products_follow_orders_and_page_by_cursor() {
                 return seen;
             }
         }
+        panic!("paging did not end: {seen:?}");
     };
     let ranked = |mut v: Vec<(uuid::Uuid, i64)>| {
         v.sort_by(|x, y| y.1.cmp(&x.1).then(y.0.cmp(&x.0)));
@@ -654,8 +655,9 @@ async fn popular_products_follow_orders_and_page_by_cursor() {
     );
 
     // A writer that knows nothing of the ordering table (the previous version's
-    // projector during a rolling upgrade) creates a product and moves a popularity:
-    // the database keeps the POPULAR ordering in step.
+    // projector during a rolling upgrade) creates a product and moves a popularity: the
+    // new product gets its ordering row at once (insert trigger), the moved popularity
+    // reaches the ordering with the next batch that touches the product.
     let old = uuid::Uuid::now_v7();
     let mut conn = ok(s.db.pool.get().await);
     ok(diesel::sql_query(
@@ -669,13 +671,22 @@ async fn popular_products_follow_orders_and_page_by_cursor() {
     .await);
     ok(
         diesel::sql_query("UPDATE rm_product_view SET popularity = popularity + 20 WHERE id = $1")
-            .bind::<diesel::sql_types::Uuid, _>(d.0)
+            .bind::<diesel::sql_types::Uuid, _>(c.0)
             .execute(&mut conn)
             .await,
     );
+    // Meanwhile the pages follow the ordering table (c still at 1, in the middle), and
+    // paging ends with every product once.
+    let mut listed: Vec<uuid::Uuid> = all().await.into_iter().map(|(id, _)| id).collect();
+    listed.sort();
+    let mut every = vec![a.0, b.0, c.0, d.0, old];
+    every.sort();
+    assert_eq!(listed, every);
+    ok(s.cmd.place_order(&ctx, ann, vec![line(c, 1)], &s.eur).await);
+    ok(s.side.projector.catch_up_all().await);
     assert_eq!(
         all().await,
-        ranked(vec![(a.0, 5), (b.0, 5), (c.0, 1), (d.0, 20), (old, 7)])
+        ranked(vec![(a.0, 5), (b.0, 5), (c.0, 22), (d.0, 0), (old, 7)])
     );
 }
 
