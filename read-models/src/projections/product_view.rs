@@ -241,12 +241,10 @@ async fn apply(
 
 /// Writes a batch's stock levels and popularity deltas in one statement, so each
 /// touched product gets one new row version per batch (on the same page: no column of
-/// the view that changes here is indexed). Stock events carry absolute levels and the
-/// inventory version, so the newest one wins whatever order they arrive in (a level not
-/// newer than the row's is ignored); popularity is a sum. The same statement copies the
-/// popularity of every product it touched into the POPULAR ordering's own indexed table
-/// where the two differ (which also mends a product whose popularity a writer that did
-/// not know that table moved; see migration 10).
+/// the view that changes here is indexed; a trigger carries popularity changes to the
+/// POPULAR ordering's own table, see migration 8). Stock events carry absolute
+/// levels and the inventory version, so the newest one wins whatever order they arrive
+/// in (a level not newer than the row's is ignored); popularity is a sum.
 async fn set_stock_and_popularity(
     mut conn: &AsyncPgConnection,
     mut stock: HashMap<Uuid, (StockLevel, DateTime<Utc>)>,
@@ -279,7 +277,7 @@ async fn set_stock_and_popularity(
         qty.push(popularity.get(id).copied().unwrap_or(0));
     }
     diesel::sql_query(
-        "WITH moved AS (UPDATE rm_product_view p SET \
+        "UPDATE rm_product_view p SET \
            on_hand = CASE WHEN t.version > p.inventory_version THEN t.on_hand ELSE p.on_hand END, \
            reserved = CASE WHEN t.version > p.inventory_version THEN t.reserved ELSE p.reserved END, \
            available = CASE WHEN t.version > p.inventory_version \
@@ -290,10 +288,7 @@ async fn set_stock_and_popularity(
            popularity = p.popularity + t.q \
          FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::int8[], $5::timestamptz[], $6::int8[]) \
            AS t(id, on_hand, reserved, version, at, q) \
-         WHERE p.id = t.id AND (t.version > p.inventory_version OR t.q <> 0) \
-         RETURNING p.id, p.popularity) \
-         UPDATE rm_product_popularity r SET popularity = m.popularity FROM moved m \
-         WHERE r.product_id = m.id AND r.popularity IS DISTINCT FROM m.popularity",
+         WHERE p.id = t.id AND (t.version > p.inventory_version OR t.q <> 0)",
     )
     .bind::<Array<SqlUuid>, _>(ids)
     .bind::<Array<Nullable<Int4>>, _>(on_hand)

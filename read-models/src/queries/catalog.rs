@@ -61,16 +61,12 @@ pub struct ProductCursor {
 }
 
 impl ProductCursor {
-    /// The cursor after `view` in `sort`; `ordered_popularity` is the value the POPULAR
-    /// ordering sorted it by (its own table's, which a writer of the previous version
-    /// may leave behind the view's for a while: see migration 10), so that the next
-    /// page starts where this one ended either way.
-    fn after(view: &ProductView, sort: ProductSort, ordered_popularity: i64) -> Self {
+    fn after(view: &ProductView, sort: ProductSort) -> Self {
         let (n, s) = match sort {
             ProductSort::Price => (Some(view.price_minor), None),
             ProductSort::Name => (None, Some(view.name.clone())),
             ProductSort::Newest => (Some(view.created_at.timestamp_micros()), None),
-            ProductSort::Popular => (Some(ordered_popularity), None),
+            ProductSort::Popular => (Some(view.popularity), None),
         };
         Self {
             sort,
@@ -202,7 +198,7 @@ impl ReadModels {
         // from its own index (see migration 8) and costs a key lookup per row otherwise.
         let mut q = pv::table
             .inner_join(pop::table)
-            .select((ProductRow::as_select(), pop::popularity))
+            .select(ProductRow::as_select())
             .into_boxed();
         if let Some(c) = filter.category {
             q = q.filter(pv::category_ids.contains(vec![c]));
@@ -273,14 +269,14 @@ impl ReadModels {
             ProductSort::Popular => q.order((pop::popularity.desc(), pop::product_id.desc())),
         };
         let mut conn = self.pool.get().await?;
-        let rows: Vec<(ProductRow, i64)> = q.limit(first + 1).load(&mut conn).await?;
+        let rows: Vec<ProductRow> = q.limit(first + 1).load(&mut conn).await?;
         let has_next_page = rows.len() as i64 > first;
         let items = rows
             .into_iter()
             .take(first as usize)
-            .map(|(r, ordered_popularity)| {
+            .map(|r| {
                 let v = ProductView::try_from(r)?;
-                Ok((ProductCursor::after(&v, sort, ordered_popularity), v))
+                Ok((ProductCursor::after(&v, sort), v))
             })
             .collect::<Result<Vec<_>, ReadError>>()?;
         Ok((items, has_next_page))
