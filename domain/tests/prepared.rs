@@ -222,8 +222,10 @@ async fn derived_transactions_commit_without_waiting_for_the_flush() {
     );
 }
 
-async fn rows_of_t(conn: &mut diesel_async::AsyncPgConnection) -> i64 {
-    diesel::sql_query("SELECT count(*) AS n FROM t")
+/// Rows of the test table `t`, or only those holding `n`.
+async fn rows_of_t(conn: &mut diesel_async::AsyncPgConnection, n: Option<i32>) -> i64 {
+    diesel::sql_query("SELECT count(*) AS n FROM t WHERE $1::int IS NULL OR n = $1")
+        .bind::<diesel::sql_types::Nullable<diesel::sql_types::Integer>, _>(n)
         .get_result::<N>(conn)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
@@ -255,14 +257,18 @@ async fn begin_with_runs_the_first_statements_inside_the_transaction() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(first, "force_generic_plan", "run {run}");
-        let inside = rows_of_t(&mut conn).await;
+        let inside = rows_of_t(&mut conn, None).await;
         let ended: Result<(), _> =
             plans::end(&mut conn, Err(diesel::result::Error::RollbackTransaction)).await;
         assert!(matches!(
             ended,
             Err(diesel::result::Error::RollbackTransaction)
         ));
-        assert_eq!((inside, rows_of_t(&mut conn).await), (1, 0), "run {run}");
+        assert_eq!(
+            (inside, rows_of_t(&mut conn, None).await),
+            (1, 0),
+            "run {run}"
+        );
     }
 
     // Committed when the caller ends it with Ok.
@@ -277,7 +283,7 @@ async fn begin_with_runs_the_first_statements_inside_the_transaction() {
     plans::end(&mut conn, Ok::<_, diesel::result::Error>(()))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(rows_of_t(&mut conn).await, 1);
+    assert_eq!(rows_of_t(&mut conn, None).await, 1);
     assert_eq!(
         plan_cache_mode(&mut conn).await.ok().as_deref(),
         Some("auto")
@@ -391,7 +397,11 @@ async fn commit_after_runs_the_last_statement_inside_the_transaction() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(last, xid, "run {run}: the same transaction");
         assert!(!in_transaction(&mut conn), "run {run}: ended");
-        assert_eq!(rows_of_t(&mut conn).await, i64::from(run) + 1, "run {run}");
+        assert_eq!(
+            rows_of_t(&mut conn, None).await,
+            i64::from(run) + 1,
+            "run {run}"
+        );
     }
 }
 
@@ -404,12 +414,7 @@ async fn commit_after_sends_commit_with_a_prepared_statement_only() {
     use till_domain::db::plans;
 
     async fn committed(conn: &mut diesel_async::AsyncPgConnection, n: i32) -> bool {
-        let found: N = diesel::sql_query("SELECT count(*) AS n FROM t WHERE n = $1")
-            .bind::<diesel::sql_types::Integer, _>(n)
-            .get_result(conn)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        found.n == 1
+        rows_of_t(conn, Some(n)).await == 1
     }
 
     let db = TestDb::new().await;
@@ -466,6 +471,10 @@ async fn commit_after_rolls_back_when_the_last_statement_fails() {
         .await;
         assert!(failed.is_err(), "run {run}: division by zero");
         assert!(!in_transaction(&mut conn), "run {run}: ended");
-        assert_eq!(rows_of_t(&mut conn).await, 0, "run {run}: rolled back");
+        assert_eq!(
+            rows_of_t(&mut conn, None).await,
+            0,
+            "run {run}: rolled back"
+        );
     }
 }
