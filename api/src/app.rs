@@ -13,9 +13,7 @@ use till_domain::db::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres
 use till_domain::db::PgPool;
 use till_domain::types::Currency;
 use till_domain::DomainError;
-use till_read_models::{
-    CacheSettings, Progress, Projector, ProjectorSettings, ReadCache, ReadModels,
-};
+use till_read_models::{CacheSettings, Progress, Projector, ReadCache, ReadModels};
 use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
 
@@ -254,7 +252,7 @@ impl Application {
             database.url.clone(),
             cache,
             progress.clone(),
-            ProjectorSettings::default(),
+            cfg.projector_tuning.settings(),
         );
         // One LISTEN connection for the process's followers (projector, jobs, fan-out).
         let notifications = till_domain::db::listen::Listener::new(database.url.clone());

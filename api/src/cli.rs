@@ -38,6 +38,9 @@ pub enum Command {
         /// Job settings.
         #[command(flatten)]
         jobs: crate::config::JobsConfig,
+        /// Projector settings.
+        #[command(flatten)]
+        projector: crate::config::ProjectorTuning,
         /// Address of the admin port (`/healthz`, `/readyz`, `/metrics`).
         #[arg(long, env = "TILL_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
         admin_listen: std::net::SocketAddr,
@@ -220,9 +223,10 @@ pub async fn run() -> Result<(), CliError> {
         Command::Worker {
             db,
             jobs,
+            projector,
             admin_listen,
             ready_max_lag_s,
-        } => worker(db, jobs, admin_listen, ready_max_lag_s).await,
+        } => worker(db, jobs, &projector, admin_listen, ready_max_lag_s).await,
         Command::Healthcheck { url } => healthcheck(url).await,
         Command::Migrate { db } => {
             let database = Database::resolve(&db, Mode::Dev).await?;
@@ -531,6 +535,7 @@ async fn catch_up(pool: &till_domain::db::PgPool, url: &str) -> Result<(), CliEr
 async fn worker(
     db: DbConfig,
     jobs: crate::config::JobsConfig,
+    tuning: &crate::config::ProjectorTuning,
     admin_listen: std::net::SocketAddr,
     ready_max_lag_s: u64,
 ) -> Result<(), CliError> {
@@ -543,7 +548,7 @@ async fn worker(
         database.url.clone(),
         cache.clone(),
         progress.clone(),
-        ProjectorSettings::default(),
+        tuning.settings(),
     );
     crate::metrics::handle();
     let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -216,6 +216,10 @@ pub struct ServeConfig {
     #[arg(long, env = "TILL_PROJECTOR", default_value_t = true, action = clap::ArgAction::Set)]
     pub projector: bool,
 
+    /// How the projector batches (when it runs here).
+    #[command(flatten)]
+    pub projector_tuning: ProjectorTuning,
+
     /// Bound of the read-model cache in bytes.
     #[arg(long, env = "TILL_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_max_bytes: u64,
@@ -294,6 +298,32 @@ pub struct ServeConfig {
     /// HTTP worker threads (0 = one per core).
     #[arg(long, env = "TILL_HTTP_WORKERS", default_value_t = 0)]
     pub http_workers: usize,
+}
+
+/// How the projector batches events.
+#[derive(Debug, Clone, Args)]
+pub struct ProjectorTuning {
+    /// Shortest time between the starts of two batches of one group of projections
+    /// while events keep arriving, in milliseconds (a full batch goes on at once).
+    /// Longer gathers more events per transaction: more orders per second from the
+    /// same database, a later commit -> visible (`benches/README.md`, load run 11).
+    #[arg(
+        long = "projector-pace-ms",
+        env = "TILL_PROJECTOR_PACE_MS",
+        default_value_t = 25,
+        value_parser = clap::value_parser!(u64).range(0..=1000)
+    )]
+    pub pace_ms: u64,
+}
+
+impl ProjectorTuning {
+    /// The projector's settings with this tuning.
+    pub fn settings(&self) -> till_read_models::ProjectorSettings {
+        till_read_models::ProjectorSettings {
+            pace: Duration::from_millis(self.pace_ms),
+            ..till_read_models::ProjectorSettings::default()
+        }
+    }
 }
 
 /// Background jobs: payment capture and order expiry.
@@ -489,5 +519,21 @@ mod tests {
         assert!(Secret::resolve(None, Some(&file), "X").is_err());
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
+    }
+
+    #[derive(clap::Parser)]
+    struct Tuning {
+        #[command(flatten)]
+        tuning: ProjectorTuning,
+    }
+
+    #[test]
+    fn the_projector_pace_is_bounded_milliseconds() {
+        use clap::Parser;
+        let given = Tuning::try_parse_from(["till", "--projector-pace-ms", "40"])
+            .map(|t| t.tuning.settings().pace);
+        assert_eq!(given.ok(), Some(Duration::from_millis(40)));
+        assert!(Tuning::try_parse_from(["till", "--projector-pace-ms", "1001"]).is_err());
+        assert!(Tuning::try_parse_from(["till", "--projector-pace-ms", "-1"]).is_err());
     }
 }
