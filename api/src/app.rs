@@ -272,8 +272,10 @@ impl Application {
             reads.cache().clone(),
             stop_workers.subscribe(),
         )));
+        let commits = Arc::new(crate::commit_times::CommitTimes::new());
         workers.push(tokio::spawn(crate::metrics::observe_visibility(
             progress.feed(),
+            commits.clone(),
             stop_workers.subscribe(),
         )));
         let rebuilds =
@@ -289,6 +291,7 @@ impl Application {
             refresh_token_ttl: Duration::from_secs(cfg.refresh_token_ttl_h.max(1) * 3600),
             payment_max_attempts: cfg.jobs.payment_max_attempts.max(1),
             rebuilds: rebuilds.clone(),
+            commits,
         });
         let oidc = match oidc_settings {
             Some(settings) => {

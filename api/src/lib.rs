@@ -5,6 +5,7 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod commit_times;
 pub mod config;
 pub mod graphql;
 pub mod http;

@@ -14,6 +14,8 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use till_domain::db::PgPool;
 use till_read_models::{Applied, ReadModels};
+
+use crate::commit_times::CommitTimes;
 use tokio::sync::{broadcast, watch};
 
 /// Most distinct GraphQL operation names given their own label.
@@ -28,13 +30,17 @@ const VISIBLE_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Records `till_projection_visible_seconds` for every event this process sees applied
-/// (by its own projector or, following another process, when it learns of it), until
-/// `shutdown`. Measured from the writing transaction's start (`events.occurred_at`, the
-/// database clock) to now (this host's clock), so it includes the command's own
-/// transaction and any clock skew between the hosts; never negative.
+/// Records, for every event this process sees applied (by its own projector or,
+/// following another process, when it learns of it), until `shutdown`:
+/// - `till_projection_visible_seconds`: from the writing transaction's start
+///   (`events.occurred_at`, the database clock) to now (this host's clock), so it
+///   includes the command's own transaction (its waits for locks and for the CPU) and
+///   any clock skew between the hosts; never negative. Every event, whoever wrote it.
+/// - `till_projection_commit_visible_seconds`: from the commit of a command this
+///   process ran to now, both on this host's monotonic clock; once per transaction.
 pub async fn observe_visibility(
     mut feed: broadcast::Receiver<Arc<Applied>>,
+    commits: Arc<CommitTimes>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -53,6 +59,19 @@ pub async fn observe_visibility(
                     let delay = (now - ev.occurred_at).to_std().unwrap_or_default();
                     histogram.record(delay.as_secs_f64());
                 }
+                let since_commit = commits.since(
+                    applied.events.iter().map(|ev| ev.tx_id),
+                    std::time::Instant::now(),
+                );
+                if !since_commit.is_empty() {
+                    let histogram = metrics::histogram!(
+                        "till_projection_commit_visible_seconds",
+                        "projection" => applied.projection.name()
+                    );
+                    for delay in since_commit {
+                        histogram.record(delay.as_secs_f64());
+                    }
+                }
             }
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return,
@@ -70,6 +89,11 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .ok()?
                 .set_buckets_for_metric(
                     Matcher::Full("till_projection_visible_seconds".into()),
+                    VISIBLE_BUCKETS,
+                )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("till_projection_commit_visible_seconds".into()),
                     VISIBLE_BUCKETS,
                 )
                 .ok()?
@@ -153,6 +177,12 @@ fn describe() {
         Unit::Seconds,
         "From the start of the transaction that wrote an event to the event being \
          visible in this process's read model, by projection."
+    );
+    describe_histogram!(
+        "till_projection_commit_visible_seconds",
+        Unit::Seconds,
+        "From the commit of a command this process ran to its events being visible in \
+         this process's read model, by projection (once per transaction)."
     );
     describe_gauge!(
         "till_jobs",

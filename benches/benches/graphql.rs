@@ -34,6 +34,7 @@ fn bench(c: &mut Criterion) {
             world.db.url.clone(),
             tokio::sync::watch::channel(false).1,
         ),
+        commits: Arc::default(),
     });
     let limits = |rate| Limits {
         max_depth: 15,

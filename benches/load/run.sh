@@ -145,11 +145,15 @@ sample() { # name
 import json, re, signal, sys, time, urllib.request
 url, path = sys.argv[1], sys.argv[2]
 rss, lag, cache_mib, evictions = [], [], [], []
-# Cumulative bucket counts of till_projection_visible_seconds (all projections summed),
-# first and last seen: their difference is this scenario's commit -> visible histogram.
+# Cumulative bucket counts of till_projection_commit_visible_seconds and
+# till_projection_visible_seconds (all projections summed), first and last seen: their
+# difference is this scenario's commit -> visible (transaction start -> visible)
+# histogram.
 buckets = {"first": None, "last": None}
+start_buckets = {"first": None, "last": None}
 def done(*_):
-    json.dump({"rss_mib": rss, "lag_s": lag, "visible_buckets": buckets, "cache_mib": cache_mib,
+    json.dump({"rss_mib": rss, "lag_s": lag, "visible_buckets": buckets,
+               "start_visible_buckets": start_buckets, "cache_mib": cache_mib,
                "evictions": evictions}, open(path, "w"))
     sys.exit(0)
 signal.signal(signal.SIGTERM, done)
@@ -167,13 +171,15 @@ while True:
             cache_mib.append(sum(float(v) for v in sizes) / 2**20)
         evicted = re.findall(r"^till_cache_evictions_total\{[^}]*\} (\S+)$", text, re.M)
         evictions.append(sum(float(v) for v in evicted))
-        seen = {}
-        for le, n in re.findall(r'^till_projection_visible_seconds_bucket\{[^}]*le="([^"]+)"\} (\S+)$', text, re.M):
-            seen[le] = seen.get(le, 0.0) + float(n)
-        if seen:
-            buckets["last"] = seen
-            if buckets["first"] is None:
-                buckets["first"] = seen
+        for metric, kept in (("till_projection_commit_visible_seconds", buckets),
+                             ("till_projection_visible_seconds", start_buckets)):
+            seen = {}
+            for le, n in re.findall(r'^' + metric + r'_bucket\{[^}]*le="([^"]+)"\} (\S+)$', text, re.M):
+                seen[le] = seen.get(le, 0.0) + float(n)
+            if seen:
+                kept["last"] = seen
+                if kept["first"] is None:
+                    kept["first"] = seen
     except Exception:
         pass
     time.sleep(1)

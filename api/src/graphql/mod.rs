@@ -57,6 +57,8 @@ pub struct ApiState {
     pub payment_max_attempts: i32,
     /// Projection rebuilds started from the back office.
     pub rebuilds: crate::rebuilds::Rebuilds,
+    /// When this process's commands committed (for the commit -> visible metric).
+    pub commits: Arc<crate::commit_times::CommitTimes>,
 }
 
 /// Per-request facts resolvers need.

@@ -211,7 +211,11 @@ where
             ))),
         };
     }
-    command.await.map_err(error::domain)
+    let out = command.await.map_err(error::domain)?;
+    if let Ok(st) = state(ctx) {
+        st.commits.committed(out.at.tx_id);
+    }
+    Ok(out)
 }
 
 fn parse<T>(r: std::result::Result<T, till_domain::DomainError>) -> Result<T> {

@@ -29,7 +29,9 @@ async fn metrics_cover_every_family_with_bounded_labels() {
     let (_, token) = app.customer("watch@example.com").await;
 
     // Traffic: named and anonymous queries, a mutation, a payment job, a replay, a
-    // throttled anonymous client.
+    // throttled anonymous client. The reads wait for the writes above to be projected
+    // (else the projector's next batch may invalidate the product between them).
+    let written = app.head_token().await;
     for _ in 0..3 {
         app.gql(
             Some(&token),
@@ -37,8 +39,9 @@ async fn metrics_cover_every_family_with_bounded_labels() {
             json!({}),
         )
         .await;
-        app.gql(
+        app.gql_after(
             Some(&token),
+            &written,
             "query($p: ID!) { product(id: $p) { sku } }",
             json!({ "p": product }),
         )
@@ -130,6 +133,7 @@ async fn metrics_cover_every_family_with_bounded_labels() {
         "till_projection_lag_events{",
         "till_projection_lag_seconds{",
         "till_projection_visible_seconds_bucket{projection=\"order_view\",le=\"0.1\"}",
+        "till_projection_commit_visible_seconds_bucket{projection=\"order_view\",le=\"0.1\"}",
         "till_jobs{",
         "till_job_duration_seconds_bucket{",
         "till_job_retries_total{",
@@ -149,6 +153,22 @@ async fn metrics_cover_every_family_with_bounded_labels() {
         .unwrap_or(0.0)
             >= 1.0,
         "the placed order's events were seen applied"
+    );
+    // Once per command this process committed (placeOrder, payOrder; the payment job's
+    // own commit is not a command of a request), never for an event it did not write.
+    let commits = value_of(
+        &text,
+        "till_projection_commit_visible_seconds_count{projection=\"order_view\"}",
+    )
+    .unwrap_or(0.0);
+    let events = value_of(
+        &text,
+        "till_projection_visible_seconds_count{projection=\"order_view\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        commits >= 1.0 && commits < events,
+        "commit -> visible counted {commits} commits of {events} events"
     );
     assert!(
         value_of(
