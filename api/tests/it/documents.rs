@@ -207,3 +207,49 @@ async fn a_query_seen_before_answers_bad_variables_as_on_first_sight() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_query_seen_before_is_answered_charged_and_counted_as_on_first_sight() {
+    // Seen before, a query runs on the schema that validates only what depends on the
+    // variables (`AppData::known`): its answer, charge and metrics are as on first sight.
+    let app = spawn_app_with(|cfg| {
+        cfg.rate.rate_anonymous_max = 100_000;
+        cfg.rate.rate_anonymous_restore = 1;
+    })
+    .await;
+    let product = app.product("SEEN-1", 1234, 5).await;
+    let written = app.head_token().await;
+    let query = "query Seen($id: ID!) { product(id: $id) { id sku name \
+                 price { amount currency } available categoryPath { name } } }";
+    let (first_status, first) = app
+        .gql_after(None, &written, query, json!({ "id": product }))
+        .await;
+    assert_eq!(first["data"]["product"]["sku"], "SEEN-1", "{first}");
+    assert_eq!(first["data"]["product"]["available"], 5, "{first}");
+    for _ in 0..3 {
+        let before = available(&first);
+        let (status, body) = app.gql(None, query, json!({ "id": product })).await;
+        assert_eq!(
+            (status, without_cost(body.clone())),
+            (first_status, without_cost(first.clone()))
+        );
+        let cost = body["extensions"]["cost"]["requestedQueryCost"]
+            .as_i64()
+            .unwrap_or(0);
+        assert!(cost > 0, "{body}");
+        assert!(available(&body) < before, "charged: {body}");
+    }
+    let text = ok(
+        ok(app.http.get(format!("{}/metrics", app.base)).send().await)
+            .text()
+            .await,
+    );
+    assert_eq!(
+        value_of(
+            &text,
+            "till_graphql_operations_total{operation=\"Seen\",type=\"query\",outcome=\"ok\"}"
+        ),
+        Some(4.0),
+        "{text}"
+    );
+}

@@ -9,14 +9,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn value_of(metrics: &str, series_prefix: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(series_prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .reduce(f64::max)
-}
-
 #[tokio::test]
 async fn metrics_cover_every_family_with_bounded_labels() {
     let app = spawn_app_with(|cfg| {

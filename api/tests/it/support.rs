@@ -322,3 +322,13 @@ pub fn consistency_token(body: &Value, field: &str) -> String {
 pub fn code(body: &Value) -> Option<&str> {
     body["errors"][0]["extensions"]["code"].as_str()
 }
+
+/// The largest value of the series in Prometheus text `metrics` whose line starts with
+/// `series_prefix`.
+pub fn value_of(metrics: &str, series_prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(series_prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(f64::max)
+}
