@@ -126,14 +126,19 @@ fn available(body: &Value) -> i64 {
         .unwrap_or_else(|| panic!("no cost report: {body}"))
 }
 
-#[tokio::test]
-async fn a_query_seen_before_answers_bad_variables_as_on_first_sight() {
-    // Restoring one point a second, so what a request was charged shows in the bucket.
-    let app = spawn_app_with(|cfg| {
+/// A server whose anonymous bucket restores one point a second, so what a request was
+/// charged shows in the bucket.
+async fn charging_app() -> TestApp {
+    spawn_app_with(|cfg| {
         cfg.rate.rate_anonymous_max = 100_000;
         cfg.rate.rate_anonymous_restore = 1;
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_query_seen_before_answers_bad_variables_as_on_first_sight() {
+    let app = charging_app().await;
     let query = "query P($id: ID!, $first: Int) { product(id: $id) { id name } \
                  products(first: $first) { edges { node { id sku name } } } }";
     // The same document with one more space: another cache entry, same error positions.
@@ -212,11 +217,7 @@ async fn a_query_seen_before_answers_bad_variables_as_on_first_sight() {
 async fn a_query_seen_before_is_answered_charged_and_counted_as_on_first_sight() {
     // Seen before, a query runs on the schema that validates only what depends on the
     // variables (`AppData::known`): its answer, charge and metrics are as on first sight.
-    let app = spawn_app_with(|cfg| {
-        cfg.rate.rate_anonymous_max = 100_000;
-        cfg.rate.rate_anonymous_restore = 1;
-    })
-    .await;
+    let app = charging_app().await;
     let product = app.product("SEEN-1", 1234, 5).await;
     let written = app.head_token().await;
     let query = "query Seen($id: ID!) { product(id: $id) { id sku name \
