@@ -72,18 +72,13 @@ impl CommitTimes {
         out
     }
 
-    /// Commits remembered now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.recent
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .order
             .len()
-    }
-
-    /// Whether none is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

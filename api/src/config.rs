@@ -310,7 +310,7 @@ pub struct ProjectorTuning {
     #[arg(
         long = "projector-pace-ms",
         env = "TILL_PROJECTOR_PACE_MS",
-        default_value_t = 25,
+        default_value_t = till_read_models::DEFAULT_PACE_MS,
         value_parser = clap::value_parser!(u64).range(0..=1000)
     )]
     pub pace_ms: u64,

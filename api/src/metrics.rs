@@ -14,9 +14,9 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use till_domain::db::PgPool;
 use till_read_models::{Applied, ReadModels};
+use tokio::sync::{broadcast, watch};
 
 use crate::commit_times::CommitTimes;
-use tokio::sync::{broadcast, watch};
 
 /// Most distinct GraphQL operation names given their own label.
 pub const MAX_OPERATION_NAMES: usize = 200;

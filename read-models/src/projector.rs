@@ -22,6 +22,10 @@ use crate::progress::Progress;
 use crate::projections::{changes_of, Applied, Change, Projection};
 use till_domain::events::StoredEvent;
 
+/// The default [`ProjectorSettings::pace`], in milliseconds (also the default of
+/// `TILL_PROJECTOR_PACE_MS`).
+pub const DEFAULT_PACE_MS: u64 = 25;
+
 /// Tuning of the projector.
 #[derive(Debug, Clone)]
 pub struct ProjectorSettings {
@@ -47,7 +51,7 @@ impl Default for ProjectorSettings {
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
             horizon_retry: Duration::from_millis(5),
-            pace: Duration::from_millis(25),
+            pace: Duration::from_millis(DEFAULT_PACE_MS),
         }
     }
 }

@@ -146,8 +146,9 @@ async fn metrics_cover_every_family_with_bounded_labels() {
             >= 1.0,
         "the placed order's events were seen applied"
     );
-    // Once per command this process committed (placeOrder, payOrder; the payment job's
-    // own commit is not a command of a request), never for an event it did not write.
+    // Once per transaction of a command this process ran (placeOrder alone appends two
+    // events in one transaction), and not for the payment job's events: fewer than the
+    // events applied.
     let commits = value_of(
         &text,
         "till_projection_commit_visible_seconds_count{projection=\"order_view\"}",
