@@ -20,7 +20,7 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::{Authenticator, OidcVerifier, TokenService};
 use crate::config::{DbConfig, Mode, Secret, ServeConfig};
 use crate::graphql::cost::{BucketSettings, CostLimiter, RateSettings};
-use crate::graphql::{self, ApiState, Limits, TillSchema};
+use crate::graphql::{self, ApiState, Checks, Limits, TillSchema};
 use crate::http::documents::Documents;
 use crate::http::health::AdminState;
 use crate::metrics::Scrape;
@@ -53,6 +53,11 @@ pub struct AppData {
     /// The same schema for queries whose document passed its full validation before:
     /// it repeats only what depends on the variables (see `http::graphql::execute_one`).
     pub known: TillSchema,
+    /// The same again without the guard, for such queries whose cost is fixed: the HTTP
+    /// layer charges, limits and counts them itself.
+    pub priced: TillSchema,
+    /// Longest a query may run (None: no bound).
+    pub query_timeout: Option<Duration>,
     /// Resolver state.
     pub api: Arc<ApiState>,
     /// Mints Till's own tokens (tests and the CLI use it).
@@ -331,12 +336,10 @@ impl Application {
             query_timeout: (cfg.request_timeout_ms > 0)
                 .then(|| Duration::from_millis(cfg.request_timeout_ms)),
         };
+        let query_timeout = limits.query_timeout;
         let schema = graphql::build(Some(api.clone()), limits.clone());
-        let known = graphql::build_validating(
-            Some(api.clone()),
-            limits,
-            async_graphql::ValidationMode::Fast,
-        );
+        let known = graphql::build_checking(Some(api.clone()), limits.clone(), Checks::Known);
+        let priced = graphql::build_checking(Some(api.clone()), limits, Checks::Priced);
         crate::metrics::handle();
         let pool_for_admin = pool.clone();
         let api_reads = api.reads.clone();
@@ -344,6 +347,8 @@ impl Application {
             sdl: schema.sdl(),
             schema,
             known,
+            priced,
+            query_timeout,
             api,
             tokens: TokenService::new(&secret),
             auth: Authenticator::new(TokenService::new(&secret), oidc),

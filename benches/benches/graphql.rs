@@ -99,26 +99,34 @@ fn bench(c: &mut Criterion) {
         })
     });
     // As the server runs a query whose document it parsed and fully validated before:
-    // a copy of the cached parse, and the schema that repeats only cost and depth.
-    let known = graphql::build_validating(
-        Some(api.clone()),
-        limits(None),
-        async_graphql::ValidationMode::Fast,
-    );
+    // a copy of the cached parse, and the schema that repeats only cost and depth (with
+    // the guard when the cost depends on the variables, without it when it is fixed).
     let parsed = async_graphql::parser::parse_query(&by_id).ok();
-    c.bench_function("graphql_product_by_id_known_document", |b| {
-        b.to_async(&rt).iter(|| {
-            let schema = known.clone();
-            let mut request = async_graphql::Request::new(by_id.clone()).data(info.clone());
-            if let Some(doc) = &parsed {
-                request.set_parsed_query(doc.clone());
-            }
-            async move {
-                let r = schema.execute(request).await;
-                assert!(r.errors.is_empty(), "{:?}", r.errors);
-            }
-        })
-    });
+    for (name, checks) in [
+        (
+            "graphql_product_by_id_known_document",
+            graphql::Checks::Known,
+        ),
+        (
+            "graphql_product_by_id_priced_document",
+            graphql::Checks::Priced,
+        ),
+    ] {
+        let schema = graphql::build_checking(Some(api.clone()), limits(None), checks);
+        c.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let schema = schema.clone();
+                let mut request = async_graphql::Request::new(by_id.clone()).data(info.clone());
+                if let Some(doc) = &parsed {
+                    request.set_parsed_query(doc.clone());
+                }
+                async move {
+                    let r = schema.execute(request).await;
+                    assert!(r.errors.is_empty(), "{:?}", r.errors);
+                }
+            })
+        });
+    }
     c.bench_function("graphql_parse_product_by_id", |b| {
         b.iter(|| async_graphql::parser::parse_query(&by_id).map(|_| ()))
     });

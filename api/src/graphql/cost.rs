@@ -168,6 +168,26 @@ impl CostLimiter {
             Err(_) => refused(0, Duration::from_secs(u64::from(max.get() / restore) + 1)),
         }
     }
+
+    /// Pays a priced request's `cost` from its caller's bucket: the charge, and
+    /// THROTTLED (counted in `till_throttled_requests_total`) when it cannot be paid.
+    pub fn pay(&self, info: &RequestInfo, cost: usize) -> (Charge, Result<(), ServerError>) {
+        let c = self.charge(
+            &info.principal,
+            info.client_ip,
+            u32::try_from(cost).unwrap_or(u32::MAX),
+        );
+        if c.retry_after.is_none() {
+            return (c, Ok(()));
+        }
+        let class = match info.principal {
+            p if p.is_staff() => "staff",
+            Principal::User { .. } => "customer",
+            Principal::Anonymous => "anonymous",
+        };
+        metrics::counter!("till_throttled_requests_total", "class" => class).increment(1);
+        (c, Err(throttled(&c)))
+    }
 }
 
 /// Request data of a request that was already charged: a query run again with full
@@ -188,18 +208,6 @@ impl RequestCharge {
         }
     }
 
-    fn charge(&self, info: &RequestInfo, cost: usize) -> Charge {
-        let charge = self.limiter.charge(
-            &info.principal,
-            info.client_ip,
-            u32::try_from(cost).unwrap_or(u32::MAX),
-        );
-        if let Ok(mut slot) = self.charged.lock() {
-            *slot = Some(charge);
-        }
-        charge
-    }
-
     /// Pays the validated operation's complexity from the caller's bucket; THROTTLED
     /// when it cannot be paid.
     pub(super) fn pay(
@@ -213,17 +221,11 @@ impl RequestCharge {
         if ctx.data_opt::<Charged>().is_some() {
             return Ok(());
         }
-        let c = self.charge(info, result.complexity);
-        if c.retry_after.is_none() {
-            return Ok(());
+        let (charge, paid) = self.limiter.pay(info, result.complexity);
+        if let Ok(mut slot) = self.charged.lock() {
+            *slot = Some(charge);
         }
-        let class = match info.principal {
-            p if p.is_staff() => "staff",
-            Principal::User { .. } => "customer",
-            Principal::Anonymous => "anonymous",
-        };
-        metrics::counter!("till_throttled_requests_total", "class" => class).increment(1);
-        Err(vec![throttled(&c)])
+        paid.map_err(|e| vec![e])
     }
 
     /// Reports the charge in `extensions.cost`. Requests that never reached validation
@@ -231,17 +233,26 @@ impl RequestCharge {
     /// caller: see `charge_unpriced`.
     pub(super) fn report(&self, response: &mut Response) {
         if let Some(c) = self.charged.lock().ok().and_then(|c| *c) {
-            response.extensions.insert("cost".to_owned(), c.to_value());
+            report(&c, response);
         }
     }
+}
+
+/// Puts a charge in the response's `extensions.cost`.
+pub fn report(charge: &Charge, response: &mut Response) {
+    response
+        .extensions
+        .insert("cost".to_owned(), charge.to_value());
 }
 
 /// Charges one point for a response that was never priced (it failed before
 /// validation), so malformed requests are not free, and reports the bucket.
 pub fn charge_unpriced(limiter: &CostLimiter, info: &RequestInfo, response: &mut Response) {
     if !response.extensions.contains_key("cost") {
-        let c = limiter.charge(&info.principal, info.client_ip, 1);
-        response.extensions.insert("cost".to_owned(), c.to_value());
+        report(
+            &limiter.charge(&info.principal, info.client_ip, 1),
+            response,
+        );
     }
 }
 

@@ -4,6 +4,7 @@
 mod accounts;
 pub mod cost;
 pub mod error;
+pub mod fixed_cost;
 pub mod guard;
 pub mod ids;
 mod jobs;
@@ -98,30 +99,47 @@ pub struct Limits {
     pub query_timeout: Option<Duration>,
 }
 
-/// Builds the schema around shared state.
-pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
-    build_validating(state, limits, ValidationMode::Strict)
+/// How a schema checks the documents it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks {
+    /// Every validation rule, and the guard (limits, charge, operation metrics).
+    Full,
+    /// Only cost, depth and fragment cycles, and the guard: for documents that passed
+    /// `Full` before and whose cost depends on the variables.
+    Known,
+    /// Only cost, depth and fragment cycles, without the guard: for queries that passed
+    /// `Full` before and whose cost is fixed. The caller charges, limits the time and
+    /// counts them (see `http::graphql::execute_one`): with any extension installed,
+    /// async-graphql runs every field through its hooks, which cost a cached
+    /// `product(id:)` about an eighth of its time (benches/README.md, load run 12).
+    Priced,
 }
 
-/// Builds the schema with the given validation: `Fast` computes only cost and depth
-/// (and refuses fragment cycles), for documents that already passed `Strict`.
-pub fn build_validating(
-    state: Option<Arc<ApiState>>,
-    limits: Limits,
-    mode: ValidationMode,
-) -> TillSchema {
+/// Builds the schema around shared state.
+pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
+    build_checking(state, limits, Checks::Full)
+}
+
+/// Builds the schema with the given checks.
+pub fn build_checking(state: Option<Arc<ApiState>>, limits: Limits, checks: Checks) -> TillSchema {
+    let mode = match checks {
+        Checks::Full => ValidationMode::Strict,
+        Checks::Known | Checks::Priced => ValidationMode::Fast,
+    };
     let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription)
         .validation_mode(mode)
         .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
-        .extension(guard::Guard {
-            limits: limits::DocumentLimits {
+        .limit_complexity(limits.max_complexity);
+    if checks != Checks::Priced {
+        builder = builder.extension(guard::Guard::new(
+            limits::DocumentLimits {
                 max_aliases: limits.max_aliases,
                 max_root_fields: limits.max_root_fields,
             },
-            rate: limits.rate,
-            query_timeout: limits.query_timeout,
-        });
+            limits.rate,
+            limits.query_timeout,
+        ));
+    }
     if !limits.introspection {
         builder = builder.disable_introspection();
     }
@@ -141,24 +159,26 @@ pub fn build_validating(
 /// The SDL with types, fields, arguments and enum values sorted (the checked-in
 /// `schema.graphql`).
 pub fn sdl() -> String {
-    let schema = build(
-        None,
-        Limits {
-            max_depth: 64,
-            max_complexity: usize::MAX,
-            max_aliases: usize::MAX,
-            max_root_fields: usize::MAX,
-            introspection: true,
-            rate: None,
-            query_timeout: None,
-        },
-    );
+    let schema = build(None, open_limits());
     schema.sdl_with_options(
         SDLExportOptions::new()
             .sorted_fields()
             .sorted_arguments()
             .sorted_enum_items(),
     )
+}
+
+/// No limits beyond a generous depth, introspection on (the SDL export and tests).
+pub(crate) fn open_limits() -> Limits {
+    Limits {
+        max_depth: 64,
+        max_complexity: usize::MAX,
+        max_aliases: usize::MAX,
+        max_root_fields: usize::MAX,
+        introspection: true,
+        rate: None,
+        query_timeout: None,
+    }
 }
 
 pub(crate) fn state<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Arc<ApiState>> {

@@ -41,8 +41,9 @@ impl OperationScope {
         }
     }
 
-    /// Runs the operation in its span, cut short after the limit when it is a query,
-    /// and records its count, outcome and duration.
+    /// Runs the operation through [`observe`]. A request run again after its first
+    /// run raised an input error (marked `Charged`, see `http::graphql`) was counted by
+    /// that first run and is not counted again.
     pub(super) async fn execute(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -58,33 +59,55 @@ impl OperationScope {
                 None if ops.len() == 1 => ops.values().next().copied(),
                 None => None,
             });
-        let started = std::time::Instant::now();
-        let kind = match ty {
-            Some(OperationType::Query) => "query",
-            Some(OperationType::Mutation) => "mutation",
-            Some(OperationType::Subscription) => "subscription",
-            None => "unknown",
-        };
-        let name = crate::metrics::operation_label(operation_name);
-        let span = tracing::info_span!(
-            "graphql.operation",
-            otel.name = %format!("{kind} {name}"),
-            graphql.operation.name = %name,
-            graphql.operation.type = kind,
-        );
-        let response = async {
-            match (ty, self.limit) {
-                (Some(OperationType::Query), Some(limit)) => {
-                    match tokio::time::timeout(limit, next.run(ctx, operation_name)).await {
-                        Ok(response) => response,
-                        Err(_) => timed_out(operation_name, limit),
-                    }
+        let counted = ctx.data_opt::<super::cost::Charged>().is_none();
+        observe(
+            ty,
+            operation_name,
+            self.limit,
+            counted,
+            next.run(ctx, operation_name),
+        )
+        .await
+    }
+}
+
+/// Runs an operation in its span, cut short after `limit` when it is a query, and (when
+/// `counted`) records its count, outcome and duration.
+pub async fn observe(
+    ty: Option<OperationType>,
+    operation_name: Option<&str>,
+    limit: Option<Duration>,
+    counted: bool,
+    run: impl std::future::Future<Output = Response>,
+) -> Response {
+    let started = std::time::Instant::now();
+    let kind = match ty {
+        Some(OperationType::Query) => "query",
+        Some(OperationType::Mutation) => "mutation",
+        Some(OperationType::Subscription) => "subscription",
+        None => "unknown",
+    };
+    let name = crate::metrics::operation_label(operation_name);
+    let span = tracing::info_span!(
+        "graphql.operation",
+        otel.name = %format!("{kind} {name}"),
+        graphql.operation.name = %name,
+        graphql.operation.type = kind,
+    );
+    let response = async {
+        match (ty, limit) {
+            (Some(OperationType::Query), Some(limit)) => {
+                match tokio::time::timeout(limit, run).await {
+                    Ok(response) => response,
+                    Err(_) => timed_out(operation_name, limit),
                 }
-                _ => next.run(ctx, operation_name).await,
             }
+            _ => run.await,
         }
-        .instrument(span)
-        .await;
+    }
+    .instrument(span)
+    .await;
+    if counted {
         let outcome = if response.errors.is_empty() {
             "ok"
         } else {
@@ -94,8 +117,8 @@ impl OperationScope {
             .increment(1);
         metrics::histogram!("till_graphql_operation_duration_seconds", "operation" => name, "type" => kind)
             .record(started.elapsed().as_secs_f64());
-        response
     }
+    response
 }
 
 fn timed_out(operation_name: Option<&str>, limit: Duration) -> Response {
@@ -142,14 +165,14 @@ mod tests {
     #[tokio::test]
     async fn slow_queries_stop_and_mutations_finish() {
         let schema = Schema::build(Q, M, EmptySubscription)
-            .extension(crate::graphql::guard::Guard {
-                limits: crate::graphql::limits::DocumentLimits {
+            .extension(crate::graphql::guard::Guard::new(
+                crate::graphql::limits::DocumentLimits {
                     max_aliases: 10,
                     max_root_fields: 10,
                 },
-                rate: None,
-                query_timeout: Some(Duration::from_millis(50)),
-            })
+                None,
+                Some(Duration::from_millis(50)),
+            ))
             .finish();
         let r = schema.execute("{ slow }").await;
         let code = r

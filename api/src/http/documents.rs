@@ -9,12 +9,13 @@
 //! documents that parse are kept, and the limits that look at a document (depth,
 //! aliases, root fields, complexity) still run on every request. An entry also
 //! remembers whether its document once passed full validation, so that queries sent
-//! again skip the rules that depend on the document alone (see `http::graphql`).
+//! again skip the rules that depend on the document alone, and the document's cost when
+//! that does not depend on the variables (see `http::graphql`).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationDefinition, OperationType,
@@ -31,10 +32,12 @@ pub struct Documents {
     parsed: moka::sync::Cache<String, Arc<Parsed>>,
 }
 
-/// A parsed document, and whether it has passed full validation.
+/// A parsed document, whether it has passed full validation, and its cost when that
+/// does not depend on the variables.
 pub struct Parsed {
     document: ExecutableDocument,
     validated: AtomicBool,
+    fixed_cost: OnceLock<usize>,
 }
 
 impl Parsed {
@@ -42,12 +45,33 @@ impl Parsed {
     /// that looks at the document alone holds (the schema does not change while the
     /// process runs).
     pub fn validated(&self) -> bool {
-        self.validated.load(Ordering::Relaxed)
+        self.validated.load(Ordering::Acquire)
     }
 
-    /// Records that the document passed full validation.
-    pub fn mark_validated(&self) {
-        self.validated.store(true, Ordering::Relaxed);
+    /// Records that the document passed full validation, with its cost when that is
+    /// fixed (see `graphql::fixed_cost`).
+    pub fn mark_validated(&self, fixed_cost: Option<usize>) {
+        if let Some(cost) = fixed_cost {
+            let _ = self.fixed_cost.set(cost);
+        }
+        self.validated.store(true, Ordering::Release);
+    }
+
+    /// The cost of a validated document whose cost does not depend on the variables.
+    pub fn fixed_cost(&self) -> Option<usize> {
+        self.fixed_cost.get().copied()
+    }
+
+    /// The name of the operation a request selects, as the executor resolves it: the
+    /// requested one, else the only one when it is named.
+    pub fn operation_name<'a>(&'a self, requested: Option<&'a str>) -> Option<&'a str> {
+        match (&self.document.operations, requested) {
+            (_, Some(name)) => Some(name),
+            (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+                ops.keys().next().map(|n| n.as_str())
+            }
+            _ => None,
+        }
     }
 
     /// The operation a request selects (by `operation_name`), if the document has it.
@@ -184,6 +208,7 @@ impl Documents {
                     let parsed = Arc::new(Parsed {
                         document,
                         validated: AtomicBool::new(false),
+                        fixed_cost: OnceLock::new(),
                     });
                     self.parsed.insert(query.clone(), parsed.clone());
                     Some(parsed)

@@ -17,11 +17,12 @@ use till_domain::event_log::LogPoint;
 
 use crate::app::AppData;
 use crate::auth::{AuthError, Principal};
-use crate::graphql::cost::{charge_unpriced, Charged};
+use crate::graphql::cost::{self, charge_unpriced, Charged};
 use crate::graphql::error::{self, Code};
-use crate::graphql::RequestInfo;
+use crate::graphql::fixed_cost::FirstSight;
+use crate::graphql::{operations, RequestInfo};
 
-use super::documents::{Documents, Operation, Refused};
+use super::documents::{Documents, Operation, Parsed, Refused};
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json; charset=utf-8";
 const JSON: &str = "application/json; charset=utf-8";
@@ -263,16 +264,22 @@ fn with_context(request: Request, info: &RequestInfo) -> Request {
 
 /// Executes one request with its per-request context; every error gets a code.
 ///
-/// A query whose document passed full validation before runs on `AppData::known`,
-/// which repeats only the analysis that depends on the request's variables (cost,
-/// depth) instead of every validation rule again. The one rule that also looks at
-/// variables checks their values against the arguments they feed; on `known` a bad
-/// value is caught instead when the argument is read, as an error async-graphql
-/// raises without a code. Such a response is thrown away and the request runs again
-/// with full validation, so the client gets the same request error as on first sight
-/// (queries have no effects; the rate limit is charged once). A bad variable that is
-/// never read as an argument (only in `@skip`/`@include`, or below a null parent) is
-/// not caught this way (docs/security.md).
+/// A query whose document passed full validation before skips the rules that depend
+/// on the document alone:
+/// - when its cost depends on the variables, it runs on `AppData::known`, which
+///   repeats only that analysis (cost, depth) and the guard;
+/// - when its cost is fixed (`graphql::fixed_cost`), it runs on `AppData::priced`,
+///   with no extension: this function charges the cost noted on its first run, and
+///   limits its time and counts it as the guard would.
+///
+/// The one rule that also looks at variables checks their values against the arguments
+/// they feed; on those schemas a bad value is caught instead when the argument is read,
+/// as an error async-graphql raises without a code. Such a response is thrown away and
+/// the request runs again with full validation, so the client gets the same request
+/// error as on first sight (queries have no effects; the rate limit is charged and the
+/// operation counted once). A bad variable that is never read as an argument (only in
+/// `@skip`/`@include`, or below a null parent) is not caught this way
+/// (docs/security.md).
 pub(super) async fn execute_one(
     data: &AppData,
     op: Operation,
@@ -302,7 +309,10 @@ pub(super) async fn execute_one(
                 request.operation_name.clone(),
                 request.variables.clone(),
             );
-            let first = data.known.execute(with_context(request, info)).await;
+            let first = match parsed.fixed_cost() {
+                Some(cost) => run_priced(data, parsed, request, info, cost).await,
+                None => data.known.execute(with_context(request, info)).await,
+            };
             if first.errors.iter().all(has_code) {
                 first
             } else {
@@ -322,10 +332,14 @@ pub(super) async fn execute_one(
             }
         }
         None => {
-            let response = data.schema.execute(with_context(request, info)).await;
+            let seen = Arc::new(FirstSight::default());
+            let response = data
+                .schema
+                .execute(with_context(request, info).data(seen.clone()))
+                .await;
             if response.errors.is_empty() {
                 if let Some(parsed) = &parsed {
-                    parsed.mark_validated();
+                    parsed.mark_validated(seen.fixed_cost());
                 }
             }
             response
@@ -334,6 +348,45 @@ pub(super) async fn execute_one(
     let mut response = with_codes(response);
     if let Some(limiter) = &data.rate {
         charge_unpriced(limiter, info, &mut response);
+    }
+    response
+}
+
+/// Runs a validated query of fixed `cost` on the schema without the guard, doing the
+/// guard's work around it: the charge (refused with THROTTLED before anything runs), the
+/// time limit, and the operation's span and metrics. The document limits held on its
+/// first run and depend on its text alone.
+async fn run_priced(
+    data: &AppData,
+    parsed: &Parsed,
+    request: Request,
+    info: &RequestInfo,
+    cost: usize,
+) -> async_graphql::Response {
+    let charge = match &data.rate {
+        Some(limiter) => match limiter.pay(info, cost) {
+            (charge, Ok(())) => Some(charge),
+            (charge, Err(refused)) => {
+                let mut response = async_graphql::Response::from_errors(vec![refused]);
+                cost::report(&charge, &mut response);
+                return response;
+            }
+        },
+        None => None,
+    };
+    let name = parsed
+        .operation_name(request.operation_name.as_deref())
+        .map(str::to_owned);
+    let mut response = operations::observe(
+        Some(OperationType::Query),
+        name.as_deref(),
+        data.query_timeout,
+        true,
+        data.priced.execute(with_context(request, info)),
+    )
+    .await;
+    if let Some(charge) = charge {
+        cost::report(&charge, &mut response);
     }
     response
 }

@@ -215,8 +215,9 @@ async fn a_query_seen_before_answers_bad_variables_as_on_first_sight() {
 
 #[tokio::test]
 async fn a_query_seen_before_is_answered_charged_and_counted_as_on_first_sight() {
-    // Seen before, a query runs on the schema that validates only what depends on the
-    // variables (`AppData::known`): its answer, charge and metrics are as on first sight.
+    // Seen before, a query runs on a schema that validates only what depends on the
+    // variables (here `AppData::priced`, its cost being fixed): its answer, charge and
+    // metrics are as on first sight.
     let app = charging_app().await;
     let product = app.product("SEEN-1", 1234, 5).await;
     let written = app.head_token().await;
@@ -238,6 +239,7 @@ async fn a_query_seen_before_is_answered_charged_and_counted_as_on_first_sight()
             .as_i64()
             .unwrap_or(0);
         assert!(cost > 0, "{body}");
+        assert_eq!(cost, cost_of(&first), "{body}");
         assert!(available(&body) < before, "charged: {body}");
     }
     let text = ok(
@@ -252,5 +254,85 @@ async fn a_query_seen_before_is_answered_charged_and_counted_as_on_first_sight()
         ),
         Some(4.0),
         "{text}"
+    );
+}
+
+fn cost_of(body: &Value) -> i64 {
+    body["extensions"]["cost"]["requestedQueryCost"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no cost report: {body}"))
+}
+
+#[tokio::test]
+async fn a_fixed_cost_query_seen_before_pays_its_first_price_and_answers_alike() {
+    // `product(id:)` costs the same whatever `$id` is: seen before, the query runs on the
+    // schema without the guard, charged the cost its first run computed.
+    let app = charging_app().await;
+    let product = app.product("FIXED-1", 990, 3).await;
+    let written = app.head_token().await;
+    let query = "query Fixed($id: ID!) { product(id: $id) { id sku name available } }";
+    let (first_status, first) = app
+        .gql_after(None, &written, query, json!({ "id": product }))
+        .await;
+    assert_eq!(first["data"]["product"]["sku"], "FIXED-1", "{first}");
+    let (status, again) = app.gql(None, query, json!({ "id": product })).await;
+    assert_eq!(
+        (status, without_cost(again.clone())),
+        (first_status, without_cost(first.clone()))
+    );
+    assert_eq!(cost_of(&again), cost_of(&first), "{first} {again}");
+    assert!(available(&again) < available(&first), "charged: {again}");
+
+    // A bad value for `$id` answers as it does on a document's first sight; the request
+    // is charged and counted once although it ran twice.
+    let fresh = format!("{query} ");
+    let bad = json!({ "id": { "not": "an id" } });
+    let (fresh_status, fresh_body) = app.gql(None, &fresh, bad.clone()).await;
+    assert!(
+        fresh_body["errors"][0]["message"].is_string(),
+        "{fresh_body}"
+    );
+    let before = available(&fresh_body);
+    let (status, body) = app.gql(None, query, bad).await;
+    assert_eq!(
+        (status, without_cost(body.clone())),
+        (fresh_status, without_cost(fresh_body.clone()))
+    );
+    let spent = before - available(&body);
+    assert!(
+        spent <= cost_of(&first) + 1,
+        "charged once: spent {spent}, cost {}: {body}",
+        cost_of(&first)
+    );
+    let text = ok(
+        ok(app.http.get(format!("{}/metrics", app.base)).send().await)
+            .text()
+            .await,
+    );
+    let count = |outcome: &str| {
+        value_of(
+            &text,
+            &format!(
+                "till_graphql_operations_total{{operation=\"Fixed\",type=\"query\",outcome=\"{outcome}\"}}"
+            ),
+        )
+    };
+    assert_eq!(count("ok"), Some(2.0), "{text}");
+    // A first sight refused by validation never executes, so it is not counted; the
+    // request seen before is counted once, by the run that was thrown away.
+    assert_eq!(count("error"), Some(1.0), "{text}");
+}
+
+#[tokio::test]
+async fn a_query_whose_cost_depends_on_its_variables_is_priced_by_them_every_time() {
+    let app = charging_app().await;
+    let query = "query Page($n: Int) { products(first: $n) { edges { node { id } } } }";
+    let (_, small) = app.gql(None, query, json!({ "n": 1 })).await;
+    let (_, again) = app.gql(None, query, json!({ "n": 1 })).await;
+    let (_, large) = app.gql(None, query, json!({ "n": 30 })).await;
+    assert_eq!(cost_of(&again), cost_of(&small), "{small} {again}");
+    assert!(
+        cost_of(&large) > cost_of(&small),
+        "a larger page costs more when seen before: {small} {large}"
     );
 }
