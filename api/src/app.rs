@@ -434,7 +434,7 @@ impl Application {
                 ))
                 .wrap(crate::http::security_headers())
                 .wrap(crate::http::cors(&origins))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
                 .wrap(actix_web::middleware::from_fn(crate::http::record_metrics))
                 .configure(crate::http::configure)
                 .configure(|c| {
