@@ -337,9 +337,10 @@ impl Application {
                 .then(|| Duration::from_millis(cfg.request_timeout_ms)),
         };
         let query_timeout = limits.query_timeout;
-        let schema = graphql::build(Some(api.clone()), limits.clone());
-        let known = graphql::build_checking(Some(api.clone()), limits.clone(), Checks::Known);
-        let priced = graphql::build_checking(Some(api.clone()), limits, Checks::Priced);
+        let shared = graphql::Shared::new(api.clone());
+        let schema = graphql::build_checking(Some(&shared), limits.clone(), Checks::Full);
+        let known = graphql::build_checking(Some(&shared), limits.clone(), Checks::Known);
+        let priced = graphql::build_checking(Some(&shared), limits, Checks::Priced);
         crate::metrics::handle();
         let pool_for_admin = pool.clone();
         let api_reads = api.reads.clone();

@@ -112,7 +112,8 @@ fn bench(c: &mut Criterion) {
             graphql::Checks::Priced,
         ),
     ] {
-        let schema = graphql::build_checking(Some(api.clone()), limits(None), checks);
+        let shared = graphql::Shared::new(api.clone());
+        let schema = graphql::build_checking(Some(&shared), limits(None), checks);
         c.bench_function(name, |b| {
             b.to_async(&rt).iter(|| {
                 let schema = schema.clone();

@@ -4,8 +4,8 @@
 //! connections' `first.unwrap_or(20) * child_complexity + 1`), and only when one of its
 //! arguments is a variable; every other part of a document's cost, and its depth, is
 //! fixed by its text. A document with one operation and no such argument is priced once,
-//! on its first full run, and later runs of it skip the per-request analysis (see
-//! `http::graphql::execute_one`).
+//! on its first full run, and later runs of it are charged that cost and skip the
+//! guard extension (see `http::graphql::execute_one`).
 //!
 //! The check is by field name across every type, so a field is taken as priced by its
 //! arguments when a field of that name is anywhere in the schema: it may call a fixed

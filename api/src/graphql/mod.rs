@@ -112,16 +112,44 @@ pub enum Checks {
     /// counts them (see `http::graphql::execute_one`): with any extension installed,
     /// async-graphql runs every field through its hooks, which cost a cached
     /// `product(id:)` about an eighth of its time (benches/README.md, load run 12).
+    /// Cost and depth are still computed by the fast validation, for the limits.
     Priced,
+}
+
+/// What the schemas of one process share: the resolver state and the product loader.
+#[derive(Clone)]
+pub struct Shared {
+    state: Arc<ApiState>,
+    products: Arc<ProductLoader>,
+}
+
+/// The loader of products that are not in the read-model cache.
+pub type ProductLoader = async_graphql::dataloader::DataLoader<loaders::ProductLoader>;
+
+impl Shared {
+    /// One loader per process: it keeps no cache of its own (products come from the
+    /// read-model cache), so sharing it is safe, costs no per-request set-up, and
+    /// concurrent requests' misses, on whichever schema, are gathered into the same
+    /// query.
+    pub fn new(state: Arc<ApiState>) -> Self {
+        let products = async_graphql::dataloader::DataLoader::new(
+            loaders::ProductLoader(state.reads.clone()),
+            tokio::spawn,
+        );
+        Self {
+            state,
+            products: Arc::new(products),
+        }
+    }
 }
 
 /// Builds the schema around shared state.
 pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
-    build_checking(state, limits, Checks::Full)
+    build_checking(state.map(Shared::new).as_ref(), limits, Checks::Full)
 }
 
 /// Builds the schema with the given checks.
-pub fn build_checking(state: Option<Arc<ApiState>>, limits: Limits, checks: Checks) -> TillSchema {
+pub fn build_checking(shared: Option<&Shared>, limits: Limits, checks: Checks) -> TillSchema {
     let mode = match checks {
         Checks::Full => ValidationMode::Strict,
         Checks::Known | Checks::Priced => ValidationMode::Fast,
@@ -143,15 +171,10 @@ pub fn build_checking(state: Option<Arc<ApiState>>, limits: Limits, checks: Chec
     if !limits.introspection {
         builder = builder.disable_introspection();
     }
-    if let Some(state) = state {
-        // One loader per process: it keeps no cache of its own (products come from the
-        // read-model cache), so sharing it is safe, costs no per-request set-up, and
-        // concurrent requests' misses are gathered into the same query.
-        let products = async_graphql::dataloader::DataLoader::new(
-            loaders::ProductLoader(state.reads.clone()),
-            tokio::spawn,
-        );
-        builder = builder.data(state).data(products);
+    if let Some(shared) = shared {
+        builder = builder
+            .data(shared.state.clone())
+            .data(shared.products.clone());
     }
     builder.finish()
 }

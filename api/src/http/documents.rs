@@ -7,7 +7,8 @@
 //! Parsed documents are cached by their text (bounded by weight), so a storefront that
 //! sends the same few operations does not pay the parser on every request; only
 //! documents that parse are kept, and the limits that look at a document (depth,
-//! aliases, root fields, complexity) still run on every request. An entry also
+//! aliases, root fields, complexity) still run on every request, except the alias and
+//! root-field limits of fixed-cost queries seen before, which depend on the text alone. An entry also
 //! remembers whether its document once passed full validation, so that queries sent
 //! again skip the rules that depend on the document alone, and the document's cost when
 //! that does not depend on the variables (see `http::graphql`).
@@ -77,7 +78,9 @@ impl Parsed {
     /// The operation a request selects (by `operation_name`), if the document has it.
     fn selected(&self, operation_name: Option<&str>) -> Option<&OperationDefinition> {
         let op = match (&self.document.operations, operation_name) {
-            (DocumentOperations::Single(op), _) => Some(op),
+            (DocumentOperations::Single(op), None) => Some(op),
+            // The executor refuses a name for an unnamed operation.
+            (DocumentOperations::Single(_), Some(_)) => None,
             (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
             (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
             (DocumentOperations::Multiple(_), None) => None,

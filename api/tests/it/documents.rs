@@ -336,3 +336,31 @@ async fn a_query_whose_cost_depends_on_its_variables_is_priced_by_them_every_tim
         "a larger page costs more when seen before: {small} {large}"
     );
 }
+
+#[tokio::test]
+async fn a_name_for_an_unnamed_operation_is_refused_alike_and_not_counted() {
+    let app = charging_app().await;
+    let query = "{ categories { slug } }";
+    let body = json!({ "query": query, "operationName": "Invented" });
+    let first = post(&app, body.clone()).await;
+    assert!(
+        first.1["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Unknown operation")),
+        "{first:?}"
+    );
+    // The document passes full validation without the name, so it is seen before.
+    let (status, plain) = app.gql(None, query, json!({})).await;
+    assert_eq!(status, 200, "{plain}");
+    let (status, again) = post(&app, body).await;
+    assert_eq!(
+        (status, without_cost(again.clone())),
+        (first.0, without_cost(first.1.clone()))
+    );
+    let text = ok(
+        ok(app.http.get(format!("{}/metrics", app.base)).send().await)
+            .text()
+            .await,
+    );
+    assert!(!text.contains("operation=\"Invented\""), "{text}");
+}

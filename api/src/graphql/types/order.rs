@@ -9,7 +9,7 @@ use till_read_models::views::{OrderLineView, OrderView};
 use super::catalog::Product;
 use super::money::Money;
 use crate::graphql::ids::{self, Kind};
-use crate::graphql::{loaders::ProductLoader, principal, state};
+use crate::graphql::{principal, state};
 
 /// Lifecycle of an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -132,7 +132,7 @@ impl OrderLine {
         if let Some(p) = state(ctx)?.reads.cached_product(self.line.product_id).await {
             return Ok(Some(Product(p)));
         }
-        let loader = ctx.data::<async_graphql::dataloader::DataLoader<ProductLoader>>()?;
+        let loader = ctx.data::<Arc<crate::graphql::ProductLoader>>()?;
         Ok(loader.load_one(self.line.product_id).await?.map(Product))
     }
     /// Global id of the product.
