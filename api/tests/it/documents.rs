@@ -242,11 +242,7 @@ async fn a_query_seen_before_is_answered_charged_and_counted_as_on_first_sight()
         assert_eq!(cost, cost_of(&first), "{body}");
         assert!(available(&body) < before, "charged: {body}");
     }
-    let text = ok(
-        ok(app.http.get(format!("{}/metrics", app.base)).send().await)
-            .text()
-            .await,
-    );
+    let text = app.metrics_text().await;
     assert_eq!(
         value_of(
             &text,
@@ -304,11 +300,7 @@ async fn a_fixed_cost_query_seen_before_pays_its_first_price_and_answers_alike()
         "charged once: spent {spent}, cost {}: {body}",
         cost_of(&first)
     );
-    let text = ok(
-        ok(app.http.get(format!("{}/metrics", app.base)).send().await)
-            .text()
-            .await,
-    );
+    let text = app.metrics_text().await;
     let count = |outcome: &str| {
         value_of(
             &text,
@@ -357,10 +349,6 @@ async fn a_name_for_an_unnamed_operation_is_refused_alike_and_not_counted() {
         (status, without_cost(again.clone())),
         (first.0, without_cost(first.1.clone()))
     );
-    let text = ok(
-        ok(app.http.get(format!("{}/metrics", app.base)).send().await)
-            .text()
-            .await,
-    );
+    let text = app.metrics_text().await;
     assert!(!text.contains("operation=\"Invented\""), "{text}");
 }

@@ -93,11 +93,7 @@ async fn metrics_cover_every_family_with_bounded_labels() {
     // The payment job ran (tok_flaky fails twice first).
     let started = Instant::now();
     let text = loop {
-        let text = ok(
-            ok(app.http.get(format!("{}/metrics", app.base)).send().await)
-                .text()
-                .await,
-        );
+        let text = app.metrics_text().await;
         if text.contains("till_job_duration_seconds_count{queue=\"payments\",outcome=\"ok\"}") {
             break text;
         }

@@ -141,11 +141,7 @@ async fn an_admin_rebuilds_a_projection_while_the_storefront_keeps_answering() {
     // Counted in /metrics (once the rebuild's task has finished, right after its row).
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let text = ok(
-            ok(app.http.get(format!("{}/metrics", app.base)).send().await)
-                .text()
-                .await,
-        );
+        let text = app.metrics_text().await;
         let done = text.lines().any(|l| {
             l.starts_with("till_projection_rebuilds_total{")
                 && l.contains("projection=\"product_view\"")

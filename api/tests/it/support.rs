@@ -262,6 +262,15 @@ impl TestApp {
         row.n
     }
 
+    /// The text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        ok(
+            ok(self.http.get(format!("{}/metrics", self.base)).send().await)
+                .text()
+                .await,
+        )
+    }
+
     /// A consistency token for everything written so far.
     pub async fn head_token(&self) -> String {
         let mut conn = ok(self.db.pool.get().await);
