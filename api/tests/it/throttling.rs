@@ -114,3 +114,38 @@ async fn spending_faster_than_the_restore_rate_is_throttled_then_refills() {
     let (_, body) = app.gql(None, "{ nope", json!({})).await;
     assert_eq!(throttle(&body).0, 1, "{body}");
 }
+
+#[tokio::test]
+async fn a_query_priced_by_its_variables_is_throttled_when_seen_before_too() {
+    // `QUERY` above costs the same every time, so once seen it is charged by the HTTP
+    // layer; this one is priced by `$n` on every request, by the guard.
+    let app = spawn_app_with(|cfg| {
+        cfg.rate.rate_anonymous_max = 100;
+        cfg.rate.rate_anonymous_restore = 1;
+    })
+    .await;
+    let query = "query Page($n: Int) { products(first: $n) { edges { node { sku } } } }";
+    let mut costs = Vec::new();
+    let (status, retry, body) = loop {
+        let resp = ok(app
+            .http
+            .post(format!("{}/graphql", app.base))
+            .json(&json!({ "query": query, "variables": { "n": 10 } }))
+            .send()
+            .await);
+        let status = resp.status().as_u16();
+        let retry = resp.headers().get("retry-after").cloned();
+        let body: Value = ok(resp.json().await);
+        costs.push(throttle(&body).0);
+        if status != 200 || costs.len() > 20 {
+            break (status, retry, body);
+        }
+    };
+    assert_eq!(status, 429, "never throttled: {costs:?} {body}");
+    assert_eq!(code(&body), Some("THROTTLED"), "{body}");
+    assert!(retry.is_some(), "429 without Retry-After");
+    assert!(
+        costs.windows(2).all(|w| w[0] == w[1] && w[0] > 20),
+        "every request priced alike by its variables: {costs:?}"
+    );
+}
