@@ -228,6 +228,22 @@ impl Application {
             }
         }
         let pool = till_domain::db::pool(&database.url, &cfg.db.pool_settings());
+        // Each HTTP worker's commands get a shard of the pool's size split between the
+        // workers (`db::shard`); the pool itself serves reads, jobs and the rest.
+        let http_workers = match cfg.http_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let shard_settings = till_domain::db::PoolSettings {
+            max_size: cfg
+                .db
+                .db_pool_size
+                .div_ceil(u32::try_from(http_workers).unwrap_or(u32::MAX))
+                .max(1),
+            ..cfg.db.pool_settings()
+        };
+        let shards = till_domain::db::shard::Shards::default();
+        let shard_url = database.url.clone();
         let cache = ReadCache::new(CacheSettings {
             max_bytes: cfg.cache_max_bytes,
             idle: Duration::from_secs(cfg.cache_idle_s),
@@ -374,6 +390,8 @@ impl Application {
                 scrape: Scrape {
                     pool: pool_for_admin,
                     pool_max: cfg.db.db_pool_size,
+                    shards: shards.clone(),
+                    shard_max: shard_settings.max_size,
                     reads: api_reads,
                 },
                 shutting_down: Arc::new(AtomicBool::new(false)),
@@ -426,6 +444,11 @@ impl Application {
             .filter(|o| !o.is_empty())
             .collect();
         let mut server = HttpServer::new(move || {
+            // Runs once on each worker's thread, inside its runtime.
+            till_domain::db::shard::adopt(
+                till_domain::db::pool(&shard_url, &shard_settings),
+                &shards,
+            );
             App::new()
                 .app_data(shared.clone())
                 .app_data(admin.clone())
@@ -446,9 +469,7 @@ impl Application {
         })
         .disable_signals()
         .shutdown_timeout(cfg.shutdown_timeout_s);
-        if cfg.http_workers > 0 {
-            server = server.workers(cfg.http_workers);
-        }
+        server = server.workers(http_workers);
         let server = server.listen(listener)?.run();
         Ok(Self {
             server,

@@ -558,6 +558,8 @@ async fn worker(
             scrape: crate::metrics::Scrape {
                 pool: pool.clone(),
                 pool_max: db.db_pool_size,
+                shards: Default::default(),
+                shard_max: 0,
                 reads: ReadModels::new(pool.clone(), cache, progress),
             },
             shutting_down: shutting_down.clone(),

@@ -95,8 +95,9 @@ pub struct DbConfig {
     #[arg(long, env = "TILL_PG_PORT", default_value_t = 0)]
     pub pg_port: u16,
 
-    /// Most connections in the pool. More connections than the database has cores to
-    /// run them add contention, not throughput (see docs/operations.md, "Sizing").
+    /// Most connections in the pool; `serve` also splits this many between its HTTP
+    /// workers' command shards. More connections than the database has cores to run
+    /// them add contention, not throughput (see docs/operations.md, "Sizing").
     #[arg(long, env = "TILL_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: u32,
 

@@ -243,6 +243,10 @@ pub struct Scrape {
     pub pool: PgPool,
     /// Its configured size.
     pub pool_max: u32,
+    /// The HTTP workers' shards of the commands' connections, reported with it.
+    pub shards: till_domain::db::shard::Shards,
+    /// Connections of one shard.
+    pub shard_max: u32,
     /// Caches and projections.
     pub reads: ReadModels,
 }
@@ -253,14 +257,21 @@ impl Scrape {
         let Some(handle) = handle() else {
             return String::new();
         };
-        let state = self.pool.state();
-        let idle = f64::from(state.idle_connections);
-        let total = f64::from(state.connections);
+        let shards = self.shards.all();
+        let (mut idle, mut total, mut waited, mut timed_out) = (0.0, 0.0, 0, 0);
+        for pool in std::iter::once(&self.pool).chain(&shards) {
+            let state = pool.state();
+            idle += f64::from(state.idle_connections);
+            total += f64::from(state.connections);
+            waited += state.statistics.get_waited;
+            timed_out += state.statistics.get_timed_out;
+        }
+        let max = u64::from(self.pool_max) + u64::from(self.shard_max) * shards.len() as u64;
         gauge!("till_db_pool_connections", "state" => "idle").set(idle);
         gauge!("till_db_pool_connections", "state" => "in_use").set((total - idle).max(0.0));
-        gauge!("till_db_pool_max_connections").set(f64::from(self.pool_max));
-        counter!("till_db_pool_waits_total").absolute(state.statistics.get_waited);
-        counter!("till_db_pool_acquire_timeouts_total").absolute(state.statistics.get_timed_out);
+        gauge!("till_db_pool_max_connections").set(max as f64);
+        counter!("till_db_pool_waits_total").absolute(waited);
+        counter!("till_db_pool_acquire_timeouts_total").absolute(timed_out);
 
         for c in self.reads.cache().snapshot() {
             let name = c.kind.name();

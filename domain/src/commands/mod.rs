@@ -168,8 +168,9 @@ impl Commands {
         let mut tries = 0;
         loop {
             tries += 1;
-            let conn = self
-                .pool
+            // On an HTTP worker, its own shard (`db::shard`), else the commands' pool.
+            let pool = crate::db::shard::current().unwrap_or_else(|| self.pool.clone());
+            let conn = pool
                 .get_owned()
                 .instrument(tracing::info_span!("db.acquire"))
                 .await?;

@@ -5,6 +5,7 @@ pub mod embedded;
 pub mod listen;
 pub mod plans;
 pub mod prepared;
+pub mod shard;
 #[cfg(feature = "testing")]
 pub mod testing;
 
