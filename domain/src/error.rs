@@ -38,6 +38,11 @@ pub enum DomainError {
         /// Units available when the order was placed.
         available: i32,
     },
+    /// Stock an order read as available was taken by another order before its
+    /// reservation (the database refused the oversell). Placing the order again reads
+    /// the new level.
+    #[error("the stock changed while the order was placed; try again")]
+    StockChanged,
     /// The entity is in a state that does not allow this command.
     #[error("{0}")]
     InvalidState(String),
@@ -86,6 +91,11 @@ impl From<diesel::result::Error> for DomainError {
             E::DatabaseError(K::SerializationFailure, info) => {
                 Self::Transient(info.message().to_owned())
             }
+            E::DatabaseError(K::CheckViolation, ref info)
+                if info.constraint_name() == Some(STOCK_CONSTRAINT) =>
+            {
+                Self::StockChanged
+            }
             E::DatabaseError(K::UnableToSendCommand | K::ClosedConnection, info) => {
                 Self::Unavailable(info.message().to_owned())
             }
@@ -100,6 +110,9 @@ impl From<diesel::result::Error> for DomainError {
         }
     }
 }
+
+/// The inventory CHECK constraint that keeps available stock from going below zero.
+const STOCK_CONSTRAINT: &str = "inventory_available_not_negative";
 
 /// PostgreSQL's messages for a server that is going away, starting, recovering or
 /// cancelling work (SQLSTATE class 57 and statement timeouts): the request may be

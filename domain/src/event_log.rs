@@ -91,6 +91,9 @@ impl EventMeta {
 pub struct Writes<'f> {
     query: BoxedSqlQuery<'f, Pg, SqlQuery>,
     binds: usize,
+    /// SQL for each event's stored payload, where `t.payload` is the one given
+    /// (`t.event_type` and `t.stream_id` are there too).
+    payload: &'static str,
 }
 
 impl<'f> Writes<'f> {
@@ -99,7 +102,17 @@ impl<'f> Writes<'f> {
         Self {
             query: diesel::sql_query("WITH ").into_boxed(),
             binds: 0,
+            payload: "t.payload",
         }
+    }
+
+    /// Stores each event's payload as `sql` computes it instead of as given: for
+    /// values only the writes know (what an UPDATE's RETURNING saw), which the payload
+    /// given holds a placeholder for. `sql` may read `t.payload`, `t.event_type`,
+    /// `t.stream_id` and the CTEs added so far.
+    pub fn payload(mut self, sql: &'static str) -> Self {
+        self.payload = sql;
+        self
     }
 
     /// Adds `name AS (body)`; its binds are numbered after those added so far.
@@ -164,7 +177,7 @@ pub async fn append_with(
     let sql = format!(
         "appended AS ( \
            INSERT INTO events (event_type, event_version, stream_type, stream_id, payload, actor, correlation_id) \
-           SELECT t.event_type, t.event_version, t.stream_type, t.stream_id, t.payload, {actor}, {correlation} \
+           SELECT t.event_type, t.event_version, t.stream_type, t.stream_id, {payload}, {actor}, {correlation} \
            FROM unnest({}::text[], {}::int2[], {}::text[], {}::uuid[], {}::jsonb[]) \
              WITH ORDINALITY AS t(event_type, event_version, stream_type, stream_id, payload, n) \
            ORDER BY t.n \
@@ -177,6 +190,7 @@ pub async fn append_with(
         arg(5),
         actor = arg(6),
         correlation = arg(7),
+        payload = writes.payload,
     );
     let point: Point = writes
         .query

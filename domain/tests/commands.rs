@@ -1,7 +1,7 @@
 //! Given/when/then tests of the command rules against a real PostgreSQL database.
 
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use till_domain::commands::{
     CommandContext, Commands, NewCategory, NewCustomer, NewProduct, OrderLineInput, ProductPatch,
 };
@@ -454,6 +454,128 @@ async fn concurrent_two_line_orders_neither_deadlock_nor_oversell_and_report_eve
     }
 }
 
+/// Holds `units` of `p` reserved in a transaction left open on a connection of its own,
+/// and waits until a command's statement queues behind its row lock (another session
+/// waiting for a lock).
+struct Blocker {
+    conn: till_domain::db::PooledConn<'static>,
+}
+
+impl Blocker {
+    async fn reserve(w: &World, p: ProductId, units: i32) -> Self {
+        let mut conn =
+            w.db.pool
+                .get_owned()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        conn.batch_execute(&format!(
+            "BEGIN; UPDATE inventory SET reserved = reserved + {units}, version = version + 1 \
+             WHERE product_id = '{}'",
+            p.0
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        Self { conn }
+    }
+
+    async fn wait_for_a_waiter(&mut self) {
+        for _ in 0..500 {
+            let waiting: i64 = diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .get_result(&mut self.conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("no statement queued behind the held row lock");
+    }
+
+    async fn commit(mut self) {
+        self.conn
+            .batch_execute("COMMIT")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Stock that another order takes between an order's read and its reservation: the
+/// order reserves on top of the new level (when it still fits) and its StockReserved
+/// event reports the level the reservation left, not the one it read; when it no
+/// longer fits, the database refuses the oversell and the order is told OUT_OF_STOCK
+/// with the level as it now is, writing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_taken_between_an_orders_read_and_its_reservation_is_counted() {
+    let w = World::new().await;
+    let a = w.product("RACE-1", 100, 10).await;
+    let ann = w.customer("race@example.com").await;
+    let ctx = CommandContext::user(ann, Role::Customer);
+    let place = |q: i64| {
+        let (cmd, ctx, eur) = (w.cmd.clone(), ctx.clone(), w.eur.clone());
+        tokio::spawn(async move { cmd.place_order(&ctx, ann, vec![line(a, q)], &eur).await })
+    };
+
+    // given 3 of 10 units held by a transaction still open
+    let mut other = Blocker::reserve(&w, a, 3).await;
+    // when an order of 2 reads 10 available, then queues behind the held row
+    let order = place(2);
+    other.wait_for_a_waiter().await;
+    other.commit().await;
+    // then it reserves on top of the 3
+    let placed = order
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(w.stock(a).await, (10, 5));
+    let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let reported: (i64, i64, i64) = events::table
+        .filter(events::event_type.eq("StockReserved"))
+        .filter(events::stream_id.eq(a.0))
+        .select(diesel::dsl::sql::<(
+            diesel::sql_types::BigInt,
+            diesel::sql_types::BigInt,
+            diesel::sql_types::BigInt,
+        )>(
+            "(payload->'stock'->>'onHand')::bigint, (payload->'stock'->>'reserved')::bigint, \
+             (payload->'stock'->>'version')::bigint",
+        ))
+        .first(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let version: i64 = inventory::table
+        .find(a.0)
+        .select(inventory::version)
+        .first(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reported, (10, 5, version), "the level the reservation left");
+    drop(conn);
+    assert_eq!(placed.value.lines.len(), 1);
+
+    // given 4 of the 5 units left held by a transaction still open
+    let mut other = Blocker::reserve(&w, a, 4).await;
+    // when an order of 3 reads 5 available, then queues behind the held row
+    let order = place(3);
+    other.wait_for_a_waiter().await;
+    other.commit().await;
+    // then the oversell is refused and the order told what is left
+    match order.await.unwrap_or_else(|e| panic!("{e}")) {
+        Err(DomainError::OutOfStock {
+            sku,
+            requested,
+            available,
+            ..
+        }) => assert_eq!((sku.as_str(), requested, available), ("RACE-1", 3, 1)),
+        other => panic!("expected OutOfStock, got {other:?}"),
+    }
+    assert_eq!(w.stock(a).await, (10, 9));
+    assert_eq!(w.event_count("OrderPlaced").await, 1, "nothing of it stays");
+}
+
 #[tokio::test]
 async fn orders_for_unknown_products_or_customers_are_not_found() {
     let w = World::new().await;
@@ -543,7 +665,7 @@ async fn place_order_statements_are_planned_once_per_connection() {
     let counts: Vec<PlanCounts> = diesel::sql_query(
         "SELECT generic_plans AS generic, custom_plans AS custom FROM pg_prepared_statements \
          WHERE statement LIKE 'SELECT c.email AS customer_email%' \
-            OR statement LIKE 'WITH reserved AS%'",
+            OR statement LIKE 'WITH locked AS%'",
     )
     .load(&mut conn)
     .await

@@ -83,6 +83,7 @@ pub fn domain(err: DomainError) -> async_graphql::Error {
             coded(Code::NotFound, format!("{entity} {id} was not found"))
         }
         DomainError::Conflict(m) | DomainError::InvalidState(m) => coded(Code::Conflict, m),
+        e @ DomainError::StockChanged => coded(Code::Conflict, e.to_string()),
         DomainError::OutOfStock {
             product_id,
             sku,
@@ -184,6 +185,7 @@ mod tests {
             (DomainError::not_found("order", "x"), "NOT_FOUND"),
             (DomainError::Conflict("c".into()), "CONFLICT"),
             (DomainError::InvalidState("s".into()), "CONFLICT"),
+            (DomainError::StockChanged, "CONFLICT"),
             (
                 DomainError::OutOfStock {
                     product_id: uuid::Uuid::nil(),

@@ -104,28 +104,24 @@ impl Commands {
             let currency = currency.clone();
             let ids = ids.clone();
             async move {
-                // BEGIN, the key's claim and the locking read in one round trip.
-                let found = plans::begin_with(&mut conn, async |shared| {
-                    begin(shared, ctx).await?;
-                    lock_lines(shared, customer, &ids).await
-                })
-                .await?;
-                let planned = match plan(&mut conn, customer, &merged, found).await {
-                    Ok(planned) => planned,
-                    Err(e) => return plans::end(&mut conn, Err(e)).await,
-                };
-                // The last statement and COMMIT in one round trip.
-                if ctx.idempotency.is_none() {
-                    return plans::commit_after(&mut conn, async |shared| {
-                        place(shared, &meta, customer, &currency, planned).await
-                    })
-                    .await;
+                // First without locking the stock: the read takes no row lock and no
+                // transaction id, and the reservation locks each row only while its one
+                // statement runs (see `place`). When another order took the stock in
+                // between (the database refused the oversell), once more with the rows
+                // locked from the read on, which sees the level it will change.
+                let mut lock = Lock::AtWrite;
+                loop {
+                    match place_once(
+                        &mut conn, ctx, &meta, customer, &merged, &ids, &currency, lock,
+                    )
+                    .await
+                    {
+                        Err(DomainError::StockChanged) if lock == Lock::AtWrite => {
+                            lock = Lock::AtRead;
+                        }
+                        other => return other,
+                    }
                 }
-                let out = match place(&conn, &meta, customer, &currency, planned).await {
-                    Ok(out) => out,
-                    Err(e) => return plans::end(&mut conn, Err(e)).await,
-                };
-                plans::commit_after(&mut conn, async |shared| finish(shared, ctx, out).await).await
             }
         })
         .await
@@ -303,6 +299,52 @@ impl Commands {
     }
 }
 
+/// When an order's inventory rows are locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// By the reservation's own statement, just before it changes them.
+    AtWrite,
+    /// By the read (`FOR UPDATE`), until the transaction ends.
+    AtRead,
+}
+
+/// One transaction of [`Commands::place_order`]: reads the buyer and the products,
+/// checks the order against them, and writes it.
+#[allow(clippy::too_many_arguments)]
+async fn place_once(
+    conn: &mut AsyncPgConnection,
+    ctx: &CommandContext,
+    meta: &event_log::EventMeta,
+    customer: CustomerId,
+    merged: &[(ProductId, Quantity)],
+    ids: &[Uuid],
+    currency: &str,
+    lock: Lock,
+) -> Result<Outcome<PlacedOrder>, DomainError> {
+    // BEGIN, the key's claim and the read in one round trip.
+    let found = plans::begin_with(conn, async |shared| {
+        begin(shared, ctx).await?;
+        read_lines(shared, customer, ids, lock).await
+    })
+    .await?;
+    let planned = match plan(conn, customer, merged, found).await {
+        Ok(planned) => planned,
+        Err(e) => return plans::end(conn, Err(e)).await,
+    };
+    // The last statement and COMMIT in one round trip.
+    if ctx.idempotency.is_none() {
+        return plans::commit_after(conn, async |shared| {
+            place(shared, meta, customer, currency, planned).await
+        })
+        .await;
+    }
+    let out = match place(conn, meta, customer, currency, planned).await {
+        Ok(out) => out,
+        Err(e) => return plans::end(conn, Err(e)).await,
+    };
+    plans::commit_after(conn, async |shared| finish(shared, ctx, out).await).await
+}
+
 async fn payment_pending(conn: &mut AsyncPgConnection, id: OrderId) -> Result<bool, DomainError> {
     use crate::schema::payments;
     Ok(diesel::select(diesel::dsl::exists(
@@ -323,9 +365,10 @@ fn allowed(from: OrderStatus, to: OrderStatus) -> bool {
     )
 }
 
-/// One requested product as found, with its stock locked for this transaction.
+/// One requested product as found (with its stock locked for this transaction when
+/// read with [`Lock::AtRead`]).
 #[derive(QueryableByName)]
-struct Locked {
+struct Found {
     #[diesel(sql_type = Text)]
     customer_email: String,
     #[diesel(sql_type = Text)]
@@ -348,31 +391,44 @@ struct Locked {
     version: i64,
 }
 
-/// Reads the buyer and the products of an order and locks their inventory rows in
-/// product order (so concurrent orders cannot deadlock, and the levels read are the
-/// ones this transaction will change). Takes the connection shared, so that it goes out
-/// with the transaction's BEGIN.
-async fn lock_lines(
+/// The buyer and the products of an order with their stock, in product order.
+const READ_LINES: &str = "SELECT c.email AS customer_email, c.name AS customer_name, p.id, p.sku, \
+       p.name, p.price_minor, p.status, i.on_hand, i.reserved, i.version \
+     FROM customers c CROSS JOIN products p JOIN inventory i ON i.product_id = p.id \
+     WHERE c.id = $1 AND p.id = ANY($2) \
+     ORDER BY p.id";
+
+/// [`READ_LINES`], locking the inventory rows in product order (so concurrent orders
+/// cannot deadlock, and the levels read are the ones this transaction will change).
+const READ_LINES_LOCKED: &str = "SELECT c.email AS customer_email, c.name AS customer_name, \
+       p.id, p.sku, p.name, p.price_minor, p.status, i.on_hand, i.reserved, i.version \
+     FROM customers c CROSS JOIN products p JOIN inventory i ON i.product_id = p.id \
+     WHERE c.id = $1 AND p.id = ANY($2) \
+     ORDER BY p.id \
+     FOR UPDATE OF i";
+
+/// Reads the buyer and the products of an order, locking their inventory rows when
+/// `lock` says so. Takes the connection shared, so that it goes out with the
+/// transaction's BEGIN.
+async fn read_lines(
     mut conn: &AsyncPgConnection,
     customer: CustomerId,
     ids: &[Uuid],
-) -> Result<Vec<Locked>, DomainError> {
-    Ok(diesel::sql_query(
-        "SELECT c.email AS customer_email, c.name AS customer_name, p.id, p.sku, p.name, \
-           p.price_minor, p.status, i.on_hand, i.reserved, i.version \
-         FROM customers c CROSS JOIN products p JOIN inventory i ON i.product_id = p.id \
-         WHERE c.id = $1 AND p.id = ANY($2) \
-         ORDER BY p.id \
-         FOR UPDATE OF i",
-    )
-    .bind::<SqlUuid, _>(customer.0)
-    .bind::<Array<SqlUuid>, _>(ids)
-    .prepared()
-    .load(&mut conn)
-    .await?)
+    lock: Lock,
+) -> Result<Vec<Found>, DomainError> {
+    let sql = match lock {
+        Lock::AtWrite => READ_LINES,
+        Lock::AtRead => READ_LINES_LOCKED,
+    };
+    Ok(diesel::sql_query(sql)
+        .bind::<SqlUuid, _>(customer.0)
+        .bind::<Array<SqlUuid>, _>(ids)
+        .prepared()
+        .load(&mut conn)
+        .await?)
 }
 
-/// An order checked against what [`lock_lines`] read and locked, ready to be written.
+/// An order checked against what [`read_lines`] read, ready to be written.
 struct Planned {
     order_id: OrderId,
     ids: Vec<Uuid>,
@@ -386,13 +442,13 @@ struct Planned {
     total: Money,
 }
 
-/// Checks an order against `found` (what [`lock_lines`] read and locked): every product
+/// Checks an order against `found` (what [`read_lines`] read): every product
 /// exists and is for sale, and has the stock (else OUT_OF_STOCK naming it).
 async fn plan(
     conn: &mut AsyncPgConnection,
     customer: CustomerId,
     lines: &[(ProductId, Quantity)],
-    found: Vec<Locked>,
+    found: Vec<Found>,
 ) -> Result<Planned, DomainError> {
     let [first, ..] = found.as_slice() else {
         let exists: Option<Uuid> = customers::table
@@ -408,7 +464,7 @@ async fn plan(
     };
     let (customer_email, customer_name) =
         (first.customer_email.clone(), first.customer_name.clone());
-    let by_id: BTreeMap<Uuid, &Locked> = found.iter().map(|row| (row.id, row)).collect();
+    let by_id: BTreeMap<Uuid, &Found> = found.iter().map(|row| (row.id, row)).collect();
 
     let order_id = OrderId::new();
     let mut facts = Vec::with_capacity(lines.len());
@@ -444,7 +500,8 @@ async fn plan(
                 field: "lines",
                 message: "order total is too large".into(),
             })?;
-        // The row is locked: the write moves it exactly this far.
+        // The levels as read; the write stores the ones its reservation made
+        // (`STOCK_RESERVED_PAYLOAD`), which differ when other orders came between.
         events.push(DomainEvent::StockReserved {
             product_id: product.0,
             order_id: order_id.0,
@@ -478,9 +535,19 @@ async fn plan(
     })
 }
 
+/// The stored payload of the events [`place`] appends: a `StockReserved` event's
+/// `stock` is the level its row's reservation left (serde's [`StockLevel`] shape), the
+/// rest as given.
+const STOCK_RESERVED_PAYLOAD: &str = "CASE WHEN t.event_type = 'StockReserved' \
+       THEN jsonb_set(t.payload, '{stock}', (SELECT jsonb_build_object('onHand', r.on_hand, \
+         'reserved', r.reserved, 'version', r.version) FROM reserved r WHERE r.product_id = t.stream_id)) \
+       ELSE t.payload END";
+
 /// Writes a [`plan`]ned order in one statement: reserves the stock and writes the
-/// order, its lines, its history and its events. The inventory CHECK constraints refuse
-/// an oversell even if the plan and the rows disagreed.
+/// order, its lines, its history and its events. The inventory rows are locked in
+/// product order (concurrent orders cannot deadlock) and each reservation adds to the
+/// level current at that moment. The inventory CHECK constraint refuses an oversell
+/// (`DomainError::StockChanged`) when other orders took the stock since the plan's read.
 async fn place(
     conn: &AsyncPgConnection,
     meta: &event_log::EventMeta,
@@ -513,9 +580,16 @@ async fn place(
     });
     let writes = event_log::Writes::none()
         .cte(
+            "locked",
+            "SELECT i.product_id, t.q FROM inventory i \
+             JOIN unnest($1::uuid[], $2::int4[]) AS t(id, q) ON i.product_id = t.id \
+             ORDER BY i.product_id FOR UPDATE OF i",
+        )
+        .cte(
             "reserved",
-            "UPDATE inventory i SET reserved = i.reserved + t.q, version = i.version + 1 \
-             FROM unnest($1::uuid[], $2::int4[]) AS t(id, q) WHERE i.product_id = t.id",
+            "UPDATE inventory i SET reserved = i.reserved + l.q, version = i.version + 1 \
+             FROM locked l WHERE i.product_id = l.product_id \
+             RETURNING i.product_id, i.on_hand, i.reserved, i.version",
         )
         .cte(
             "placed",
@@ -541,7 +615,8 @@ async fn place(
         .bind::<SqlUuid, _>(customer.0)
         .bind::<BigInt, _>(total.minor())
         .bind::<Text, _>(currency.to_owned())
-        .bind::<Timestamptz, _>(now);
+        .bind::<Timestamptz, _>(now)
+        .payload(STOCK_RESERVED_PAYLOAD);
     let at = event_log::append_with(conn, meta, &events, writes).await?;
     Ok(Outcome {
         value: PlacedOrder {
@@ -614,8 +689,29 @@ async fn load_lines(
 
 #[cfg(test)]
 mod tests {
-    use super::allowed;
+    use super::{allowed, STOCK_RESERVED_PAYLOAD};
+    use crate::events::StockLevel;
     use crate::types::OrderStatus::*;
+
+    /// The SQL that stores a reservation's level builds the keys serde reads back.
+    #[test]
+    fn the_stored_stock_level_has_serdes_keys() {
+        let level = StockLevel {
+            on_hand: 1,
+            reserved: 1,
+            version: 1,
+        };
+        let Ok(serde_json::Value::Object(map)) = serde_json::to_value(level) else {
+            panic!("a StockLevel serializes to an object");
+        };
+        assert_eq!(map.len(), 3);
+        for key in map.keys() {
+            assert!(
+                STOCK_RESERVED_PAYLOAD.contains(&format!("'{key}'")),
+                "{key} is built"
+            );
+        }
+    }
 
     #[test]
     fn state_machine() {
