@@ -478,21 +478,39 @@ impl Blocker {
         Self { conn }
     }
 
-    async fn wait_for_a_waiter(&mut self) {
-        for _ in 0..500 {
+    /// Waits until a statement queues behind the held row lock; `order` is the
+    /// command expected to queue there (it must not finish first). Looks from another
+    /// connection: inside the held transaction, `pg_stat_activity` would be read once
+    /// and kept.
+    async fn wait_for_a_waiter<T: std::fmt::Debug>(
+        &self,
+        w: &World,
+        order: &mut tokio::task::JoinHandle<T>,
+    ) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
             let waiting: i64 = diesel::dsl::sql::<diesel::sql_types::BigInt>(
                 "SELECT count(*) FROM pg_stat_activity \
                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
             )
-            .get_result(&mut self.conn)
+            .get_result(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
+            drop(conn);
             if waiting > 0 {
                 return;
             }
+            if order.is_finished() {
+                let result = order.await;
+                panic!("the order finished without queueing behind the row: {result:?}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no statement queued behind the held row lock"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        panic!("no statement queued behind the held row lock");
     }
 
     async fn commit(mut self) {
@@ -520,10 +538,10 @@ async fn stock_taken_between_an_orders_read_and_its_reservation_is_counted() {
     };
 
     // given 3 of 10 units held by a transaction still open
-    let mut other = Blocker::reserve(&w, a, 3).await;
+    let other = Blocker::reserve(&w, a, 3).await;
     // when an order of 2 reads 10 available, then queues behind the held row
-    let order = place(2);
-    other.wait_for_a_waiter().await;
+    let mut order = place(2);
+    other.wait_for_a_waiter(&w, &mut order).await;
     other.commit().await;
     // then it reserves on top of the 3
     let placed = order
@@ -557,10 +575,10 @@ async fn stock_taken_between_an_orders_read_and_its_reservation_is_counted() {
     assert_eq!(placed.value.lines.len(), 1);
 
     // given 4 of the 5 units left held by a transaction still open
-    let mut other = Blocker::reserve(&w, a, 4).await;
+    let other = Blocker::reserve(&w, a, 4).await;
     // when an order of 3 reads 5 available, then queues behind the held row
-    let order = place(3);
-    other.wait_for_a_waiter().await;
+    let mut order = place(3);
+    other.wait_for_a_waiter(&w, &mut order).await;
     other.commit().await;
     // then the oversell is refused and the order told what is left
     match order.await.unwrap_or_else(|e| panic!("{e}")) {
