@@ -38,10 +38,10 @@ pub enum DomainError {
         /// Units available when the order was placed.
         available: i32,
     },
-    /// Stock an order read as available was taken by another order before its
-    /// reservation (the database refused the oversell). Placing the order again reads
-    /// the new level.
-    #[error("the stock changed while the order was placed; try again")]
+    /// A write would have taken available stock below zero and the database refused it:
+    /// the stock changed since it was read (placeOrder reads it again and answers
+    /// OUT_OF_STOCK or places the order; anywhere else it reaches the client as CONFLICT).
+    #[error("the stock changed meanwhile; try again")]
     StockChanged,
     /// The entity is in a state that does not allow this command.
     #[error("{0}")]

@@ -391,21 +391,23 @@ struct Found {
     version: i64,
 }
 
+/// The text of [`READ_LINES`], for [`READ_LINES_LOCKED`] to extend.
+macro_rules! read_lines_sql {
+    () => {
+        "SELECT c.email AS customer_email, c.name AS customer_name, p.id, p.sku, p.name, \
+           p.price_minor, p.status, i.on_hand, i.reserved, i.version \
+         FROM customers c CROSS JOIN products p JOIN inventory i ON i.product_id = p.id \
+         WHERE c.id = $1 AND p.id = ANY($2) \
+         ORDER BY p.id"
+    };
+}
+
 /// The buyer and the products of an order with their stock, in product order.
-const READ_LINES: &str = "SELECT c.email AS customer_email, c.name AS customer_name, p.id, p.sku, \
-       p.name, p.price_minor, p.status, i.on_hand, i.reserved, i.version \
-     FROM customers c CROSS JOIN products p JOIN inventory i ON i.product_id = p.id \
-     WHERE c.id = $1 AND p.id = ANY($2) \
-     ORDER BY p.id";
+const READ_LINES: &str = read_lines_sql!();
 
 /// [`READ_LINES`], locking the inventory rows in product order (so concurrent orders
 /// cannot deadlock, and the levels read are the ones this transaction will change).
-const READ_LINES_LOCKED: &str = "SELECT c.email AS customer_email, c.name AS customer_name, \
-       p.id, p.sku, p.name, p.price_minor, p.status, i.on_hand, i.reserved, i.version \
-     FROM customers c CROSS JOIN products p JOIN inventory i ON i.product_id = p.id \
-     WHERE c.id = $1 AND p.id = ANY($2) \
-     ORDER BY p.id \
-     FOR UPDATE OF i";
+const READ_LINES_LOCKED: &str = concat!(read_lines_sql!(), " FOR UPDATE OF i");
 
 /// Reads the buyer and the products of an order, locking their inventory rows when
 /// `lock` says so. Takes the connection shared, so that it goes out with the
