@@ -478,3 +478,244 @@ async fn commit_after_rolls_back_when_the_last_statement_fails() {
         );
     }
 }
+
+/// A derived transaction opened with extra SQL runs the first statements after that
+/// SQL, inside the transaction, with the derived settings, whether they still needed
+/// their Parse (first run) or were kept prepared (second run).
+#[tokio::test]
+async fn begin_derived_with_runs_the_first_statements_after_its_sql() {
+    use diesel_async::AsyncPgConnection;
+    use till_domain::db::plans;
+
+    let db = TestDb::new().await;
+    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    for run in 0..2 {
+        let seen = plans::begin_derived_with(
+            &mut conn,
+            "SET LOCAL application_name = 'opened'",
+            async |mut shared: &AsyncPgConnection| {
+                let name: Setting =
+                    diesel::sql_query("SELECT current_setting('application_name') AS v")
+                        .prepared()
+                        .get_result(&mut shared)
+                        .await?;
+                let commit: Setting =
+                    diesel::sql_query("SELECT current_setting('synchronous_commit') AS v")
+                        .prepared()
+                        .get_result(&mut shared)
+                        .await?;
+                Ok::<_, diesel::result::Error>((name.v, commit.v))
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(seen, ("opened".to_owned(), "off".to_owned()), "run {run}");
+        plans::end(&mut conn, Ok::<_, diesel::result::Error>(()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let after: Setting = diesel::sql_query("SELECT current_setting('application_name') AS v")
+            .get_result(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(after.v, "opened", "run {run}: the settings ended with it");
+    }
+}
+
+/// The tail of the `commit_after_all` tests, in the order it must run: adds `n`, moves
+/// it to `n + 1000` (so it finds the row only if the insert ran first), then adds
+/// `n + 1`; each row records the transaction that wrote it.
+fn tail(
+    shared: &diesel_async::AsyncPgConnection,
+    n: i32,
+) -> Vec<till_domain::db::plans::Statement<'_, diesel::result::Error>> {
+    use diesel::sql_types::Integer;
+
+    let statement = |sql: &'static str, n: i32| -> till_domain::db::plans::Statement<'_, _> {
+        let mut conn = shared;
+        Box::pin(async move {
+            diesel::sql_query(sql)
+                .bind::<Integer, _>(n)
+                .prepared()
+                .execute(&mut conn)
+                .await
+                .map(|_| ())
+        })
+    };
+    vec![
+        statement("INSERT INTO u VALUES ($1)", n),
+        statement("UPDATE u SET n = n + 1000 WHERE n = $1", n),
+        statement("INSERT INTO u VALUES ($1)", n + 1),
+    ]
+}
+
+async fn create_u(conn: &mut diesel_async::AsyncPgConnection) {
+    diesel::sql_query("CREATE TABLE u (n int, x text NOT NULL DEFAULT pg_current_xact_id()::text)")
+        .execute(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The rows of `u` as `n:transaction`, sorted as strings.
+async fn rows_of_u(conn: &mut diesel_async::AsyncPgConnection) -> Vec<String> {
+    diesel::sql_query("SELECT n || ':' || x AS v FROM u ORDER BY (n || ':' || x) COLLATE \"C\"")
+        .load::<Setting>(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|s| s.v)
+        .collect()
+}
+
+/// `plans::commit_after_all` runs its statements in the order given, inside the
+/// transaction, and ends it, whether they still needed their Parse (first run: each is
+/// awaited before the next goes out) or were kept prepared (later runs: all go out
+/// with COMMIT behind them).
+#[tokio::test]
+async fn commit_after_all_runs_the_statements_in_order_inside_the_transaction() {
+    use till_domain::db::plans;
+
+    let db = TestDb::new().await;
+    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    create_t(&mut conn).await;
+    create_u(&mut conn).await;
+    let mut expected = Vec::new();
+    for run in 0..3 {
+        let xid = open_with_row(&mut conn, run).await;
+        let n = 10 * run;
+        plans::commit_after_all(&mut conn, |shared| Ok(tail(shared, n)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!in_transaction(&mut conn), "run {run}: ended");
+        expected.extend([format!("{}:{xid}", n + 1), format!("{}:{xid}", n + 1000)]);
+        expected.sort();
+        assert_eq!(rows_of_u(&mut conn).await, expected, "run {run}");
+    }
+}
+
+/// With every statement kept prepared, the statements and COMMIT all go out in the
+/// first poll: polled once and dropped, the transaction still commits. On a connection
+/// that has to prepare them first, nothing is committed.
+#[tokio::test]
+async fn commit_after_all_sends_everything_in_one_go_once_prepared() {
+    use futures_util::FutureExt;
+    use till_domain::db::plans;
+
+    let db = TestDb::new().await;
+    let mut observer = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    create_t(&mut observer).await;
+    create_u(&mut observer).await;
+
+    let mut fresh = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    open_with_row(&mut fresh, 1).await;
+    let once = plans::commit_after_all(&mut fresh, |shared| Ok(tail(shared, 1))).now_or_never();
+    assert!(once.is_none(), "still waiting for the first Parse");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(rows_of_t(&mut observer, Some(1)).await, 0, "not committed");
+
+    let mut warm = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    open_with_row(&mut warm, 2).await;
+    plans::commit_after_all(&mut warm, |shared| Ok(tail(shared, 2)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let xid = open_with_row(&mut warm, 3).await;
+    let once = plans::commit_after_all(&mut warm, |shared| Ok(tail(shared, 30))).now_or_never();
+    assert!(once.is_none(), "still waiting for the answers");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rows_of_t(&mut observer, Some(3)).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the statements and COMMIT went out in the first poll"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mine: Vec<String> = rows_of_u(&mut observer)
+        .await
+        .into_iter()
+        .filter(|r| r.ends_with(&format!(":{xid}")))
+        .collect();
+    assert_eq!(
+        mine,
+        vec![format!("1030:{xid}"), format!("31:{xid}")],
+        "all three ran in that transaction, in order"
+    );
+}
+
+/// A statement that fails rolls the whole transaction back (its opening included), no
+/// later statement is sent, the error returned is that statement's own (not the
+/// "transaction aborted" of the ones behind it), and the connection is out of the
+/// transaction and usable, whether the failing statement was prepared or not.
+#[tokio::test]
+async fn commit_after_all_rolls_back_when_a_statement_fails() {
+    use diesel_async::AsyncPgConnection;
+    use till_domain::db::plans;
+
+    let db = TestDb::new().await;
+    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    create_t(&mut conn).await;
+    create_u(&mut conn).await;
+    for run in 0..3 {
+        open_with_row(&mut conn, run).await;
+        let failed = plans::commit_after_all(&mut conn, |shared: &AsyncPgConnection| {
+            let mut statements = tail(shared, run);
+            let mut conn = shared;
+            statements.insert(
+                1,
+                Box::pin(async move {
+                    diesel::sql_query("SELECT 1 / 0")
+                        .prepared()
+                        .execute(&mut conn)
+                        .await
+                        .map(|_| ())
+                }),
+            );
+            Ok(statements)
+        })
+        .await;
+        let error = failed.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("division by zero"), "run {run}: {error}");
+        assert!(!in_transaction(&mut conn), "run {run}: ended");
+        assert_eq!(
+            rows_of_t(&mut conn, None).await,
+            0,
+            "run {run}: rolled back"
+        );
+        assert!(rows_of_u(&mut conn).await.is_empty(), "run {run}");
+    }
+}
+
+/// `plans::run_in_order` runs the statements in order and leaves the transaction open.
+#[tokio::test]
+async fn run_in_order_leaves_the_transaction_open() {
+    use till_domain::db::plans;
+
+    let db = TestDb::new().await;
+    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    create_t(&mut conn).await;
+    create_u(&mut conn).await;
+    for run in 0..2 {
+        let xid = open_with_row(&mut conn, run).await;
+        plans::run_in_order(&mut conn, |shared| Ok(tail(shared, 10 * run)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(in_transaction(&mut conn), "run {run}: still open");
+        let rows = rows_of_u(&mut conn).await;
+        plans::end(&mut conn, Err(diesel::result::Error::RollbackTransaction))
+            .await
+            .unwrap_or_else(|e: diesel::result::Error| match e {
+                diesel::result::Error::RollbackTransaction => (),
+                other => panic!("{other}"),
+            });
+        assert_eq!(
+            rows,
+            vec![
+                format!("{}:{xid}", 10 * run + 1000),
+                format!("{}:{xid}", 10 * run + 1)
+            ],
+            "run {run}"
+        );
+        assert!(
+            rows_of_u(&mut conn).await.is_empty(),
+            "run {run}: rolled back"
+        );
+    }
+}

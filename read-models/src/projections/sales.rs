@@ -11,7 +11,7 @@ use till_domain::db::prepared::Reuse;
 use till_domain::events::{DomainEvent, StoredEvent};
 use uuid::Uuid;
 
-use super::{reverses_sale, Change};
+use super::{reverses_sale, Change, Write};
 use crate::error::ReadError;
 
 #[derive(Default)]
@@ -28,10 +28,12 @@ struct ProductSum {
     revenue: i64,
 }
 
-pub(super) async fn apply_batch(
-    mut conn: &AsyncPgConnection,
+/// Queues the batch's statements on `out`.
+pub(super) fn statements<'c>(
+    conn: &'c AsyncPgConnection,
     events: &[StoredEvent],
     changes: &mut Vec<Change>,
+    out: &mut Vec<Write<'c>>,
 ) -> Result<(), ReadError> {
     let mut days: BTreeMap<NaiveDate, Day> = BTreeMap::new();
     let mut products: HashMap<Uuid, ProductSum> = HashMap::new();
@@ -72,6 +74,16 @@ pub(super) async fn apply_batch(
     if days.is_empty() {
         return Ok(());
     }
+    out.push(Box::pin(add_days(conn, days)));
+    out.push(Box::pin(add_products(conn, products)));
+    changes.push(Change::Sales);
+    Ok(())
+}
+
+async fn add_days(
+    mut conn: &AsyncPgConnection,
+    days: BTreeMap<NaiveDate, Day>,
+) -> Result<(), ReadError> {
     let (day_keys, day_vals): (Vec<NaiveDate>, Vec<Day>) = days.into_iter().unzip();
     diesel::sql_query(
         "INSERT INTO rm_sales_daily AS d (day, orders_count, units, revenue_minor) \
@@ -86,7 +98,13 @@ pub(super) async fn apply_batch(
     .prepared()
     .execute(&mut conn)
     .await?;
+    Ok(())
+}
 
+async fn add_products(
+    mut conn: &AsyncPgConnection,
+    products: HashMap<Uuid, ProductSum>,
+) -> Result<(), ReadError> {
     let (ids, sums): (Vec<Uuid>, Vec<ProductSum>) = products.into_iter().unzip();
     diesel::sql_query(
         "INSERT INTO rm_product_sales AS s (product_id, sku, name, units, revenue_minor) \
@@ -102,6 +120,5 @@ pub(super) async fn apply_batch(
     .prepared()
     .execute(&mut conn)
     .await?;
-    changes.push(Change::Sales);
     Ok(())
 }
