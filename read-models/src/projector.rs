@@ -135,16 +135,11 @@ impl Projector {
 
     /// Applies one batch to every projection of `group` in one transaction, when this
     /// process knows them all to stand at the same point of the log (the usual case
-    /// while serving), in two round trips: one opens the transaction, takes their
-    /// applier locks and reads their checkpoints and the events (pipelined behind the
-    /// locks); the other sends all their statements, the checkpoints' move and COMMIT
-    /// together. Returns None when they do not stand together (each then needs
-    /// [`Projector::run_batch`]).
-    ///
-    /// Round trips are what a batch waits on: with the cores busy serving, the
-    /// projector waits for a turn on both sides of each one (benches/README.md, load
-    /// run 14). A batch per projection cost a transaction of about seven round trips
-    /// and a read of the same events each.
+    /// while serving): one round trip takes their applier locks, one reads their
+    /// checkpoints and the events, and their statements go out together (pipelined) with
+    /// the checkpoints' move. A batch per projection cost a transaction of about seven
+    /// round trips and a read of the same events each. Returns None when they do not
+    /// stand together (each then needs [`Projector::run_batch`]).
     #[tracing::instrument(name = "projection.round", level = "debug", skip(self))]
     pub async fn run_round(
         &self,
@@ -159,13 +154,12 @@ impl Projector {
         }
         let mut conn = self.pool.get().await?;
         let limit = self.settings.batch_size;
-        let read = plans::begin_derived_with(&mut conn, &lock_sql(group), async |shared| {
-            futures_util::try_join!(checkpoints(shared, group), async {
-                Ok(event_log::read_after(shared, from, limit).await?)
+        let Some(round) =
+            plans::derived_transaction_with(&mut conn, &lock_sql(group), async |conn| {
+                apply_round(conn, group, from, limit).await
             })
-        })
-        .await?;
-        let Some(round) = apply_round(&mut conn, group, from, read).await? else {
+            .await?
+        else {
             return Ok(None);
         };
         let batch: Arc<[StoredEvent]> = round.batch.into();
@@ -519,59 +513,62 @@ struct RoundBatch {
     checkpoint: LogPoint,
 }
 
-/// The rest of a round, under the group's applier locks, given what its opening read:
-/// their stored checkpoints and the events after `from` (this process's view of where
-/// they all stand). Sends every projection's statements, the checkpoints' move and
-/// COMMIT together, and so ends the transaction. None when the stored checkpoints do
-/// not stand at one point, or when the read cannot see past where another process got
-/// (more than the batch size ahead).
+/// The body of a round, under the group's applier locks: reads their checkpoints and
+/// the events after `from` (this process's view of where they all stand) together,
+/// then sends every projection's statements and the checkpoints' move together. None
+/// when the stored checkpoints do not stand at one point, or when the read cannot see
+/// past where another process got (more than `limit` events ahead).
 async fn apply_round(
     conn: &mut AsyncPgConnection,
     group: &[Projection],
     from: LogPoint,
-    (stored, mut events): (Vec<(LogPoint, i64)>, Vec<StoredEvent>),
+    limit: i64,
 ) -> Result<Option<RoundBatch>, ReadError> {
-    let at = match <[_]>::first(&stored) {
-        Some(&(at, _))
-            if stored.iter().all(|(p, _)| *p == at)
-                && at >= from
-                && (at == from || events.last().is_some_and(|e| e.point() >= at)) =>
-        {
-            at
-        }
-        _ => return plans::end(conn, Ok(None)).await,
+    let shared: &AsyncPgConnection = conn;
+    let (stored, mut events) = futures_util::try_join!(checkpoints(shared, group), async {
+        Ok(event_log::read_after(shared, from, limit).await?)
+    },)?;
+    let Some(&(at, _)) = <[_]>::first(&stored) else {
+        return Ok(None);
     };
+    if stored.iter().any(|(p, _)| *p != at) || at < from {
+        return Ok(None);
+    }
+    if at > from && events.last().is_none_or(|e| e.point() < at) {
+        return Ok(None);
+    }
     let split = events.partition_point(|e| e.point() <= at);
     let batch = events.split_off(split);
     let missed = events;
     let generations: Vec<i64> = stored.iter().map(|(_, g)| *g).collect();
-    let mut changes = vec![Vec::new(); group.len()];
     let Some(last) = batch.last() else {
-        plans::end(conn, Ok::<_, ReadError>(())).await?;
         return Ok(Some(RoundBatch {
             missed,
             batch,
-            changes,
+            changes: vec![Vec::new(); group.len()],
             generations,
             checkpoint: at,
         }));
     };
     let checkpoint = last.point();
-    let names: Vec<&'static str> = group.iter().map(|p| p.name()).collect();
-    // PostgreSQL runs them in the order they arrive, all in this transaction.
-    plans::commit_after_all(conn, |shared| {
-        let mut out = Vec::new();
-        for (p, mine) in group.iter().zip(changes.iter_mut()) {
-            p.statements(shared, &batch, mine, &mut out)?;
-        }
-        out.push(Box::pin(async move {
-            event_log::save_checkpoints(shared, &names, checkpoint, Some(PROJECTED_CHANNEL))
-                .await?;
-            Ok(())
-        }));
-        Ok(out)
-    })
-    .await?;
+    let mut changes = vec![Vec::new(); group.len()];
+    let names: Vec<&str> = group.iter().map(|p| p.name()).collect();
+    // Each projection sends its statements one after another; the projections and the
+    // checkpoints' move go out side by side. PostgreSQL runs them in the order they
+    // arrive, all in this transaction.
+    let applies = group
+        .iter()
+        .copied()
+        .zip(changes.iter_mut())
+        .map(|(p, mine)| p.apply_batch(shared, &batch, mine));
+    let (applied, saved) = futures_util::join!(
+        futures_util::future::join_all(applies),
+        event_log::save_checkpoints(shared, &names, checkpoint, Some(PROJECTED_CHANNEL)),
+    );
+    for result in applied {
+        result?;
+    }
+    saved?;
     for mine in &mut changes {
         mine.dedup();
     }

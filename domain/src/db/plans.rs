@@ -148,29 +148,6 @@ where
     F: FirstBody<A, E>,
     E: From<diesel::result::Error>,
 {
-    open_with(conn, BEGIN, first).await
-}
-
-/// [`begin_with`] for a [`derived_transaction`] whose opening also runs `sql`
-/// (simple-query SQL of fixed text, such as advisory locks): `first` goes out in the
-/// same round trip, behind it, and runs once it is done.
-pub async fn begin_derived_with<A, E, F>(
-    conn: &mut AsyncPgConnection,
-    sql: &str,
-    first: F,
-) -> Result<A, E>
-where
-    F: FirstBody<A, E>,
-    E: From<diesel::result::Error>,
-{
-    open_with(conn, &format!("{BEGIN_DERIVED}; {sql}"), first).await
-}
-
-async fn open_with<A, E, F>(conn: &mut AsyncPgConnection, begin_sql: &str, first: F) -> Result<A, E>
-where
-    F: FirstBody<A, E>,
-    E: From<diesel::result::Error>,
-{
     let state =
         AnsiTransactionManager::transaction_manager_status_mut(&mut *conn).transaction_state()?;
     if state.transaction_depth().is_some() {
@@ -180,7 +157,7 @@ where
     let shared: &AsyncPgConnection = conn;
     let mut begin = shared;
     let (began, result) =
-        futures_util::future::join(begin.batch_execute(begin_sql), first(shared)).await;
+        futures_util::future::join(begin.batch_execute(BEGIN), first(shared)).await;
     let result = match began {
         Ok(()) => result,
         Err(e) => Err(e.into()),
@@ -218,22 +195,6 @@ struct Started {
     prepares: AtomicU32,
 }
 
-impl Started {
-    fn now(&self) -> (u32, u32) {
-        (
-            self.queries.load(Ordering::Relaxed),
-            self.prepares.load(Ordering::Relaxed),
-        )
-    }
-
-    /// Whether exactly one query started since `before` (a [`Started::now`]), with
-    /// nothing prepared: that query's Execute is on its way to the server.
-    fn sent_one_since(&self, before: (u32, u32)) -> bool {
-        let (queries, prepares) = self.now();
-        queries.wrapping_sub(before.0) == 1 && prepares == before.1
-    }
-}
-
 struct Watch(Arc<Started>);
 
 impl Instrumentation for Watch {
@@ -250,29 +211,12 @@ impl Instrumentation for Watch {
     }
 }
 
-/// How the last statements of a transaction and the COMMIT went out.
+/// How [`commit_after`]'s statement and the COMMIT went out.
 enum Sent<R, E> {
-    /// The statements are done (or never sent); the transaction is still open.
+    /// The statement is done (or never sent); the transaction is still open.
     Open(Result<R, E>),
-    /// COMMIT went out right behind the statements: the transaction is over.
+    /// COMMIT went out right behind the statement: the transaction is over.
     Ended(Result<R, E>, diesel::QueryResult<()>),
-}
-
-/// Polls `statement` once while the connection is watched. Pending when its one query
-/// is on its way to the server (see [`commit_after`]); otherwise it is awaited to the
-/// end, so that nothing sent after it can overtake it.
-async fn poll_once<F>(mut statement: std::pin::Pin<&mut F>, started: &Started) -> Poll<F::Output>
-where
-    F: Future + ?Sized,
-{
-    let before = started.now();
-    match std::future::poll_fn(|cx| Poll::Ready(statement.as_mut().poll(cx))).await {
-        Poll::Ready(result) => Poll::Ready(result),
-        Poll::Pending if started.sent_one_since(before) => Poll::Pending,
-        // Not sent yet (it waits for its Parse's answer, or for a lock of the
-        // connection).
-        Poll::Pending => Poll::Ready(statement.await),
-    }
 }
 
 /// Runs `last`, the final statement of a [`begin_with`] transaction, and ends the
@@ -302,8 +246,15 @@ where
     let sent = {
         let shared: &AsyncPgConnection = conn;
         let mut statement = std::pin::pin!(last(shared));
-        match poll_once(statement.as_mut(), &started).await {
+        let first = std::future::poll_fn(|cx| Poll::Ready(statement.as_mut().poll(cx))).await;
+        match first {
             Poll::Ready(result) => Sent::Open(result),
+            Poll::Pending
+                if started.queries.load(Ordering::Relaxed) != 1
+                    || started.prepares.load(Ordering::Relaxed) != 0 =>
+            {
+                Sent::Open(statement.await)
+            }
             Poll::Pending => {
                 let mut commit = shared;
                 let (result, committed) =
@@ -313,116 +264,12 @@ where
         }
     };
     conn.set_instrumentation(diesel::connection::get_default_instrumentation());
-    close(conn, sent).await
-}
-
-/// One statement of a transaction's statements sent in order ([`commit_after_all`],
-/// [`run_in_order`]): a future over the connection taken shared that sends exactly one
-/// statement, kept prepared, as its first action, and nothing after it (it may also
-/// finish without sending any). Build it lazily (an `async` block or `async fn`): the
-/// statement must start when the future is first polled, not when it is made.
-pub type Statement<'c, E> = std::pin::Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'c>>;
-
-/// Runs the last statements of a [`begin_with`] transaction in the order given, each
-/// sent without waiting for the answers to the ones before it, and ends the transaction
-/// as [`end`] does, with COMMIT sent behind them: the whole tail of the transaction in
-/// one round trip. PostgreSQL runs what one connection sends in the order it arrives,
-/// so a statement that reads what an earlier one wrote sees it.
-///
-/// A statement that has to be prepared first (its first run on the connection) is
-/// awaited before the next one is sent, as [`commit_after`] does for its one statement,
-/// so that nothing overtakes it. When one fails, the transaction is rolled back
-/// (PostgreSQL refuses whatever follows the failure in it) and that statement's error
-/// is returned.
-pub async fn commit_after_all<E, F>(conn: &mut AsyncPgConnection, statements: F) -> Result<(), E>
-where
-    F: for<'s> FnOnce(&'s AsyncPgConnection) -> Result<Vec<Statement<'s, E>>, E>,
-    E: From<diesel::result::Error>,
-{
-    let started = Arc::new(Started::default());
-    conn.set_instrumentation(Watch(Arc::clone(&started)));
-    let sent = {
-        let shared: &AsyncPgConnection = conn;
-        match send_in_order(shared, statements, &started).await {
-            Err(e) => Sent::Open(Err(e)),
-            Ok(in_flight) => {
-                let mut commit = shared;
-                let (results, committed) = futures_util::future::join(
-                    futures_util::future::join_all(in_flight),
-                    commit.batch_execute("COMMIT"),
-                )
-                .await;
-                Sent::Ended(results.into_iter().collect(), committed)
-            }
-        }
-    };
-    conn.set_instrumentation(diesel::connection::get_default_instrumentation());
-    close(conn, sent).await
-}
-
-/// Runs `statements` in the order given, each sent without waiting for the answers to
-/// the ones before it (as [`commit_after_all`] does, but leaving the transaction open).
-pub async fn run_in_order<E, F>(conn: &mut AsyncPgConnection, statements: F) -> Result<(), E>
-where
-    F: for<'s> FnOnce(&'s AsyncPgConnection) -> Result<Vec<Statement<'s, E>>, E>,
-    E: From<diesel::result::Error>,
-{
-    let started = Arc::new(Started::default());
-    conn.set_instrumentation(Watch(Arc::clone(&started)));
-    let result = {
-        let shared: &AsyncPgConnection = conn;
-        match send_in_order(shared, statements, &started).await {
-            Err(e) => Err(e),
-            Ok(in_flight) => futures_util::future::join_all(in_flight)
-                .await
-                .into_iter()
-                .collect(),
-        }
-    };
-    conn.set_instrumentation(diesel::connection::get_default_instrumentation());
-    result
-}
-
-/// Builds the statements over `shared` and sends them in order; returns the ones still
-/// waiting for their answers (all of them sent), or the first error (after the answers
-/// to everything sent before it).
-async fn send_in_order<'s, E, F>(
-    shared: &'s AsyncPgConnection,
-    statements: F,
-    started: &Started,
-) -> Result<Vec<Statement<'s, E>>, E>
-where
-    F: FnOnce(&'s AsyncPgConnection) -> Result<Vec<Statement<'s, E>>, E>,
-{
-    let mut in_flight = Vec::new();
-    for mut statement in statements(shared)? {
-        match poll_once(statement.as_mut(), started).await {
-            Poll::Ready(Ok(())) => {}
-            Poll::Pending => in_flight.push(statement),
-            Poll::Ready(Err(error)) => {
-                // An earlier statement's failure makes this one fail too: report that one.
-                let earlier: Result<(), E> = futures_util::future::join_all(in_flight)
-                    .await
-                    .into_iter()
-                    .collect();
-                return Err(earlier.err().unwrap_or(error));
-            }
-        }
-    }
-    Ok(in_flight)
-}
-
-/// Ends the transaction after its last statements went out as `sent` says.
-async fn close<R, E>(conn: &mut AsyncPgConnection, sent: Sent<R, E>) -> Result<R, E>
-where
-    E: From<diesel::result::Error>,
-{
     match sent {
         Sent::Open(result) => end(conn, result).await,
         Sent::Ended(result, committed) => {
             let status = AnsiTransactionManager::transaction_manager_status_mut(&mut *conn);
             match committed {
-                // Committed, or rolled back when a statement had failed.
+                // Committed, or rolled back when the statement had failed.
                 Ok(()) => {
                     status
                         .transaction_state()?

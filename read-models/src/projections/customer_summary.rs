@@ -11,7 +11,7 @@ use till_domain::db::prepared::Reuse;
 use till_domain::events::{DomainEvent, StoredEvent};
 use uuid::Uuid;
 
-use super::{reverses_sale, Change, Write};
+use super::{reverses_sale, Change};
 use crate::error::ReadError;
 
 #[derive(Default)]
@@ -23,12 +23,10 @@ struct Delta {
     last: Option<(DateTime<Utc>, Uuid)>,
 }
 
-/// Queues the batch's statements on `out`, in the order they must run.
-pub(super) fn statements<'c>(
-    conn: &'c AsyncPgConnection,
+pub(super) async fn apply_batch(
+    mut conn: &AsyncPgConnection,
     events: &[StoredEvent],
     changes: &mut Vec<Change>,
-    out: &mut Vec<Write<'c>>,
 ) -> Result<(), ReadError> {
     let mut deltas: HashMap<Uuid, Delta> = HashMap::new();
     for ev in events {
@@ -39,19 +37,31 @@ pub(super) fn statements<'c>(
                 name,
                 role,
             } => {
-                out.push(Box::pin(register(
-                    conn,
-                    *customer_id,
-                    email.clone(),
-                    name.clone(),
-                    role.clone(),
-                )));
+                diesel::sql_query(
+                    "INSERT INTO rm_customer_summary (customer_id, email, name, role) \
+                     VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (customer_id) DO UPDATE SET email = $2, name = $3, role = $4",
+                )
+                .bind::<SqlUuid, _>(customer_id)
+                .bind::<Text, _>(email)
+                .bind::<Text, _>(name)
+                .bind::<Text, _>(role)
+                .prepared()
+                .execute(&mut conn)
+                .await?;
                 changes.push(Change::Customer(*customer_id));
             }
             DomainEvent::RoleGranted {
                 customer_id, role, ..
             } => {
-                out.push(Box::pin(grant(conn, *customer_id, role.clone())));
+                diesel::sql_query(
+                    "UPDATE rm_customer_summary SET role = $2 WHERE customer_id = $1",
+                )
+                .bind::<SqlUuid, _>(customer_id)
+                .bind::<Text, _>(role)
+                .prepared()
+                .execute(&mut conn)
+                .await?;
                 changes.push(Change::Customer(*customer_id));
             }
             DomainEvent::OrderPlaced {
@@ -85,52 +95,9 @@ pub(super) fn statements<'c>(
             _ => {}
         }
     }
-    if !deltas.is_empty() {
-        out.push(Box::pin(add_orders(conn, deltas)));
+    if deltas.is_empty() {
+        return Ok(());
     }
-    Ok(())
-}
-
-async fn register(
-    mut conn: &AsyncPgConnection,
-    customer_id: Uuid,
-    email: String,
-    name: String,
-    role: String,
-) -> Result<(), ReadError> {
-    diesel::sql_query(
-        "INSERT INTO rm_customer_summary (customer_id, email, name, role) \
-         VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (customer_id) DO UPDATE SET email = $2, name = $3, role = $4",
-    )
-    .bind::<SqlUuid, _>(customer_id)
-    .bind::<Text, _>(email)
-    .bind::<Text, _>(name)
-    .bind::<Text, _>(role)
-    .prepared()
-    .execute(&mut conn)
-    .await?;
-    Ok(())
-}
-
-async fn grant(
-    mut conn: &AsyncPgConnection,
-    customer_id: Uuid,
-    role: String,
-) -> Result<(), ReadError> {
-    diesel::sql_query("UPDATE rm_customer_summary SET role = $2 WHERE customer_id = $1")
-        .bind::<SqlUuid, _>(customer_id)
-        .bind::<Text, _>(role)
-        .prepared()
-        .execute(&mut conn)
-        .await?;
-    Ok(())
-}
-
-async fn add_orders(
-    mut conn: &AsyncPgConnection,
-    deltas: HashMap<Uuid, Delta>,
-) -> Result<(), ReadError> {
     let (ids, ds): (Vec<Uuid>, Vec<Delta>) = deltas.into_iter().unzip();
     diesel::sql_query(
         "INSERT INTO rm_customer_summary AS s (customer_id, email, name, orders_count, \

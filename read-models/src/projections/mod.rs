@@ -8,16 +8,11 @@ mod product_view;
 mod sales;
 
 use diesel_async::AsyncPgConnection;
-use till_domain::db::plans;
 use till_domain::events::StoredEvent;
 use till_domain::types::OrderStatus;
 use uuid::Uuid;
 
 use crate::error::ReadError;
-
-/// One statement of a projection's batch (see [`plans::Statement`]): each projection
-/// folds a batch into a list of them, and the runner sends them in order.
-pub(crate) type Write<'c> = plans::Statement<'c, ReadError>;
 
 /// What a batch changed, for cache invalidation and change feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -162,41 +157,23 @@ impl Projection {
     }
 
     /// Applies a batch of events in log order (events a projection does not use are
-    /// ignored), in the caller's transaction: its statements go out one behind the
-    /// other without waiting for answers ([`plans::run_in_order`]).
-    pub async fn apply_batch(
-        self,
-        conn: &mut AsyncPgConnection,
-        events: &[StoredEvent],
-        changes: &mut Vec<Change>,
-    ) -> Result<(), ReadError> {
-        plans::run_in_order(conn, |shared| {
-            let mut out = Vec::new();
-            self.statements(shared, events, changes, &mut out)?;
-            Ok(out)
-        })
-        .await
-    }
-
-    /// Folds a batch of events, in log order, into the statements that apply it, queued
-    /// on `out` in the order they must run (events a projection does not use are
     /// ignored). Projections fold what commutes (stock levels, counters, sums) into
     /// set-based statements per batch; the effect equals applying one event at a time.
-    /// Nothing is sent here: the statements go out when the caller polls them, so the
-    /// statements of several projections and the checkpoints' move can go out together
-    /// (pipelined) in one transaction.
-    pub(crate) fn statements<'c>(
+    ///
+    /// Takes the connection shared (`&`), so that the statements of several
+    /// projections can be sent to one connection together (pipelined) in one
+    /// transaction; each projection still sends its own statements one after another.
+    pub async fn apply_batch(
         self,
-        conn: &'c AsyncPgConnection,
+        conn: &AsyncPgConnection,
         events: &[StoredEvent],
         changes: &mut Vec<Change>,
-        out: &mut Vec<Write<'c>>,
     ) -> Result<(), ReadError> {
         match self {
-            Self::ProductView => product_view::statements(conn, events, changes, out),
-            Self::OrderView => order_view::statements(conn, events, changes, out),
-            Self::CustomerSummary => customer_summary::statements(conn, events, changes, out),
-            Self::Sales => sales::statements(conn, events, changes, out),
+            Self::ProductView => product_view::apply_batch(conn, events, changes).await,
+            Self::OrderView => order_view::apply_batch(conn, events, changes).await,
+            Self::CustomerSummary => customer_summary::apply_batch(conn, events, changes).await,
+            Self::Sales => sales::apply_batch(conn, events, changes).await,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The order view. New orders and status changes are gathered and written with one
-//! statement each; a second change to an order already pending in the batch queues
+//! statement each; a second change to an order already pending in the batch writes
 //! what is pending first, so each order's changes apply in order.
 
 use std::collections::HashSet;
@@ -11,7 +11,7 @@ use till_domain::db::prepared::Reuse;
 use till_domain::events::{DomainEvent, StoredEvent};
 use uuid::Uuid;
 
-use super::{Change, Write};
+use super::Change;
 use crate::error::ReadError;
 use crate::views::StatusChange;
 
@@ -43,12 +43,10 @@ struct Pending {
     updated: HashSet<Uuid>,
 }
 
-/// Queues the batch's statements on `out`, in the order they must run.
-pub(super) fn statements<'c>(
-    conn: &'c AsyncPgConnection,
+pub(super) async fn apply_batch(
+    conn: &AsyncPgConnection,
     events: &[StoredEvent],
     changes: &mut Vec<Change>,
-    out: &mut Vec<Write<'c>>,
 ) -> Result<(), ReadError> {
     let mut pending = Pending::default();
     for ev in events {
@@ -93,7 +91,7 @@ pub(super) fn statements<'c>(
                 ..
             } => {
                 if pending.updated.contains(order_id) {
-                    pending.flush(conn, out);
+                    flush(conn, &mut pending).await?;
                 }
                 pending.updated.insert(*order_id);
                 pending.updates.push(StatusUpdate {
@@ -114,77 +112,59 @@ pub(super) fn statements<'c>(
             _ => {}
         }
     }
-    pending.flush(conn, out);
-    Ok(())
+    flush(conn, &mut pending).await
 }
 
-impl Pending {
-    /// Queues what is pending (the inserts first) and empties it.
-    fn flush<'c>(&mut self, conn: &'c AsyncPgConnection, out: &mut Vec<Write<'c>>) {
-        let inserts = std::mem::take(&mut self.inserts);
-        if !inserts.is_empty() {
-            out.push(Box::pin(insert(conn, inserts)));
-        }
-        let updates = std::mem::take(&mut self.updates);
-        self.updated.clear();
-        if !updates.is_empty() {
-            out.push(Box::pin(update(conn, updates)));
-        }
+async fn flush(mut conn: &AsyncPgConnection, pending: &mut Pending) -> Result<(), ReadError> {
+    let inserts = std::mem::take(&mut pending.inserts);
+    if !inserts.is_empty() {
+        diesel::sql_query(
+            "INSERT INTO rm_order_view (id, customer_id, customer_email, customer_name, status, \
+               total_minor, currency, lines, status_history, version, placed_at, updated_at) \
+             SELECT id, cust, email, name, 'PENDING_PAYMENT', total, currency, lines, history, \
+               version, placed_at, placed_at \
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[], \
+               $7::jsonb[], $8::jsonb[], $9::int4[], $10::timestamptz[]) \
+               AS t(id, cust, email, name, total, currency, lines, history, version, placed_at) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind::<Array<SqlUuid>, _>(inserts.iter().map(|o| o.id).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(inserts.iter().map(|o| o.customer_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(inserts.iter().map(|o| o.email.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(inserts.iter().map(|o| o.name.as_str()).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(inserts.iter().map(|o| o.total).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            inserts
+                .iter()
+                .map(|o| o.currency.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Jsonb>, _>(inserts.iter().map(|o| &o.lines).collect::<Vec<_>>())
+        .bind::<Array<Jsonb>, _>(inserts.iter().map(|o| &o.history).collect::<Vec<_>>())
+        .bind::<Array<Int4>, _>(inserts.iter().map(|o| o.version).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(inserts.iter().map(|o| o.placed_at).collect::<Vec<_>>())
+        .prepared()
+        .execute(&mut conn)
+        .await?;
     }
-}
-
-async fn insert(mut conn: &AsyncPgConnection, inserts: Vec<NewOrder>) -> Result<(), ReadError> {
-    diesel::sql_query(
-        "INSERT INTO rm_order_view (id, customer_id, customer_email, customer_name, status, \
-           total_minor, currency, lines, status_history, version, placed_at, updated_at) \
-         SELECT id, cust, email, name, 'PENDING_PAYMENT', total, currency, lines, history, \
-           version, placed_at, placed_at \
-         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[], \
-           $7::jsonb[], $8::jsonb[], $9::int4[], $10::timestamptz[]) \
-           AS t(id, cust, email, name, total, currency, lines, history, version, placed_at) \
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind::<Array<SqlUuid>, _>(inserts.iter().map(|o| o.id).collect::<Vec<_>>())
-    .bind::<Array<SqlUuid>, _>(inserts.iter().map(|o| o.customer_id).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(inserts.iter().map(|o| o.email.as_str()).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(inserts.iter().map(|o| o.name.as_str()).collect::<Vec<_>>())
-    .bind::<Array<BigInt>, _>(inserts.iter().map(|o| o.total).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(
-        inserts
-            .iter()
-            .map(|o| o.currency.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Jsonb>, _>(inserts.iter().map(|o| &o.lines).collect::<Vec<_>>())
-    .bind::<Array<Jsonb>, _>(inserts.iter().map(|o| &o.history).collect::<Vec<_>>())
-    .bind::<Array<Int4>, _>(inserts.iter().map(|o| o.version).collect::<Vec<_>>())
-    .bind::<Array<Timestamptz>, _>(inserts.iter().map(|o| o.placed_at).collect::<Vec<_>>())
-    .prepared()
-    .execute(&mut conn)
-    .await?;
-    Ok(())
-}
-
-async fn update(mut conn: &AsyncPgConnection, updates: Vec<StatusUpdate>) -> Result<(), ReadError> {
-    diesel::sql_query(
-        "UPDATE rm_order_view o SET status = t.status, version = t.version, updated_at = t.at, \
-           status_history = o.status_history || t.entry \
-         FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::jsonb[]) \
-           AS t(id, status, version, at, entry) \
-         WHERE o.id = t.id AND o.version < t.version",
-    )
-    .bind::<Array<SqlUuid>, _>(updates.iter().map(|u| u.id).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(
-        updates
-            .iter()
-            .map(|u| u.status.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Int4>, _>(updates.iter().map(|u| u.version).collect::<Vec<_>>())
-    .bind::<Array<Timestamptz>, _>(updates.iter().map(|u| u.at).collect::<Vec<_>>())
-    .bind::<Array<Jsonb>, _>(updates.iter().map(|u| &u.entry).collect::<Vec<_>>())
-    .prepared()
-    .execute(&mut conn)
-    .await?;
+    let updates = std::mem::take(&mut pending.updates);
+    pending.updated.clear();
+    if !updates.is_empty() {
+        diesel::sql_query(
+            "UPDATE rm_order_view o SET status = t.status, version = t.version, updated_at = t.at, \
+               status_history = o.status_history || t.entry \
+             FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::jsonb[]) \
+               AS t(id, status, version, at, entry) \
+             WHERE o.id = t.id AND o.version < t.version",
+        )
+        .bind::<Array<SqlUuid>, _>(updates.iter().map(|u| u.id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(updates.iter().map(|u| u.status.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Int4>, _>(updates.iter().map(|u| u.version).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(updates.iter().map(|u| u.at).collect::<Vec<_>>())
+        .bind::<Array<Jsonb>, _>(updates.iter().map(|u| &u.entry).collect::<Vec<_>>())
+        .prepared()
+        .execute(&mut conn)
+        .await?;
+    }
     Ok(())
 }

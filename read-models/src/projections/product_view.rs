@@ -9,14 +9,14 @@ use till_domain::db::prepared::Reuse;
 use till_domain::events::{DomainEvent, StockLevel, StoredEvent};
 use uuid::Uuid;
 
-use super::{reverses_sale, Change, Write};
+use super::{reverses_sale, Change};
 use crate::error::ReadError;
 
 /// Stock levels (newest version per product) and popularity deltas gathered over a
 /// batch, written in one statement at its end. Both commute with the catalog events
 /// applied in between: stock updates are version-guarded and popularity is a sum.
-/// New products are gathered too and inserted in one statement, queued before any
-/// other catalog event's statement so the log order between catalog events holds.
+/// New products are gathered too and inserted in one statement, flushed before any
+/// other catalog event so the log order between catalog events holds.
 #[derive(Default)]
 struct Folded {
     stock: HashMap<Uuid, (StockLevel, DateTime<Utc>)>,
@@ -39,15 +39,12 @@ struct NewProducts {
 }
 
 impl NewProducts {
-    /// Queues the insert of the gathered products (one statement) and empties the list.
-    fn flush<'c>(&mut self, conn: &'c AsyncPgConnection, out: &mut Vec<Write<'c>>) {
-        if !self.id.is_empty() {
-            out.push(Box::pin(std::mem::take(self).insert(conn)));
+    /// Inserts the gathered products (one statement) and empties the list.
+    async fn flush(&mut self, mut conn: &AsyncPgConnection) -> Result<(), ReadError> {
+        if self.id.is_empty() {
+            return Ok(());
         }
-    }
-
-    async fn insert(self, mut conn: &AsyncPgConnection) -> Result<(), ReadError> {
-        let rows = self;
+        let rows = std::mem::take(self);
         diesel::sql_query(
             "INSERT INTO rm_product_view (id, sku, name, description, price_minor, status, \
                category_id, category_ids, category_path, version, created_at, updated_at) \
@@ -76,43 +73,32 @@ impl NewProducts {
     }
 }
 
-/// Queues the batch's statements on `out`, in the order they must run.
-pub(super) fn statements<'c>(
-    conn: &'c AsyncPgConnection,
+pub(super) async fn apply_batch(
+    conn: &AsyncPgConnection,
     events: &[StoredEvent],
     changes: &mut Vec<Change>,
-    out: &mut Vec<Write<'c>>,
 ) -> Result<(), ReadError> {
     let mut folded = Folded::default();
     for ev in events {
-        fold(conn, ev, changes, &mut folded, out);
+        apply(conn, ev, changes, &mut folded).await?;
     }
-    folded.created.flush(conn, out);
-    out.push(Box::pin(set_stock_and_popularity(
-        conn,
-        folded.stock,
-        folded.popularity,
-    )));
-    Ok(())
+    folded.created.flush(conn).await?;
+    set_stock_and_popularity(conn, folded.stock, folded.popularity).await
 }
 
-/// Folds one event into `folded`, or queues its statement (catalog events other than
-/// product creation, each after the products created before it).
-fn fold<'c>(
-    conn: &'c AsyncPgConnection,
+async fn apply(
+    mut conn: &AsyncPgConnection,
     ev: &StoredEvent,
     changes: &mut Vec<Change>,
     folded: &mut Folded,
-    out: &mut Vec<Write<'c>>,
-) {
-    let mut conn = conn;
+) -> Result<(), ReadError> {
     if matches!(
         ev.event,
         DomainEvent::CategoryCreated { .. }
             | DomainEvent::ProductUpdated { .. }
             | DomainEvent::ProductArchived { .. }
     ) {
-        folded.created.flush(conn, out);
+        folded.created.flush(conn).await?;
     }
     match &ev.event {
         DomainEvent::CategoryCreated {
@@ -122,8 +108,6 @@ fn fold<'c>(
             parent_id,
         } => {
             let me = serde_json::json!([{ "id": category_id, "slug": slug, "name": name }]);
-            let (id, slug, name, parent) = (*category_id, slug.clone(), name.clone(), *parent_id);
-            out.push(Box::pin(async move {
             diesel::sql_query(
                 "INSERT INTO rm_categories (id, slug, name, parent_id, path, path_ids) \
                  VALUES ($1, $2, $3, $4, \
@@ -131,16 +115,14 @@ fn fold<'c>(
                    COALESCE((SELECT path_ids FROM rm_categories WHERE id = $4), '{}'::uuid[]) || $1) \
                  ON CONFLICT (id) DO NOTHING",
             )
-            .bind::<SqlUuid, _>(id)
+            .bind::<SqlUuid, _>(category_id)
             .bind::<Text, _>(slug)
             .bind::<Text, _>(name)
-            .bind::<Nullable<SqlUuid>, _>(parent)
+            .bind::<Nullable<SqlUuid>, _>(parent_id)
             .bind::<Jsonb, _>(me)
             .prepared()
             .execute(&mut conn)
             .await?;
-            Ok(())
-            }));
             changes.push(Change::Categories);
         }
         DomainEvent::ProductCreated {
@@ -177,17 +159,6 @@ fn fold<'c>(
             version,
             ..
         } => {
-            let (id, name, description, category, price, status, version, at) = (
-                *product_id,
-                name.clone(),
-                description.clone(),
-                *category_id,
-                *price_minor,
-                status.clone(),
-                *version,
-                ev.occurred_at,
-            );
-            out.push(Box::pin(async move {
             diesel::sql_query(
                 "UPDATE rm_product_view SET name = $2, description = $3, price_minor = $4, \
                    status = $5, category_id = $6, \
@@ -196,19 +167,17 @@ fn fold<'c>(
                    version = $7, updated_at = $8 \
                  WHERE id = $1 AND version < $7",
             )
-            .bind::<SqlUuid, _>(id)
+            .bind::<SqlUuid, _>(product_id)
             .bind::<Text, _>(name)
             .bind::<Text, _>(description)
-            .bind::<BigInt, _>(price)
+            .bind::<BigInt, _>(price_minor)
             .bind::<Text, _>(status)
-            .bind::<SqlUuid, _>(category)
+            .bind::<SqlUuid, _>(category_id)
             .bind::<Int4, _>(version)
-            .bind::<Timestamptz, _>(at)
+            .bind::<Timestamptz, _>(ev.occurred_at)
             .prepared()
             .execute(&mut conn)
             .await?;
-            Ok(())
-            }));
             changes.push(Change::Product(*product_id));
             changes.push(Change::Listing);
         }
@@ -216,20 +185,16 @@ fn fold<'c>(
             product_id,
             version,
         } => {
-            let (id, version, at) = (*product_id, *version, ev.occurred_at);
-            out.push(Box::pin(async move {
-                diesel::sql_query(
+            diesel::sql_query(
                 "UPDATE rm_product_view SET status = 'ARCHIVED', version = $2, updated_at = $3 \
                  WHERE id = $1 AND version < $2",
             )
-            .bind::<SqlUuid, _>(id)
+            .bind::<SqlUuid, _>(product_id)
             .bind::<Int4, _>(version)
-            .bind::<Timestamptz, _>(at)
+            .bind::<Timestamptz, _>(ev.occurred_at)
             .prepared()
             .execute(&mut conn)
             .await?;
-                Ok(())
-            }));
             changes.push(Change::Product(*product_id));
             changes.push(Change::Listing);
         }
@@ -271,6 +236,7 @@ fn fold<'c>(
         }
         _ => {}
     }
+    Ok(())
 }
 
 /// Writes a batch's stock levels and popularity deltas in one statement, so each

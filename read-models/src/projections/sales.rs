@@ -11,7 +11,7 @@ use till_domain::db::prepared::Reuse;
 use till_domain::events::{DomainEvent, StoredEvent};
 use uuid::Uuid;
 
-use super::{reverses_sale, Change, Write};
+use super::{reverses_sale, Change};
 use crate::error::ReadError;
 
 #[derive(Default)]
@@ -28,12 +28,10 @@ struct ProductSum {
     revenue: i64,
 }
 
-/// Queues the batch's statements on `out`.
-pub(super) fn statements<'c>(
-    conn: &'c AsyncPgConnection,
+pub(super) async fn apply_batch(
+    mut conn: &AsyncPgConnection,
     events: &[StoredEvent],
     changes: &mut Vec<Change>,
-    out: &mut Vec<Write<'c>>,
 ) -> Result<(), ReadError> {
     let mut days: BTreeMap<NaiveDate, Day> = BTreeMap::new();
     let mut products: HashMap<Uuid, ProductSum> = HashMap::new();
@@ -74,16 +72,6 @@ pub(super) fn statements<'c>(
     if days.is_empty() {
         return Ok(());
     }
-    out.push(Box::pin(add_days(conn, days)));
-    out.push(Box::pin(add_products(conn, products)));
-    changes.push(Change::Sales);
-    Ok(())
-}
-
-async fn add_days(
-    mut conn: &AsyncPgConnection,
-    days: BTreeMap<NaiveDate, Day>,
-) -> Result<(), ReadError> {
     let (day_keys, day_vals): (Vec<NaiveDate>, Vec<Day>) = days.into_iter().unzip();
     diesel::sql_query(
         "INSERT INTO rm_sales_daily AS d (day, orders_count, units, revenue_minor) \
@@ -98,13 +86,7 @@ async fn add_days(
     .prepared()
     .execute(&mut conn)
     .await?;
-    Ok(())
-}
 
-async fn add_products(
-    mut conn: &AsyncPgConnection,
-    products: HashMap<Uuid, ProductSum>,
-) -> Result<(), ReadError> {
     let (ids, sums): (Vec<Uuid>, Vec<ProductSum>) = products.into_iter().unzip();
     diesel::sql_query(
         "INSERT INTO rm_product_sales AS s (product_id, sku, name, units, revenue_minor) \
@@ -120,5 +102,6 @@ async fn add_products(
     .prepared()
     .execute(&mut conn)
     .await?;
+    changes.push(Change::Sales);
     Ok(())
 }
