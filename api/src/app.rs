@@ -575,11 +575,19 @@ pub(crate) async fn wait_for_signal() {
 
 /// Drops idle cache entries every few seconds even when no request touches the cache:
 /// moka does its housekeeping only on access, so after a burst the entries (and the
-/// weighted size the metrics show) stayed until the next request.
+/// weighted size the metrics show) stayed until the next request. Then hands the
+/// heap the dropped entries and the load's buffers left free back to the system
+/// when it has grown (`heap`), so that resident memory falls after load.
 async fn cache_housekeeping(cache: ReadCache, mut stop: watch::Receiver<bool>) {
+    let mut heap = crate::heap::Heap::default();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(5)) => cache.run_pending_tasks().await,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                cache.run_pending_tasks().await;
+                // After the cache let go of expired entries: hand the memory the
+                // load left free back to the system (see `heap`).
+                heap.tick();
+            }
             _ = stop.changed() => return,
         }
     }

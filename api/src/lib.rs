@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commit_times;
 pub mod config;
 pub mod graphql;
+pub mod heap;
 pub mod http;
 pub mod jobs;
 pub mod metrics;

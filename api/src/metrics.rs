@@ -153,6 +153,14 @@ fn describe() {
     );
     describe_gauge!("till_cache_entries", "Entries by cache.");
     describe_gauge!(
+        "till_heap_free_bytes",
+        "Bytes the allocator holds free for reuse (glibc mallinfo2 fordblks)."
+    );
+    describe_counter!(
+        "till_heap_trims_total",
+        "Times the housekeeping handed free heap back to the system (malloc_trim)."
+    );
+    describe_gauge!(
         "till_projection_rebuild_events",
         "Events replayed by the projection rebuild this process runs (reset when one starts)."
     );

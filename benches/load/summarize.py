@@ -101,16 +101,21 @@ if resources:
             lower, below = upper, count
         return f"> {lower * 1000:.0f}"
     print()
-    print("| scenario | RSS max MiB | RSS last MiB | cache max MiB | cache last MiB | evictions "
+    print("| scenario | RSS first MiB | RSS max MiB | RSS last MiB | heap trims "
+          "| cache max MiB | cache last MiB | evictions "
           "| projection lag p50 s | p99 s | max s | samples "
           "| commit -> visible p50 ms | p95 ms | p99 ms | transaction start -> visible p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for f in resources:
         d = json.loads(f.read_text())
         rss, lag = d["rss_mib"], d["lag_s"]
         cache, evicted = d.get("cache_mib") or [], d.get("evictions") or []
-        print(f"| {f.stem.removeprefix('resources-')} | {max(rss, default=float('nan')):.1f} | "
-              f"{(rss or [float('nan')])[-1]:.1f} | {max(cache, default=float('nan')):.1f} | "
+        trims = d.get("heap_trims") or []
+        print(f"| {f.stem.removeprefix('resources-')} | {(rss or [float('nan')])[0]:.1f} | "
+              f"{max(rss, default=float('nan')):.1f} | "
+              f"{(rss or [float('nan')])[-1]:.1f} | "
+              f"{(trims[-1] - trims[0]) if trims else 0:.0f} | "
+              f"{max(cache, default=float('nan')):.1f} | "
               f"{(cache or [float('nan')])[-1]:.1f} | "
               f"{(evicted[-1] - evicted[0]) if evicted else 0:.0f} | "
               f"{pct(lag, 0.5):.3f} | {pct(lag, 0.99):.3f} | "
