@@ -29,21 +29,23 @@
 #   memory      product(id:) of random products out of the whole catalog (k6), then
 #               idle for the cache's idle time and 10 s more: with a catalog larger than
 #               the cache (--cache-bytes), shows the weight bound honoured (cache size,
-#               evictions) and resident memory given back after the load
+#               evictions) and resident memory given back after the load; --bursts N
+#               repeats load and idle time N times (default 1), to show that memory
+#               stays bounded from one burst to the next
 # During each scenario the server's resident memory and projection lag are sampled
 # from /metrics (resources-<scenario>.json). Results (oha/k6 JSON, summary.md,
 # latency.png) go to target/load/run-<time>/.
 #
 #   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed|rebuild|ratio|order-ratio|memory] [--duration 15]
 #                       [--connections 64] [--products 2000] [--customers 2000] [--orders 20000]
-#                       [--buyers 2000] [--cache-bytes N] [--cache-idle S] [--rounds 5]
+#                       [--buyers 2000] [--cache-bytes N] [--cache-idle S] [--rounds 5] [--bursts 1]
 # --cache-bytes and --cache-idle set the server's TILL_CACHE_MAX_BYTES and
 # TILL_CACHE_IDLE_S (server defaults otherwise). TILL_BIN=/path/to/till runs that
 # binary instead of building target/release/till (to compare two builds).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 scenario=all duration=15 connections=64 products=2000 customers=2000 orders=20000 buyers=2000 cache_bytes= cache_idle=
-rounds=5
+rounds=5 bursts=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --scenario) scenario="$2"; shift 2 ;;
@@ -56,6 +58,7 @@ while [[ $# -gt 0 ]]; do
     --cache-bytes) cache_bytes="$2"; shift 2 ;;
     --cache-idle) cache_idle="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
+    --bursts) bursts="$2"; shift 2 ;;
     *) sed -n '2,42p' "$0" >&2; exit 2 ;;
   esac
 done
@@ -270,12 +273,23 @@ run_mixed() {
   wait "$a" "$b"
   unsample
 }
+resident_mib() {
+  curl -fsS "http://127.0.0.1:$((port + 1))/metrics" \
+    | awk '/^process_resident_memory_bytes / { printf "%.1f", $2 / 1048576 }'
+}
 run_memory() {
   local idle="${cache_idle:-600}"
-  echo "== memory: random products out of the whole catalog, then ${idle}s + 10s idle"
+  echo "== memory: random products out of the whole catalog, then ${idle}s + 10s idle ($bursts times)"
   sample memory
-  k6run catalog-reads catalog
-  sleep $((idle + 10))
+  local i name
+  for i in $(seq 1 "$bursts"); do
+    echo "   resident before burst $i: $(resident_mib) MiB"
+    name=catalog-reads; [[ "$i" == 1 ]] || name="catalog-reads-$i"
+    k6run "$name" catalog
+    echo "   resident after burst $i: $(resident_mib) MiB"
+    sleep $((idle + 10))
+  done
+  echo "   resident after the idle time: $(resident_mib) MiB"
   unsample
 }
 run_flash_sale() {
