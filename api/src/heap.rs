@@ -80,7 +80,7 @@ impl Heap {
         if !self.policy.should_trim(free) {
             return false;
         }
-        let before = sys::resident_bytes();
+        let before = crate::metrics::resident_bytes();
         sys::trim();
         let after = sys::free_bytes().unwrap_or(free);
         self.policy.trimmed(after);
@@ -88,7 +88,7 @@ impl Heap {
         tracing::debug!(
             free_bytes = free,
             resident_before = before,
-            resident_after = sys::resident_bytes(),
+            resident_after = crate::metrics::resident_bytes(),
             "returned free heap to the system"
         );
         true
@@ -113,13 +113,6 @@ mod sys {
             libc::malloc_trim(0);
         }
     }
-
-    /// Resident set size from /proc/self/statm, for the log line.
-    pub fn resident_bytes() -> Option<u64> {
-        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-        Some(pages * 4096)
-    }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -129,10 +122,6 @@ mod sys {
     }
 
     pub fn trim() {}
-
-    pub fn resident_bytes() -> Option<u64> {
-        None
-    }
 }
 
 #[cfg(test)]
@@ -202,11 +191,11 @@ mod tests {
             freed >= before + 16 * MIB,
             "31 MiB freed should show as free bytes: {before} -> {freed}"
         );
-        let resident = sys::resident_bytes().unwrap_or(0);
+        let resident = crate::metrics::resident_bytes().unwrap_or(0);
         sys::trim();
-        let trimmed = sys::resident_bytes().unwrap_or(u64::MAX);
+        let trimmed = crate::metrics::resident_bytes().unwrap_or(u64::MAX);
         assert!(
-            trimmed + 16 * MIB as u64 <= resident,
+            trimmed.saturating_add(16 * MIB as u64) <= resident,
             "a trim hands the freed pages back: resident {resident} -> {trimmed}"
         );
         assert_eq!(kept.len(), 64);
