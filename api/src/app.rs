@@ -578,7 +578,7 @@ pub(crate) async fn wait_for_signal() {
 /// weighted size the metrics show) stayed until the next request. Then hands the
 /// heap the dropped entries and the load's buffers left free back to the system
 /// when it has grown (`heap`), so that resident memory falls after load.
-async fn cache_housekeeping(cache: ReadCache, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn cache_housekeeping(cache: ReadCache, mut stop: watch::Receiver<bool>) {
     let mut heap = crate::heap::Heap::default();
     loop {
         tokio::select! {

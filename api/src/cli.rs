@@ -560,7 +560,7 @@ async fn worker(
                 pool_max: db.db_pool_size,
                 shards: Default::default(),
                 shard_max: 0,
-                reads: ReadModels::new(pool.clone(), cache, progress),
+                reads: ReadModels::new(pool.clone(), cache.clone(), progress),
             },
             shutting_down: shutting_down.clone(),
             max_lag: (ready_max_lag_s > 0).then(|| Duration::from_secs(ready_max_lag_s)),
@@ -588,6 +588,12 @@ async fn worker(
                 .map_err(CliError::Failed)?,
         );
     }
+    // The worker's cache only takes invalidations, but the projector's batches and
+    // rebuilds leave free heap behind: the same tick hands it back (`heap`).
+    tasks.push(tokio::spawn(crate::app::cache_housekeeping(
+        cache,
+        stop_rx.clone(),
+    )));
     tasks.push(notifications.spawn(stop_rx));
     tracing::info!("worker running: projector, jobs and housekeeping");
     crate::app::wait_for_signal().await;

@@ -15,9 +15,11 @@ use crate::support::ok;
 #[tokio::test]
 async fn a_worker_process_projects_and_stops_on_sigterm() {
     let db = TestDb::new().await;
+    let admin = ok(std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()));
     let mut worker = ok(Command::new(env!("CARGO_BIN_EXE_till"))
         .arg("worker")
         .env("DATABASE_URL", &db.url)
+        .env("TILL_ADMIN_LISTEN", admin.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -45,6 +47,24 @@ async fn a_worker_process_projects_and_stops_on_sigterm() {
             "the worker never projected the category"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The worker runs the heap housekeeping too (its first tick is after 5 s): the
+    // allocator's free bytes show on its metrics.
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = match http.get(format!("http://{admin}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if body.contains("till_heap_free_bytes ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never exported till_heap_free_bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     ok(Command::new("kill")
         .args(["-TERM", &worker.id().to_string()])
