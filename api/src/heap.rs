@@ -12,7 +12,9 @@
 //! least [`TRIM_FLOOR`] free and that figure has grown by [`TRIM_STEP`] since its
 //! lowest point after the last trim: when load has ended and memory was let go, not
 //! on every tick of an idle or a steady process. A cache that empties over several
-//! ticks (entries expire at different times) gets a trim for each step.
+//! ticks (entries expire at different times) gets a trim for each step. Before the
+//! first trim the low is zero (a process starts with nothing free), so the first tick
+//! that sees the floor trims, even when the load it follows ended before any tick.
 //!
 //! Only glibc has these calls; on other targets [`Heap::tick`] does nothing.
 
@@ -26,8 +28,8 @@ pub const TRIM_STEP: usize = 4 << 20;
 pub struct TrimPolicy {
     floor: usize,
     step: usize,
-    /// The lowest free figure since the last trim (or since the start).
-    low: Option<usize>,
+    /// The lowest free figure since the last trim (zero before the first).
+    low: usize,
 }
 
 impl TrimPolicy {
@@ -35,23 +37,22 @@ impl TrimPolicy {
         Self {
             floor,
             step,
-            low: None,
+            low: 0,
         }
     }
 
     /// Takes the free bytes seen now; true when they are at least the floor and
     /// have grown by the step above their lowest point since the last trim.
     pub fn should_trim(&mut self, free: usize) -> bool {
-        let low = self.low.map_or(free, |low| low.min(free));
-        self.low = Some(low);
-        free >= self.floor && free - low >= self.step
+        self.low = self.low.min(free);
+        free >= self.floor && free - self.low >= self.step
     }
 
     /// Records the free bytes after a trim: growth is counted from here on.
     /// (Pages a trim hands back inside an arena still count as free there, so the
     /// figure after a trim is usually close to the one before.)
     pub fn trimmed(&mut self, free_after: usize) {
-        self.low = Some(free_after);
+        self.low = free_after;
     }
 }
 
@@ -133,23 +134,37 @@ mod tests {
     #[test]
     fn trims_once_free_bytes_are_above_the_floor_and_grew_by_a_step() {
         let mut p = TrimPolicy::new(8 * MIB, 4 * MIB);
-        assert!(!p.should_trim(MIB), "the first figure sets the low");
-        assert!(!p.should_trim(4 * MIB), "3 MiB of growth is under a step");
-        assert!(
-            !p.should_trim(7 * MIB),
-            "a step of growth, but under the floor"
-        );
+        assert!(!p.should_trim(MIB), "under the floor");
+        assert!(!p.should_trim(7 * MIB), "still under the floor");
         assert!(
             p.should_trim(9 * MIB),
-            "over the floor and 8 MiB above the low"
+            "over the floor, nothing trimmed yet"
         );
+        p.trimmed(9 * MIB);
+        assert!(!p.should_trim(12 * MIB), "3 MiB of growth is under a step");
+        assert!(
+            p.should_trim(13 * MIB),
+            "a step above the figure after the trim"
+        );
+    }
+
+    /// A rebuild that ends before the first tick leaves 30 MiB free: the first tick
+    /// trims (it used to take that figure as its low and never trim).
+    #[test]
+    fn a_first_figure_over_the_floor_trims() {
+        let mut p = TrimPolicy::new(8 * MIB, 4 * MIB);
+        assert!(p.should_trim(30 * MIB));
     }
 
     #[test]
     fn a_dip_under_load_lowers_the_low() {
         let mut p = TrimPolicy::new(8 * MIB, 4 * MIB);
-        assert!(!p.should_trim(10 * MIB));
-        assert!(!p.should_trim(13 * MIB), "3 MiB above the first figure");
+        assert!(p.should_trim(10 * MIB));
+        p.trimmed(10 * MIB);
+        assert!(
+            !p.should_trim(13 * MIB),
+            "3 MiB above the figure after the trim"
+        );
         assert!(!p.should_trim(9 * MIB), "memory reused");
         assert!(p.should_trim(13 * MIB), "4 MiB above the new low");
     }
@@ -169,8 +184,10 @@ mod tests {
     }
 
     #[test]
-    fn a_steady_figure_never_trims() {
+    fn a_steady_figure_trims_once() {
         let mut p = TrimPolicy::new(8 * MIB, 4 * MIB);
+        assert!(p.should_trim(40 * MIB));
+        p.trimmed(40 * MIB);
         for _ in 0..100 {
             assert!(!p.should_trim(40 * MIB));
         }
