@@ -12,18 +12,30 @@ use till_read_models::schema::rm_categories;
 
 use crate::support::ok;
 
+/// Kills the worker if the test fails before it stops it, so that no process outlives
+/// the test run.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Both fail harmlessly once the test has stopped and reaped it.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn a_worker_process_projects_and_stops_on_sigterm() {
     let db = TestDb::new().await;
     let admin = ok(std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()));
-    let mut worker = ok(Command::new(env!("CARGO_BIN_EXE_till"))
+    let mut worker = KillOnDrop(ok(Command::new(env!("CARGO_BIN_EXE_till"))
         .arg("worker")
         .env("DATABASE_URL", &db.url)
         .env("TILL_ADMIN_LISTEN", admin.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn());
+        .spawn()));
     let commands = Commands::new(db.pool.clone());
     ok(commands
         .create_category(
@@ -67,9 +79,9 @@ async fn a_worker_process_projects_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     ok(Command::new("kill")
-        .args(["-TERM", &worker.id().to_string()])
+        .args(["-TERM", &worker.0.id().to_string()])
         .status());
-    let status = ok(worker.wait());
+    let status = ok(worker.0.wait());
     assert!(status.success(), "worker exit: {status}");
 }
 
