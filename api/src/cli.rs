@@ -588,8 +588,8 @@ async fn worker(
                 .map_err(CliError::Failed)?,
         );
     }
-    // The worker's cache only takes invalidations, but the projector's batches and
-    // rebuilds leave free heap behind: the same tick hands it back (`heap`).
+    // The worker's cache only takes invalidations, but the projector's batches leave
+    // free heap behind: the same tick hands it back (`heap`).
     tasks.push(tokio::spawn(crate::app::cache_housekeeping(
         cache,
         stop_rx.clone(),

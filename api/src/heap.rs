@@ -72,14 +72,14 @@ impl Default for Heap {
 
 impl Heap {
     /// One housekeeping tick: exports the allocator's free bytes and trims when
-    /// the policy says so. Returns whether it trimmed.
-    pub fn tick(&mut self) -> bool {
+    /// the policy says so.
+    pub fn tick(&mut self) {
         let Some(free) = sys::free_bytes() else {
-            return false;
+            return;
         };
         metrics::gauge!("till_heap_free_bytes").set(free as f64);
         if !self.policy.should_trim(free) {
-            return false;
+            return;
         }
         let before = crate::metrics::resident_bytes();
         sys::trim();
@@ -92,7 +92,6 @@ impl Heap {
             resident_after = crate::metrics::resident_bytes(),
             "returned free heap to the system"
         );
-        true
     }
 }
 
