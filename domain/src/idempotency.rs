@@ -1,8 +1,14 @@
 //! Idempotency keys: a command run under a key claims `(principal, key)` as the first
-//! statement of its transaction and records its outcome before commit, so the key and
-//! the effect commit (or roll back) together. A duplicate blocks on the claim until the
-//! first transaction ends; then it is told to replay (same request) or that the key
-//! was reused for a different request. A failed command stores nothing.
+//! statement of its transaction and records its outcome (the key's row) before commit,
+//! so the key and the effect commit (or roll back) together. A duplicate blocks on the
+//! claim until the first transaction ends; then it is told to replay (same request) or
+//! that the key was reused for a different request. A failed command stores nothing;
+//! an expired key that is not purged yet counts as absent.
+//!
+//! The claim is a transaction-scoped advisory lock, not a row: it takes no transaction
+//! id, so a keyed command gets its id at its first real write, like any other command,
+//! and its events sort after those of every transaction it waited for (the log's
+//! order is the order of transaction ids).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,6 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{Jsonb, Nullable, Text, Timestamptz};
+use diesel::OptionalExtension;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::prepared::Reuse;
@@ -77,35 +84,37 @@ struct FingerprintRow {
     fingerprint: String,
 }
 
-/// Claims the key inside the command's transaction (its first statement).
+/// The first key of the advisory lock that claims a key (the second is the principal
+/// and key hashed; a collision only makes two keys wait for each other).
+const CLAIM_LOCK_CLASS: i32 = 0x7112;
+
+/// Claims the key inside the command's transaction (its first statements): waits for
+/// any transaction holding the same key, then looks for its stored row.
 pub async fn claim(
     mut conn: &AsyncPgConnection,
     claim: &IdempotencyClaim,
 ) -> Result<(), DomainError> {
-    let expires = Utc::now()
-        + chrono::Duration::from_std(claim.ttl).unwrap_or_else(|_| chrono::Duration::hours(24));
-    let inserted = diesel::sql_query(
-        "INSERT INTO idempotency_keys (principal, key, fingerprint, expires_at) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (principal, key) DO NOTHING",
-    )
-    .bind::<Text, _>(&claim.principal)
-    .bind::<Text, _>(&claim.key)
-    .bind::<Text, _>(&claim.fingerprint)
-    .bind::<Timestamptz, _>(expires)
-    .prepared()
-    .execute(&mut conn)
-    .await?;
-    if inserted == 1 {
-        return Ok(());
-    }
-    let existing: FingerprintRow = diesel::sql_query(
-        "SELECT fingerprint FROM idempotency_keys WHERE principal = $1 AND key = $2",
+    diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2 || chr(31) || $3))")
+        .bind::<diesel::sql_types::Integer, _>(CLAIM_LOCK_CLASS)
+        .bind::<Text, _>(&claim.principal)
+        .bind::<Text, _>(&claim.key)
+        .prepared()
+        .execute(&mut conn)
+        .await?;
+    // A statement of its own, so its snapshot sees what the holder of the lock committed.
+    let existing: Option<FingerprintRow> = diesel::sql_query(
+        "SELECT fingerprint FROM idempotency_keys \
+         WHERE principal = $1 AND key = $2 AND expires_at > now()",
     )
     .bind::<Text, _>(&claim.principal)
     .bind::<Text, _>(&claim.key)
     .prepared()
     .get_result(&mut conn)
-    .await?;
+    .await
+    .optional()?;
+    let Some(existing) = existing else {
+        return Ok(());
+    };
     let conflict = if existing.fingerprint == claim.fingerprint {
         ClaimConflict::Replay
     } else {
@@ -115,20 +124,39 @@ pub async fn claim(
     Err(DomainError::IdempotencyConflict)
 }
 
-/// Records the command's outcome before its transaction commits.
+/// Stores the key with the command's outcome before its transaction commits (over
+/// an expired row of the same key that was not purged yet).
 pub async fn record_outcome(
     mut conn: &AsyncPgConnection,
     claim: &IdempotencyClaim,
     outcome: serde_json::Value,
 ) -> Result<(), DomainError> {
-    diesel::sql_query("UPDATE idempotency_keys SET outcome = $3 WHERE principal = $1 AND key = $2")
-        .bind::<Text, _>(&claim.principal)
-        .bind::<Text, _>(&claim.key)
-        .bind::<Jsonb, _>(outcome)
-        .prepared()
-        .execute(&mut conn)
-        .await?;
-    Ok(())
+    let expires = Utc::now()
+        + chrono::Duration::from_std(claim.ttl).unwrap_or_else(|_| chrono::Duration::hours(24));
+    let stored = diesel::sql_query(
+        "INSERT INTO idempotency_keys (principal, key, fingerprint, outcome, expires_at) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (principal, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
+           outcome = EXCLUDED.outcome, response = NULL, created_at = now(), \
+           expires_at = EXCLUDED.expires_at \
+         WHERE idempotency_keys.expires_at <= now()",
+    )
+    .bind::<Text, _>(&claim.principal)
+    .bind::<Text, _>(&claim.key)
+    .bind::<Text, _>(&claim.fingerprint)
+    .bind::<Jsonb, _>(outcome)
+    .bind::<Timestamptz, _>(expires)
+    .prepared()
+    .execute(&mut conn)
+    .await?;
+    if stored == 1 {
+        Ok(())
+    } else {
+        // The claim holds the key's lock and saw no live row: this cannot happen.
+        Err(DomainError::Internal(
+            "an idempotency key's row appeared under its claim".into(),
+        ))
+    }
 }
 
 /// A stored key.

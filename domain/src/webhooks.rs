@@ -252,9 +252,13 @@ async fn fan_out_batch(
             position: p.position,
         },
         None => {
-            // First run: deliver from now on, not the whole history.
-            let head = event_log::head(conn).await?;
-            event_log::save_checkpoint(conn, CHECKPOINT, head, None).await?;
+            // First run: deliver from now on, not the whole history. "Now" is the
+            // gap-safe horizon, not the log's head: a transaction still in flight may
+            // hold a lower id than the head's and commit later, and its events are new.
+            let start = event_log::last_readable_after(conn, LogPoint::default())
+                .await?
+                .unwrap_or_default();
+            event_log::save_checkpoint(conn, CHECKPOINT, start, None).await?;
             return Ok(0);
         }
     };

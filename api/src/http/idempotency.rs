@@ -43,10 +43,12 @@ pub fn key_from(req: &HttpRequest) -> Result<Option<String>, &'static str> {
     Ok(Some(key.to_owned()))
 }
 
-/// Hash of what makes two requests the same: document, operation name, variables.
-fn fingerprint(body: &Value) -> String {
+/// Hash of what makes two requests the same: the document as resolved (the text a
+/// persisted-query hash stands for, so hash-only and full-text sends of one document
+/// agree and two documents never do), operation name and variables.
+fn fingerprint(document: &str, body: &Value) -> String {
     let canonical = json!({
-        "query": body.get("query"),
+        "query": document,
         "operationName": body.get("operationName"),
         "variables": body.get("variables"),
     });
@@ -91,8 +93,11 @@ pub(super) async fn run(
     body: Value,
 ) -> HttpResponse {
     let principal = principal_key(&info.principal);
-    let fp = fingerprint(&body);
-    let build = |body: &Value| from_json(body.clone(), &data.documents);
+    let request = match from_json(body.clone(), &data.documents) {
+        Ok(r) => r,
+        Err(r) => return refusal(media, &r),
+    };
+    let fp = fingerprint(&request.request.query, &body);
     // A stored key answers at once.
     match idempotency::lookup(&data.pool, &principal, key).await {
         Ok(Some(stored)) => {
@@ -104,10 +109,6 @@ pub(super) async fn run(
             return unavailable(media);
         }
     }
-    let request = match build(&body) {
-        Ok(r) => r,
-        Err(r) => return refusal(media, &r),
-    };
     let claim = IdempotencyClaim::new(
         principal.clone(),
         key.to_owned(),
@@ -216,10 +217,26 @@ mod tests {
 
     #[test]
     fn fingerprints_ignore_key_order_but_not_values() {
-        let a = json!({"query": "mutation { x }", "variables": {"a": 1, "b": 2}});
-        let b = json!({"variables": {"b": 2, "a": 1}, "query": "mutation { x }"});
-        let c = json!({"query": "mutation { x }", "variables": {"a": 1, "b": 3}});
-        assert_eq!(fingerprint(&a), fingerprint(&b));
-        assert_ne!(fingerprint(&a), fingerprint(&c));
+        let doc = "mutation { x }";
+        let a = json!({"query": doc, "variables": {"a": 1, "b": 2}});
+        let b = json!({"variables": {"b": 2, "a": 1}, "query": doc});
+        let c = json!({"query": doc, "variables": {"a": 1, "b": 3}});
+        assert_eq!(fingerprint(doc, &a), fingerprint(doc, &b));
+        assert_ne!(fingerprint(doc, &a), fingerprint(doc, &c));
+    }
+
+    #[test]
+    fn fingerprints_are_of_the_resolved_document_not_the_body_text() {
+        let vars = json!({"variables": {"a": 1}});
+        let hash_only = json!({"variables": {"a": 1},
+            "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab"}}});
+        assert_eq!(
+            fingerprint("mutation { x }", &vars),
+            fingerprint("mutation { x }", &hash_only)
+        );
+        assert_ne!(
+            fingerprint("mutation { x }", &hash_only),
+            fingerprint("mutation { y }", &hash_only)
+        );
     }
 }
