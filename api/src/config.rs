@@ -363,11 +363,14 @@ pub struct JobsConfig {
     #[arg(long, env = "TILL_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10)]
     pub webhook_max_attempts: i32,
 
-    /// Seconds a claimed job is reserved for its worker (then another may take it).
+    /// Seconds a claimed job is reserved for its worker; renewed every third of it while
+    /// the job runs, so only a worker that died or lost the database loses it (then
+    /// another may take it).
     #[arg(long, env = "TILL_JOB_LEASE_S", default_value_t = 60)]
     pub job_lease_s: u64,
 
-    /// Longest one job attempt may run, in seconds (below the lease).
+    /// Longest one job attempt may run, in seconds; must be below the lease (start-up
+    /// refuses anything else).
     #[arg(long, env = "TILL_JOB_TIMEOUT_S", default_value_t = 30)]
     pub job_timeout_s: u64,
 

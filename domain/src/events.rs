@@ -179,6 +179,29 @@ pub enum DomainEvent {
         /// Amount to capture, minor units.
         amount_minor: i64,
     },
+    /// The provider captured money for an order that could no longer be paid (it had
+    /// failed, been cancelled or expired meanwhile): a refund job was enqueued.
+    PaymentRefundRequested {
+        /// The order.
+        order_id: Uuid,
+        /// Its customer.
+        customer_id: Uuid,
+        /// The provider's charge to refund.
+        charge_id: String,
+        /// Amount to refund, minor units.
+        amount_minor: i64,
+    },
+    /// The provider refunded a charge of an order that could not be paid.
+    PaymentRefunded {
+        /// The order.
+        order_id: Uuid,
+        /// Its customer.
+        customer_id: Uuid,
+        /// The provider's refund id.
+        refund_id: String,
+        /// Amount refunded, minor units.
+        amount_minor: i64,
+    },
     /// An order was placed and its stock reserved.
     OrderPlaced {
         /// The order.
@@ -237,6 +260,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "CustomerRegistered",
     "RoleGranted",
     "PaymentRequested",
+    "PaymentRefundRequested",
+    "PaymentRefunded",
     "OrderPlaced",
     "OrderStatusChanged",
 ];
@@ -257,6 +282,8 @@ impl DomainEvent {
             Self::CustomerRegistered { .. } => "CustomerRegistered",
             Self::RoleGranted { .. } => "RoleGranted",
             Self::PaymentRequested { .. } => "PaymentRequested",
+            Self::PaymentRefundRequested { .. } => "PaymentRefundRequested",
+            Self::PaymentRefunded { .. } => "PaymentRefunded",
             Self::OrderPlaced { .. } => "OrderPlaced",
             Self::OrderStatusChanged { .. } => "OrderStatusChanged",
         }
@@ -284,7 +311,9 @@ impl DomainEvent {
             | Self::RoleGranted { customer_id, .. } => ("customer", *customer_id),
             Self::OrderPlaced { order_id, .. }
             | Self::OrderStatusChanged { order_id, .. }
-            | Self::PaymentRequested { order_id, .. } => ("order", *order_id),
+            | Self::PaymentRequested { order_id, .. }
+            | Self::PaymentRefundRequested { order_id, .. }
+            | Self::PaymentRefunded { order_id, .. } => ("order", *order_id),
         }
     }
 

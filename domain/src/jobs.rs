@@ -166,14 +166,40 @@ pub async fn claim(
     .await?)
 }
 
-/// A job finished: it is deleted. False when the lease was lost meanwhile.
-pub async fn complete(pool: &PgPool, job: &Job, worker: &str) -> Result<bool, DomainError> {
+/// Extends the lease of a running job by `lease` from now. False when this claim no
+/// longer holds the job (its lease ran out and another claim took it, or it ended).
+pub async fn renew(
+    pool: &PgPool,
+    job: &Job,
+    worker: &str,
+    lease: Duration,
+) -> Result<bool, DomainError> {
     let mut conn = pool.get().await?;
     let n = diesel::sql_query(
-        "DELETE FROM jobs WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+        "UPDATE jobs SET locked_until = now() + $4 * interval '1 millisecond', updated_at = now() \
+         WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND status = 'running'",
     )
     .bind::<BigInt, _>(job.id)
     .bind::<Text, _>(worker)
+    .bind::<Integer, _>(job.attempts)
+    .bind::<BigInt, _>(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+    .prepared()
+    .execute(&mut conn)
+    .await?;
+    Ok(n == 1)
+}
+
+/// A job finished: it is deleted. False when the lease was lost meanwhile. Every
+/// outcome write is fenced by the claim (`locked_by` and the attempt number the claim
+/// set), so a stale attempt of the same process cannot end a newer claim's run.
+pub async fn complete(pool: &PgPool, job: &Job, worker: &str) -> Result<bool, DomainError> {
+    let mut conn = pool.get().await?;
+    let n = diesel::sql_query(
+        "DELETE FROM jobs WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND status = 'running'",
+    )
+    .bind::<BigInt, _>(job.id)
+    .bind::<Text, _>(worker)
+    .bind::<Integer, _>(job.attempts)
     .prepared()
     .execute(&mut conn)
     .await?;
@@ -197,7 +223,7 @@ pub async fn fail(
         (
             "UPDATE jobs SET status = 'dead', last_error = $3, locked_until = NULL, \
                locked_by = NULL, dead_at = now(), updated_at = now() \
-             WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+             WHERE id = $1 AND locked_by = $2 AND attempts = $5 AND status = 'running'",
             Failed::Dead,
         )
     } else {
@@ -205,7 +231,7 @@ pub async fn fail(
         (
             "UPDATE jobs SET status = 'queued', last_error = $3, locked_until = NULL, \
                locked_by = NULL, run_at = now() + $4 * interval '1 millisecond', updated_at = now() \
-             WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+             WHERE id = $1 AND locked_by = $2 AND attempts = $5 AND status = 'running'",
             Failed::Retry(delay),
         )
     };
@@ -218,6 +244,7 @@ pub async fn fail(
         .bind::<Text, _>(worker)
         .bind::<Text, _>(&error)
         .bind::<BigInt, _>(delay_ms)
+        .bind::<Integer, _>(job.attempts)
         .execute(&mut conn)
         .await?;
     Ok(if n == 1 { outcome } else { Failed::LeaseLost })
@@ -244,8 +271,30 @@ pub async fn dead_letters(
     .await?)
 }
 
+/// The queue and payload of a dead letter. NOT_FOUND when it is not one.
+pub async fn dead_letter_payload(pool: &PgPool, id: i64) -> Result<(String, Value), DomainError> {
+    let mut conn = pool.get().await?;
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        queue: String,
+        #[diesel(sql_type = Jsonb)]
+        payload: Value,
+    }
+    let row: Option<Row> =
+        diesel::sql_query("SELECT queue, payload FROM jobs WHERE id = $1 AND status = 'dead'")
+            .bind::<BigInt, _>(id)
+            .prepared()
+            .get_result(&mut conn)
+            .await
+            .optional()?;
+    let row = row.ok_or_else(|| DomainError::not_found("dead letter", id))?;
+    Ok((row.queue, row.payload))
+}
+
 /// Puts a dead letter back on its queue with fresh attempts. NOT_FOUND when it is not
-/// (or no longer) a dead letter.
+/// (or no longer) a dead letter. The back office goes through
+/// `Commands::retry_dead_letter`, which refuses what must not run again.
 pub async fn retry_dead(pool: &PgPool, id: i64) -> Result<String, DomainError> {
     let mut conn = pool.get().await?;
     #[derive(QueryableByName)]

@@ -133,6 +133,8 @@ diesel::table! {
         failure -> Nullable<Text>,
         requested_at -> Timestamptz,
         settled_at -> Nullable<Timestamptz>,
+        refund_id -> Nullable<Text>,
+        refunded_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -215,3 +215,70 @@ async fn the_fan_out_skips_events_nobody_subscribes_to() {
         "{depths:?}"
     );
 }
+
+/// Outcomes are fenced per claim: when a job's lease runs out and the same worker
+/// (process) claims it again, the older attempt can neither finish, fail nor renew it.
+#[tokio::test]
+async fn a_stale_attempt_cannot_end_or_renew_a_newer_claim_of_the_same_worker() {
+    let db = TestDb::new().await;
+    enqueue(&db, 1, 5).await;
+    let lease = Duration::from_millis(200);
+    let first = ok(jobs::claim(&db.pool, "test", 1, lease, "w").await).remove(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = ok(jobs::claim(&db.pool, "test", 1, Duration::from_secs(30), "w").await).remove(0);
+    assert_eq!((second.id, second.attempts), (first.id, 2));
+
+    assert!(!ok(jobs::complete(&db.pool, &first, "w").await));
+    assert!(!ok(jobs::renew(&db.pool, &first, "w", lease).await));
+    assert_eq!(
+        ok(jobs::fail(&db.pool, &first, "w", "stale", true, BACKOFF).await),
+        Failed::LeaseLost
+    );
+    assert!(ok(jobs::renew(&db.pool, &second, "w", lease).await));
+    assert!(ok(jobs::complete(&db.pool, &second, "w").await));
+}
+
+/// The fan-out's first run starts at the gap-safe horizon: an event of a transaction
+/// still in flight (with a lower id than events that committed before the run) is
+/// delivered once it commits.
+#[tokio::test]
+async fn the_fan_outs_first_run_does_not_skip_a_transaction_in_flight() {
+    use diesel_async::SimpleAsyncConnection;
+    use till_domain::event_log::{self, EventMeta};
+    use till_domain::events::DomainEvent;
+    use till_domain::webhooks;
+    let db = TestDb::new().await;
+    let (sub, _) =
+        ok(webhooks::subscribe(&db.pool, "http://127.0.0.1:9/hook", &["*".into()]).await);
+    let mut in_flight = ok(db.pool.get().await);
+    ok(in_flight.batch_execute("BEGIN").await);
+    let early = ok(event_log::append(
+        &mut in_flight,
+        &EventMeta::system("test"),
+        &[DomainEvent::CategoryCreated {
+            category_id: uuid::Uuid::now_v7(),
+            slug: "early".into(),
+            name: "early".into(),
+            parent_id: None,
+        }],
+    )
+    .await);
+    let later = append_categories(&db, &["later"]).await;
+    assert!(early < later, "the open transaction has the lower id");
+
+    assert_eq!(
+        ok(webhooks::fan_out(&db.pool, 500, 3).await),
+        0,
+        "first run"
+    );
+    ok(in_flight.batch_execute("COMMIT").await);
+    fan_out_to(&db, later).await;
+    let delivered: Vec<(i64, i64)> = ok(webhooks::deliveries(&db.pool, sub.id, None, 10).await)
+        .iter()
+        .map(|d| (d.event_tx_id, d.event_position))
+        .collect();
+    assert!(
+        delivered.contains(&(early.tx_id, early.position)),
+        "the in-flight event was skipped: {delivered:?}"
+    );
+}

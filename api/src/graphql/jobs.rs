@@ -300,8 +300,10 @@ impl JobsMutation {
     /// Pays an unpaid order with a payment method token (its owner or staff). The
     /// capture runs in the background: the order becomes PAID, or PAYMENT_FAILED with
     /// its stock released; follow it with `order(id:)` or the `orderStatusChanged`
-    /// subscription. With the built-in fake provider, `tok_ok` succeeds,
-    /// `tok_declined` is declined and `tok_flaky` fails twice before succeeding.
+    /// subscription. While the capture runs the order cannot be cancelled (CONFLICT).
+    /// With the built-in fake provider, `tok_ok` succeeds, `tok_slow` succeeds after
+    /// half a second, `tok_declined` is declined and `tok_flaky` fails twice before
+    /// succeeding.
     #[graphql(complexity = 10)]
     async fn pay_order(
         &self,
@@ -326,7 +328,9 @@ impl JobsMutation {
     /// Puts a dead letter back on its queue with fresh attempts (back office).
     #[graphql(guard = "StaffGuard", complexity = 10)]
     async fn retry_dead_letter(&self, ctx: &Context<'_>, id: ID) -> Result<DeadLetterPayload> {
-        let queue = jobs::retry_dead(state(ctx)?.commands.pool(), job_id(&id)?)
+        let queue = state(ctx)?
+            .commands
+            .retry_dead_letter(job_id(&id)?)
             .await
             .map_err(error::domain)?;
         Ok(DeadLetterPayload {

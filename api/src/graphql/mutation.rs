@@ -457,7 +457,9 @@ impl CommerceMutation {
         })
     }
 
-    /// Cancels an unpaid order and releases its stock (its owner or staff).
+    /// Cancels an unpaid order and releases its stock (its owner or staff). CONFLICT
+    /// while a payment of the order is being captured: it becomes PAID or
+    /// PAYMENT_FAILED within moments.
     #[graphql(complexity = 10)]
     async fn cancel_order(
         &self,

@@ -2,25 +2,79 @@
 //! payment flow works with no account anywhere (`TILL_PAYMENT_PROVIDER_URL` unset).
 //!
 //! `POST /fake-provider/charges` with `Idempotency-Key`: token `tok_ok` succeeds,
-//! `tok_declined` is declined (402), `tok_flaky` fails with 503 on its first two
+//! `tok_slow` succeeds after half a second (a capture still in flight when the customer
+//! acts), `tok_declined` is declined (402), `tok_flaky` fails with 503 on its first two
 //! attempts per key and then succeeds; anything else is 400. The same key always gets
 //! the same charge id: a retried capture is one logical charge.
+//!
+//! `POST /fake-provider/refunds` with `Idempotency-Key` and `{charge, amount}` refunds a
+//! charge it made (the same key gets the same refund id); an unknown charge is 404.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+/// How long `tok_slow` takes to be charged.
+const SLOW_CHARGE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Per-key state of the fake provider (bounded).
 pub struct FakeProvider {
     charges: moka::sync::Cache<String, (u32, String)>,
+    /// Refund id per refund key.
+    refunds: moka::sync::Cache<String, String>,
 }
 
 impl Default for FakeProvider {
     fn default() -> Self {
         Self {
             charges: moka::sync::Cache::builder().max_capacity(10_000).build(),
+            refunds: moka::sync::Cache::builder().max_capacity(10_000).build(),
         }
     }
+}
+
+impl FakeProvider {
+    fn charged(&self, charge: &str) -> bool {
+        self.charges.iter().any(|(_, (_, id))| id == charge)
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty())
+}
+
+#[derive(Deserialize)]
+pub(super) struct RefundRequest {
+    charge: String,
+    amount: i64,
+}
+
+/// `POST /fake-provider/refunds`.
+pub(super) async fn refunds(
+    req: HttpRequest,
+    body: web::Json<RefundRequest>,
+    data: web::Data<std::sync::Arc<crate::app::AppData>>,
+) -> HttpResponse {
+    let Some(state) = &data.fake_provider else {
+        return HttpResponse::NotFound().finish();
+    };
+    let Some(key) = idempotency_key(&req) else {
+        return HttpResponse::BadRequest()
+            .json(json!({ "error": { "code": "idempotency_key_required" } }));
+    };
+    if body.amount <= 0 {
+        return HttpResponse::BadRequest().json(json!({ "error": { "code": "invalid_amount" } }));
+    }
+    if !state.charged(&body.charge) {
+        return HttpResponse::NotFound().json(json!({ "error": { "code": "no_such_charge" } }));
+    }
+    let id = state.refunds.get_with(key.to_owned(), || {
+        format!("re_{}", uuid::Uuid::new_v4().simple())
+    });
+    HttpResponse::Ok().json(json!({ "id": id, "status": "succeeded", "charge": body.charge }))
 }
 
 #[derive(Deserialize)]
@@ -39,12 +93,7 @@ pub(super) async fn charges(
     let Some(state) = &data.fake_provider else {
         return HttpResponse::NotFound().finish();
     };
-    let Some(key) = req
-        .headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty())
-    else {
+    let Some(key) = idempotency_key(&req) else {
         return HttpResponse::BadRequest()
             .json(json!({ "error": { "code": "idempotency_key_required" } }));
     };
@@ -62,6 +111,11 @@ pub(super) async fn charges(
     match body.source.as_str() {
         "tok_ok" => HttpResponse::Ok()
             .json(json!({ "id": entry.1, "status": "succeeded", "amount": body.amount })),
+        "tok_slow" => {
+            tokio::time::sleep(SLOW_CHARGE).await;
+            HttpResponse::Ok()
+                .json(json!({ "id": entry.1, "status": "succeeded", "amount": body.amount }))
+        }
         "tok_flaky" if attempts <= 2 => {
             HttpResponse::ServiceUnavailable().json(json!({ "error": { "code": "try_again" } }))
         }

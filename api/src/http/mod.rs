@@ -115,6 +115,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/fake-provider/charges",
         web::post().to(fake_provider::charges),
     )
+    .route(
+        "/fake-provider/refunds",
+        web::post().to(fake_provider::refunds),
+    )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .configure(graphiql::configure);

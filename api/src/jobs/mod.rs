@@ -91,7 +91,14 @@ pub fn start(
             workers.push(QueueWorker {
                 queue: till_domain::commands::PAYMENTS_QUEUE,
                 concurrency: cfg.payments_concurrency.max(1),
-                handler: payments::capture_handler(commands.clone(), client),
+                handler: payments::capture_handler(commands.clone(), client.clone()),
+                give_up: Some(payments::give_up_handler(commands.clone())),
+            });
+            workers.push(QueueWorker {
+                queue: till_domain::commands::REFUNDS_QUEUE,
+                concurrency: cfg.payments_concurrency.max(1),
+                handler: payments::refund_handler(commands.clone(), client),
+                give_up: None,
             });
         }
         None => tracing::warn!("no TILL_PAYMENT_PROVIDER_URL: this process captures no payments"),
@@ -106,15 +113,16 @@ pub fn start(
         queue: till_domain::webhooks::WEBHOOKS_QUEUE,
         concurrency: cfg.webhooks_concurrency.max(1),
         handler: webhooks::delivery_handler(pool.clone(), webhook_http),
+        give_up: None,
     });
-    let settings = RunnerSettings {
-        lease: Duration::from_secs(cfg.job_lease_s.max(1)),
-        timeout: Duration::from_secs(cfg.job_timeout_s.max(1)),
-        backoff: Backoff {
+    let settings = RunnerSettings::new(
+        Duration::from_secs(cfg.job_lease_s),
+        Duration::from_secs(cfg.job_timeout_s),
+        Backoff {
             base: Duration::from_millis(cfg.job_backoff_base_ms.max(1)),
             cap: Duration::from_secs(cfg.job_backoff_cap_s.max(1)),
         },
-    };
+    )?;
     let mut handles = spawn(pool.clone(), listener, workers, settings, stop.clone());
     handles.push(tokio::spawn(webhooks::fan_out(
         pool,
@@ -137,6 +145,15 @@ pub fn start(
 pub type Handler =
     Arc<dyn Fn(Job) -> Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>> + Send + Sync>;
 
+/// What a queue does when one of its jobs fails for good (permanently, or out of
+/// attempts), before the job becomes a dead letter: given the job and the last error.
+/// It must be idempotent (a worker that dies after it and before the dead letter is
+/// recorded leaves the job to be claimed again and given up again). When it fails, the
+/// job is left to its lease and given up on its next claim.
+pub type GiveUp = Arc<
+    dyn Fn(Job, String) -> Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>> + Send + Sync,
+>;
+
 /// One queue's worker settings.
 pub struct QueueWorker {
     /// Queue name.
@@ -145,17 +162,40 @@ pub struct QueueWorker {
     pub concurrency: usize,
     /// Runs one job.
     pub handler: Handler,
+    /// Runs when a job fails for good (see [`GiveUp`]).
+    pub give_up: Option<GiveUp>,
 }
 
 /// Settings shared by every queue.
 #[derive(Debug, Clone, Copy)]
 pub struct RunnerSettings {
-    /// How long a claimed job is reserved for its worker.
+    /// How long a claimed job is reserved for its worker; renewed every third of it
+    /// while the job runs.
     pub lease: Duration,
-    /// Longest one attempt may run (keep it below the lease).
+    /// Longest one attempt may run (below the lease).
     pub timeout: Duration,
     /// Retry timing.
     pub backoff: Backoff,
+}
+
+impl RunnerSettings {
+    /// Settings whose attempt timeout is below the lease (else a slow attempt could
+    /// outlive its lease and run beside the next claim's).
+    pub fn new(lease: Duration, timeout: Duration, backoff: Backoff) -> Result<Self, String> {
+        if timeout.is_zero() || timeout >= lease {
+            return Err(format!(
+                "the job timeout ({} s, TILL_JOB_TIMEOUT_S) must be above zero and below the \
+                 job lease ({} s, TILL_JOB_LEASE_S)",
+                timeout.as_secs_f64(),
+                lease.as_secs_f64()
+            ));
+        }
+        Ok(Self {
+            lease,
+            timeout,
+            backoff,
+        })
+    }
 }
 
 /// Starts one loop per queue, woken through `listener`; they stop when `stop` turns
@@ -224,9 +264,10 @@ async fn run_queue(
             };
             let pool = pool.clone();
             let handler = worker.handler.clone();
+            let give_up = worker.give_up.clone();
             let worker_id = worker_id.clone();
             tokio::spawn(async move {
-                run_one(&pool, handler, job, settings, &worker_id).await;
+                run_one(&pool, handler, give_up, job, settings, &worker_id).await;
                 drop(permit);
             });
         }
@@ -260,19 +301,63 @@ async fn run_queue(
 async fn run_one(
     pool: &PgPool,
     handler: Handler,
+    give_up: Option<GiveUp>,
     job: Job,
     settings: RunnerSettings,
     worker: &str,
 ) {
     let span = tracing::info_span!("job", queue = %job.queue, id = job.id, attempt = job.attempts);
-    run_one_in_span(pool, handler, job, settings, worker)
+    run_one_in_span(pool, handler, give_up, job, settings, worker)
         .instrument(span)
         .await
+}
+
+/// How one attempt ended, before its outcome is recorded.
+enum Attempt {
+    /// The handler returned.
+    Ran(Result<(), JobError>),
+    /// The lease could not be renewed: another claim holds the job now, so this one
+    /// stopped and records nothing.
+    LeaseLost,
+}
+
+/// Runs the handler under the attempt timeout while renewing the job's lease every
+/// third of it; stops the handler when a renewal finds the claim gone.
+async fn attempt(
+    pool: &PgPool,
+    handler: &Handler,
+    job: &Job,
+    settings: RunnerSettings,
+    worker: &str,
+) -> Attempt {
+    let run = tokio::time::timeout(settings.timeout, handler(job.clone()));
+    tokio::pin!(run);
+    let every = (settings.lease / 3).max(Duration::from_millis(10));
+    let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ran = &mut run => {
+                return Attempt::Ran(ran.unwrap_or_else(|_| Err(JobError::transient(format!(
+                    "timed out after {} ms",
+                    settings.timeout.as_millis()
+                )))));
+            }
+            _ = renewals.tick() => match jobs::renew(pool, job, worker, settings.lease).await {
+                Ok(true) => {}
+                Ok(false) => return Attempt::LeaseLost,
+                // The database is briefly away: keep running; the next tick tries again
+                // and the outcome write is fenced by the claim anyway.
+                Err(e) => tracing::warn!(error = %e, "could not renew the job's lease"),
+            }
+        }
+    }
 }
 
 async fn run_one_in_span(
     pool: &PgPool,
     handler: Handler,
+    give_up: Option<GiveUp>,
     job: Job,
     settings: RunnerSettings,
     worker: &str,
@@ -284,12 +369,14 @@ async fn run_one_in_span(
             "the worker running the last attempt was lost",
         ))
     } else {
-        match tokio::time::timeout(settings.timeout, handler(job.clone())).await {
-            Ok(r) => r,
-            Err(_) => Err(JobError::transient(format!(
-                "timed out after {} ms",
-                settings.timeout.as_millis()
-            ))),
+        match attempt(pool, &handler, &job, settings, worker).await {
+            Attempt::Ran(r) => r,
+            Attempt::LeaseLost => {
+                metrics::counter!("till_job_leases_lost_total", "queue" => job.queue.clone())
+                    .increment(1);
+                tracing::warn!("the job's lease was lost while it ran; stopped it");
+                return;
+            }
         }
     };
     let took_ms = started.elapsed().as_millis() as u64;
@@ -307,6 +394,14 @@ async fn run_one_in_span(
             Err(e) => tracing::warn!(error = %e, "could not record a finished job"),
         },
         Err(err) => {
+            let last = err.permanent || job.attempts >= job.max_attempts;
+            if let (true, Some(give_up)) = (last, &give_up) {
+                if let Err(e) = give_up(job.clone(), err.message.clone()).await {
+                    // Left to its lease: the next claim gives it up again.
+                    tracing::error!(error = %e.message, "could not give the job up; it is claimed again after its lease");
+                    return;
+                }
+            }
             match jobs::fail(
                 pool,
                 &job,

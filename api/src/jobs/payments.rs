@@ -1,21 +1,28 @@
-//! Payment capture against the provider's HTTP API.
+//! Payment capture and refunds against the provider's HTTP API.
 //!
 //! `POST {provider}/charges` with `{amount, currency, source, orderId}` and the order id
 //! as `Idempotency-Key`, so every retry of one order is the same logical charge and the
 //! provider never charges twice. 2xx -> captured (PAID); 402 -> declined
-//! (PAYMENT_FAILED, stock released); other 4xx -> permanent failure (dead letter);
-//! 5xx, timeouts and connection errors -> retried with backoff.
+//! (PAYMENT_FAILED, stock released); other 4xx -> permanent failure; 5xx, timeouts and
+//! connection errors -> retried with backoff. A capture that fails for good (permanent,
+//! or out of attempts) is given up: the payment fails and the order becomes
+//! PAYMENT_FAILED with its stock released, before the job becomes a dead letter.
+//!
+//! `POST {provider}/refunds` with `{charge, amount, currency, orderId}` and
+//! `refund-<order id>` as `Idempotency-Key` refunds money captured for an order that
+//! could no longer be paid (the `refunds` queue); a refund that fails for good stays a
+//! dead letter for staff, with the payment `refunding`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use till_domain::commands::{Commands, Settlement};
+use till_domain::commands::{Commands, PaymentStatus, Settlement};
 use till_domain::jobs::Job;
-use till_domain::types::{OrderId, OrderStatus};
+use till_domain::types::OrderId;
 use till_domain::DomainError;
 
-use super::{Handler, JobError};
+use super::{GiveUp, Handler, JobError};
 
 /// The provider's HTTP API.
 #[derive(Clone)]
@@ -53,32 +60,19 @@ impl ProviderClient {
         currency: &str,
         token: &str,
     ) -> Result<Charge, JobError> {
-        let mut request = self
-            .http
-            .post(format!("{}/charges", self.base))
-            .header("Idempotency-Key", order.0.to_string());
-        for (k, v) in crate::telemetry::trace_headers() {
-            request = request.header(k, v);
-        }
-        let resp = request
-            .json(&json!({
-                "amount": amount_minor,
-                "currency": currency.trim(),
-                "source": token,
-                "orderId": order.0,
-            }))
-            .send()
-            .await
-            .map_err(|e| JobError::transient(format!("provider unreachable: {e}")))?;
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let reason = || {
-            body["error"]["code"]
-                .as_str()
-                .or_else(|| body["error"]["message"].as_str())
-                .unwrap_or("unknown")
-                .to_owned()
-        };
+        let (status, body) = self
+            .post(
+                "charges",
+                order.0.to_string(),
+                json!({
+                    "amount": amount_minor,
+                    "currency": currency.trim(),
+                    "source": token,
+                    "orderId": order.0,
+                }),
+            )
+            .await?;
+        let reason = || error_reason(&body);
         if status.is_success() {
             return body["id"]
                 .as_str()
@@ -101,6 +95,79 @@ impl ProviderClient {
             ))),
         }
     }
+
+    /// Refunds `charge` of `order` (idempotent per order); returns the refund id.
+    pub async fn refund(
+        &self,
+        order: OrderId,
+        charge: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<String, JobError> {
+        let (status, body) = self
+            .post(
+                "refunds",
+                format!("refund-{}", order.0),
+                json!({
+                    "charge": charge,
+                    "amount": amount_minor,
+                    "currency": currency.trim(),
+                    "orderId": order.0,
+                }),
+            )
+            .await?;
+        if status.is_success() {
+            return body["id"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| JobError::transient("provider answered without a refund id"));
+        }
+        let reason = error_reason(&body);
+        match status.as_u16() {
+            408 | 409 | 425 | 429 => Err(JobError::transient(format!(
+                "provider answered {status}: {reason}"
+            ))),
+            400..=499 => Err(JobError::permanent(format!(
+                "provider refused the refund ({status}): {reason}"
+            ))),
+            _ => Err(JobError::transient(format!(
+                "provider failed ({status}): {reason}"
+            ))),
+        }
+    }
+
+    /// POSTs `body` to `{base}/{what}` under `key`; the status and the JSON answer
+    /// (null when it is not JSON).
+    async fn post(
+        &self,
+        what: &str,
+        key: String,
+        body: Value,
+    ) -> Result<(reqwest::StatusCode, Value), JobError> {
+        let mut request = self
+            .http
+            .post(format!("{}/{what}", self.base))
+            .header("Idempotency-Key", key);
+        for (k, v) in crate::telemetry::trace_headers() {
+            request = request.header(k, v);
+        }
+        let resp = request
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| JobError::transient(format!("provider unreachable: {e}")))?;
+        let status = resp.status();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+}
+
+/// The provider's error code or message, for the job's error.
+fn error_reason(body: &Value) -> String {
+    body["error"]["code"]
+        .as_str()
+        .or_else(|| body["error"]["message"].as_str())
+        .unwrap_or("unknown")
+        .to_owned()
 }
 
 fn domain_err(e: DomainError) -> JobError {
@@ -108,9 +175,20 @@ fn domain_err(e: DomainError) -> JobError {
         DomainError::Unavailable(_) | DomainError::Transient(_) => {
             JobError::transient(e.to_string())
         }
-        DomainError::NotFound { .. } => JobError::permanent(e.to_string()),
+        DomainError::NotFound { .. } | DomainError::InvalidState(_) => {
+            JobError::permanent(e.to_string())
+        }
         other => JobError::transient(other.to_string()),
     }
+}
+
+/// The order a payments or refunds job is about.
+fn order_of(job: &Job) -> Result<OrderId, JobError> {
+    job.payload["orderId"]
+        .as_str()
+        .and_then(|s| uuid::Uuid::parse_str(s).ok())
+        .map(OrderId)
+        .ok_or_else(|| JobError::permanent("payload has no orderId"))
 }
 
 /// The handler of the `payments` queue.
@@ -120,18 +198,14 @@ pub fn capture_handler(commands: Commands, provider: ProviderClient) -> Handler 
         let shared = shared.clone();
         Box::pin(async move {
             let (commands, provider) = &*shared;
-            let order = job.payload["orderId"]
-                .as_str()
-                .and_then(|s| uuid::Uuid::parse_str(s).ok())
-                .map(OrderId)
-                .ok_or_else(|| JobError::permanent("payload has no orderId"))?;
+            let order = order_of(&job)?;
             let payment = commands
                 .payment_to_capture(order)
                 .await
                 .map_err(domain_err)?;
-            if payment.status != OrderStatus::PendingPayment {
-                // Settled meanwhile (by the provider's webhook, or cancelled): no charge.
-                tracing::info!(%order, status = %payment.status, "nothing to capture");
+            if payment.status != PaymentStatus::Pending {
+                // Settled meanwhile (by the provider's webhook): no charge.
+                tracing::info!(%order, status = payment.status.as_str(), "nothing to capture");
                 return Ok(());
             }
             let settlement = match provider
@@ -150,6 +224,61 @@ pub fn capture_handler(commands: Commands, provider: ProviderClient) -> Handler 
                 .settle_payment(order, settlement)
                 .await
                 .map_err(domain_err)?;
+            Ok(())
+        })
+    })
+}
+
+/// What the `payments` queue does with a capture that failed for good: the payment
+/// fails and the order becomes PAYMENT_FAILED with its stock released.
+pub fn give_up_handler(commands: Commands) -> GiveUp {
+    Arc::new(move |job: Job, error: String| {
+        let commands = commands.clone();
+        Box::pin(async move {
+            let Ok(order) = order_of(&job) else {
+                return Ok(());
+            };
+            match commands.give_up_payment(order, &error).await {
+                Ok(Some(_)) => {
+                    tracing::warn!(%order, %error, "capture given up: PAYMENT_FAILED, stock released");
+                    Ok(())
+                }
+                Ok(None) | Err(DomainError::NotFound { .. }) => Ok(()),
+                Err(e) => Err(domain_err(e)),
+            }
+        })
+    })
+}
+
+/// The handler of the `refunds` queue.
+pub fn refund_handler(commands: Commands, provider: ProviderClient) -> Handler {
+    let shared = Arc::new((commands, provider));
+    Arc::new(move |job: Job| {
+        let shared = shared.clone();
+        Box::pin(async move {
+            let (commands, provider) = &*shared;
+            let order = order_of(&job)?;
+            let Some(refund) = commands
+                .payment_to_refund(order)
+                .await
+                .map_err(domain_err)?
+            else {
+                tracing::info!(%order, "refunded already");
+                return Ok(());
+            };
+            let refund_id = provider
+                .refund(
+                    order,
+                    &refund.charge_id,
+                    refund.amount_minor,
+                    &refund.currency,
+                )
+                .await?;
+            commands
+                .record_refund(order, &refund_id)
+                .await
+                .map_err(domain_err)?;
+            tracing::info!(%order, %refund_id, "refunded a capture of an order that could not be paid");
             Ok(())
         })
     })

@@ -24,7 +24,10 @@ pub use catalog::{NewCategory, NewProduct, ProductPatch};
 pub use customers::NewCustomer;
 pub use inventory::StockOutcome;
 pub use orders::{OrderLineInput, PlacedOrder};
-pub use payments::{PaymentToCapture, Settlement, PAYMENTS_QUEUE};
+pub use payments::{
+    PaymentStatus, PaymentToCapture, Refund, Settlement, PAYMENTS_QUEUE, REFUNDS_QUEUE,
+    REFUND_MAX_ATTEMPTS,
+};
 
 use crate::db::{PgPool, PooledConn};
 use crate::error::DomainError;

@@ -163,6 +163,10 @@ impl Commands {
             .await
     }
 
+    /// Moves an order to `to` on a command of a user or of the system (cancel,
+    /// expiry, manual payment, shipping). Refused while a payment of the order is in
+    /// progress: only its settlement ([`Commands::settle_payment`]) may move the order
+    /// then, so a capture never charges an order that was cancelled meanwhile.
     pub(super) async fn transition(
         &self,
         ctx: &CommandContext,
@@ -185,111 +189,16 @@ impl Commands {
                     if owner_filter.is_some_and(|me| me.0 != head.customer_id) {
                         return Err(DomainError::not_found("order", id));
                     }
-                    if to == OrderStatus::Expired && payment_pending(conn, id).await? {
+                    if head.status == OrderStatus::PendingPayment
+                        && payment_pending(conn, id).await?
+                    {
                         return Err(DomainError::InvalidState(format!(
-                            "order {id} has a payment in progress"
+                            "order {id} has a payment in progress and cannot become {to} \
+                             now; it becomes PAID or PAYMENT_FAILED within moments"
                         )));
                     }
-                    if !allowed(head.status, to) {
-                        return Err(DomainError::InvalidState(format!(
-                            "order {id} is {} and cannot become {to}",
-                            head.status
-                        )));
-                    }
-                    let lines = load_lines(conn, id).await?;
-                    let mut batch = Vec::with_capacity(lines.len() + 1);
-                    let mut sorted = lines.clone();
-                    sorted.sort_by_key(|l| l.product_id);
-                    for line in &sorted {
-                        let q = line.quantity;
-                        let changed: Option<(i32, i32, i64)> = match stock {
-                            StockMove::None => None,
-                            StockMove::Release => Some(
-                                diesel::update(inventory::table.find(line.product_id))
-                                    .set((
-                                        inventory::reserved.eq(inventory::reserved - q),
-                                        inventory::version.eq(inventory::version + 1),
-                                    ))
-                                    .returning((
-                                        inventory::on_hand,
-                                        inventory::reserved,
-                                        inventory::version,
-                                    ))
-                                    .prepared()
-                                    .get_result(conn)
-                                    .await?,
-                            ),
-                            StockMove::Commit => Some(
-                                diesel::update(inventory::table.find(line.product_id))
-                                    .set((
-                                        inventory::on_hand.eq(inventory::on_hand - q),
-                                        inventory::reserved.eq(inventory::reserved - q),
-                                        inventory::version.eq(inventory::version + 1),
-                                    ))
-                                    .returning((
-                                        inventory::on_hand,
-                                        inventory::reserved,
-                                        inventory::version,
-                                    ))
-                                    .prepared()
-                                    .get_result(conn)
-                                    .await?,
-                            ),
-                        };
-                        if let Some((on_hand, reserved, version)) = changed {
-                            let level = StockLevel {
-                                on_hand,
-                                reserved,
-                                version,
-                            };
-                            batch.push(match stock {
-                                StockMove::Commit => DomainEvent::StockCommitted {
-                                    product_id: line.product_id,
-                                    order_id: id.0,
-                                    quantity: q,
-                                    stock: level,
-                                },
-                                _ => DomainEvent::StockReleased {
-                                    product_id: line.product_id,
-                                    order_id: id.0,
-                                    quantity: q,
-                                    stock: level,
-                                },
-                            });
-                        }
-                    }
-                    let now = Utc::now();
-                    let version = head.version + 1;
-                    diesel::update(orders::table.find(id.0))
-                        .set((
-                            orders::status.eq(to.as_str()),
-                            orders::version.eq(version),
-                            orders::updated_at.eq(now),
-                        ))
-                        .prepared()
-                        .execute(conn)
-                        .await?;
-                    diesel::insert_into(order_status_history::table)
-                        .values((
-                            order_status_history::order_id.eq(id.0),
-                            order_status_history::seq.eq(version),
-                            order_status_history::status.eq(to.as_str()),
-                            order_status_history::changed_at.eq(now),
-                        ))
-                        .execute(conn)
-                        .await?;
-                    batch.push(DomainEvent::OrderStatusChanged {
-                        order_id: id.0,
-                        customer_id: head.customer_id,
-                        from: head.status.as_str().to_owned(),
-                        to: to.as_str().to_owned(),
-                        lines,
-                        total_minor: head.total_minor,
-                        placed_at: head.placed_at,
-                        at: now,
-                        version,
-                    });
-                    let at = event_log::append(conn, &meta, &batch).await?;
+                    let at =
+                        apply_transition(conn, &meta, id, &head, to, stock, Vec::new()).await?;
                     finish(conn, ctx, Outcome { value: id, at }).await
                 })
                 .await
@@ -297,6 +206,113 @@ impl Commands {
         })
         .await
     }
+}
+
+/// Moves a locked order (`head`, from [`lock_order`]) to `to` inside the caller's
+/// transaction: checks the state machine, moves the stock of its lines, writes the
+/// status and its history, and appends the events (`extra` after the order's own).
+pub(super) async fn apply_transition(
+    conn: &mut AsyncPgConnection,
+    meta: &event_log::EventMeta,
+    id: OrderId,
+    head: &OrderHead,
+    to: OrderStatus,
+    stock: StockMove,
+    extra: Vec<DomainEvent>,
+) -> Result<event_log::LogPoint, DomainError> {
+    if !allowed(head.status, to) {
+        return Err(DomainError::InvalidState(format!(
+            "order {id} is {} and cannot become {to}",
+            head.status
+        )));
+    }
+    let lines = load_lines(conn, id).await?;
+    let mut batch = Vec::with_capacity(lines.len() + 1 + extra.len());
+    let mut sorted = lines.clone();
+    sorted.sort_by_key(|l| l.product_id);
+    for line in &sorted {
+        let q = line.quantity;
+        let changed: Option<(i32, i32, i64)> = match stock {
+            StockMove::None => None,
+            StockMove::Release => Some(
+                diesel::update(inventory::table.find(line.product_id))
+                    .set((
+                        inventory::reserved.eq(inventory::reserved - q),
+                        inventory::version.eq(inventory::version + 1),
+                    ))
+                    .returning((inventory::on_hand, inventory::reserved, inventory::version))
+                    .prepared()
+                    .get_result(conn)
+                    .await?,
+            ),
+            StockMove::Commit => Some(
+                diesel::update(inventory::table.find(line.product_id))
+                    .set((
+                        inventory::on_hand.eq(inventory::on_hand - q),
+                        inventory::reserved.eq(inventory::reserved - q),
+                        inventory::version.eq(inventory::version + 1),
+                    ))
+                    .returning((inventory::on_hand, inventory::reserved, inventory::version))
+                    .prepared()
+                    .get_result(conn)
+                    .await?,
+            ),
+        };
+        if let Some((on_hand, reserved, version)) = changed {
+            let level = StockLevel {
+                on_hand,
+                reserved,
+                version,
+            };
+            batch.push(match stock {
+                StockMove::Commit => DomainEvent::StockCommitted {
+                    product_id: line.product_id,
+                    order_id: id.0,
+                    quantity: q,
+                    stock: level,
+                },
+                _ => DomainEvent::StockReleased {
+                    product_id: line.product_id,
+                    order_id: id.0,
+                    quantity: q,
+                    stock: level,
+                },
+            });
+        }
+    }
+    let now = Utc::now();
+    let version = head.version + 1;
+    diesel::update(orders::table.find(id.0))
+        .set((
+            orders::status.eq(to.as_str()),
+            orders::version.eq(version),
+            orders::updated_at.eq(now),
+        ))
+        .prepared()
+        .execute(conn)
+        .await?;
+    diesel::insert_into(order_status_history::table)
+        .values((
+            order_status_history::order_id.eq(id.0),
+            order_status_history::seq.eq(version),
+            order_status_history::status.eq(to.as_str()),
+            order_status_history::changed_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    batch.push(DomainEvent::OrderStatusChanged {
+        order_id: id.0,
+        customer_id: head.customer_id,
+        from: head.status.as_str().to_owned(),
+        to: to.as_str().to_owned(),
+        lines,
+        total_minor: head.total_minor,
+        placed_at: head.placed_at,
+        at: now,
+        version,
+    });
+    batch.extend(extra);
+    event_log::append(conn, meta, &batch).await
 }
 
 /// When an order's inventory rows are locked.

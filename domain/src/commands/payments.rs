@@ -1,13 +1,17 @@
 //! Payments: a request enqueues a capture job in the same transaction; the capture (or
-//! the provider's webhook, whichever comes first) settles the order exactly once
-//! through the order state machine: PAID moves reserved stock out, a decline sets
-//! PAYMENT_FAILED and releases it. Settling an already settled order is a no-op.
+//! the provider's webhook, whichever comes first) settles the order exactly once, in
+//! one transaction with the payment row: PAID moves reserved stock out, a decline sets
+//! PAYMENT_FAILED and releases it. While a payment is pending nothing else moves the
+//! order (cancel and expiry are refused), and the database refuses a commit where the
+//! payment and the order disagree (`payment_matches_order`). A capture given up for
+//! good fails the payment and releases the stock; money captured for an order that can
+//! no longer be paid is refunded by a job, never dropped.
 
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::json;
 
-use super::orders::lock_order;
+use super::orders::{apply_transition, lock_order, StockMove};
 use super::{begin, finish, CommandContext, Commands, Outcome};
 use crate::db::plans;
 use crate::error::DomainError;
@@ -19,6 +23,12 @@ use crate::types::{OrderId, OrderStatus};
 
 /// The queue of capture jobs.
 pub const PAYMENTS_QUEUE: &str = "payments";
+
+/// The queue of refund jobs (money captured for an order that could not be paid).
+pub const REFUNDS_QUEUE: &str = "refunds";
+
+/// Attempts of a refund job before it becomes a dead letter for staff.
+pub const REFUND_MAX_ATTEMPTS: i32 = 20;
 
 /// What the provider said.
 #[derive(Debug, Clone)]
@@ -35,6 +45,54 @@ pub enum Settlement {
     },
 }
 
+/// Where a payment stands (the `payments.status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// Requested; its capture job runs (the order waits in PENDING_PAYMENT).
+    Pending,
+    /// Captured: the order is PAID (or SHIPPED).
+    Captured,
+    /// Declined by the provider: the order is PAYMENT_FAILED.
+    Declined,
+    /// Given up (a permanent provider error or no attempts left): PAYMENT_FAILED.
+    Failed,
+    /// Captured for an order that could no longer be paid; its refund job runs.
+    Refunding,
+    /// That capture was refunded.
+    Refunded,
+}
+
+impl PaymentStatus {
+    /// The column's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Captured => "captured",
+            Self::Declined => "declined",
+            Self::Failed => "failed",
+            Self::Refunding => "refunding",
+            Self::Refunded => "refunded",
+        }
+    }
+
+    /// Parses the column's value.
+    pub fn from_db(s: &str) -> Result<Self, DomainError> {
+        Ok(match s {
+            "pending" => Self::Pending,
+            "captured" => Self::Captured,
+            "declined" => Self::Declined,
+            "failed" => Self::Failed,
+            "refunding" => Self::Refunding,
+            "refunded" => Self::Refunded,
+            other => {
+                return Err(DomainError::Internal(format!(
+                    "unknown payment status {other}"
+                )))
+            }
+        })
+    }
+}
+
 /// What a capture job needs to know about an order.
 #[derive(Debug, Clone)]
 pub struct PaymentToCapture {
@@ -46,8 +104,64 @@ pub struct PaymentToCapture {
     pub currency: String,
     /// The payment method token.
     pub method_token: String,
-    /// The order's status now.
-    pub status: OrderStatus,
+    /// The payment's status now (only a pending one is charged).
+    pub status: PaymentStatus,
+}
+
+/// What a refund job needs to know.
+#[derive(Debug, Clone)]
+pub struct Refund {
+    /// The order.
+    pub order_id: OrderId,
+    /// The provider's charge to refund.
+    pub charge_id: String,
+    /// Amount in minor units.
+    pub amount_minor: i64,
+    /// ISO 4217 currency.
+    pub currency: String,
+}
+
+struct LockedPayment {
+    status: PaymentStatus,
+}
+
+/// Locks an order's payment row (after its order row: the one lock order every
+/// payment path takes). NOT_FOUND when the order has no payment.
+async fn lock_payment(
+    conn: &mut AsyncPgConnection,
+    id: OrderId,
+) -> Result<LockedPayment, DomainError> {
+    let status: Option<String> = payments::table
+        .find(id.0)
+        .select(payments::status)
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    let status = status.ok_or_else(|| DomainError::not_found("payment", id))?;
+    Ok(LockedPayment {
+        status: PaymentStatus::from_db(&status)?,
+    })
+}
+
+/// Writes a payment's settled status.
+async fn set_payment(
+    conn: &mut AsyncPgConnection,
+    id: OrderId,
+    status: PaymentStatus,
+    charge_id: Option<&str>,
+    failure: Option<&str>,
+) -> Result<(), DomainError> {
+    diesel::update(payments::table.find(id.0))
+        .set((
+            payments::status.eq(status.as_str()),
+            payments::charge_id.eq(charge_id),
+            payments::failure.eq(failure),
+            payments::settled_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 impl Commands {
@@ -91,7 +205,7 @@ impl Commands {
                         .values((
                             payments::order_id.eq(id.0),
                             payments::method_token.eq(&token),
-                            payments::status.eq("pending"),
+                            payments::status.eq(PaymentStatus::Pending.as_str()),
                         ))
                         .on_conflict_do_nothing()
                         .execute(conn)
@@ -135,7 +249,7 @@ impl Commands {
                 .inner_join(payments::table)
                 .filter(orders::id.eq(id.0))
                 .select((
-                    orders::status,
+                    payments::status,
                     orders::total_minor,
                     orders::currency,
                     payments::method_token,
@@ -150,80 +264,262 @@ impl Commands {
                 amount_minor,
                 currency,
                 method_token,
-                status: OrderStatus::from_db(&status)?,
+                status: PaymentStatus::from_db(&status)?,
             })
         })
         .await
     }
 
-    /// Settles an order's payment. Idempotent: settling an order that already left
-    /// PENDING_PAYMENT the same way returns `None`.
+    /// Settles an order's payment with what the provider said, in one transaction
+    /// with the order's transition (the database refuses a commit where the two
+    /// disagree). Idempotent: a settlement the payment already has is a no-op
+    /// (`None`). Money captured for an order that can no longer be paid (its capture
+    /// was given up, or a decline arrived first) is recorded and refunded through
+    /// the provider by a job on [`REFUNDS_QUEUE`], never dropped.
     #[tracing::instrument(name = "command", skip_all, fields(command = "settle_payment"))]
     pub async fn settle_payment(
         &self,
         id: OrderId,
         settlement: Settlement,
     ) -> Result<Option<LogPoint>, DomainError> {
-        let ctx = CommandContext::system("payments");
-        let (to, stock, payment_status, charge, failure) = match &settlement {
-            Settlement::Captured { charge_id } => (
-                OrderStatus::Paid,
-                super::orders::StockMove::Commit,
-                "captured",
-                Some(charge_id.clone()),
-                None,
-            ),
-            Settlement::Declined { reason } => (
-                OrderStatus::PaymentFailed,
-                super::orders::StockMove::Release,
-                "declined",
-                None,
-                Some(reason.clone()),
-            ),
-        };
-        let at = match self.transition(&ctx, id, to, stock, true).await {
-            Ok(out) => Some(out.at),
-            Err(DomainError::InvalidState(m)) => {
-                let now = self.order_status(id).await?;
-                if now == to || (to == OrderStatus::Paid && now == OrderStatus::Shipped) {
-                    None
-                } else {
-                    return Err(DomainError::InvalidState(m));
-                }
-            }
-            Err(e) => return Err(e),
-        };
+        let meta = CommandContext::system("payments").meta();
+        let max_attempts = REFUND_MAX_ATTEMPTS;
         self.run(|mut conn| {
-            let charge = charge.clone();
-            let failure = failure.clone();
+            let meta = meta.clone();
+            let settlement = settlement.clone();
             async move {
-                diesel::update(payments::table.find(id.0))
-                    .set((
-                        payments::status.eq(payment_status),
-                        payments::charge_id.eq(charge),
-                        payments::failure.eq(failure),
-                        payments::settled_at.eq(diesel::dsl::now),
-                    ))
-                    .execute(&mut conn)
-                    .await?;
-                Ok(())
+                plans::transaction(&mut conn, async |conn| {
+                    let head = lock_order(conn, id).await?;
+                    let payment = lock_payment(conn, id).await?;
+                    match (payment.status, settlement) {
+                        (PaymentStatus::Pending, Settlement::Captured { charge_id }) => {
+                            let at = apply_transition(
+                                conn,
+                                &meta,
+                                id,
+                                &head,
+                                OrderStatus::Paid,
+                                StockMove::Commit,
+                                Vec::new(),
+                            )
+                            .await?;
+                            set_payment(conn, id, PaymentStatus::Captured, Some(&charge_id), None)
+                                .await?;
+                            Ok(Some(at))
+                        }
+                        (PaymentStatus::Pending, Settlement::Declined { reason }) => {
+                            let at = apply_transition(
+                                conn,
+                                &meta,
+                                id,
+                                &head,
+                                OrderStatus::PaymentFailed,
+                                StockMove::Release,
+                                Vec::new(),
+                            )
+                            .await?;
+                            set_payment(conn, id, PaymentStatus::Declined, None, Some(&reason))
+                                .await?;
+                            Ok(Some(at))
+                        }
+                        (
+                            PaymentStatus::Declined | PaymentStatus::Failed,
+                            Settlement::Captured { charge_id },
+                        ) => {
+                            tracing::warn!(
+                                order = %id,
+                                was = payment.status.as_str(),
+                                "money captured for an order that can no longer be paid; refunding"
+                            );
+                            diesel::update(payments::table.find(id.0))
+                                .set((
+                                    payments::status.eq(PaymentStatus::Refunding.as_str()),
+                                    payments::charge_id.eq(&charge_id),
+                                ))
+                                .execute(conn)
+                                .await?;
+                            jobs::enqueue(
+                                conn,
+                                &[NewJob {
+                                    queue: REFUNDS_QUEUE,
+                                    payload: json!({ "orderId": id.0 }),
+                                    max_attempts,
+                                }],
+                            )
+                            .await?;
+                            let at = event_log::append(
+                                conn,
+                                &meta,
+                                &[DomainEvent::PaymentRefundRequested {
+                                    order_id: id.0,
+                                    customer_id: head.customer_id,
+                                    charge_id,
+                                    amount_minor: head.total_minor,
+                                }],
+                            )
+                            .await?;
+                            Ok(Some(at))
+                        }
+                        (PaymentStatus::Captured, Settlement::Declined { reason }) => {
+                            tracing::warn!(order = %id, %reason, "a decline after the capture; ignored");
+                            Ok(None)
+                        }
+                        // Already settled this way (or being refunded): nothing to do.
+                        _ => Ok(None),
+                    }
+                })
+                .await
             }
         })
-        .await?;
-        Ok(at)
+        .await
     }
 
-    async fn order_status(&self, id: OrderId) -> Result<OrderStatus, DomainError> {
+    /// Gives up a capture for good (the provider refused it permanently, or its
+    /// attempts ran out): in one transaction the payment becomes `failed` and the
+    /// order PAYMENT_FAILED with its stock released. A no-op (`None`) when the payment
+    /// is no longer pending. Should the provider confirm a charge later (its webhook),
+    /// the settlement refunds it.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "give_up_payment"))]
+    pub async fn give_up_payment(
+        &self,
+        id: OrderId,
+        reason: &str,
+    ) -> Result<Option<LogPoint>, DomainError> {
+        let meta = CommandContext::system("payments").meta();
+        let reason: String = reason.chars().take(500).collect();
+        self.run(|mut conn| {
+            let meta = meta.clone();
+            let reason = reason.clone();
+            async move {
+                plans::transaction(&mut conn, async |conn| {
+                    let head = lock_order(conn, id).await?;
+                    let payment = lock_payment(conn, id).await?;
+                    if payment.status != PaymentStatus::Pending {
+                        return Ok(None);
+                    }
+                    let at = apply_transition(
+                        conn,
+                        &meta,
+                        id,
+                        &head,
+                        OrderStatus::PaymentFailed,
+                        StockMove::Release,
+                        Vec::new(),
+                    )
+                    .await?;
+                    set_payment(conn, id, PaymentStatus::Failed, None, Some(&reason)).await?;
+                    Ok(Some(at))
+                })
+                .await
+            }
+        })
+        .await
+    }
+
+    /// The refund a refund job is about to make (`None` when there is nothing left
+    /// to refund: refunded already).
+    pub async fn payment_to_refund(&self, id: OrderId) -> Result<Option<Refund>, DomainError> {
         self.run(|mut conn| async move {
-            let s: Option<String> = orders::table
-                .find(id.0)
-                .select(orders::status)
+            let row: Option<(String, Option<String>, i64, String)> = orders::table
+                .inner_join(payments::table)
+                .filter(orders::id.eq(id.0))
+                .select((
+                    payments::status,
+                    payments::charge_id,
+                    orders::total_minor,
+                    orders::currency,
+                ))
                 .first(&mut conn)
                 .await
                 .optional()?;
-            OrderStatus::from_db(&s.ok_or_else(|| DomainError::not_found("order", id))?)
+            let (status, charge_id, amount_minor, currency) =
+                row.ok_or_else(|| DomainError::not_found("payment", id))?;
+            match (PaymentStatus::from_db(&status)?, charge_id) {
+                (PaymentStatus::Refunding, Some(charge_id)) => Ok(Some(Refund {
+                    order_id: id,
+                    charge_id,
+                    amount_minor,
+                    currency,
+                })),
+                (PaymentStatus::Refunded, _) => Ok(None),
+                (other, _) => Err(DomainError::InvalidState(format!(
+                    "the payment of order {id} is {} and has nothing to refund",
+                    other.as_str()
+                ))),
+            }
         })
         .await
+    }
+
+    /// Records the provider's refund: `refunding` -> `refunded`, with its event. A
+    /// no-op when it is recorded already.
+    #[tracing::instrument(name = "command", skip_all, fields(command = "record_refund"))]
+    pub async fn record_refund(
+        &self,
+        id: OrderId,
+        refund_id: &str,
+    ) -> Result<Option<LogPoint>, DomainError> {
+        let meta = CommandContext::system("payments").meta();
+        self.run(|mut conn| {
+            let meta = meta.clone();
+            async move {
+                plans::transaction(&mut conn, async |conn| {
+                    let head = lock_order(conn, id).await?;
+                    let payment = lock_payment(conn, id).await?;
+                    if payment.status != PaymentStatus::Refunding {
+                        return Ok(None);
+                    }
+                    diesel::update(payments::table.find(id.0))
+                        .set((
+                            payments::status.eq(PaymentStatus::Refunded.as_str()),
+                            payments::refund_id.eq(refund_id),
+                            payments::refunded_at.eq(diesel::dsl::now),
+                        ))
+                        .execute(conn)
+                        .await?;
+                    let at = event_log::append(
+                        conn,
+                        &meta,
+                        &[DomainEvent::PaymentRefunded {
+                            order_id: id.0,
+                            customer_id: head.customer_id,
+                            refund_id: refund_id.to_owned(),
+                            amount_minor: head.total_minor,
+                        }],
+                    )
+                    .await?;
+                    Ok(Some(at))
+                })
+                .await
+            }
+        })
+        .await
+    }
+
+    /// Puts a dead letter back on its queue (back office). A capture whose payment is
+    /// no longer pending (it was given up: the order is PAYMENT_FAILED and its stock
+    /// released) is refused with the reason, since charging it now would take money
+    /// for an order that no longer holds stock.
+    pub async fn retry_dead_letter(&self, job: i64) -> Result<String, DomainError> {
+        let pool = self.pool().clone();
+        let payload = jobs::dead_letter_payload(&pool, job).await?;
+        if payload.0 == PAYMENTS_QUEUE {
+            if let Some(order) = payload.1["orderId"]
+                .as_str()
+                .and_then(|s| uuid::Uuid::parse_str(s).ok())
+            {
+                let now = self.payment_to_capture(OrderId(order)).await?;
+                if now.status != PaymentStatus::Pending {
+                    return Err(DomainError::InvalidState(format!(
+                        "the capture of order {order} was given up: its payment is {} and \
+                         the order no longer holds stock; discard this dead letter \
+                         (the customer can order again)",
+                        now.status.as_str()
+                    )));
+                }
+            }
+        }
+        jobs::retry_dead(&pool, job).await
     }
 
     /// Expires up to `limit` unpaid orders placed more than `after` ago (without a
