@@ -155,3 +155,65 @@ async fn a_retry_after_a_crash_between_commit_and_response_replays_the_committed
     );
     assert_eq!(order_count(&app).await, 1, "no second order");
 }
+
+/// Keys fingerprint the document a persisted-query hash resolves to: a retry that
+/// switches between full text and hash-only is the same request, and two different
+/// documents sent hash-only with the same variables are not.
+#[tokio::test]
+async fn keys_fingerprint_the_document_a_persisted_query_stands_for() {
+    const OTHER: &str = "mutation($p: ID!, $q: Int!) { placeOrder(input: {lines: [{productId: $p, quantity: $q}]}) { orderId } }";
+    let app = spawn_app().await;
+    let product = app.product("IDEM-APQ", 300, 100).await;
+    let (_, token) = app.customer("apq@example.com").await;
+    let vars = json!({ "p": product, "q": 1 });
+    let send = |key: &'static str, body: Value| {
+        let (app, token) = (&app, token.clone());
+        async move {
+            let r = ok(app
+                .http
+                .post(format!("{}/graphql", app.base))
+                .bearer_auth(token)
+                .header("idempotency-key", key)
+                .json(&body)
+                .send()
+                .await);
+            let replayed = r.headers().contains_key("idempotent-replayed");
+            (r.status().as_u16(), replayed, ok(r.json::<Value>().await))
+        }
+    };
+    let apq = |doc: &str| {
+        json!({ "persistedQuery": { "version": 1,
+            "sha256Hash": till_api::http::documents::sha256_hex(doc) } })
+    };
+    // Full text with its hash (registers it), then hash-only under the same key.
+    let (status, _, first) = send(
+        "k1",
+        json!({ "query": PLACE, "variables": vars, "extensions": apq(PLACE) }),
+    )
+    .await;
+    assert_eq!((status, code(&first)), (200, None), "{first}");
+    let (status, replayed, again) =
+        send("k1", json!({ "variables": vars, "extensions": apq(PLACE) })).await;
+    assert_eq!((status, replayed), (200, true), "{again}");
+    assert_eq!(again, first);
+
+    // Another document, registered under its own key.
+    let (status, _, body) = send(
+        "k2",
+        json!({ "query": OTHER, "variables": vars, "extensions": apq(OTHER) }),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (200, None), "{body}");
+    // Hash-only: the first document under k3, then the other one under k3.
+    let (status, _, body) =
+        send("k3", json!({ "variables": vars, "extensions": apq(PLACE) })).await;
+    assert_eq!((status, code(&body)), (200, None), "{body}");
+    let (status, replayed, body) =
+        send("k3", json!({ "variables": vars, "extensions": apq(OTHER) })).await;
+    assert_eq!(
+        (status, replayed, code(&body)),
+        (422, false, Some("IDEMPOTENCY_KEY_REUSED")),
+        "{body}"
+    );
+    assert_eq!(order_count(&app).await, 3);
+}

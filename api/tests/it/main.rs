@@ -6,6 +6,7 @@ mod documents;
 mod embedded;
 mod graphql_http;
 mod idempotency;
+mod job_leases;
 mod observability;
 mod oidc;
 mod orders;

@@ -126,74 +126,303 @@ async fn a_transient_failure_is_retried_as_one_logical_charge() {
     assert_eq!(code(&body), Some("CONFLICT"), "{body}");
 }
 
-#[tokio::test]
-async fn a_provider_that_keeps_failing_leaves_a_dead_letter_that_staff_retry() {
-    let provider = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/charges"))
-        .respond_with(ResponseTemplate::new(500))
-        .mount(&provider)
-        .await;
-    let app = app_with_provider(&provider, 3).await;
-    let product = app.product("PAY-2", 1000, 5).await;
-    let (_, token) = app.customer("unlucky@example.com").await;
-    let order = place(&app, &token, &product).await;
-    let (_, body) = app
-        .gql(Some(&token), PAY, json!({ "o": order, "t": "tok_ok" }))
-        .await;
-    assert_eq!(code(&body), None, "{body}");
+const DEAD_LETTERS: &str = "query($q: String) { deadLetters(queue: $q) { edges { node { id queue attempts error payloadSummary } } } }";
 
-    let list = "{ deadLetters(queue: \"payments\") { edges { node { id queue attempts error payloadSummary } } } }";
+/// Waits (as staff) for the first dead letter of `queue`.
+async fn dead_letter(app: &TestApp, queue: &str) -> Value {
     let started = Instant::now();
-    let dead = loop {
-        let (_, body) = app.gql(Some(&app.staff_token), list, json!({})).await;
+    loop {
+        let (_, body) = app
+            .gql(Some(&app.staff_token), DEAD_LETTERS, json!({ "q": queue }))
+            .await;
         let edges = body["data"]["deadLetters"]["edges"]
             .as_array()
             .cloned()
             .unwrap_or_default();
         if let Some(e) = edges.first() {
-            break e["node"].clone();
+            return e["node"].clone();
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "no dead letter: {body}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(dead["attempts"], 3, "{dead}");
-    assert!(
-        dead["error"].as_str().is_some_and(|e| e.contains("500")),
-        "{dead}"
-    );
-    assert!(dead["payloadSummary"]
-        .as_str()
-        .is_some_and(|p| p.contains(&order_uuid(&order))));
-    assert_eq!(provider.received_requests().await.map(|r| r.len()), Some(3));
-    // Customers cannot see or retry dead letters.
-    let (_, body) = app.gql(Some(&token), list, json!({})).await;
-    assert_eq!(code(&body), Some("FORBIDDEN"));
+    }
+}
 
-    // The provider is fixed; staff retry the dead letter and the payment completes.
-    provider.reset().await;
+const RETRY: &str = "mutation($id: ID!) { retryDeadLetter(id: $id) { id queue } }";
+
+/// A capture that fails for good (attempts exhausted, or refused outright) fails the
+/// payment and releases the stock at once; the dead letter stays for staff, and a
+/// redrive of it is refused with the reason.
+#[tokio::test]
+async fn a_capture_that_fails_for_good_releases_the_stock_and_is_not_redriven() {
+    for (status, attempts, sku) in [(500, 3, "PAY-2"), (400, 5, "PAY-2B")] {
+        let provider = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/charges"))
+            .respond_with(ResponseTemplate::new(status))
+            .mount(&provider)
+            .await;
+        let app = app_with_provider(&provider, attempts).await;
+        let product = app.product(sku, 1000, 5).await;
+        let (_, token) = app.customer("unlucky@example.com").await;
+        let order = place(&app, &token, &product).await;
+        let (_, body) = app
+            .gql(Some(&token), PAY, json!({ "o": order, "t": "tok_ok" }))
+            .await;
+        assert_eq!(code(&body), None, "{body}");
+
+        let body = wait_status(&app, &order, "PAYMENT_FAILED").await;
+        assert_eq!(
+            body["data"]["order"]["lines"][0]["product"]["available"], 5,
+            "the stock is released: {body}"
+        );
+        let dead = dead_letter(&app, "payments").await;
+        let tries = if status == 500 { attempts } else { 1 };
+        assert_eq!(dead["attempts"], tries, "{dead}");
+        assert!(
+            dead["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&status.to_string())),
+            "{dead}"
+        );
+        assert!(dead["payloadSummary"]
+            .as_str()
+            .is_some_and(|p| p.contains(&order_uuid(&order))));
+        assert_eq!(
+            provider.received_requests().await.map(|r| r.len()),
+            Some(tries as usize)
+        );
+        // Customers cannot see or retry dead letters.
+        let (_, body) = app.gql(Some(&token), DEAD_LETTERS, json!({})).await;
+        assert_eq!(code(&body), Some("FORBIDDEN"));
+
+        // The provider is fixed, but the order no longer holds stock: a redrive is
+        // refused and says why.
+        provider.reset().await;
+        Mock::given(method("POST"))
+            .and(path("/charges"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": "ch_2" })))
+            .mount(&provider)
+            .await;
+        let (_, body) = app
+            .gql(Some(&app.staff_token), RETRY, json!({ "id": dead["id"] }))
+            .await;
+        assert_eq!(code(&body), Some("CONFLICT"), "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("given up")),
+            "{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            provider.received_requests().await.map(|r| r.len()),
+            Some(0),
+            "nothing charged"
+        );
+        // Paying again is refused: the order is over.
+        let (_, body) = app
+            .gql(Some(&token), PAY, json!({ "o": order, "t": "tok_ok" }))
+            .await;
+        assert_eq!(code(&body), Some("CONFLICT"), "{body}");
+    }
+}
+
+const CANCEL: &str = "mutation($o: ID!) { cancelOrder(id: $o) { orderId } }";
+
+/// The issue's reproduction: against a provider that takes half a second per charge,
+/// orders paid and then cancelled 0.2 s later. The cancel is refused while the capture
+/// runs, every order ends PAID, and every charge belongs to a PAID order.
+#[tokio::test]
+async fn a_cancel_during_a_capture_is_refused_and_no_charge_is_lost() {
+    // The built-in fake provider, slowed down by its tok_slow token.
+    let app = spawn_app_with(|cfg| {
+        cfg.jobs.job_backoff_base_ms = 20;
+    })
+    .await;
+    let product = app.product("RACE-1", 1000, 20).await;
+    let (_, token) = app.customer("racer@example.com").await;
+    let mut orders = Vec::new();
+    for _ in 0..5 {
+        let order = place(&app, &token, &product).await;
+        let (_, body) = app
+            .gql(Some(&token), PAY, json!({ "o": order, "t": "tok_slow" }))
+            .await;
+        assert_eq!(code(&body), None, "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, body) = app.gql(Some(&token), CANCEL, json!({ "o": order })).await;
+        assert_eq!(code(&body), Some("CONFLICT"), "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("payment in progress")),
+            "{body}"
+        );
+        orders.push(order);
+    }
+    for order in &orders {
+        wait_status(&app, order, "PAID").await;
+    }
+    let captured = app
+        .count(
+            "SELECT count(*) AS n FROM payments p JOIN orders o ON o.id = p.order_id \
+             WHERE p.status = 'captured' AND p.charge_id IS NOT NULL AND o.status = 'PAID'",
+            None,
+        )
+        .await;
+    assert_eq!(captured, 5);
+
+    // The same against a real HTTP provider (wiremock) that answers after 600 ms.
+    let provider = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/charges"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": "ch_2" })))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "id": "ch_slow" }))
+                .set_delay(Duration::from_millis(600)),
+        )
         .mount(&provider)
         .await;
+    let app = app_with_provider(&provider, 5).await;
+    let product = app.product("RACE-2", 1000, 5).await;
+    let (_, token) = app.customer("racer2@example.com").await;
+    let order = place(&app, &token, &product).await;
+    app.gql(Some(&token), PAY, json!({ "o": order, "t": "tok_ok" }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, body) = app.gql(Some(&token), CANCEL, json!({ "o": order })).await;
+    assert_eq!(code(&body), Some("CONFLICT"), "{body}");
+    let body = wait_status(&app, &order, "PAID").await;
+    assert_eq!(body["data"]["order"]["lines"][0]["product"]["available"], 3);
+    assert_eq!(provider.received_requests().await.map(|r| r.len()), Some(1));
+}
+
+/// A capture that succeeds after the provider's decline webhook settled the order is
+/// recorded and refunded through the provider (one refund, under a refund key); a
+/// refund the provider refuses is a dead letter that staff retry.
+#[tokio::test]
+async fn a_capture_that_lands_after_the_order_failed_is_refunded() {
+    let provider = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/charges"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "id": "ch_late" }))
+                .set_delay(Duration::from_millis(800)),
+        )
+        .mount(&provider)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/refunds"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_json(json!({ "error": { "code": "busy" } })),
+        )
+        .up_to_n_times(1)
+        .mount(&provider)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/refunds"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": "re_1" })))
+        .mount(&provider)
+        .await;
+    let app = app_with_provider(&provider, 5).await;
+    let product = app.product("LATE-1", 1500, 5).await;
+    let (_, token) = app.customer("late@example.com").await;
+    let order = place(&app, &token, &product).await;
+    app.gql(Some(&token), PAY, json!({ "o": order, "t": "tok_ok" }))
+        .await;
+    // Once the capture is in flight, the provider's webhook says it failed.
+    let started = Instant::now();
+    while provider
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "no capture");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let event = json!({ "id": "evt_fail", "type": "charge.failed",
+        "data": { "orderId": order_uuid(&order), "reason": "card_declined" } });
+    let (raw, sig) = signed(&event, now);
+    let r = ok(app
+        .http
+        .post(format!("{}/webhooks/payments", app.base))
+        .header("content-type", "application/json")
+        .header("till-signature", sig)
+        .body(raw)
+        .send()
+        .await);
+    assert_eq!(r.status().as_u16(), 200);
+    wait_status(&app, &order, "PAYMENT_FAILED").await;
+
+    // The capture lands; its refund is refused once, then retried by staff.
+    let dead = dead_letter(&app, "refunds").await;
+    assert!(
+        dead["error"].as_str().is_some_and(|e| e.contains("400")),
+        "{dead}"
+    );
+    let (_, body) = app
+        .gql(Some(&app.staff_token), RETRY, json!({ "id": dead["id"] }))
+        .await;
+    assert_eq!(
+        body["data"]["retryDeadLetter"]["queue"], "refunds",
+        "{body}"
+    );
+    let started = Instant::now();
+    while app
+        .count(
+            "SELECT count(*) AS n FROM payments WHERE status = 'refunded' AND refund_id = 're_1'",
+            None,
+        )
+        .await
+        != 1
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never refunded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refunds: Vec<_> = provider
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.url.path() == "/refunds")
+        .collect();
+    assert_eq!(refunds.len(), 2, "refused once, then made");
+    let key = format!("refund-{}", order_uuid(&order));
+    for r in &refunds {
+        assert_eq!(
+            r.headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok()),
+            Some(key.as_str())
+        );
+        let sent: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        assert_eq!(
+            (sent["charge"].as_str(), sent["amount"].as_i64()),
+            (Some("ch_late"), Some(3000))
+        );
+    }
     let (_, body) = app
         .gql(
-            Some(&app.staff_token),
-            "mutation($id: ID!) { retryDeadLetter(id: $id) { id queue } }",
-            json!({ "id": dead["id"] }),
+            Some(&token),
+            "query($p: ID!) { product(id: $p) { available } }",
+            json!({ "p": product }),
         )
         .await;
     assert_eq!(
-        body["data"]["retryDeadLetter"]["queue"], "payments",
-        "{body}"
+        body["data"]["product"]["available"], 5,
+        "released once: {body}"
     );
-    wait_status(&app, &order, "PAID").await;
-    let (_, body) = app.gql(Some(&app.staff_token), list, json!({})).await;
-    assert_eq!(body["data"]["deadLetters"]["edges"], json!([]), "{body}");
 }
 
 #[tokio::test]
@@ -240,6 +469,7 @@ async fn the_built_in_fake_provider_serves_the_demo_flow() {
     let (_, token) = app.customer("demo@example.com").await;
     for (tok, want) in [
         ("tok_ok", "PAID"),
+        ("tok_slow", "PAID"),
         ("tok_flaky", "PAID"),
         ("tok_declined", "PAYMENT_FAILED"),
     ] {
