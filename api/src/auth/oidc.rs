@@ -19,6 +19,7 @@ use till_domain::types::{CustomerId, Email, Name, Role};
 use till_domain::DomainError;
 use tokio::sync::{Mutex, RwLock};
 
+use super::tokens::Verified;
 use super::{AuthError, Principal};
 
 /// Most keys kept from one JWKS document.
@@ -84,7 +85,7 @@ impl OidcVerifier {
     }
 
     /// Verifies a token whose header names RS256 or ES256.
-    pub async fn verify(&self, token: &str, header: &Header) -> Result<Principal, AuthError> {
+    pub async fn verify(&self, token: &str, header: &Header) -> Result<Verified, AuthError> {
         let kid = header.kid.as_deref().ok_or(AuthError::Invalid)?;
         let (key, alg) = self.key(kid).await?;
         // The key decides the algorithm; a header claiming another one is refused.
@@ -118,7 +119,12 @@ impl OidcVerifier {
                     AuthError::Invalid
                 }
             })?;
-        Ok(Principal::User { id, role })
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        Ok(Verified {
+            principal: Principal::User { id, role },
+            valid_until: exp.saturating_add(self.settings.leeway.as_secs()),
+            session: None,
+        })
     }
 
     async fn account(

@@ -1,5 +1,6 @@
 //! Till's own access tokens: short-lived HS256 JWTs with `sub` (account id), `role`,
-//! `iss` and `aud`. Only HS256 is ever accepted here, so a token signed with any other
+//! `iss`, `aud` and, for tokens of a signed-in session, `sid` (the session, which
+//! `logout` ends). Only HS256 is ever accepted here, so a token signed with any other
 //! algorithm (or `none`) is refused, and RS/ES tokens go to the OIDC verifier instead.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,19 @@ struct Claims {
     aud: String,
     iat: u64,
     exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<Uuid>,
+}
+
+/// A token of Till's own that verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// Who it names, with the role it was issued with.
+    pub principal: Principal,
+    /// The last second (Unix time) it is accepted: its `exp` plus the clock leeway.
+    pub valid_until: u64,
+    /// The session it belongs to, if any.
+    pub session: Option<Uuid>,
 }
 
 /// Signs and verifies access tokens.
@@ -48,8 +62,21 @@ impl TokenService {
         }
     }
 
-    /// Mints a token for `id` with `role`, valid for `ttl`.
+    /// Mints a token for `id` with `role`, valid for `ttl`, outside any session (dev
+    /// tokens, `till token`).
     pub fn mint(&self, id: CustomerId, role: Role, ttl: Duration) -> Result<String, AuthError> {
+        self.mint_for(id, role, None, ttl)
+    }
+
+    /// Mints a token for `id` with `role` in `session` (ended by `logout`), valid for
+    /// `ttl`.
+    pub fn mint_for(
+        &self,
+        id: CustomerId,
+        role: Role,
+        session: Option<Uuid>,
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -61,6 +88,7 @@ impl TokenService {
             aud: ISSUER.into(),
             iat: now,
             exp: now + ttl.as_secs(),
+            sid: session,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| AuthError::Invalid)
@@ -68,23 +96,22 @@ impl TokenService {
 
     /// Verifies one of Till's own tokens.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        self.verify_until(token).map(|(principal, _)| principal)
+        self.verify_full(token).map(|v| v.principal)
     }
 
-    /// Verifies one of Till's own tokens and says until when it stays valid: the last
-    /// second (Unix time) it is accepted, its `exp` plus the clock leeway.
-    pub fn verify_until(&self, token: &str) -> Result<(Principal, u64), AuthError> {
+    /// Verifies one of Till's own tokens: who, until when, which session.
+    pub fn verify_full(&self, token: &str) -> Result<Verified, AuthError> {
         let data = decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| AuthError::Invalid)?;
         let id = Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::Invalid)?;
-        let principal = Principal::User {
-            id: CustomerId(id),
-            role: data.claims.role,
-        };
-        Ok((
-            principal,
-            data.claims.exp.saturating_add(self.validation.leeway),
-        ))
+        Ok(Verified {
+            principal: Principal::User {
+                id: CustomerId(id),
+                role: data.claims.role,
+            },
+            valid_until: data.claims.exp.saturating_add(self.validation.leeway),
+            session: data.claims.sid,
+        })
     }
 }
 
@@ -122,6 +149,7 @@ mod tests {
             aud: ISSUER.into(),
             iat: 1,
             exp: 2,
+            sid: None,
         };
         let token =
             encode(&Header::new(Algorithm::HS256), &claims, &svc.encoding).unwrap_or_default();

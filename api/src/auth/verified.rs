@@ -6,12 +6,13 @@
 //! Only tokens that verified are kept (garbage cannot fill the cache), the entry keeps
 //! the token's own expiry and is refused after it exactly as the verifier would, and
 //! the cache is bounded in entries and in age, so a changed signing secret or any other
-//! reason to stop trusting a token takes effect within `MAX_AGE` at the latest. Access
-//! tokens are not revocable before expiry anyway (see docs/security.md).
+//! reason to stop trusting a token takes effect within `MAX_AGE` at the latest. Whether
+//! its session is still open and which role its account has now is checked on every
+//! request all the same (`access`).
 
 use std::time::Duration;
 
-use super::Principal;
+use super::tokens::Verified;
 
 /// Most tokens kept (one per active client; about 400 bytes each).
 const MAX_TOKENS: u64 = 10_000;
@@ -21,7 +22,7 @@ const MAX_AGE: Duration = Duration::from_secs(60);
 /// Tokens verified in the last minute, with the principal they carry.
 #[derive(Clone)]
 pub(super) struct VerifiedTokens {
-    cache: moka::sync::Cache<String, (Principal, u64)>,
+    cache: moka::sync::Cache<String, Verified>,
 }
 
 impl VerifiedTokens {
@@ -34,34 +35,36 @@ impl VerifiedTokens {
         }
     }
 
-    /// The principal of `token` when it was verified recently and is still valid at
-    /// `now` (Unix seconds).
-    pub(super) fn get(&self, token: &str, now: u64) -> Option<Principal> {
-        self.cache
-            .get(token)
-            .and_then(|(principal, valid_until)| (now <= valid_until).then_some(principal))
+    /// What `token` verified as, when that was recently and it is still valid at `now`
+    /// (Unix seconds).
+    pub(super) fn get(&self, token: &str, now: u64) -> Option<Verified> {
+        self.cache.get(token).filter(|v| now <= v.valid_until)
     }
 
-    /// Remembers that `token` verified as `principal`, accepted until `valid_until`.
-    pub(super) fn insert(&self, token: &str, principal: Principal, valid_until: u64) {
-        self.cache
-            .insert(token.to_owned(), (principal, valid_until));
+    /// Remembers that `token` verified.
+    pub(super) fn insert(&self, token: &str, verified: Verified) {
+        self.cache.insert(token.to_owned(), verified);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Principal;
     use till_domain::types::{CustomerId, Role};
 
     #[test]
     fn a_remembered_token_expires_when_the_token_does() {
         let tokens = VerifiedTokens::new();
-        let p = Principal::User {
-            id: CustomerId::new(),
-            role: Role::Customer,
+        let p = Verified {
+            principal: Principal::User {
+                id: CustomerId::new(),
+                role: Role::Customer,
+            },
+            valid_until: 100,
+            session: None,
         };
-        tokens.insert("t", p, 100);
+        tokens.insert("t", p);
         assert_eq!(tokens.get("t", 99), Some(p));
         assert_eq!(tokens.get("t", 100), Some(p));
         assert_eq!(

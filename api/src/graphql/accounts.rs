@@ -144,7 +144,12 @@ fn signed_in(ctx: &Context<'_>, session: Session, at: Option<LogPoint>) -> Resul
     let st = state(ctx)?;
     let access_token = st
         .tokens
-        .mint(session.customer_id, session.role, st.access_token_ttl)
+        .mint_for(
+            session.customer_id,
+            session.role,
+            Some(session.refresh.family),
+            st.access_token_ttl,
+        )
         .map_err(|_| error::coded(Code::Internal, "internal error"))?;
     Ok(AuthPayload {
         access_token,

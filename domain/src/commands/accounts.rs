@@ -40,6 +40,9 @@ pub struct RefreshToken {
     pub token: String,
     /// When it stops working.
     pub expires_at: DateTime<Utc>,
+    /// The session it belongs to (its family: every successor keeps it), which access
+    /// tokens carry so that ending the session ends them too.
+    pub family: Uuid,
 }
 
 impl std::fmt::Debug for RefreshToken {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for RefreshToken {
         f.debug_struct("RefreshToken")
             .field("token", &"***")
             .field("expires_at", &self.expires_at)
+            .field("family", &self.family)
             .finish()
     }
 }
@@ -100,18 +104,36 @@ async fn issue_refresh(
         ))
         .execute(conn)
         .await?;
-    Ok(RefreshToken { token, expires_at })
+    Ok(RefreshToken {
+        token,
+        expires_at,
+        family,
+    })
 }
 
+/// Revokes a session (a refresh-token family) and tells every process, so access
+/// tokens of that session stop working at once (`till_auth`, `s:<family>`).
 async fn revoke_family(conn: &mut AsyncPgConnection, family: Uuid) -> Result<usize, DomainError> {
-    Ok(diesel::update(
+    let n = diesel::update(
         refresh_tokens::table
             .filter(refresh_tokens::family_id.eq(family))
             .filter(refresh_tokens::revoked_at.is_null()),
     )
     .set(refresh_tokens::revoked_at.eq(diesel::dsl::now))
     .execute(conn)
-    .await?)
+    .await?;
+    notify_auth(conn, &format!("s:{family}")).await?;
+    Ok(n)
+}
+
+/// Notifies `till_auth` (delivered when the transaction commits).
+async fn notify_auth(conn: &mut AsyncPgConnection, payload: &str) -> Result<(), DomainError> {
+    diesel::sql_query("SELECT pg_notify($1, $2)")
+        .bind::<diesel::sql_types::Text, _>(crate::db::listen::AUTH_CHANNEL)
+        .bind::<diesel::sql_types::Text, _>(payload)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 #[derive(Queryable)]
@@ -283,6 +305,35 @@ impl Commands {
         }
     }
 
+    /// True when the session (a refresh-token family) has ended, or never existed.
+    pub async fn session_ended(&self, session: Uuid) -> Result<bool, DomainError> {
+        self.run(|mut conn| async move {
+            let revoked: Option<bool> = refresh_tokens::table
+                .filter(refresh_tokens::family_id.eq(session))
+                .select(diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<diesel::sql_types::Bool>,
+                >("bool_or(revoked_at IS NOT NULL)"))
+                .first(&mut conn)
+                .await?;
+            Ok(revoked.unwrap_or(true))
+        })
+        .await
+    }
+
+    /// An account's current role (`None` when there is no such account).
+    pub async fn current_role(&self, account: CustomerId) -> Result<Option<Role>, DomainError> {
+        self.run(|mut conn| async move {
+            let role: Option<String> = customers::table
+                .find(account.0)
+                .select(customers::role)
+                .first(&mut conn)
+                .await
+                .optional()?;
+            role.map(|r| Role::from_db(&r)).transpose()
+        })
+        .await
+    }
+
     /// Ends the session a refresh token belongs to (its whole family). True when a
     /// live session was ended; unknown tokens are not an error (logout is idempotent).
     #[tracing::instrument(name = "command", skip_all, fields(command = "logout"))]
@@ -306,9 +357,8 @@ impl Commands {
         .await
     }
 
-    /// Changes an account's role (ADMIN only). Sessions keep working and pick up the
-    /// new role at their next refresh; an access token already issued keeps its role
-    /// until it expires.
+    /// Changes an account's role (ADMIN only). Sessions keep working with the new role:
+    /// every process applies it to the account's access tokens within moments.
     #[tracing::instrument(name = "command", skip_all, fields(command = "grant_role"))]
     pub async fn grant_role(
         &self,
@@ -341,6 +391,9 @@ impl Commands {
                         .set(customers::role.eq(role.as_str()))
                         .execute(conn)
                         .await?;
+                    // Every process re-reads the role at once (access tokens carry
+                    // the role at issue; the current one applies).
+                    notify_auth(conn, &format!("a:{}", customer.0)).await?;
                     let at = event_log::append(
                         conn,
                         &meta,

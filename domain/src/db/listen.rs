@@ -11,13 +11,23 @@ use std::time::Duration;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
-/// Every channel Till notifies: new events, moved projection checkpoints, new jobs.
-pub const CHANNELS: [&str; 3] = [
+/// The channel account commands notify when a session ends or a role changes; the
+/// payload says which (`s:<family id>`, `a:<account id>`).
+pub const AUTH_CHANNEL: &str = "till_auth";
+
+/// What a payload subscriber receives after (re)connecting: notifications sent while
+/// the connection was down are lost, so everything it derived may be stale.
+pub const RECONNECTED: &str = "*";
+
+/// Every channel Till notifies: new events, moved projection checkpoints, new jobs,
+/// ended sessions and changed roles.
+pub const CHANNELS: [&str; 4] = [
     crate::event_log::EVENTS_CHANNEL,
     crate::event_log::PROJECTED_CHANNEL,
     crate::jobs::JOBS_CHANNEL,
+    AUTH_CHANNEL,
 ];
 
 /// The process's one LISTEN connection, shared by its followers; cheap to clone.
@@ -29,9 +39,13 @@ pub struct Listener {
 /// A follower's counter and the channels that bump it.
 type Subscription = (Vec<&'static str>, watch::Sender<u64>);
 
+/// A follower of one channel's payloads.
+type PayloadSubscription = (&'static str, broadcast::Sender<Arc<str>>);
+
 struct Inner {
     url: String,
     subscriptions: Mutex<Vec<Subscription>>,
+    payloads: Mutex<Vec<PayloadSubscription>>,
 }
 
 impl Listener {
@@ -41,6 +55,7 @@ impl Listener {
             inner: Arc::new(Inner {
                 url,
                 subscriptions: Mutex::new(Vec::new()),
+                payloads: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -58,6 +73,24 @@ impl Listener {
         rx
     }
 
+    /// Every notification's payload on `channel` (one of [`CHANNELS`]), and
+    /// [`RECONNECTED`] whenever the connection is (re)established. A receiver that lags
+    /// more than `capacity` payloads behind gets `Lagged` and should treat it as
+    /// [`RECONNECTED`].
+    pub fn subscribe_payloads(
+        &self,
+        channel: &'static str,
+        capacity: usize,
+    ) -> broadcast::Receiver<Arc<str>> {
+        let (tx, rx) = broadcast::channel(capacity.max(1));
+        self.inner
+            .payloads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((channel, tx));
+        rx
+    }
+
     /// Runs the connection until `shutdown`, reconnecting with backoff.
     pub fn spawn(&self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         let inner = self.inner.clone();
@@ -65,7 +98,10 @@ impl Listener {
             run(
                 &inner.url,
                 &CHANNELS,
-                |channel| inner.bump(channel),
+                |notice| {
+                    inner.bump(notice.map(|(channel, _)| channel));
+                    inner.deliver(notice);
+                },
                 shutdown,
             )
             .await;
@@ -74,6 +110,22 @@ impl Listener {
 }
 
 impl Inner {
+    /// Hands a payload to its channel's followers (or [`RECONNECTED`] to all).
+    fn deliver(&self, notice: Option<(&str, &str)>) {
+        let payloads = self.payloads.lock().unwrap_or_else(PoisonError::into_inner);
+        for (channel, tx) in payloads.iter() {
+            match notice {
+                Some((c, payload)) if c == *channel => {
+                    let _ = tx.send(Arc::from(payload));
+                }
+                Some(_) => {}
+                None => {
+                    let _ = tx.send(Arc::from(RECONNECTED));
+                }
+            }
+        }
+    }
+
     /// Bumps the subscriptions to `channel`, or all of them (None: (re)connected).
     fn bump(&self, channel: Option<&str>) {
         for (channels, tx) in self
@@ -101,12 +153,12 @@ pub async fn listen(
     run(&url, channels, |_| wake.send_modify(|n| *n += 1), shutdown).await;
 }
 
-/// The connection loop: `notified(Some(channel))` on every notification, `notified(None)`
-/// once LISTEN is in place after each (re)connect.
+/// The connection loop: `notified(Some((channel, payload)))` on every notification,
+/// `notified(None)` once LISTEN is in place after each (re)connect.
 async fn run(
     url: &str,
     channels: &[&str],
-    notified: impl Fn(Option<&str>),
+    notified: impl Fn(Option<(&str, &str)>),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut failures: u32 = 0;
@@ -134,7 +186,7 @@ async fn run(
                     loop {
                         tokio::select! {
                             n = stream.next() => match n {
-                                Some(Ok(n)) => notified(Some(&n.channel)),
+                                Some(Ok(n)) => notified(Some((&n.channel, &n.payload))),
                                 Some(Err(e)) => {
                                     tracing::warn!(error = %e, "notification stream failed");
                                     break;
