@@ -66,6 +66,8 @@ pub struct AppData {
     pub auth: Authenticator,
     /// Persisted and trusted documents.
     pub documents: Documents,
+    /// Open WebSocket connections per client network and account, with their caps.
+    pub connections: Arc<crate::http::clients::Connections>,
     /// GET needs a preflight-forcing header.
     pub csrf_prevention: bool,
     /// Proxies whose X-Forwarded-For is believed.
@@ -275,8 +277,11 @@ impl Application {
             progress.clone(),
             cfg.projector_tuning.settings(),
         );
-        // One LISTEN connection for the process's followers (projector, jobs, fan-out).
+        // One LISTEN connection for the process's followers (projector, jobs, fan-out,
+        // ended sessions and changed roles).
         let notifications = till_domain::db::listen::Listener::new(database.url.clone());
+        let access = crate::auth::AccessCheck::new(commands.clone());
+        workers.push(access.follow(&notifications, stop_workers.subscribe()));
         if cfg.projector {
             workers.push(projector.spawn_on(&notifications, stop_rx.clone()));
         } else {
@@ -368,8 +373,13 @@ impl Application {
             query_timeout,
             api,
             tokens: TokenService::new(&secret),
-            auth: Authenticator::new(TokenService::new(&secret), oidc),
+            auth: Authenticator::new(TokenService::new(&secret), oidc, Some(access.clone())),
             documents,
+            connections: Arc::new(crate::http::clients::Connections::new(
+                cfg.ws_max_per_ip,
+                cfg.ws_max_per_account,
+                cfg.ws_max_subscriptions,
+            )),
             csrf_prevention: cfg.csrf_prevention,
             trusted_proxies,
             rate,

@@ -273,6 +273,18 @@ pub struct ServeConfig {
     #[arg(long, env = "TILL_MAX_BATCH", default_value_t = 10)]
     pub max_batch: usize,
 
+    /// Most WebSocket connections open at once from one client address (IPv6: one /64).
+    #[arg(long, env = "TILL_WS_MAX_PER_IP", default_value_t = 50)]
+    pub ws_max_per_ip: usize,
+
+    /// Most WebSocket connections open at once for one account.
+    #[arg(long, env = "TILL_WS_MAX_PER_ACCOUNT", default_value_t = 10)]
+    pub ws_max_per_account: usize,
+
+    /// Most subscriptions running at once on one WebSocket connection.
+    #[arg(long, env = "TILL_WS_MAX_SUBSCRIPTIONS", default_value_t = 20)]
+    pub ws_max_subscriptions: usize,
+
     /// Hours an `Idempotency-Key` and its response are kept.
     #[arg(long, env = "TILL_IDEMPOTENCY_TTL_H", default_value_t = 24)]
     pub idempotency_ttl_h: u64,

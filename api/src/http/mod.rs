@@ -1,5 +1,6 @@
 //! HTTP concerns: the GraphQL-over-HTTP endpoint, GraphiQL, SDL, health probes.
 
+pub mod clients;
 pub mod documents;
 pub mod fake_provider;
 pub mod graphiql;
