@@ -3,12 +3,15 @@
 //! connections, ten per mutation field; at least one point per request, so even
 //! malformed requests are not free). Each principal has a leaky bucket (GCRA, from the
 //! `governor` crate) that the cost is paid from; a request that cannot pay is refused
-//! with THROTTLED before executing, and HTTP 429 with `Retry-After`.
+//! with THROTTLED before executing, and HTTP 429 with `Retry-After`. Anonymous callers
+//! are keyed by their client network (an IPv6 address by its /64).
 //!
 //! Every response carries `extensions.cost { requestedQueryCost, throttleStatus {
 //! maximumAvailable, currentlyAvailable, restoreRate } }`. Buckets live in a bounded
 //! moka cache keyed by principal (account id, else client IP); an idle bucket is
-//! dropped once it would be full again, so dropping it gives nobody extra points.
+//! dropped once it would be full again, so dropping it gives nobody extra points, and
+//! no bucket is ever evicted for room: when the cache holds `max_principals` buckets,
+//! newcomers share one overflow bucket per class until idle ones expire.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -56,6 +59,8 @@ enum Key {
     User(uuid::Uuid),
     Ip(IpAddr),
     Unknown,
+    /// Shared by the newcomers of one class while the cache is full.
+    Overflow(&'static str),
 }
 
 /// The state of one principal's bucket after a request.
@@ -122,11 +127,21 @@ impl CostLimiter {
         Self {
             settings,
             buckets: moka::sync::Cache::builder()
-                .max_capacity(settings.max_principals)
+                // Room above the soft limit (`max_principals`, checked before every new
+                // bucket), so moka itself never has to evict one that is not full.
+                .max_capacity(settings.max_principals.saturating_mul(2).max(16))
                 // Idle this long, any bucket is full again: forgetting it changes nothing.
                 .time_to_idle(Duration::from_secs_f64(slowest.ceil() + 1.0))
                 .build(),
             clock: DefaultClock::default(),
+        }
+    }
+
+    fn class_name(principal: &Principal) -> &'static str {
+        match principal {
+            p if p.is_staff() => "staff",
+            Principal::User { .. } => "customer",
+            Principal::Anonymous => "anonymous",
         }
     }
 
@@ -141,11 +156,16 @@ impl CostLimiter {
     /// Pays `cost` from the caller's bucket.
     pub fn charge(&self, principal: &Principal, client_ip: Option<IpAddr>, cost: u32) -> Charge {
         let class = self.class(principal);
-        let key = match (principal.user_id(), client_ip) {
+        let mut key = match (principal.user_id(), client_ip) {
             (Some(id), _) => Key::User(id.0),
-            (None, Some(ip)) => Key::Ip(ip),
+            (None, Some(ip)) => Key::Ip(crate::http::clients::network_of(ip)),
             (None, None) => Key::Unknown,
         };
+        if !self.buckets.contains_key(&key)
+            && self.buckets.entry_count() >= self.settings.max_principals
+        {
+            key = Key::Overflow(Self::class_name(principal));
+        }
         let max = NonZeroU32::new(class.max).unwrap_or(NonZeroU32::MIN);
         let restore = class.restore.max(1);
         let limiter = self.buckets.get_with(key, || {
@@ -196,11 +216,7 @@ impl CostLimiter {
         if c.retry_after.is_none() {
             return (c, Ok(()));
         }
-        let class = match info.principal {
-            p if p.is_staff() => "staff",
-            Principal::User { .. } => "customer",
-            Principal::Anonymous => "anonymous",
-        };
+        let class = Self::class_name(&info.principal);
         metrics::counter!("till_throttled_requests_total", "class" => class).increment(1);
         (c, Err(throttled(&c)))
     }
@@ -336,6 +352,40 @@ mod tests {
         assert_eq!(l.charge(&staff, None, 40).maximum, 1000);
         // A cost larger than the bucket can never be paid.
         assert!(l.charge(&staff, None, 5000).retry_after.is_some());
+    }
+
+    #[test]
+    fn an_ipv6_client_has_one_bucket_for_its_64() {
+        let l = limiter();
+        let a: IpAddr = "2001:db8:0:1::1".parse().unwrap_or(IpAddr::from([0u8; 4]));
+        let b: IpAddr = "2001:db8:0:1:ffff::2"
+            .parse()
+            .unwrap_or(IpAddr::from([0u8; 4]));
+        assert_eq!(l.charge(&Principal::Anonymous, Some(a), 60).available, 40);
+        let other_address = l.charge(&Principal::Anonymous, Some(b), 60);
+        assert!(other_address.retry_after.is_some(), "{other_address:?}");
+    }
+
+    /// Filling the cache with new principals never hands a drained one a full bucket
+    /// (it was evicted and started over before).
+    #[test]
+    fn a_full_cache_never_gives_a_drained_caller_a_fresh_bucket() {
+        let l = limiter();
+        let drained = Principal::User {
+            id: CustomerId::new(),
+            role: Role::Customer,
+        };
+        assert!(l.charge(&drained, None, 100).retry_after.is_none());
+        for _ in 0..100 {
+            let newcomer = Principal::User {
+                id: CustomerId::new(),
+                role: Role::Customer,
+            };
+            l.charge(&newcomer, None, 1);
+            l.buckets.run_pending_tasks();
+        }
+        let again = l.charge(&drained, None, 50);
+        assert!(again.retry_after.is_some(), "a fresh bucket: {again:?}");
     }
 
     #[test]

@@ -155,7 +155,10 @@ pub(super) fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> 
         return Some(peer);
     }
     let mut client = peer;
-    for value in req.headers().get_all("x-forwarded-for") {
+    // Several header lines are one list in order (RFC 9110), and each proxy appends
+    // to its end: walk the lines from the last one, each from its right.
+    let lines: Vec<_> = req.headers().get_all("x-forwarded-for").collect();
+    for value in lines.into_iter().rev() {
         let Ok(text) = value.to_str() else {
             return Some(client);
         };
@@ -783,5 +786,21 @@ mod tests {
         );
         assert_eq!(from("10.1.1.1", None), ip("10.1.1.1"));
         assert_eq!(from("10.1.1.1", Some("garbage")), ip("10.1.1.1"));
+    }
+
+    /// A proxy that appends its own `X-Forwarded-For` line (instead of extending the
+    /// client's) puts the address it saw last: the client's own line is to the left.
+    #[test]
+    fn an_appended_forwarded_for_line_is_read_from_the_end() {
+        let trusted: Vec<IpNet> = ["10.0.0.0/8"]
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let r = TestRequest::default()
+            .peer_addr(([10, 1, 1, 1], 4000).into())
+            .append_header(("x-forwarded-for", "1.2.3.4"))
+            .append_header(("x-forwarded-for", "198.51.100.7"))
+            .to_http_request();
+        assert_eq!(client_ip(&r, &trusted), ip("198.51.100.7"));
     }
 }
