@@ -318,6 +318,16 @@ impl Application {
             payment_max_attempts: cfg.jobs.payment_max_attempts.max(1),
             rebuilds: rebuilds.clone(),
             commits,
+            sign_in: Arc::new(crate::auth::sign_in::SignInLimiter::new(
+                crate::auth::sign_in::Allowance {
+                    burst: cfg.rate.signin_per_ip_max,
+                    per_minute: cfg.rate.signin_per_ip_per_min,
+                },
+                crate::auth::sign_in::Allowance {
+                    burst: cfg.rate.signin_per_email_max,
+                    per_minute: cfg.rate.signin_per_email_per_min,
+                },
+            )),
         });
         let oidc = match oidc_settings {
             Some(settings) => {

@@ -484,6 +484,22 @@ pub struct RateConfig {
     #[arg(long, env = "TILL_RATE_MAX_PRINCIPALS", default_value_t = 100_000)]
     pub rate_max_principals: u64,
 
+    /// Sign-in attempts (`login`) one client network (IPv6: a /64) may make at once.
+    #[arg(long, env = "TILL_SIGNIN_PER_IP_MAX", default_value_t = 30)]
+    pub signin_per_ip_max: u32,
+
+    /// Sign-in attempts a client network regains per minute.
+    #[arg(long, env = "TILL_SIGNIN_PER_IP_PER_MIN", default_value_t = 30)]
+    pub signin_per_ip_per_min: u32,
+
+    /// Sign-in attempts at one email (from anywhere) at once.
+    #[arg(long, env = "TILL_SIGNIN_PER_EMAIL_MAX", default_value_t = 10)]
+    pub signin_per_email_max: u32,
+
+    /// Sign-in attempts at one email regained per minute.
+    #[arg(long, env = "TILL_SIGNIN_PER_EMAIL_PER_MIN", default_value_t = 6)]
+    pub signin_per_email_per_min: u32,
+
     /// Proxies (IPs or CIDRs, comma-separated) whose `X-Forwarded-For` is believed when
     /// finding an anonymous client's address, e.g. `10.0.0.0/8`.
     #[arg(

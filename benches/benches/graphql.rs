@@ -35,6 +35,16 @@ fn bench(c: &mut Criterion) {
             tokio::sync::watch::channel(false).1,
         ),
         commits: Arc::default(),
+        sign_in: Arc::new(till_api::auth::sign_in::SignInLimiter::new(
+            till_api::auth::sign_in::Allowance {
+                burst: 1_000_000,
+                per_minute: 1_000_000,
+            },
+            till_api::auth::sign_in::Allowance {
+                burst: 1_000_000,
+                per_minute: 1_000_000,
+            },
+        )),
     });
     let limits = |rate| Limits {
         max_depth: 15,

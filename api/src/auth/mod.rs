@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod oidc;
+pub mod sign_in;
 pub mod tokens;
 mod verified;
 

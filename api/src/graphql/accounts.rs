@@ -4,7 +4,7 @@
 //! rotating refresh token. These mutations cost more rate-limit points than others
 //! (see `complexity`), which slows password guessing from one client.
 
-use async_graphql::{Context, InputObject, Object, Result, ID};
+use async_graphql::{Context, ErrorExtensions, InputObject, Object, Result, ID};
 use chrono::{DateTime, Utc};
 use till_domain::commands::{Outcome, Registration, Session};
 use till_domain::event_log::LogPoint;
@@ -199,6 +199,16 @@ impl AccountMutation {
         #[graphql(desc = "Account password.", secret)] password: String,
     ) -> Result<AuthPayload> {
         let st = state(ctx)?;
+        let ip = ctx.data_opt::<RequestInfo>().and_then(|i| i.client_ip);
+        if let Err(wait) = st.sign_in.attempt(ip, &email) {
+            metrics::counter!("till_throttled_requests_total", "class" => "sign_in").increment(1);
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            return Err(error::coded(
+                Code::Throttled,
+                format!("too many sign-in attempts; try again in {secs} s"),
+            )
+            .extend_with(|_, e| e.set("retryAfter", secs)));
+        }
         let session = st
             .commands
             .login(&email, &password, st.refresh_token_ttl)

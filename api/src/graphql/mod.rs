@@ -60,6 +60,8 @@ pub struct ApiState {
     pub rebuilds: crate::rebuilds::Rebuilds,
     /// When this process's commands committed (for the commit -> visible metric).
     pub commits: Arc<crate::commit_times::CommitTimes>,
+    /// Sign-in attempts per client network and per email.
+    pub sign_in: Arc<crate::auth::sign_in::SignInLimiter>,
 }
 
 /// Per-request facts resolvers need.

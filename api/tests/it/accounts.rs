@@ -227,3 +227,46 @@ async fn the_admin_cli_creates_an_admin_who_can_sign_in() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("grantRole"));
 }
+
+/// Sign-in attempts count per target email and per client network, not only against
+/// the caller's budget: guessing one account's password, or many accounts' from one
+/// network, runs out.
+#[tokio::test]
+async fn sign_in_attempts_are_limited_per_email_and_per_network() {
+    let app = spawn_app_with(|cfg| {
+        cfg.rate.signin_per_email_max = 3;
+        cfg.rate.signin_per_email_per_min = 1;
+        cfg.rate.signin_per_ip_max = 6;
+        cfg.rate.signin_per_ip_per_min = 1;
+    })
+    .await;
+    register(&app, "target@example.com", "correct horse battery").await;
+    for _ in 0..3 {
+        let body = login(&app, "target@example.com", "wrong guess 123").await;
+        assert_eq!(code(&body), Some("UNAUTHENTICATED"), "{body}");
+    }
+    // Out of attempts: even the right password waits.
+    let body = login(&app, "Target@Example.com", "correct horse battery").await;
+    assert_eq!(code(&body), Some("THROTTLED"), "{body}");
+    assert!(
+        body["errors"][0]["extensions"]["retryAfter"]
+            .as_u64()
+            .is_some(),
+        "{body}"
+    );
+    // Other accounts from the same network: the network's allowance (6) runs out too.
+    let mut codes = Vec::new();
+    for i in 0..4 {
+        let body = login(&app, &format!("other{i}@example.com"), "wrong guess 123").await;
+        codes.push(code(&body).map(str::to_owned));
+    }
+    assert_eq!(
+        codes,
+        [
+            Some("UNAUTHENTICATED".to_owned()),
+            Some("UNAUTHENTICATED".to_owned()),
+            Some("THROTTLED".to_owned()),
+            Some("THROTTLED".to_owned())
+        ]
+    );
+}

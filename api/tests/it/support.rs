@@ -149,6 +149,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
     cfg.rate.rate_anonymous_max = 1_000_000;
     cfg.rate.rate_customer_max = 1_000_000;
     cfg.rate.rate_staff_max = 1_000_000;
+    cfg.rate.signin_per_ip_max = 1_000_000;
+    cfg.rate.signin_per_email_max = 1_000_000;
     tweak(&mut cfg);
     let app = ok(Application::build(
         cfg,
