@@ -29,7 +29,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use till_domain::db::plans;
 use till_domain::db::prepared::Reuse;
 use till_domain::event_log::{self, LogPoint};
@@ -56,6 +56,11 @@ pub struct RebuildSettings {
     pub swap_attempts: u32,
     /// Longest single statement (index builds on large tables take a while).
     pub statement_timeout: Duration,
+    /// `idle_in_transaction_session_timeout` of the rebuild's connection: a rebuild
+    /// stuck between the statements of a batch or of the swap must not hold the
+    /// projectors' horizon (or the swap's locks) for long. Its long statements (an index
+    /// build) are active, not idle, and are bounded by `statement_timeout` instead.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for RebuildSettings {
@@ -65,6 +70,7 @@ impl Default for RebuildSettings {
             lock_timeout: Duration::from_secs(2),
             swap_attempts: 10,
             statement_timeout: Duration::from_secs(30 * 60),
+            idle_in_transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -200,11 +206,10 @@ impl Rebuild {
         let mut conn = AsyncPgConnection::establish(database_url)
             .await
             .map_err(|e| ReadError::Unavailable(e.to_string()))?;
-        diesel::sql_query(format!(
-            "SET statement_timeout = {}",
-            settings.statement_timeout.as_millis()
+        conn.batch_execute(&till_domain::db::session_settings(
+            settings.statement_timeout,
+            settings.idle_in_transaction_timeout,
         ))
-        .execute(&mut conn)
         .await?;
         #[derive(QueryableByName)]
         struct Locked {
