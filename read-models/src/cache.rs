@@ -267,10 +267,17 @@ mod seams {
 
     use super::Seam;
 
+    /// A stop at a seam: the writer tells the test it got there, then waits to go on.
+    struct Stop {
+        at: Seam,
+        reached: oneshot::Sender<()>,
+        go: oneshot::Receiver<()>,
+    }
+
     /// Stops a test has set: the next writer to pass a stop's seam tells the test it
     /// got there, then waits until the test lets it go.
     #[derive(Default)]
-    pub(super) struct Seams(Mutex<Vec<(Seam, oneshot::Sender<()>, oneshot::Receiver<()>)>>);
+    pub(super) struct Seams(Mutex<Vec<Stop>>);
 
     impl Seams {
         /// Sets a stop at `at`; returns (got there, go on).
@@ -280,19 +287,23 @@ mod seams {
             self.0
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push((at, reached_tx, go_rx));
+                .push(Stop {
+                    at,
+                    reached: reached_tx,
+                    go: go_rx,
+                });
             (reached_rx, go_tx)
         }
 
         pub(super) async fn pass(&self, at: Seam) {
             let stop = {
                 let mut stops = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-                let i = stops.iter().position(|(s, ..)| *s == at);
+                let i = stops.iter().position(|s| s.at == at);
                 i.map(|i| stops.remove(i))
             };
-            if let Some((_, reached, go)) = stop {
-                let _ = reached.send(());
-                let _ = go.await;
+            if let Some(stop) = stop {
+                let _ = stop.reached.send(());
+                let _ = stop.go.await;
             }
         }
     }

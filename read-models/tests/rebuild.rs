@@ -585,7 +585,7 @@ async fn a_rebuild_building_its_indexes_holds_back_no_projection() {
     let report = ok(ok(rebuild.await));
     assert_eq!(
         still_gated,
-        [gated.clone()],
+        std::slice::from_ref(&gated),
         "the rebuild was still building its index"
     );
     assert_eq!(
