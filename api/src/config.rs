@@ -108,6 +108,17 @@ pub struct DbConfig {
     /// `statement_timeout` of every connection, in milliseconds.
     #[arg(long, env = "TILL_DB_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
     pub db_statement_timeout_ms: u64,
+
+    /// `idle_in_transaction_session_timeout` of every pooled connection, in
+    /// milliseconds (0 turns it off): PostgreSQL ends a session of Till's left idle
+    /// inside a transaction this long, which would otherwise hold its locks and the
+    /// projectors' horizon (docs/runbooks.md, TillDbHorizonHeld).
+    #[arg(
+        long,
+        env = "TILL_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub db_idle_in_transaction_timeout_ms: u64,
 }
 
 impl DbConfig {
@@ -126,6 +137,9 @@ impl DbConfig {
             max_size: self.db_pool_size.max(1),
             acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
             statement_timeout: Duration::from_millis(self.db_statement_timeout_ms),
+            idle_in_transaction_timeout: Duration::from_millis(
+                self.db_idle_in_transaction_timeout_ms,
+            ),
         }
     }
 }

@@ -193,6 +193,12 @@ fn describe() {
          this process's read model, by projection (once per transaction)."
     );
     describe_gauge!(
+        "till_db_horizon_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest transaction on the database cluster holding a transaction id \
+         (running or prepared); projections wait for it to end (0 when none)."
+    );
+    describe_gauge!(
         "till_jobs",
         "Jobs by queue and status (queued, running, dead)."
     );
@@ -300,6 +306,9 @@ impl Scrape {
                     gauge!("till_projection_lag_seconds", "projection" => s.name)
                         .set(s.lag_seconds);
                 }
+            }
+            if let Ok(age) = self.reads.horizon_age().await {
+                gauge!("till_db_horizon_age_seconds").set(age);
             }
             if let Ok(depths) = till_domain::jobs::depths(&self.pool).await {
                 for q in ["payments", "webhooks"] {

@@ -3,7 +3,13 @@
 //!
 //! A reader that loaded a row just before the projector changed it must not put the
 //! stale row back after the invalidation: every invalidation bumps an epoch, and a
-//! loaded row is only inserted if no invalidation happened while it was being read.
+//! loaded row is only inserted if no invalidation happened while it was being read. The
+//! check and the insert are one compute operation of moka (serialized per key), and the
+//! projector removes a changed key with one too, so no reader can slip a row read before
+//! a change in between the change's invalidation and its own check (where a reader
+//! after the change, one holding a consistency token, would be served it). A check
+//! after the insert covers whole-cache drops (`invalidate_all` is not serialized with
+//! per-key operations).
 //!
 //! List pages (a storefront's `products` page, a customer's `myOrders` page) are cached
 //! as the ids and cursors of their items, not the items: the items come from the row
@@ -12,7 +18,13 @@
 //! changes (a product created, updated or archived: [`Change::Listing`]); pages that
 //! depend on stock or popularity (`inStock`, `POPULAR`) are not cached. A customer's
 //! order pages are dropped when any of their orders changes. Each kind of page has its
-//! own epoch, so a stream of stock changes does not keep pages from being cached.
+//! own epoch, so a stream of stock changes does not keep pages from being cached. A
+//! cached product page keeps the listing epoch it was read at and is only served while
+//! the epoch still has that value. A customer's page list is read, extended and written
+//! back in one compute operation that first checks the new page's epoch (the list holds
+//! only pages whose check passed before the customer's last invalidation), so a page
+//! read before a change of the customer's orders cannot be copied into the list of a
+//! reader who came after it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moka::future::Cache;
+use moka::ops::compute::Op;
 use uuid::Uuid;
 
 use crate::error::ReadError;
@@ -138,6 +151,22 @@ impl ProductPageKey {
     }
 }
 
+/// A cached product page and the listing epoch its read started at.
+#[derive(Debug)]
+pub(crate) struct EpochPage<C> {
+    epoch: u64,
+    page: Arc<IdPage<C>>,
+}
+
+impl<C> Clone for EpochPage<C> {
+    fn clone(&self) -> Self {
+        Self {
+            epoch: self.epoch,
+            page: self.page.clone(),
+        }
+    }
+}
+
 /// One customer's cached order pages: (after, first) -> page. Replaced whole on change
 /// (copy on write), at most [`ORDER_PAGES_PER_CUSTOMER`] pages.
 pub(crate) type CustomerOrderPages = Vec<((Option<OrderCursor>, i64), Arc<IdPage<OrderCursor>>)>;
@@ -195,6 +224,18 @@ fn count_evictions<K, V>(
     }
 }
 
+/// Removes `key` with a compute operation (serialized with other compute operations on
+/// the key).
+async fn remove<V>(cache: &Cache<Uuid, V>, key: Uuid)
+where
+    V: Clone + Send + Sync + 'static,
+{
+    cache
+        .entry(key)
+        .and_compute_with(|_| std::future::ready(Op::Remove))
+        .await;
+}
+
 /// (kind, entries, weighted size) of one cache.
 fn sized<K, V>(kind: CacheKind, cache: &Cache<K, V>) -> (CacheKind, u64, u64)
 where
@@ -204,18 +245,84 @@ where
     (kind, cache.entry_count(), cache.weighted_size())
 }
 
+/// Points between the steps of a cache write where a test can hold the writer, to
+/// replay a race between readers and the projector in a chosen order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seam {
+    /// A row has been written, before the writer checks for a racing invalidation.
+    RowWritten,
+    /// A product page has been written, before that check.
+    ProductPageWritten,
+    /// A customer's list of order pages has been read, to add a page to it.
+    OrderPagesRead,
+    /// A customer's list of order pages has been written, before that check.
+    OrderPagesWritten,
+}
+
+#[cfg(test)]
+mod seams {
+    use std::sync::{Mutex, PoisonError};
+
+    use tokio::sync::oneshot;
+
+    use super::Seam;
+
+    /// A stop at a seam: the writer tells the test it got there, then waits to go on.
+    struct Stop {
+        at: Seam,
+        reached: oneshot::Sender<()>,
+        go: oneshot::Receiver<()>,
+    }
+
+    /// Stops a test has set: the next writer to pass a stop's seam tells the test it
+    /// got there, then waits until the test lets it go.
+    #[derive(Default)]
+    pub(super) struct Seams(Mutex<Vec<Stop>>);
+
+    impl Seams {
+        /// Sets a stop at `at`; returns (got there, go on).
+        pub(super) fn stop_at(&self, at: Seam) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+            let (reached_tx, reached_rx) = oneshot::channel();
+            let (go_tx, go_rx) = oneshot::channel();
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Stop {
+                    at,
+                    reached: reached_tx,
+                    go: go_rx,
+                });
+            (reached_rx, go_tx)
+        }
+
+        pub(super) async fn pass(&self, at: Seam) {
+            let stop = {
+                let mut stops = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+                let i = stops.iter().position(|s| s.at == at);
+                i.map(|i| stops.remove(i))
+            };
+            if let Some(stop) = stop {
+                let _ = stop.reached.send(());
+                let _ = stop.go.await;
+            }
+        }
+    }
+}
+
 /// The caches of one process.
 #[derive(Clone)]
 pub struct ReadCache {
     pub(crate) products: Cache<Uuid, Arc<ProductView>>,
     pub(crate) orders: Cache<Uuid, Arc<OrderView>>,
     pub(crate) categories: Cache<(), Arc<Vec<CategoryView>>>,
-    pub(crate) product_pages: Cache<ProductPageKey, Arc<IdPage<ProductCursor>>>,
+    pub(crate) product_pages: Cache<ProductPageKey, EpochPage<ProductCursor>>,
     pub(crate) order_pages: Cache<Uuid, Arc<CustomerOrderPages>>,
     epoch: Arc<AtomicU64>,
     listing_epoch: Arc<AtomicU64>,
     order_list_epoch: Arc<AtomicU64>,
     stats: Arc<Counters>,
+    #[cfg(test)]
+    seams: Arc<seams::Seams>,
 }
 
 impl ReadCache {
@@ -246,8 +353,8 @@ impl ReadCache {
                 .name("product_pages")
                 .time_to_idle(settings.idle)
                 .max_capacity(page_bytes)
-                .weigher(move |k: &ProductPageKey, v: &Arc<IdPage<ProductCursor>>| {
-                    weight(k.weight() + v.weight(std::mem::size_of::<ProductCursor>()))
+                .weigher(move |k: &ProductPageKey, v: &EpochPage<ProductCursor>| {
+                    weight(k.weight() + v.page.weight(std::mem::size_of::<ProductCursor>()))
                 })
                 .eviction_listener(count_evictions(stats.clone(), CacheKind::ProductPages))
                 .build(),
@@ -268,7 +375,18 @@ impl ReadCache {
             listing_epoch: Arc::new(AtomicU64::new(0)),
             order_list_epoch: Arc::new(AtomicU64::new(0)),
             stats,
+            #[cfg(test)]
+            seams: Arc::default(),
         }
+    }
+
+    /// Holds this writer at `at` when a test asked for it (see [`Seam`]); nothing
+    /// otherwise.
+    async fn seam(&self, at: Seam) {
+        #[cfg(test)]
+        self.seams.pass(at).await;
+        #[cfg(not(test))]
+        let _ = at;
     }
 
     /// Counters and sizes of every cache.
@@ -404,7 +522,9 @@ impl ReadCache {
         (ids, page)
     }
 
-    /// Inserts a row loaded at `epoch` unless something was invalidated since.
+    /// Inserts a row loaded at `epoch` unless something was invalidated since: checked
+    /// and inserted in one compute operation, which the projector's removal of the key
+    /// ([`ReadCache::invalidate`]) cannot come between.
     pub(crate) async fn put<V>(
         &self,
         cache: &Cache<Uuid, Arc<V>>,
@@ -414,9 +534,19 @@ impl ReadCache {
     ) where
         V: Send + Sync + 'static,
     {
-        cache.insert(id, value).await;
+        cache
+            .entry(id)
+            .and_compute_with(|_| {
+                std::future::ready(if self.epoch() == epoch {
+                    Op::Put(value)
+                } else {
+                    Op::Nop
+                })
+            })
+            .await;
+        self.seam(Seam::RowWritten).await;
         if self.epoch() != epoch {
-            // An invalidation raced with our read: drop what may be stale.
+            // A whole-cache drop may have come between the check and the insert.
             cache.invalidate(&id).await;
         }
     }
@@ -438,18 +568,30 @@ impl ReadCache {
         epoch: u64,
         page: Arc<IdPage<ProductCursor>>,
     ) {
-        self.product_pages.insert(key.clone(), page).await;
+        if self.listing_epoch() == epoch {
+            self.product_pages
+                .insert(key.clone(), EpochPage { epoch, page })
+                .await;
+        }
+        self.seam(Seam::ProductPageWritten).await;
         if self.listing_epoch() != epoch {
             self.product_pages.invalidate(&key).await;
         }
     }
 
-    /// A cached product page (counted as a hit or a miss).
+    /// A cached product page (counted as a hit or a miss). A page read before the last
+    /// listing change is not served, even in the moment before its writer drops it.
     pub(crate) async fn product_page(
         &self,
         key: &ProductPageKey,
     ) -> Option<Arc<IdPage<ProductCursor>>> {
-        let page = self.product_pages.get(key).await;
+        let epoch = self.listing_epoch();
+        let page = self
+            .product_pages
+            .get(key)
+            .await
+            .filter(|p| p.epoch == epoch)
+            .map(|p| p.page);
         self.count(CacheKind::ProductPages, page.is_some());
         page
     }
@@ -481,6 +623,13 @@ impl ReadCache {
 
     /// Adds a page read at order-list epoch `epoch` to a customer's pages unless one of
     /// their orders (or any order: the epoch is shared) changed since.
+    ///
+    /// The list is read, extended and written back in one compute operation that first
+    /// checks the epoch; the projector removes a customer's list with one too. So the
+    /// list only ever holds pages whose check passed before the last removal: a page
+    /// read before a change cannot be copied into the list of a reader who read after
+    /// it (with separate steps, the second reader could copy it in the moment between
+    /// its writer's insert and the check that dropped it, and write it back for good).
     pub(crate) async fn put_order_page(
         &self,
         customer: Uuid,
@@ -489,17 +638,27 @@ impl ReadCache {
         epoch: u64,
         page: Arc<IdPage<OrderCursor>>,
     ) {
-        let mut pages: CustomerOrderPages = match self.order_pages.get(&customer).await {
-            Some(p) => p.iter().cloned().collect(),
-            None => Vec::new(),
-        };
-        pages.retain(|((a, f), _)| !(a == &after && *f == first));
-        if pages.len() >= ORDER_PAGES_PER_CUSTOMER {
-            pages.remove(0);
-        }
-        pages.push(((after, first), page));
-        self.order_pages.insert(customer, Arc::new(pages)).await;
+        self.order_pages
+            .entry(customer)
+            .and_compute_with(|existing| async move {
+                if self.order_list_epoch() != epoch {
+                    return Op::Nop;
+                }
+                let mut pages: CustomerOrderPages = existing
+                    .map(|e| e.into_value().iter().cloned().collect())
+                    .unwrap_or_default();
+                self.seam(Seam::OrderPagesRead).await;
+                pages.retain(|((a, f), _)| !(a == &after && *f == first));
+                if pages.len() >= ORDER_PAGES_PER_CUSTOMER {
+                    pages.remove(0);
+                }
+                pages.push(((after, first), page));
+                Op::Put(Arc::new(pages))
+            })
+            .await;
+        self.seam(Seam::OrderPagesWritten).await;
         if self.order_list_epoch() != epoch {
+            // A whole-cache drop may have come between the check and the write.
             self.order_pages.invalidate(&customer).await;
         }
     }
@@ -524,13 +683,15 @@ impl ReadCache {
         if changes.iter().any(|c| matches!(c, Change::Order { .. })) {
             self.order_list_epoch.fetch_add(1, Ordering::AcqRel);
         }
+        // Per key through compute operations: serialized with a reader's check and
+        // insert of the same key (see `put`).
         for change in changes {
             match change {
-                Change::Product(id) => self.products.invalidate(id).await,
+                Change::Product(id) => remove(&self.products, *id).await,
                 Change::Listing => self.product_pages.invalidate_all(),
                 Change::Order { order, customer } => {
-                    self.orders.invalidate(order).await;
-                    self.order_pages.invalidate(customer).await;
+                    remove(&self.orders, *order).await;
+                    remove(&self.order_pages, *customer).await;
                 }
                 Change::Categories => self.categories.invalidate_all(),
                 Change::Customer(_) | Change::Sales => {}
@@ -680,5 +841,178 @@ mod tests {
         cache.run_pending_tasks().await;
         assert_eq!(cache.product_pages.entry_count(), 0, "idle pages dropped");
         assert_eq!(cache.product_pages.weighted_size(), 0);
+    }
+
+    fn product(id: Uuid, name: &str) -> ProductView {
+        ProductView {
+            id,
+            sku: "SKU-1".into(),
+            name: name.into(),
+            description: String::new(),
+            price_minor: 100,
+            status: "ACTIVE".into(),
+            category_id: Uuid::nil(),
+            category_path: Vec::new(),
+            on_hand: 1,
+            reserved: 0,
+            available: 1,
+            popularity: 0,
+            version: 1,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn order_page(order: Uuid) -> Arc<IdPage<OrderCursor>> {
+        Arc::new(IdPage {
+            items: vec![(OrderCursor { t: 1, id: order }, order)],
+            has_next_page: true,
+        })
+    }
+
+    fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+        r.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Waits for a writer to stop at a seam (a guard against a hang, not a timing
+    /// check: the writers here do nothing slow).
+    async fn reached(stop: tokio::sync::oneshot::Receiver<()>) {
+        match tokio::time::timeout(Duration::from_secs(30), stop).await {
+            Ok(Ok(())) => {}
+            _ => panic!("the writer never reached its seam"),
+        }
+    }
+
+    /// A reader loads a product, the projector changes it and invalidates it, then the
+    /// reader writes what it loaded; a second reader, who came after the invalidation
+    /// (with a consistency token, say), looks the product up while the first is between
+    /// its write and its check. It must get the new row, never the one loaded before
+    /// the change.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_row_loaded_before_an_invalidation_is_never_served_after_it() {
+        let cache = ReadCache::new(CacheSettings::default());
+        let id = Uuid::now_v7();
+        let (loading_tx, loading_rx) = tokio::sync::oneshot::channel::<()>();
+        let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<()>();
+        let (written, go) = cache.seams.stop_at(Seam::RowWritten);
+        let stale = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                let rows = &cache.products;
+                cache
+                    .through(CacheKind::Products, rows, id, async || {
+                        // The database answers with the row as it was; the change
+                        // commits and is invalidated before this reader goes on.
+                        let _ = loading_tx.send(());
+                        let _ = loaded_rx.await;
+                        Ok(Some(product(id, "before")))
+                    })
+                    .await
+            }
+        });
+        ok(loading_rx.await);
+        cache.invalidate(&[Change::Product(id)]).await;
+        let _ = loaded_tx.send(());
+        reached(written).await;
+
+        let fresh = ok(cache
+            .through(CacheKind::Products, &cache.products, id, async || {
+                Ok(Some(product(id, "after")))
+            })
+            .await);
+        let _ = go.send(());
+        let _ = ok(ok(stale.await));
+        assert_eq!(fresh.map(|p| p.name.clone()).as_deref(), Some("after"));
+        let cached = cache.products.get(&id).await;
+        assert!(
+            cached.is_none_or(|p| p.name == "after"),
+            "the row loaded before the change stayed cached"
+        );
+    }
+
+    /// A product page read before a listing change is written after it; a reader after
+    /// the change must not be answered with it, even while its writer has not yet
+    /// checked for the race.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_product_page_read_before_a_listing_change_is_never_served_after_it() {
+        let cache = ReadCache::new(CacheSettings::default());
+        let stale_epoch = cache.listing_epoch();
+        cache.invalidate(&[Change::Listing]).await;
+        let (written, go) = cache.seams.stop_at(Seam::ProductPageWritten);
+        let stale = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.put_product_page(key(), stale_epoch, page()).await }
+        });
+        reached(written).await;
+        let seen = cache.product_page(&key()).await;
+        let _ = go.send(());
+        ok(stale.await);
+        assert!(
+            seen.is_none(),
+            "a reader after the change got the page read before it"
+        );
+        assert!(cache.product_page(&key()).await.is_none());
+    }
+
+    /// Two readers of one customer's orders interleave with the projector: the first
+    /// read page 1 before one of the customer's orders changed, the second read page 2
+    /// after. The first writes the customer's page list and is held before its race
+    /// check; the second reads that list to add its page; the first then drops the list
+    /// (its check fails); the second writes its list. Page 1 as read before the change
+    /// must not come back with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_order_page_does_not_come_back_with_a_fresh_readers_page() {
+        let cache = ReadCache::new(CacheSettings::default());
+        let ann = Uuid::now_v7();
+        let (old_order, later_order) = (Uuid::now_v7(), Uuid::now_v7());
+        let stale_epoch = cache.order_list_epoch();
+        cache
+            .invalidate(&[Change::Order {
+                order: old_order,
+                customer: ann,
+            }])
+            .await;
+        let fresh_epoch = cache.order_list_epoch();
+        let page_2_after = Some(OrderCursor {
+            t: 2,
+            id: later_order,
+        });
+
+        let (stale_written, stale_go) = cache.seams.stop_at(Seam::OrderPagesWritten);
+        let stale = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                cache
+                    .put_order_page(ann, None, 10, stale_epoch, order_page(old_order))
+                    .await
+            }
+        });
+        reached(stale_written).await;
+        let (fresh_read, fresh_go) = cache.seams.stop_at(Seam::OrderPagesRead);
+        let fresh = tokio::spawn({
+            let (cache, after) = (cache.clone(), page_2_after.clone());
+            async move {
+                cache
+                    .put_order_page(ann, after, 10, fresh_epoch, order_page(later_order))
+                    .await
+            }
+        });
+        reached(fresh_read).await;
+        let _ = stale_go.send(());
+        ok(stale.await);
+        let _ = fresh_go.send(());
+        ok(fresh.await);
+
+        assert!(
+            cache.order_page(ann, None, 10).await.is_none(),
+            "page 1 read before the change came back"
+        );
+        assert!(
+            cache
+                .order_page(ann, page_2_after.as_ref(), 10)
+                .await
+                .is_some(),
+            "page 2, read after the change, is kept"
+        );
     }
 }

@@ -34,8 +34,15 @@ pub struct ProjectorSettings {
     /// How often to look for events when no NOTIFY arrives.
     pub poll_interval: Duration,
     /// How soon to look again when committed events wait behind a transaction still
-    /// in flight.
+    /// in flight; doubled at every look that finds them still hidden, up to
+    /// [`ProjectorSettings::horizon_retry_max`], and back to this after progress or a
+    /// wake-up.
     pub horizon_retry: Duration,
+    /// The longest wait between two looks while the horizon stays held (a long
+    /// transaction anywhere on the cluster): bounds how late the projector notices that
+    /// a holder that sends no notification (a rebuild's index build, an open psql
+    /// session) has ended.
+    pub horizon_retry_max: Duration,
     /// Shortest time between the starts of two batches of one group of projections
     /// while events keep arriving (a full batch goes on at once). Each batch is a
     /// transaction with its own round trips, and its commit wakes every listening
@@ -51,6 +58,7 @@ impl Default for ProjectorSettings {
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
             horizon_retry: Duration::from_millis(5),
+            horizon_retry_max: Duration::from_millis(50),
             pace: Duration::from_millis(DEFAULT_PACE_MS),
         }
     }
@@ -352,6 +360,7 @@ impl Projector {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut retry = Retry::new(group.len());
+        let mut horizon = HorizonWait::new(&self.settings);
         loop {
             if *shutdown.borrow() {
                 return;
@@ -360,6 +369,7 @@ impl Projector {
             let started = tokio::time::Instant::now();
             let idle = match self.step(group, &mut retry).await {
                 Step::Applied(n) => {
+                    horizon.reset();
                     if i64::try_from(n).unwrap_or(i64::MAX) < self.settings.batch_size {
                         // Let the next events gather; then look again whether woken or not.
                         tokio::select! {
@@ -370,14 +380,19 @@ impl Projector {
                     continue;
                 }
                 Step::Idle(checkpoint) => match self.waiting_behind_horizon(checkpoint).await {
-                    Ok(true) => self.settings.horizon_retry,
-                    _ => self.settings.poll_interval,
+                    Ok(true) => horizon.next(),
+                    _ => {
+                        horizon.reset();
+                        self.settings.poll_interval
+                    }
                 },
                 // Retried when its backoff ends, not only when woken.
                 Step::Failed(backoff) => backoff,
             };
             tokio::select! {
-                _ = wake.changed() => {}
+                // New events committed: the holder of the horizon may have been one of
+                // them, look now.
+                _ = wake.changed() => horizon.reset(),
                 _ = shutdown.changed() => {}
                 _ = tokio::time::sleep(idle) => {}
             }
@@ -595,6 +610,40 @@ const ROUNDS: [&[Projection]; 2] = [
     ],
 ];
 
+/// How long the runner waits before looking again while committed events stay hidden
+/// behind the horizon (a transaction older than them still in flight): the first look
+/// comes soon, since most holders are commands that commit within milliseconds, and
+/// later ones back off exponentially, so a long holder (a bulk load, an open session)
+/// does not have every projector of every replica poll the database every few
+/// milliseconds for as long as it lasts. Progress and wake-ups start it over.
+#[derive(Debug)]
+struct HorizonWait {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl HorizonWait {
+    fn new(settings: &ProjectorSettings) -> Self {
+        Self {
+            first: settings.horizon_retry,
+            max: settings.horizon_retry_max.max(settings.horizon_retry),
+            next: settings.horizon_retry,
+        }
+    }
+
+    /// The wait before the next look, doubling the one after it.
+    fn next(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (wait * 2).min(self.max);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
 /// What a turn of the runner did.
 enum Step {
     /// Applied this many events at most to one projection.
@@ -788,4 +837,22 @@ async fn read_range(
         }
     }
     Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looks_behind_a_held_horizon_back_off_up_to_the_cap_and_start_over() {
+        let mut wait = HorizonWait::new(&ProjectorSettings {
+            horizon_retry: Duration::from_millis(5),
+            horizon_retry_max: Duration::from_millis(50),
+            ..ProjectorSettings::default()
+        });
+        let waits: Vec<u128> = (0..7).map(|_| wait.next().as_millis()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 50, 50, 50]);
+        wait.reset();
+        assert_eq!(wait.next(), Duration::from_millis(5));
+    }
 }

@@ -9,7 +9,9 @@
 //! 1. copy: replay the log from its start into the shadow in batches, publishing
 //!    progress (`projection_rebuilds`) after each;
 //! 2. index: create the secondary indexes once the rows are in (faster than keeping
-//!    them up to date row by row), ANALYZE, and replay what arrived meanwhile;
+//!    them up to date row by row), `CONCURRENTLY` so that no transaction id is held
+//!    for the length of a build (which would hold back every projector), ANALYZE, and
+//!    replay what arrived meanwhile;
 //! 3. swap: in one transaction holding the projection's applier lock (the projector
 //!    waits), apply the events that arrived meanwhile, move the live tables out to
 //!    `till_retired_<projection>`, move the shadow tables in under the same names (their
@@ -27,7 +29,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use till_domain::db::plans;
 use till_domain::db::prepared::Reuse;
 use till_domain::event_log::{self, LogPoint};
@@ -54,6 +56,11 @@ pub struct RebuildSettings {
     pub swap_attempts: u32,
     /// Longest single statement (index builds on large tables take a while).
     pub statement_timeout: Duration,
+    /// `idle_in_transaction_session_timeout` of the rebuild's connection: a rebuild
+    /// stuck between the statements of a batch or of the swap must not hold the
+    /// projectors' horizon (or the swap's locks) for long. Its long statements (an index
+    /// build) are active, not idle, and are bounded by `statement_timeout` instead.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for RebuildSettings {
@@ -63,6 +70,7 @@ impl Default for RebuildSettings {
             lock_timeout: Duration::from_secs(2),
             swap_attempts: 10,
             statement_timeout: Duration::from_secs(30 * 60),
+            idle_in_transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -198,11 +206,10 @@ impl Rebuild {
         let mut conn = AsyncPgConnection::establish(database_url)
             .await
             .map_err(|e| ReadError::Unavailable(e.to_string()))?;
-        diesel::sql_query(format!(
-            "SET statement_timeout = {}",
-            settings.statement_timeout.as_millis()
+        conn.batch_execute(&till_domain::db::session_settings(
+            settings.statement_timeout,
+            settings.idle_in_transaction_timeout,
         ))
-        .execute(&mut conn)
         .await?;
         #[derive(QueryableByName)]
         struct Locked {
@@ -520,7 +527,8 @@ impl Rebuild {
     }
 
     /// The live tables' secondary indexes (those not behind a constraint), for the
-    /// shadow tables, under the same names.
+    /// shadow tables, under the same names, built `CONCURRENTLY` (so the build holds
+    /// no transaction id, see [`concurrently`]).
     async fn index_statements(&mut self, tables: &[Table]) -> Result<Vec<String>, ReadError> {
         let mut out = Vec::new();
         for t in tables {
@@ -535,7 +543,7 @@ impl Rebuild {
             )
             .await?
             {
-                out.push(checked(ddl, t)?);
+                out.push(concurrently(&checked(ddl, t)?)?);
             }
         }
         Ok(out)
@@ -860,6 +868,26 @@ fn checked(ddl: String, table: &Table) -> Result<String, ReadError> {
     }
 }
 
+/// `CREATE [UNIQUE] INDEX ...` as `CREATE [UNIQUE] INDEX CONCURRENTLY ...`.
+///
+/// A plain `CREATE INDEX` is one transaction that takes its id at the start (it writes
+/// the catalog) and keeps it until the build ends; projectors read only below the oldest
+/// id in flight, so the whole build held every projection back, for seconds on a large
+/// table. A concurrent build writes the catalog in short transactions of its own and
+/// builds without an id. It waits for transactions older than its snapshots (short ones
+/// here: nobody else writes the shadow table) and cannot run inside a transaction block,
+/// which the rebuild's connection is not in between batches.
+fn concurrently(ddl: &str) -> Result<String, ReadError> {
+    for prefix in ["CREATE INDEX ", "CREATE UNIQUE INDEX "] {
+        if let Some(rest) = ddl.strip_prefix(prefix) {
+            return Ok(format!("{prefix}CONCURRENTLY {rest}"));
+        }
+    }
+    Err(ReadError::Internal(format!(
+        "cannot build this index concurrently: {ddl}"
+    )))
+}
+
 fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
@@ -872,6 +900,22 @@ fn is_lock_timeout(err: &ReadError) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::concurrently;
+
+    #[test]
+    fn index_builds_are_made_concurrent() {
+        let built = |ddl: &str| concurrently(ddl).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            built("CREATE INDEX a_idx ON s.t USING btree (x)"),
+            "CREATE INDEX CONCURRENTLY a_idx ON s.t USING btree (x)"
+        );
+        assert_eq!(
+            built("CREATE UNIQUE INDEX a_key ON s.t USING btree (x)"),
+            "CREATE UNIQUE INDEX CONCURRENTLY a_key ON s.t USING btree (x)"
+        );
+        assert!(concurrently("ALTER TABLE s.t ADD x int").is_err());
+    }
+
     /// A rebuild writes its copies because the projections name their tables without a
     /// schema (the rebuild's search path puts the copies first): a qualified name would
     /// write the live table while it is being rebuilt.

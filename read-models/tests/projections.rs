@@ -1034,3 +1034,20 @@ async fn a_paused_group_holds_back_no_other() {
     last_order_then_stop(&db, &side, customer, stop_tx, handles).await;
     assert_eq!(counted(&db, customer).await, expect(4, 1_600));
 }
+
+/// The horizon's age counts from the start of the oldest transaction that holds a
+/// transaction id, which holds back every projector until it ends.
+#[tokio::test]
+async fn the_horizon_age_counts_from_the_oldest_transaction_holding_an_id() {
+    let db = TestDb::new().await;
+    let (_, reads) = common::read_side(&db, ProjectorSettings::default());
+    let mut holder = ok(diesel_async::AsyncPgConnection::establish(&db.url).await);
+    ok(diesel::sql_query("BEGIN").execute(&mut holder).await);
+    ok(diesel::sql_query("SELECT pg_current_xact_id()")
+        .execute(&mut holder)
+        .await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = ok(reads.horizon_age().await);
+    ok(diesel::sql_query("COMMIT").execute(&mut holder).await);
+    assert!(held >= 0.3, "an id held for 300 ms reads as {held} s");
+}

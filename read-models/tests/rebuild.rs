@@ -459,3 +459,157 @@ async fn a_table_changed_during_the_rebuild_is_not_swapped_away() {
         .iter()
         .any(|s| s.projection == Projection::Sales && s.state == RebuildState::Failed));
 }
+
+/// A rebuild's index phase holds back no projection: an order placed while the rebuild
+/// is building its indexes becomes readable by the live projector before the rebuild
+/// finishes. The live order view gets an extra expression index whose function waits
+/// on an advisory lock the test holds, but only inside a `CREATE INDEX` statement, so
+/// the rebuild stops in the middle of its index build (and nothing else does) until the
+/// test lets it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_building_its_indexes_holds_back_no_projection() {
+    let db = TestDb::new().await;
+    let cmd = Commands::new(db.pool.clone());
+    let cats = ok(seed::categories(&db.pool, "ix", 0, 3, &[]).await);
+    let products = ok(seed::products(&db.pool, "ix", 0, 20, &cats).await);
+    let customers = ok(seed::customers(&db.pool, "ix", 0, 5).await);
+    ok(seed::orders(&db.pool, 200, &customers, &products, "EUR").await);
+    let (projector, _) = side(&db);
+    ok(projector.catch_up_all().await);
+
+    const GATE: i64 = 0x7e57;
+    exec(
+        &db,
+        &format!(
+            "CREATE FUNCTION rebuild_gate(v uuid) RETURNS uuid LANGUAGE plpgsql IMMUTABLE AS $$ \
+             BEGIN \
+               IF current_query() ILIKE 'CREATE INDEX%' THEN \
+                 PERFORM pg_advisory_lock_shared({GATE}); \
+                 PERFORM pg_advisory_unlock_shared({GATE}); \
+               END IF; \
+               RETURN v; \
+             END $$"
+        ),
+    )
+    .await;
+    exec(
+        &db,
+        "CREATE INDEX rm_order_view_gate_idx ON rm_order_view (rebuild_gate(id))",
+    )
+    .await;
+    let mut gate = ok(db.pool.get().await);
+    ok(
+        diesel::sql_query(format!("SELECT pg_advisory_lock({GATE})"))
+            .execute(&mut gate)
+            .await,
+    );
+
+    let url = db.url.clone();
+    let (_keep, stop) = watch::channel(false);
+    let rebuild = tokio::spawn(async move {
+        let rebuild =
+            Rebuild::start(&url, Projection::OrderView, RebuildSettings::default()).await?;
+        rebuild.run(&mut |_| {}, &stop).await
+    });
+    // Wait until the rebuild is stopped at the gate, in the middle of an index build.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let gated = loop {
+        let waiting = texts(
+            &db,
+            "SELECT pid::text AS t FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+               AND wait_event = 'advisory' AND query ILIKE 'CREATE INDEX%'",
+        )
+        .await;
+        if let Some(pid) = waiting.into_iter().next() {
+            break pid;
+        }
+        assert!(
+            !rebuild.is_finished(),
+            "the rebuild finished without reaching the gate"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rebuild never reached its index build"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    // The index build in progress holds no transaction id...
+    let xid = texts(
+        &db,
+        &format!(
+            "SELECT coalesce(backend_xid::text, 'none') AS t FROM pg_stat_activity WHERE pid = {gated}"
+        ),
+    )
+    .await;
+    // ...so an order placed now becomes readable by the live projector while the
+    // rebuild is still stopped. (Other tests' transactions on the same cluster hold the
+    // horizon for moments too, hence the loop; the deadline only guards against a hang.)
+    let buyer = CustomerId(customers[0].id);
+    let ctx = CommandContext::user(buyer, Role::Customer);
+    let eur = ok(till_domain::types::Currency::parse("EUR"));
+    let line = OrderLineInput {
+        product: ProductId(products[1].id),
+        quantity: ok(Quantity::parse(1)),
+    };
+    let order = ok(cmd.place_order(&ctx, buyer, vec![line], &eur).await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let projected = loop {
+        ok(projector.catch_up(Projection::OrderView).await);
+        let rows = texts(
+            &db,
+            &format!(
+                "SELECT id::text AS t FROM rm_order_view WHERE id = '{}'",
+                order.value.id
+            ),
+        )
+        .await;
+        if !rows.is_empty() || tokio::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let still_gated = texts(
+        &db,
+        &format!("SELECT pid::text AS t FROM pg_stat_activity WHERE pid = {gated} AND wait_event = 'advisory'"),
+    )
+    .await;
+
+    ok(
+        diesel::sql_query(format!("SELECT pg_advisory_unlock({GATE})"))
+            .execute(&mut gate)
+            .await,
+    );
+    drop(gate);
+    let report = ok(ok(rebuild.await));
+    assert_eq!(
+        still_gated,
+        std::slice::from_ref(&gated),
+        "the rebuild was still building its index"
+    );
+    assert_eq!(
+        projected,
+        [order.value.id.to_string()],
+        "an order placed during the rebuild's index build was not projected"
+    );
+    assert_eq!(xid, ["none"], "the index build held a transaction id");
+    assert!(report.events > 0);
+    // The rebuilt table has the order too, and kept the gate index.
+    ok(projector.catch_up_all().await);
+    let rebuilt = texts(
+        &db,
+        &format!(
+            "SELECT id::text AS t FROM rm_order_view WHERE id = '{}'",
+            order.value.id
+        ),
+    )
+    .await;
+    assert_eq!(rebuilt.len(), 1);
+    let kept = texts(
+        &db,
+        "SELECT indexname::text AS t FROM pg_indexes WHERE indexname = 'rm_order_view_gate_idx'",
+    )
+    .await;
+    assert_eq!(kept, ["rm_order_view_gate_idx"]);
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use diesel::migration::MigrationSource;
 use diesel::ConnectionError;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::error::DomainError;
@@ -38,6 +38,11 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
     /// `statement_timeout` set on every connection.
     pub statement_timeout: Duration,
+    /// `idle_in_transaction_session_timeout` set on every connection: PostgreSQL ends a
+    /// session left idle inside a transaction this long (a task that stopped between
+    /// BEGIN and COMMIT), which would otherwise hold its locks and, once it wrote, the
+    /// projectors' horizon until the connection is closed. Zero turns it off.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for PoolSettings {
@@ -46,6 +51,7 @@ impl Default for PoolSettings {
             max_size: 16,
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -53,14 +59,17 @@ impl Default for PoolSettings {
 /// Builds a bounded pool. It does not connect up front, so a server can start (and
 /// report unready) while the database is down.
 pub fn pool(url: &str, settings: &PoolSettings) -> PgPool {
-    let statement_timeout_ms = settings.statement_timeout.as_millis();
+    let setup = session_settings(
+        settings.statement_timeout,
+        settings.idle_in_transaction_timeout,
+    );
     let mut config = ManagerConfig::default();
     config.custom_setup = Box::new(move |url| {
         let url = url.to_owned();
+        let setup = setup.clone();
         Box::pin(async move {
             let mut conn = AsyncPgConnection::establish(&url).await?;
-            diesel::sql_query(format!("SET statement_timeout = {statement_timeout_ms}"))
-                .execute(&mut conn)
+            conn.batch_execute(&setup)
                 .await
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
             Ok(conn)
@@ -72,6 +81,16 @@ pub fn pool(url: &str, settings: &PoolSettings) -> PgPool {
         .connection_timeout(settings.acquire_timeout)
         .test_on_check_out(false)
         .build_unchecked(manager)
+}
+
+/// The `SET` statements (one simple query) that give a session of Till's its
+/// `statement_timeout` and `idle_in_transaction_session_timeout`, in milliseconds.
+pub fn session_settings(statement_timeout: Duration, idle_in_transaction: Duration) -> String {
+    format!(
+        "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+        statement_timeout.as_millis(),
+        idle_in_transaction.as_millis()
+    )
 }
 
 /// Applies every pending migration; returns the versions applied.

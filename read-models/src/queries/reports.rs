@@ -32,6 +32,31 @@ pub struct ProjectionStatus {
 }
 
 impl ReadModels {
+    /// How long the projectors' horizon has been held, in seconds: the age of the
+    /// oldest transaction on the cluster that holds a transaction id (a session's, from
+    /// `pg_stat_activity`, or a prepared transaction's), 0 when none does. Projectors
+    /// read only events older than every such transaction (`event_log::read_after`), so
+    /// while one stays open no projection moves past it, on any database of the
+    /// cluster. Sessions of other roles count only when Till's role may see them
+    /// (`pg_monitor` or `pg_read_all_stats`); otherwise their start reads as unknown.
+    pub async fn horizon_age(&self) -> Result<f64, ReadError> {
+        #[derive(QueryableByName)]
+        struct Age {
+            #[diesel(sql_type = diesel::sql_types::Double)]
+            seconds: f64,
+        }
+        let mut conn = self.pool.get().await?;
+        let age = diesel::sql_query(
+            "SELECT coalesce(extract(epoch FROM clock_timestamp() - least( \
+               (SELECT min(xact_start) FROM pg_stat_activity WHERE backend_xid IS NOT NULL \
+                  AND pid <> pg_backend_pid()), \
+               (SELECT min(prepared) FROM pg_prepared_xacts))), 0)::float8 AS seconds",
+        )
+        .get_result::<Age>(&mut conn)
+        .await?;
+        Ok(age.seconds.max(0.0))
+    }
+
     /// Sales per day in `[from, to]` (UTC days), oldest first; days without sales are
     /// omitted.
     pub async fn sales_report(
