@@ -86,10 +86,26 @@ pub fn pool(url: &str, settings: &PoolSettings) -> PgPool {
     });
     let manager = AsyncDieselConnectionManager::new_with_config(url, config);
     bb8::Pool::builder()
+        .error_sink(Box::new(LogConnectErrors))
         .max_size(settings.max_size)
         .connection_timeout(settings.acquire_timeout)
         .test_on_check_out(false)
         .build_unchecked(manager)
+}
+
+/// Logs why the pool could not open a connection (a refused certificate, a password, an
+/// unreachable host): bb8 itself only tells the waiting caller that it timed out.
+#[derive(Debug, Clone, Copy)]
+struct LogConnectErrors;
+
+impl bb8::ErrorSink<diesel_async::pooled_connection::PoolError> for LogConnectErrors {
+    fn sink(&self, error: diesel_async::pooled_connection::PoolError) {
+        tracing::warn!(error = %error, "cannot open a database connection");
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<diesel_async::pooled_connection::PoolError>> {
+        Box::new(*self)
+    }
 }
 
 /// Applies every pending migration; returns the versions applied.
