@@ -18,6 +18,7 @@ mod security;
 mod seed;
 mod support;
 mod throttling;
+mod tls;
 mod traces;
 mod webhooks;
 mod worker;
