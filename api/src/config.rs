@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use till_domain::db::tls::{self, SslMode};
 
 /// A secret value that never shows in logs or debug output.
 #[derive(Clone)]
@@ -119,16 +120,41 @@ pub struct DbConfig {
         default_value_t = 60_000
     )]
     pub db_idle_in_transaction_timeout_ms: u64,
+
+    /// TLS to PostgreSQL, as libpq's `sslmode`: disable, prefer, require, verify-ca or
+    /// verify-full. Added to the database URL as `sslmode`; unset, the URL's own (and
+    /// without one, prefer). Giving both with different values is an error.
+    #[arg(long, env = "TILL_DB_SSLMODE", value_parser = parse_sslmode)]
+    pub db_sslmode: Option<SslMode>,
+
+    /// PEM file of the CA certificates the server's certificate must chain to (for
+    /// verify-ca and verify-full; in production the RDS bundle). Added to the database
+    /// URL as `sslrootcert`.
+    #[arg(long, env = "TILL_DB_CA_FILE")]
+    pub db_ca_file: Option<PathBuf>,
+}
+
+fn parse_sslmode(s: &str) -> Result<SslMode, till_domain::db::tls::TlsError> {
+    s.parse()
 }
 
 impl DbConfig {
-    /// DATABASE_URL, or the contents of DATABASE_URL_FILE.
+    /// DATABASE_URL, or the contents of DATABASE_URL_FILE, with TILL_DB_SSLMODE and
+    /// TILL_DB_CA_FILE added to it; checked (parsed, its CA file read) so a bad URL or
+    /// CA file stops start-up instead of failing every connection later.
     pub fn url(&self) -> Result<Option<Secret>, String> {
-        Secret::resolve(
+        let Some(url) = Secret::resolve(
             self.database_url.as_ref(),
             self.database_url_file.as_deref(),
             "DATABASE_URL",
-        )
+        )?
+        else {
+            return Ok(None);
+        };
+        let url = tls::with_settings(url.expose(), self.db_sslmode, self.db_ca_file.as_deref())
+            .map_err(|e| e.to_string())?;
+        tls::Target::parse(&url).map_err(|e| format!("DATABASE_URL: {e}"))?;
+        Ok(Some(Secret::new(url)))
     }
 
     /// Pool settings from these values.
@@ -564,6 +590,64 @@ mod tests {
         std::fs::write(&file, "").map_err(|e| e.to_string())?;
         assert!(Secret::resolve(None, Some(&file), "X").is_err());
         let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    #[derive(clap::Parser)]
+    struct Db {
+        #[command(flatten)]
+        db: DbConfig,
+    }
+
+    fn db_url(args: &[&str]) -> Result<Option<String>, String> {
+        use clap::Parser as _;
+        let db = Db::try_parse_from(std::iter::once("till").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?
+            .db;
+        Ok(db.url()?.map(|u| u.expose().to_owned()))
+    }
+
+    #[test]
+    fn tls_settings_are_added_to_the_database_url() -> Result<(), String> {
+        assert_eq!(
+            db_url(&[
+                "--database-url",
+                "postgres://u@db/till",
+                "--db-sslmode",
+                "require"
+            ])?,
+            Some("postgres://u@db/till?sslmode=require".to_owned())
+        );
+        assert_eq!(db_url(&["--db-sslmode", "verify-full"])?, None);
+        // Said twice, differently: refused without showing the URL's password.
+        let conflict = db_url(&[
+            "--database-url",
+            "postgres://u:hunter2@db/till?sslmode=disable",
+            "--db-sslmode",
+            "verify-full",
+        ]);
+        assert!(
+            conflict
+                .as_ref()
+                .is_err_and(|e| e.contains("TILL_DB_SSLMODE") && !e.contains("hunter2")),
+            "{conflict:?}"
+        );
+        // A CA file that cannot be read stops start-up.
+        let missing = db_url(&[
+            "--database-url",
+            "postgres://u@db/till",
+            "--db-sslmode",
+            "verify-full",
+            "--db-ca-file",
+            "/nonexistent/rds-ca.pem",
+        ]);
+        assert!(
+            missing
+                .as_ref()
+                .is_err_and(|e| e.contains("/nonexistent/rds-ca.pem")),
+            "{missing:?}"
+        );
+        assert!(db_url(&["--db-sslmode", "allow"]).is_err());
         Ok(())
     }
 

@@ -43,11 +43,11 @@ resource "aws_db_parameter_group" "main" {
     value = "1"
   }
   parameter {
-    # Till's PostgreSQL client does not speak TLS yet; the database is reachable only
-    # from the cluster's security group inside private subnets. Turn this to 1 when it
-    # does (docs/operations.md).
+    # Plaintext connections are refused. Till connects with TLS (sslmode verify-full
+    # against the RDS CA bundle, docs/operations.md), as IAM database authentication
+    # also requires.
     name  = "rds.force_ssl"
-    value = "0"
+    value = "1"
   }
 }
 
@@ -80,4 +80,8 @@ resource "aws_db_instance" "main" {
   enabled_cloudwatch_logs_exports     = ["postgresql", "upgrade"]
   skip_final_snapshot                 = false
   final_snapshot_identifier           = "till-${var.environment}-final"
+
+  # The CA of the server certificate, pinned so it changes only by an edit here; every
+  # current RDS CA is in the global bundle Till verifies against (TILL_DB_CA_FILE).
+  ca_cert_identifier = var.db_ca_cert_identifier
 }

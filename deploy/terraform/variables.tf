@@ -70,6 +70,12 @@ variable "db_statement_timeout_ms" {
   default     = 15000
 }
 
+variable "db_ca_cert_identifier" {
+  description = "CA of the RDS server certificate (in the global bundle Till verifies against)."
+  type        = string
+  default     = "rds-ca-rsa2048-g1"
+}
+
 variable "namespace" {
   description = "Kubernetes namespace of Till (for the IRSA trust policy)."
   type        = string

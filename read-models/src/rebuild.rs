@@ -29,7 +29,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use till_domain::db::plans;
 use till_domain::db::prepared::Reuse;
 use till_domain::event_log::{self, LogPoint};
@@ -203,7 +203,7 @@ impl Rebuild {
         projection: Projection,
         settings: RebuildSettings,
     ) -> Result<Self, ReadError> {
-        let mut conn = AsyncPgConnection::establish(database_url)
+        let mut conn = till_domain::db::connect(database_url)
             .await
             .map_err(|e| ReadError::Unavailable(e.to_string()))?;
         conn.batch_execute(&till_domain::db::session_settings(

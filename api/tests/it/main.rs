@@ -19,6 +19,7 @@ mod seed;
 mod sessions;
 mod support;
 mod throttling;
+mod tls;
 mod traces;
 mod webhooks;
 mod websockets;

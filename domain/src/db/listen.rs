@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use futures_util::StreamExt;
 use tokio::sync::{broadcast, watch};
 
@@ -166,7 +166,7 @@ async fn run(
         if *shutdown.borrow() {
             return;
         }
-        match AsyncPgConnection::establish(url).await {
+        match super::connect(url).await {
             Ok(mut conn) => {
                 let mut listening = Ok(0);
                 for channel in channels {

@@ -8,13 +8,16 @@ pub mod prepared;
 pub mod shard;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "testing")]
+pub mod testing_tls;
+pub mod tls;
 
 use std::time::Duration;
 
 use diesel::migration::MigrationSource;
-use diesel::ConnectionError;
+use diesel::{ConnectionError, ConnectionResult};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::error::DomainError;
@@ -56,19 +59,34 @@ impl Default for PoolSettings {
     }
 }
 
+/// Opens one connection to `url`, with the TLS its `sslmode`/`sslrootcert` ask for
+/// ([`tls`]). Every connection Till makes goes through here or through a [`pool`].
+pub async fn connect(url: &str) -> ConnectionResult<AsyncPgConnection> {
+    tls::Target::parse(url)
+        .map_err(|e| ConnectionError::InvalidConnectionUrl(e.to_string()))?
+        .connect()
+        .await
+}
+
 /// Builds a bounded pool. It does not connect up front, so a server can start (and
-/// report unready) while the database is down.
+/// report unready) while the database is down. The URL is parsed (and its CA file read)
+/// once here; when that fails, every connection attempt fails with the reason (check
+/// it at start-up with [`tls::Target::parse`]).
 pub fn pool(url: &str, settings: &PoolSettings) -> PgPool {
     let setup = session_settings(
         settings.statement_timeout,
         settings.idle_in_transaction_timeout,
     );
+    let target = tls::Target::parse(url).map_err(|e| e.to_string());
     let mut config = ManagerConfig::default();
-    config.custom_setup = Box::new(move |url| {
-        let url = url.to_owned();
+    config.custom_setup = Box::new(move |_url| {
+        let target = target.clone();
         let setup = setup.clone();
         Box::pin(async move {
-            let mut conn = AsyncPgConnection::establish(&url).await?;
+            let mut conn = target
+                .map_err(ConnectionError::InvalidConnectionUrl)?
+                .connect()
+                .await?;
             conn.batch_execute(&setup)
                 .await
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
@@ -77,6 +95,7 @@ pub fn pool(url: &str, settings: &PoolSettings) -> PgPool {
     });
     let manager = AsyncDieselConnectionManager::new_with_config(url, config);
     bb8::Pool::builder()
+        .error_sink(Box::new(LogConnectErrors))
         .max_size(settings.max_size)
         .connection_timeout(settings.acquire_timeout)
         .test_on_check_out(false)
@@ -93,14 +112,32 @@ pub fn session_settings(statement_timeout: Duration, idle_in_transaction: Durati
     )
 }
 
+/// Logs why the pool could not open a connection (a refused certificate, a password, an
+/// unreachable host): bb8 itself only tells the waiting caller that it timed out.
+#[derive(Debug, Clone, Copy)]
+struct LogConnectErrors;
+
+impl bb8::ErrorSink<diesel_async::pooled_connection::PoolError> for LogConnectErrors {
+    fn sink(&self, error: diesel_async::pooled_connection::PoolError) {
+        tracing::warn!(error = %error, "cannot open a database connection");
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<diesel_async::pooled_connection::PoolError>> {
+        Box::new(*self)
+    }
+}
+
 /// Applies every pending migration; returns the versions applied.
 pub async fn migrate(url: &str) -> Result<Vec<String>, DomainError> {
-    let url = url.to_owned();
+    // Connected here, on the caller's runtime, which keeps driving the connection while
+    // diesel's synchronous migration harness uses it from a blocking thread.
+    let conn = connect(url)
+        .await
+        .map_err(|e| DomainError::Unavailable(e.to_string()))?;
     tokio::task::spawn_blocking(move || {
         type Wrapper =
             diesel_async::async_connection_wrapper::AsyncConnectionWrapper<AsyncPgConnection>;
-        let mut conn = <Wrapper as diesel::Connection>::establish(&url)
-            .map_err(|e| DomainError::Unavailable(e.to_string()))?;
+        let mut conn = Wrapper::from(conn);
         let applied = conn
             .run_pending_migrations(MIGRATIONS)
             .map_err(|e| DomainError::Internal(format!("migration failed: {e}")))?;
@@ -152,7 +189,7 @@ pub async fn create_database_if_missing(admin_url: &str, name: &str) -> Result<(
             "unsafe database name {name:?}"
         )));
     }
-    let mut conn = AsyncPgConnection::establish(admin_url)
+    let mut conn = connect(admin_url)
         .await
         .map_err(|e| DomainError::Unavailable(e.to_string()))?;
     diesel::table! {
