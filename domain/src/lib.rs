@@ -12,6 +12,7 @@ pub mod events;
 pub mod idempotency;
 pub mod jobs;
 pub mod lookups;
+pub mod net;
 pub mod passwords;
 pub mod schema;
 pub mod seed;
