@@ -316,6 +316,10 @@ impl Application {
             access_token_ttl: Duration::from_secs(cfg.access_token_ttl_s.max(1)),
             refresh_token_ttl: Duration::from_secs(cfg.refresh_token_ttl_h.max(1) * 3600),
             payment_max_attempts: cfg.jobs.payment_max_attempts.max(1),
+            webhook_urls: till_domain::webhooks::UrlPolicy {
+                require_https: cfg.mode == Mode::Production,
+                allow_private: cfg.jobs.webhook_allow_private,
+            },
             rebuilds: rebuilds.clone(),
             commits,
             sign_in: Arc::new(crate::auth::sign_in::SignInLimiter::new(

@@ -415,6 +415,12 @@ pub struct JobsConfig {
     #[arg(long, env = "TILL_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10)]
     pub webhook_max_attempts: i32,
 
+    /// Let webhook subscribers be internal addresses (loopback, private, link-local,
+    /// metadata...), at registration and when delivering. Only for development and
+    /// tests whose subscriber runs on the same machine; never in production.
+    #[arg(long, env = "TILL_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+
     /// Seconds a claimed job is reserved for its worker; renewed every third of it while
     /// the job runs, so only a worker that died or lost the database loses it (then
     /// another may take it).

@@ -30,6 +30,7 @@ fn bench(c: &mut Criterion) {
         access_token_ttl: Duration::from_secs(900),
         refresh_token_ttl: Duration::from_secs(3600),
         payment_max_attempts: 8,
+        webhook_urls: till_domain::webhooks::UrlPolicy::STRICT,
         rebuilds: till_api::rebuilds::Rebuilds::new(
             world.db.url.clone(),
             tokio::sync::watch::channel(false).1,

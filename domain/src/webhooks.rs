@@ -103,15 +103,60 @@ pub struct Outgoing {
     pub event_id: String,
 }
 
-fn validate(url: &str, event_types: &[String]) -> Result<(), DomainError> {
+/// What subscriber URLs may be, from the deployment's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlPolicy {
+    /// Only `https` URLs (production).
+    pub require_https: bool,
+    /// Internal addresses (loopback, private, link-local...) may be named; only for
+    /// development and tests whose subscriber runs on the same machine.
+    pub allow_private: bool,
+}
+
+impl UrlPolicy {
+    /// The strictest policy: https to public addresses only.
+    pub const STRICT: Self = Self {
+        require_https: true,
+        allow_private: false,
+    };
+}
+
+/// Whether `host` (of a parsed URL) is an IP address that `policy` forbids. A host name
+/// is not judged here: what it resolves to is checked when a delivery connects.
+pub fn forbidden_host(host: &url::Host<&str>, policy: UrlPolicy) -> bool {
+    let ip = match host {
+        url::Host::Domain(_) => return false,
+        url::Host::Ipv4(ip) => std::net::IpAddr::V4(*ip),
+        url::Host::Ipv6(ip) => std::net::IpAddr::V6(*ip),
+    };
+    !policy.allow_private && !crate::net::is_public(ip)
+}
+
+fn validate(url: &str, event_types: &[String], policy: UrlPolicy) -> Result<(), DomainError> {
     let bad = |field: &'static str, m: &str| DomainError::Validation {
         field,
         message: m.to_owned(),
     };
-    if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048 {
+    if url.len() > 2048 {
+        return Err(bad("url", "must be at most 2048 characters"));
+    }
+    // Parsed as the delivery's HTTP client parses it (WHATWG rules), so a host written
+    // as `2130706433`, `0x7f.1` or `[::ffff:127.0.0.1]` is seen as the address it is.
+    let parsed = url::Url::parse(url).map_err(|_| bad("url", "must be an absolute URL"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if !policy.require_https => {}
+        "http" => return Err(bad("url", "must be an https URL")),
+        _ => return Err(bad("url", "must be an http(s) URL")),
+    }
+    let Some(host) = parsed.host() else {
+        return Err(bad("url", "must name a host"));
+    };
+    if forbidden_host(&host, policy) {
         return Err(bad(
             "url",
-            "must be an http(s) URL of at most 2048 characters",
+            "names an address that is not public (loopback, private, link-local, \
+             metadata or reserved); subscribers must be reachable on the internet",
         ));
     }
     if event_types.is_empty() || event_types.len() > 50 {
@@ -132,13 +177,15 @@ fn validate(url: &str, event_types: &[String]) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// Registers a subscriber; returns it and its signing secret (shown once).
+/// Registers a subscriber whose URL `policy` allows; returns it and its signing secret
+/// (shown once).
 pub async fn subscribe(
     pool: &PgPool,
     url: &str,
     event_types: &[String],
+    policy: UrlPolicy,
 ) -> Result<(Subscription, String), DomainError> {
-    validate(url, event_types)?;
+    validate(url, event_types, policy)?;
     let mut raw = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut raw);
     let secret = format!("whsec_{}", URL_SAFE_NO_PAD.encode(raw));
@@ -414,4 +461,78 @@ pub async fn record_attempt(
     .execute(&mut conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEV: UrlPolicy = UrlPolicy {
+        require_https: false,
+        allow_private: false,
+    };
+
+    fn check(url: &str, policy: UrlPolicy) -> Result<(), DomainError> {
+        validate(url, &["*".to_owned()], policy)
+    }
+
+    #[test]
+    fn internal_addresses_are_refused_in_every_spelling() {
+        for url in [
+            "http://127.0.0.1/",
+            "http://127.1/",
+            "http://2130706433/",
+            "http://0x7f000001/",
+            "http://0177.0.0.1/",
+            "http://0.0.0.0/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://10.0.0.1:8080/x",
+            "http://[::1]/",
+            "http://[::]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:7f00:1]/",
+            "http://[fd00::1]/",
+            "http://[fe80::1%25eth0]/",
+            "https://user:pass@192.168.0.10/",
+        ] {
+            assert!(
+                matches!(
+                    check(url, DEV),
+                    Err(DomainError::Validation { field: "url", .. })
+                ),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_and_public_addresses_pass_and_private_ones_when_allowed() {
+        for url in [
+            "https://hooks.example.com/till",
+            "http://localhost:8080/hook",
+            "https://8.8.8.8/hook",
+            "https://[2606:4700:4700::1111]/hook",
+        ] {
+            assert!(check(url, DEV).is_ok(), "{url}");
+        }
+        let local = UrlPolicy {
+            require_https: false,
+            allow_private: true,
+        };
+        assert!(check("http://127.0.0.1:9/hook", local).is_ok());
+    }
+
+    #[test]
+    fn production_takes_https_only() {
+        assert!(check("https://hooks.example.com/till", UrlPolicy::STRICT).is_ok());
+        for url in [
+            "http://hooks.example.com/till",
+            "ftp://hooks.example.com/till",
+            "hooks.example.com/till",
+            "https://",
+            "data:text/plain,hi",
+        ] {
+            assert!(check(url, UrlPolicy::STRICT).is_err(), "{url}");
+        }
+    }
 }

@@ -11,7 +11,7 @@ use super::error::{self, coded, Code};
 use super::ids::{self, Kind};
 use super::mutation::{perform, OrderPayload};
 use super::types::connection::PageInfo;
-use super::{command_context, state, StaffGuard};
+use super::{command_context, state, AdminGuard, StaffGuard};
 
 /// A job that ran out of attempts.
 #[derive(SimpleObject)]
@@ -340,26 +340,31 @@ impl JobsMutation {
     }
 
     /// Registers a subscriber URL for event types (`*` for all); deliveries are
-    /// signed with the returned secret (back office).
-    #[graphql(guard = "StaffGuard", complexity = 10)]
+    /// signed with the returned secret (ADMIN only: it decides where Till sends data).
+    /// The URL must be https in production and may not name an internal address
+    /// (loopback, private, link-local, metadata...); a host name is checked when each
+    /// delivery connects.
+    #[graphql(guard = "AdminGuard", complexity = 10)]
     async fn register_webhook(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "http(s) URL that receives POSTs.")] url: String,
+        #[graphql(desc = "https URL that receives POSTs (http outside production).")] url: String,
         #[graphql(desc = "Event types, e.g. [\"OrderStatusChanged\"], or [\"*\"].")]
         event_types: Vec<String>,
     ) -> Result<RegisterWebhookPayload> {
-        let (sub, secret) = webhooks::subscribe(state(ctx)?.commands.pool(), &url, &event_types)
-            .await
-            .map_err(error::domain)?;
+        let st = state(ctx)?;
+        let (sub, secret) =
+            webhooks::subscribe(st.commands.pool(), &url, &event_types, st.webhook_urls)
+                .await
+                .map_err(error::domain)?;
         Ok(RegisterWebhookPayload {
             subscription: sub.into(),
             secret,
         })
     }
 
-    /// Pauses or resumes deliveries to a subscriber (back office).
-    #[graphql(guard = "StaffGuard", complexity = 10)]
+    /// Pauses or resumes deliveries to a subscriber (ADMIN only).
+    #[graphql(guard = "AdminGuard", complexity = 10)]
     async fn set_webhook_active(
         &self,
         ctx: &Context<'_>,

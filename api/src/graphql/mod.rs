@@ -56,6 +56,8 @@ pub struct ApiState {
     pub refresh_token_ttl: Duration,
     /// Attempts of a payment capture job.
     pub payment_max_attempts: i32,
+    /// What webhook subscriber URLs may be (https in production, public addresses).
+    pub webhook_urls: till_domain::webhooks::UrlPolicy,
     /// Projection rebuilds started from the back office.
     pub rebuilds: crate::rebuilds::Rebuilds,
     /// When this process's commands committed (for the commit -> visible metric).

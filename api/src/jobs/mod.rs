@@ -3,6 +3,7 @@
 //! (deleted), retry later (exponential backoff, full jitter) or dead letter. Idle loops
 //! wake on NOTIFY from `enqueue`, or poll every second as a fallback.
 
+pub mod egress;
 pub mod expiry;
 pub mod payments;
 pub mod webhooks;
@@ -103,16 +104,21 @@ pub fn start(
         }
         None => tracing::warn!("no TILL_PAYMENT_PROVIDER_URL: this process captures no payments"),
     }
-    let webhook_http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(cfg.payment_connect_timeout_ms))
-        .timeout(Duration::from_millis(cfg.payment_read_timeout_ms))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("webhook HTTP client: {e}"))?;
+    if cfg.webhook_allow_private {
+        tracing::warn!(
+            "TILL_WEBHOOK_ALLOW_PRIVATE is on: webhook deliveries may reach internal addresses"
+        );
+    }
+    let webhook_http = egress::client(
+        cfg.webhook_allow_private,
+        Duration::from_millis(cfg.payment_connect_timeout_ms),
+        Duration::from_millis(cfg.payment_read_timeout_ms),
+    )
+    .map_err(|e| format!("webhook HTTP client: {e}"))?;
     workers.push(QueueWorker {
         queue: till_domain::webhooks::WEBHOOKS_QUEUE,
         concurrency: cfg.webhooks_concurrency.max(1),
-        handler: webhooks::delivery_handler(pool.clone(), webhook_http),
+        handler: webhooks::delivery_handler(pool.clone(), webhook_http, cfg.webhook_allow_private),
         give_up: None,
     });
     let settings = RunnerSettings::new(

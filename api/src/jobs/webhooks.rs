@@ -3,6 +3,8 @@
 //! the subscriber's secret (the same scheme as inbound payment webhooks, see
 //! docs/async.md); `Till-Event-Id` is stable across retries so subscribers can
 //! deduplicate. 2xx is delivered; anything else is retried, then dead-lettered.
+//! Deliveries reach public addresses only ([`super::egress`]); a failure is recorded in
+//! fixed words ([`super::egress::Failure`]) and its details are logged.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,10 +14,12 @@ use till_domain::jobs::Job;
 use till_domain::webhooks;
 use tokio::sync::watch;
 
+use super::egress::{self, Failure};
 use super::{Handler, JobError};
 
-/// The handler of the `webhooks` queue.
-pub fn delivery_handler(pool: PgPool, http: reqwest::Client) -> Handler {
+/// The handler of the `webhooks` queue. `http` must be an [`egress::client`] with
+/// the same `allow_private`.
+pub fn delivery_handler(pool: PgPool, http: reqwest::Client, allow_private: bool) -> Handler {
     let shared = Arc::new((pool, http));
     Arc::new(move |job: Job| {
         let shared = shared.clone();
@@ -37,29 +41,52 @@ pub fn delivery_handler(pool: PgPool, http: reqwest::Client) -> Handler {
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
             let sig = crate::http::webhooks::sign(out.secret.as_bytes(), t, body.as_bytes());
-            let mut request = http.post(&out.url);
-            for (k, v) in crate::telemetry::trace_headers() {
-                request = request.header(k, v);
-            }
-            let sent = request
-                .header("content-type", "application/json")
-                .header("till-event-id", &out.event_id)
-                .header("till-signature", format!("t={t},v1={sig}"))
-                .body(body)
-                .send()
-                .await;
+            let sent = match egress::check_url(&out.url, allow_private) {
+                Ok(url) => {
+                    let mut request = http.post(url);
+                    for (k, v) in crate::telemetry::trace_headers() {
+                        request = request.header(k, v);
+                    }
+                    request
+                        .header("content-type", "application/json")
+                        .header("till-event-id", &out.event_id)
+                        .header("till-signature", format!("t={t},v1={sig}"))
+                        .body(body)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            let failure = Failure::of(&e);
+                            tracing::warn!(
+                                delivery = out.delivery_id,
+                                %failure,
+                                error = %egress::detail(&e),
+                                "webhook delivery failed"
+                            );
+                            failure
+                        })
+                }
+                Err(failure) => {
+                    tracing::warn!(
+                        delivery = out.delivery_id,
+                        %failure,
+                        "webhook delivery refused before sending"
+                    );
+                    Err(failure)
+                }
+            };
             let last = job.attempts >= job.max_attempts;
-            let (ok, status, error) = match sent {
+            let (ok, status, failure) = match sent {
                 Ok(r) if r.status().is_success() => {
                     (true, Some(i32::from(r.status().as_u16())), None)
                 }
                 Ok(r) => (
                     false,
                     Some(i32::from(r.status().as_u16())),
-                    Some(format!("subscriber answered {}", r.status())),
+                    Some(Failure::Status(r.status().as_u16())),
                 ),
-                Err(e) => (false, None, Some(format!("subscriber unreachable: {e}"))),
+                Err(failure) => (false, None, Some(failure)),
             };
+            let error = failure.map(|f| f.to_string());
             webhooks::record_attempt(pool, out.delivery_id, ok, last, status, error.as_deref())
                 .await
                 .map_err(|e| JobError::transient(e.to_string()))?;

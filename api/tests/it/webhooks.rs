@@ -1,5 +1,7 @@
 //! Outbound webhooks: a subscriber that fails twice then accepts gets the event three
 //! times under one event id, signed with its secret; the delivery history says so.
+//! Subscribers are registered by administrators only, must be https in production and
+//! cannot be internal addresses, neither as written nor as resolved when connecting.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,9 +28,11 @@ async fn deliveries_are_signed_retried_and_recorded() {
     let app = spawn_app_with(|cfg| {
         cfg.jobs.job_backoff_base_ms = 20;
         cfg.jobs.job_backoff_cap_s = 1;
+        // The subscriber listens on 127.0.0.1.
+        cfg.jobs.webhook_allow_private = true;
     })
     .await;
-    let staff = app.staff_token.clone();
+    let admin = app.admin().await;
     let register = "mutation($u: String!, $t: [String!]!) { registerWebhook(url: $u, eventTypes: $t) { secret subscription { id active eventTypes } } }";
 
     for (url, types) in [
@@ -36,13 +40,13 @@ async fn deliveries_are_signed_retried_and_recorded() {
         ("https://example.com/x", json!(["NoSuchEvent"])),
     ] {
         let (_, body) = app
-            .gql(Some(&staff), register, json!({ "u": url, "t": types }))
+            .gql(Some(&admin), register, json!({ "u": url, "t": types }))
             .await;
         assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
     }
     let (_, body) = app
         .gql(
-            Some(&staff),
+            Some(&admin),
             register,
             json!({ "u": format!("{}/hook", subscriber.uri()), "t": ["InventoryRestocked"] }),
         )
@@ -67,7 +71,7 @@ async fn deliveries_are_signed_retried_and_recorded() {
     let product = app.product("HOOK-1", 100, 0).await;
     let (_, body) = app
         .gql(
-            Some(&staff),
+            Some(&admin),
             "mutation($p: ID!) { restockProduct(productId: $p, quantity: 7) { productId } }",
             json!({ "p": product }),
         )
@@ -118,7 +122,7 @@ async fn deliveries_are_signed_retried_and_recorded() {
     let history = "query($s: ID!) { webhookDeliveries(subscriptionId: $s) { edges { node { eventType status attempts responseStatus } } } }";
     let started = Instant::now();
     loop {
-        let (_, body) = app.gql(Some(&staff), history, json!({ "s": sub })).await;
+        let (_, body) = app.gql(Some(&admin), history, json!({ "s": sub })).await;
         let edges = body["data"]["webhookDeliveries"]["edges"]
             .as_array()
             .cloned()
@@ -146,12 +150,16 @@ async fn deliveries_are_signed_retried_and_recorded() {
 async fn fan_out_stops_between_batches_when_asked() {
     let subscriber = MockServer::start().await;
     // No job worker: the deliveries stay queued, only the fan-out runs.
-    let app = spawn_app_with(|cfg| cfg.jobs.jobs = false).await;
+    let app = spawn_app_with(|cfg| {
+        cfg.jobs.jobs = false;
+        cfg.jobs.webhook_allow_private = true;
+    })
+    .await;
     let register =
         "mutation($u: String!) { registerWebhook(url: $u, eventTypes: [\"*\"]) { secret } }";
     let (_, body) = app
         .gql(
-            Some(&app.staff_token),
+            Some(&app.admin().await),
             register,
             json!({ "u": format!("{}/hook", subscriber.uri()) }),
         )
@@ -184,5 +192,197 @@ async fn fan_out_stops_between_batches_when_asked() {
         app.count(behind, None).await,
         backlog,
         "asked to stop, the fan-out went through the backlog"
+    );
+}
+
+const REGISTER: &str = "mutation($u: String!, $t: [String!]!) { registerWebhook(url: $u, eventTypes: $t) { secret subscription { id } } }";
+
+/// Subscriber URLs naming an internal address literally are refused when registered,
+/// in every spelling the URL parser accepts. No job runs here, so nothing is ever sent
+/// to those addresses, whatever the code under test does.
+#[tokio::test]
+async fn internal_addresses_are_refused_at_registration() {
+    let app = spawn_app_with(|cfg| cfg.jobs.jobs = false).await;
+    let admin = app.admin().await;
+    for url in [
+        "http://127.0.0.1/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/",
+        "http://10.0.0.1/",
+        "http://0.0.0.0:8080/hook",
+        "http://172.16.0.1/",
+        "http://192.168.1.1/",
+        "http://100.64.0.1/",
+        "http://[fd00::1]/",
+        "http://[fe80::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[::ffff:a9fe:a9fe]/",
+        "http://2130706433/",
+        "http://0x7f.1/",
+        "http://127.1/",
+    ] {
+        let (_, body) = app
+            .gql(Some(&admin), REGISTER, json!({ "u": url, "t": ["*"] }))
+            .await;
+        assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{url}: {body}");
+    }
+    // A host name is resolved when a delivery connects, not here.
+    let (_, body) = app
+        .gql(
+            Some(&admin),
+            REGISTER,
+            json!({ "u": "https://hooks.example.com/till", "t": ["*"] }),
+        )
+        .await;
+    assert_eq!(code(&body), None, "{body}");
+}
+
+/// Only administrators choose where Till sends data: STAFF may read the subscribers and
+/// their deliveries, not add or resume one.
+#[tokio::test]
+async fn staff_cannot_register_or_resume_webhooks() {
+    let app = spawn_app_with(|cfg| cfg.jobs.jobs = false).await;
+    let admin = app.admin().await;
+    let (_, body) = app
+        .gql(
+            Some(&app.staff_token),
+            REGISTER,
+            json!({ "u": "https://hooks.example.com/till", "t": ["*"] }),
+        )
+        .await;
+    assert_eq!(code(&body), Some("FORBIDDEN"), "{body}");
+    let (_, body) = app
+        .gql(
+            Some(&admin),
+            REGISTER,
+            json!({ "u": "https://hooks.example.com/till", "t": ["*"] }),
+        )
+        .await;
+    assert_eq!(code(&body), None, "{body}");
+    let sub = body["data"]["registerWebhook"]["subscription"]["id"].clone();
+    let set = "mutation($s: ID!, $a: Boolean!) { setWebhookActive(subscriptionId: $s, active: $a) { active } }";
+    let (_, body) = app
+        .gql(Some(&app.staff_token), set, json!({ "s": sub, "a": false }))
+        .await;
+    assert_eq!(code(&body), Some("FORBIDDEN"), "{body}");
+    let (_, body) = app
+        .gql(Some(&admin), set, json!({ "s": sub, "a": false }))
+        .await;
+    assert_eq!(body["data"]["setWebhookActive"]["active"], false, "{body}");
+    let (_, body) = app
+        .gql(
+            Some(&app.staff_token),
+            "{ webhookSubscriptions { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&body), None, "{body}");
+}
+
+/// In production a subscriber URL must be https.
+#[tokio::test]
+async fn production_mode_refuses_plain_http_subscribers() {
+    let app = spawn_app_with(|cfg| {
+        cfg.mode = till_api::config::Mode::Production;
+        cfg.jobs.jobs = false;
+    })
+    .await;
+    let admin = app.admin().await;
+    let (_, body) = app
+        .gql(
+            Some(&admin),
+            REGISTER,
+            json!({ "u": "http://hooks.example.com/till", "t": ["*"] }),
+        )
+        .await;
+    assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+    let (_, body) = app
+        .gql(
+            Some(&admin),
+            REGISTER,
+            json!({ "u": "https://hooks.example.com/till", "t": ["*"] }),
+        )
+        .await;
+    assert_eq!(code(&body), None, "{body}");
+}
+
+/// Waits until the subscriber's only delivery has been tried and is no longer pending;
+/// returns it.
+async fn settled_delivery(app: &TestApp, token: &str, sub: &Value) -> Value {
+    let history = "query($s: ID!) { webhookDeliveries(subscriptionId: $s) { edges { node { status attempts responseStatus error } } } }";
+    let started = Instant::now();
+    loop {
+        let (_, body) = app.gql(Some(token), history, json!({ "s": sub })).await;
+        let node = &body["data"]["webhookDeliveries"]["edges"][0]["node"];
+        if node["attempts"].as_i64().unwrap_or(0) >= 1 && node["status"] != "PENDING" {
+            return node.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A host name that resolves to an internal address (here `localhost`, where a
+/// subscriber really listens) passes registration but is refused when the delivery
+/// connects, after resolution, so DNS rebinding gains nothing. Staff read a fixed
+/// phrase, in the delivery and in the dead letter, never the network error's text.
+#[tokio::test]
+async fn a_name_resolving_to_loopback_is_refused_when_delivering() {
+    let subscriber = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&subscriber)
+        .await;
+    let port = subscriber.address().port();
+    let app = spawn_app_with(|cfg| {
+        cfg.jobs.webhook_max_attempts = 1;
+        cfg.jobs.job_backoff_base_ms = 20;
+    })
+    .await;
+    let admin = app.admin().await;
+    let (_, body) = app
+        .gql(
+            Some(&admin),
+            REGISTER,
+            json!({ "u": format!("http://localhost:{port}/hook"), "t": ["InventoryRestocked"] }),
+        )
+        .await;
+    assert_eq!(code(&body), None, "{body}");
+    let sub = body["data"]["registerWebhook"]["subscription"]["id"].clone();
+    let product = app.product("SSRF-1", 100, 0).await;
+    let (_, body) = app
+        .gql(
+            Some(&admin),
+            "mutation($p: ID!) { restockProduct(productId: $p, quantity: 1) { productId } }",
+            json!({ "p": product }),
+        )
+        .await;
+    assert_eq!(code(&body), None, "{body}");
+
+    let delivery = settled_delivery(&app, &admin, &sub).await;
+    assert_eq!(
+        delivery,
+        json!({ "status": "FAILED", "attempts": 1, "responseStatus": null,
+                "error": "refused: the address is not public" })
+    );
+    assert_eq!(
+        subscriber
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .len(),
+        0
+    );
+    let (_, body) = app
+        .gql(
+            Some(&admin),
+            "{ deadLetters(queue: \"webhooks\") { edges { node { error } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["deadLetters"]["edges"],
+        json!([{ "node": { "error": "refused: the address is not public" } }]),
+        "{body}"
     );
 }
