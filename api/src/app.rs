@@ -202,7 +202,7 @@ impl Application {
             cfg.jwt_secret().map_err(StartError::Config)?.as_ref(),
             cfg.mode,
         )?;
-        let oidc_settings = cfg.oidc.settings().map_err(StartError::Config)?;
+        let oidc_settings = cfg.oidc.settings(cfg.mode).map_err(StartError::Config)?;
         let trusted_proxies = cfg
             .rate
             .trusted_proxies

@@ -460,7 +460,8 @@ pub struct OidcConfig {
     #[arg(long, env = "TILL_OIDC_AUDIENCE")]
     pub oidc_audience: Option<String>,
 
-    /// URL of the issuer's JWKS (required with an issuer).
+    /// URL of the issuer's JWKS (required with an issuer; https in production, as is
+    /// the issuer).
     #[arg(long, env = "TILL_OIDC_JWKS_URL")]
     pub oidc_jwks_url: Option<String>,
 
@@ -475,8 +476,10 @@ pub struct OidcConfig {
 }
 
 impl OidcConfig {
-    /// The verifier settings, when an issuer is configured.
-    pub fn settings(&self) -> Result<Option<crate::auth::oidc::OidcSettings>, String> {
+    /// The verifier settings, when an issuer is configured. In production the issuer
+    /// and the JWKS URL must be https: keys fetched in plain text could be swapped on
+    /// the way, and every token signed with the swapped ones accepted.
+    pub fn settings(&self, mode: Mode) -> Result<Option<crate::auth::oidc::OidcSettings>, String> {
         let Some(issuer) = &self.oidc_issuer else {
             return Ok(None);
         };
@@ -485,10 +488,22 @@ impl OidcConfig {
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| format!("{name} is required when TILL_OIDC_ISSUER is set"))
         };
+        let jwks_url = need(&self.oidc_jwks_url, "TILL_OIDC_JWKS_URL")?;
+        if mode == Mode::Production {
+            for (name, url) in [
+                ("TILL_OIDC_ISSUER", issuer),
+                ("TILL_OIDC_JWKS_URL", &jwks_url),
+            ] {
+                let https = reqwest::Url::parse(url).is_ok_and(|u| u.scheme() == "https");
+                if !https {
+                    return Err(format!("{name} must be an https URL in production mode"));
+                }
+            }
+        }
         Ok(Some(crate::auth::oidc::OidcSettings {
             issuer: issuer.clone(),
             audience: need(&self.oidc_audience, "TILL_OIDC_AUDIENCE")?,
-            jwks_url: need(&self.oidc_jwks_url, "TILL_OIDC_JWKS_URL")?,
+            jwks_url,
             role_claim: self.oidc_role_claim.clone(),
             leeway: Duration::from_secs(self.oidc_leeway_s),
         }))
@@ -655,6 +670,56 @@ mod tests {
         );
         assert!(db_url(&["--db-sslmode", "allow"]).is_err());
         Ok(())
+    }
+
+    #[derive(clap::Parser)]
+    struct Oidc {
+        #[command(flatten)]
+        oidc: OidcConfig,
+    }
+
+    fn oidc(issuer: &str, jwks: &str, mode: Mode) -> Result<bool, String> {
+        use clap::Parser as _;
+        let args = [
+            "till",
+            "--oidc-issuer",
+            issuer,
+            "--oidc-audience",
+            "till-api",
+            "--oidc-jwks-url",
+            jwks,
+        ];
+        let cfg = Oidc::try_parse_from(args).map_err(|e| e.to_string())?;
+        Ok(cfg.oidc.settings(mode)?.is_some())
+    }
+
+    #[test]
+    fn production_needs_https_for_the_oidc_issuer_and_its_keys() {
+        let (issuer, jwks) = (
+            "https://login.example.com/",
+            "https://login.example.com/jwks",
+        );
+        assert_eq!(oidc(issuer, jwks, Mode::Production), Ok(true));
+        let plain_keys = oidc(issuer, "http://login.example.com/jwks", Mode::Production);
+        assert!(
+            plain_keys
+                .as_ref()
+                .is_err_and(|e| e.contains("TILL_OIDC_JWKS_URL") && e.contains("https")),
+            "{plain_keys:?}"
+        );
+        let plain_issuer = oidc("http://login.example.com/", jwks, Mode::Production);
+        assert!(
+            plain_issuer
+                .as_ref()
+                .is_err_and(|e| e.contains("TILL_OIDC_ISSUER")),
+            "{plain_issuer:?}"
+        );
+        assert!(oidc("login.example.com", jwks, Mode::Production).is_err());
+        // A local issuer over http is fine while developing.
+        assert_eq!(
+            oidc("http://127.0.0.1:9/", "http://127.0.0.1:9/jwks", Mode::Dev),
+            Ok(true)
+        );
     }
 
     #[derive(clap::Parser)]

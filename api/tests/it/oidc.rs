@@ -185,3 +185,39 @@ async fn an_unreachable_issuer_is_a_503_not_a_401() {
         .await;
     assert_eq!(status, 200);
 }
+
+/// In production the issuer and its JWKS must be https: keys fetched in plain text
+/// could be swapped on the way, and every token signed with them accepted.
+#[tokio::test]
+async fn production_needs_https_for_the_issuer_and_its_keys() {
+    for (issuer, jwks) in [
+        (ISSUER, "http://login.example.com/.well-known/jwks.json"),
+        (
+            "http://login.example.com/",
+            "https://login.example.com/.well-known/jwks.json",
+        ),
+    ] {
+        let db = till_domain::db::testing::TestDb::new().await;
+        let mut cfg = test_config();
+        cfg.mode = till_api::config::Mode::Production;
+        cfg.jobs.jobs = false;
+        cfg.oidc.oidc_issuer = Some(issuer.into());
+        cfg.oidc.oidc_audience = Some(AUDIENCE.into());
+        cfg.oidc.oidc_jwks_url = Some(jwks.into());
+        let built = till_api::app::Application::build(
+            cfg,
+            till_api::app::Database {
+                url: db.url.clone(),
+                embedded: None,
+            },
+        )
+        .await;
+        match built {
+            Err(till_api::app::StartError::Config(message)) => {
+                assert!(message.contains("https"), "{message}")
+            }
+            Err(e) => panic!("{issuer} {jwks}: {e}"),
+            Ok(_) => panic!("{issuer} {jwks}: started in production with a plain-http issuer"),
+        }
+    }
+}

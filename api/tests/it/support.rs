@@ -133,8 +133,9 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
-    let db = TestDb::with_pool_size(30).await;
+/// The settings `spawn_app` starts from: the defaults with a test secret, port 0,
+/// no demo seed and generous rate limits.
+pub fn test_config() -> ServeConfig {
     let mut cfg = Defaults::parse_from(["till"]).cfg;
     cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.jwt_secret = Some(Secret::new(SECRET));
@@ -151,6 +152,12 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
     cfg.rate.rate_staff_max = 1_000_000;
     cfg.rate.signin_per_ip_max = 1_000_000;
     cfg.rate.signin_per_email_max = 1_000_000;
+    cfg
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let db = TestDb::with_pool_size(30).await;
+    let mut cfg = test_config();
     tweak(&mut cfg);
     let app = ok(Application::build(
         cfg,
