@@ -2,9 +2,10 @@
 //! issuer, verified with keys from its JWKS URL.
 //!
 //! Keys are cached by `kid` (at most [`MAX_KEYS`]) and fetched again when a token names
-//! an unknown `kid` (at most once per [`MIN_REFETCH`], so a stream of made-up kids cannot
-//! hammer the issuer) or when the set is older than [`MAX_AGE`]. `iss`, `aud`, `exp` and
-//! `nbf` are checked with a small leeway; the role comes from a configurable claim.
+//! an unknown `kid` or when the set is older than [`MAX_AGE`], at most once per
+//! [`MIN_REFETCH`] whether the last fetch worked or failed, so a stream of made-up kids
+//! cannot hammer the issuer, up or down. `iss`, `aud`, `exp` and `nbf` are checked with
+//! a small leeway; the role comes from a configurable claim.
 //! The first token of a subject creates its account (from the `email` claim); the
 //! mapping is cached in process.
 
@@ -24,7 +25,7 @@ use super::{AuthError, Principal};
 
 /// Most keys kept from one JWKS document.
 pub const MAX_KEYS: usize = 64;
-/// Shortest interval between two JWKS fetches.
+/// Shortest interval between two JWKS fetches (after a success or a failure).
 pub const MIN_REFETCH: Duration = Duration::from_secs(30);
 /// Keys are fetched again when older than this.
 pub const MAX_AGE: Duration = Duration::from_secs(3600);
@@ -48,7 +49,10 @@ pub struct OidcSettings {
 
 struct KeySet {
     keys: HashMap<String, (DecodingKey, Algorithm)>,
+    /// When the keys were last fetched successfully.
     fetched_at: Option<Instant>,
+    /// When a fetch was last tried, and whether it failed.
+    tried: Option<(Instant, bool)>,
 }
 
 /// Verifies external access tokens.
@@ -74,6 +78,7 @@ impl OidcVerifier {
             keys: RwLock::new(KeySet {
                 keys: HashMap::new(),
                 fetched_at: None,
+                tried: None,
             }),
             fetching: Mutex::new(()),
             accounts: moka::future::Cache::builder()
@@ -158,27 +163,39 @@ impl OidcVerifier {
         let _one_fetch = self.fetching.lock().await;
         {
             let set = self.keys.read().await;
-            let recent = set.fetched_at.is_some_and(|t| t.elapsed() < MIN_REFETCH);
-            if recent || set.fetched_at.is_some_and(|t| t.elapsed() < MAX_AGE) {
+            let recent = set.tried.filter(|(t, _)| t.elapsed() < MIN_REFETCH);
+            if recent.is_some() || set.fetched_at.is_some_and(|t| t.elapsed() < MAX_AGE) {
                 if let Some(found) = set.keys.get(kid) {
                     return Ok(found.clone());
                 }
             }
-            if recent {
-                return Err(AuthError::Invalid);
+            if let Some((_, failed)) = recent {
+                // Asked too recently to ask again. After a failure the kid may well be
+                // a real one the issuer could not tell us about.
+                return Err(if failed {
+                    AuthError::Unavailable
+                } else {
+                    AuthError::Invalid
+                });
             }
         }
-        match self.fetch().await {
+        let fetched = self.fetch().await;
+        let mut set = self.keys.write().await;
+        set.tried = Some((Instant::now(), fetched.is_err()));
+        match fetched {
             Ok(keys) => {
-                let mut set = self.keys.write().await;
                 set.keys = keys;
                 set.fetched_at = Some(Instant::now());
                 set.keys.get(kid).cloned().ok_or(AuthError::Invalid)
             }
             Err(e) => {
-                tracing::warn!(error = %e, url = %self.settings.jwks_url, "JWKS fetch failed");
+                tracing::warn!(
+                    error = %e,
+                    url = %self.settings.jwks_url,
+                    retry_after_s = MIN_REFETCH.as_secs(),
+                    "JWKS fetch failed"
+                );
                 // Stale keys are better than none while the issuer is unreachable.
-                let set = self.keys.read().await;
                 set.keys.get(kid).cloned().ok_or(AuthError::Unavailable)
             }
         }

@@ -186,6 +186,36 @@ async fn an_unreachable_issuer_is_a_503_not_a_401() {
     assert_eq!(status, 200);
 }
 
+async fn app_with_issuer(issuer: &MockServer) -> TestApp {
+    let jwks_url = format!("{}/jwks.json", issuer.uri());
+    spawn_app_with(|cfg| {
+        cfg.oidc.oidc_issuer = Some(ISSUER.into());
+        cfg.oidc.oidc_audience = Some(AUDIENCE.into());
+        cfg.oidc.oidc_jwks_url = Some(jwks_url);
+    })
+    .await
+}
+
+/// A JWKS endpoint that fails is asked again at most once per refetch interval too:
+/// tokens with made-up kids cannot make Till hammer a struggling issuer.
+#[tokio::test]
+async fn a_failing_jwks_endpoint_is_not_hammered() {
+    let issuer = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/jwks.json"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(1)
+        .mount(&issuer)
+        .await;
+    let app = app_with_issuer(&issuer).await;
+    for i in 0..5 {
+        let (status, body) = status_of(&app, &rs(&format!("made-up-{i}"), &claims("frank"))).await;
+        assert_eq!(status, 503, "{i}: {body}");
+        assert_eq!(code(&body), Some("SERVICE_UNAVAILABLE"), "{i}: {body}");
+    }
+    issuer.verify().await;
+}
+
 /// In production the issuer and its JWKS must be https: keys fetched in plain text
 /// could be swapped on the way, and every token signed with them accepted.
 #[tokio::test]
