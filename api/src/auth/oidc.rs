@@ -6,8 +6,8 @@
 //! [`MIN_REFETCH`] whether the last fetch worked or failed, so a stream of made-up kids
 //! cannot hammer the issuer, up or down. `iss`, `aud`, `exp` and `nbf` are checked with
 //! a small leeway; the role comes from a configurable claim.
-//! The first token of a subject creates its account (from the `email` claim); the
-//! mapping is cached in process.
+//! The first token of a subject creates its account from the `email` claim, only when
+//! the issuer vouches for it (`email_verified: true`); the mapping is cached in process.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -53,6 +53,20 @@ struct KeySet {
     fetched_at: Option<Instant>,
     /// When a fetch was last tried, and whether it failed.
     tried: Option<(Instant, bool)>,
+}
+
+/// Why an external identity gets no account.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    /// A first sign-in whose email the issuer did not verify.
+    #[error(
+        "the token's email is not verified by the issuer (`email_verified` is not true); \
+         a first sign-in binds its email to an account, so it is refused"
+    )]
+    Unverified,
+    /// The account could not be found or made.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
 }
 
 /// Verifies external access tokens.
@@ -118,7 +132,9 @@ impl OidcVerifier {
             .try_get_with(subject.clone(), self.account(&subject, &claims, role))
             .await
             .map_err(|e| match &*e {
-                DomainError::Unavailable(_) | DomainError::Transient(_) => AuthError::Unavailable,
+                LinkError::Domain(DomainError::Unavailable(_) | DomainError::Transient(_)) => {
+                    AuthError::Unavailable
+                }
                 other => {
                     tracing::warn!(error = %other, "external identity refused");
                     AuthError::Invalid
@@ -132,24 +148,38 @@ impl OidcVerifier {
         })
     }
 
+    /// The subject's account. A subject seen before keeps its account whatever its
+    /// email claim says now. A first sign-in creates one from the `email` claim only
+    /// when `email_verified` is `true` (the JSON boolean): an email the issuer did not
+    /// verify could be anyone's, and must neither take over nor squat an address. An
+    /// existing account with the same email is never taken over either (CONFLICT).
     async fn account(
         &self,
         subject: &str,
         claims: &Map<String, Value>,
         role: Role,
-    ) -> Result<CustomerId, DomainError> {
+    ) -> Result<CustomerId, LinkError> {
         let email = claims
             .get("email")
             .and_then(Value::as_str)
             .and_then(|e| Email::parse(e).ok());
+        let verified = claims.get("email_verified") == Some(&Value::Bool(true));
+        let unverified = email.is_some() && !verified;
         let name = claims
             .get("name")
             .and_then(Value::as_str)
             .and_then(|n| Name::parse("name", n).ok())
             .map_or_else(|| Name::parse("name", "External account"), Ok)?;
-        self.commands
+        let email = email.filter(|_| verified);
+        match self
+            .commands
             .account_for_external(&self.settings.issuer, subject, email.as_ref(), &name, role)
             .await
+        {
+            // Without an email, only a first sign-in fails validation.
+            Err(DomainError::Validation { .. }) if unverified => Err(LinkError::Unverified),
+            other => other.map_err(LinkError::from),
+        }
     }
 
     async fn key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), AuthError> {

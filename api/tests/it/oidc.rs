@@ -31,7 +31,7 @@ fn claims(sub: &str) -> Value {
     json!({
         "iss": ISSUER, "aud": AUDIENCE, "sub": sub,
         "iat": now(), "exp": now() + 600,
-        "email": format!("{sub}@idp.example.com"), "name": "Idp User",
+        "email": format!("{sub}@idp.example.com"), "email_verified": true, "name": "Idp User",
     })
 }
 
@@ -194,6 +194,68 @@ async fn app_with_issuer(issuer: &MockServer) -> TestApp {
         cfg.oidc.oidc_jwks_url = Some(jwks_url);
     })
     .await
+}
+
+/// An email the issuer did not verify binds nothing: the first sign-in of a subject
+/// whose `email_verified` is not `true` is refused, so it can neither take over nor
+/// squat the address (its owner can still register it). A subject already linked
+/// signs in whatever its email claim says.
+#[tokio::test]
+async fn an_unverified_email_claims_no_account() {
+    let issuer = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/jwks.json"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(JWKS, "application/json"))
+        .mount(&issuer)
+        .await;
+    let app = app_with_issuer(&issuer).await;
+
+    let mut unverified = claims("mallory");
+    unverified["email"] = json!("victim@example.com");
+    unverified["email_verified"] = json!(false);
+    let mut unsaid = unverified.clone();
+    unsaid.as_object_mut().map(|m| m.remove("email_verified"));
+    let mut as_text = unverified.clone();
+    as_text["email_verified"] = json!("yes");
+    for (what, c) in [
+        ("email_verified false", &unverified),
+        ("no email_verified", &unsaid),
+        ("email_verified not a boolean", &as_text),
+    ] {
+        let (status, body) = status_of(&app, &rs("rsa-1", c)).await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert_eq!(code(&body), Some("UNAUTHENTICATED"), "{what}: {body}");
+    }
+    let accounts = app
+        .count(
+            "SELECT count(*) AS n FROM customers WHERE lower(email) = $1",
+            Some("victim@example.com"),
+        )
+        .await;
+    assert_eq!(accounts, 0, "an unverified email created an account");
+    // The address's owner registers it with a password.
+    let (_, body) = app
+        .gql(
+            None,
+            "mutation($i: RegisterInput!) { register(input: $i) { customerId } }",
+            json!({ "i": { "email": "victim@example.com", "password": "a long passphrase 42", "name": "Victim" } }),
+        )
+        .await;
+    assert_eq!(code(&body), None, "{body}");
+    // A verified email that belongs to that password account does not take it over.
+    let mut verified = claims("mallory");
+    verified["email"] = json!("victim@example.com");
+    let (status, body) = status_of(&app, &rs("rsa-1", &verified)).await;
+    assert_eq!(status, 401, "{body}");
+
+    // Linked with a verified email, a subject keeps signing in when a later token
+    // carries an unverified one (the email is only read on the first sign-in).
+    let (status, body) = status_of(&app, &rs("rsa-1", &claims("erin"))).await;
+    assert_eq!(status, 200, "{body}");
+    let mut later = claims("erin");
+    later["email_verified"] = json!(false);
+    let (status, body) = status_of(&app, &rs("rsa-1", &later)).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// A JWKS endpoint that fails is asked again at most once per refetch interval too:
