@@ -447,6 +447,13 @@ impl Application {
                 .map_err(StartError::Config)?,
             );
         }
+        if let Some(rate) = &data.rate {
+            workers.push(tokio::spawn(replica_heartbeat(
+                commands.pool().clone(),
+                rate.clone(),
+                stop_workers.subscribe(),
+            )));
+        }
         // Started once every follower has subscribed.
         workers.push(notifications.spawn(stop_workers.subscribe()));
         let shared = web::Data::new(data.clone());
@@ -621,6 +628,38 @@ pub(crate) const HOUSEKEEPING_CHUNK: usize = 10_000;
 /// `stop` between chunks so that a backlog does not hold up shutdown.
 /// Takes the process's `commands` (one per process: each holds the connection that
 /// wakes the projectors).
+/// How often a serving replica says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A replica not heard from for this long no longer shares the budgets.
+const HEARTBEAT_WINDOW: Duration = Duration::from_secs(3);
+
+/// Keeps this replica in `api_replicas` and the rate limiter's replica count current;
+/// leaves the table on shutdown so the others take the budget back at once. When the
+/// database is away the last count stands.
+async fn replica_heartbeat(
+    pool: till_domain::db::PgPool,
+    rate: Arc<CostLimiter>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let me = uuid::Uuid::now_v7();
+    loop {
+        match till_domain::replicas::heartbeat(&pool, me, HEARTBEAT_WINDOW).await {
+            Ok(n) => {
+                rate.set_replicas(n);
+                metrics::gauge!("till_api_replicas").set(f64::from(n));
+            }
+            Err(e) => tracing::debug!(error = %e, "replica heartbeat failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    if let Err(e) = till_domain::replicas::leave(&pool, me).await {
+        tracing::debug!(error = %e, "could not leave the replica table");
+    }
+}
+
 pub(crate) async fn housekeeping(
     commands: Commands,
     chunk: usize,
