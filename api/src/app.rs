@@ -80,6 +80,8 @@ pub struct AppData {
     pub payment_webhook_tolerance_s: i64,
     /// The fake payment provider (dev mode only).
     pub fake_provider: Option<crate::http::fake_provider::FakeProvider>,
+    /// Which dev conveniences apply (see `config::Conveniences`).
+    pub conveniences: crate::config::Conveniences,
     /// The pool (for readiness).
     pub pool: PgPool,
     /// Most operations per batch.
@@ -196,6 +198,8 @@ impl Application {
     /// Connects, migrates (dev), seeds (dev), starts the projector and binds the port
     /// (port 0 picks a free one, for tests).
     pub async fn build(cfg: ServeConfig, database: Database) -> Result<Self, StartError> {
+        cfg.check_mode().map_err(StartError::Config)?;
+        let conveniences = cfg.conveniences(database.embedded.is_some());
         let currency =
             Currency::parse(&cfg.currency).map_err(|e| StartError::Config(e.to_string()))?;
         let secret = jwt_secret(
@@ -362,7 +366,7 @@ impl Application {
             max_complexity: cfg.max_complexity,
             max_aliases: cfg.max_aliases,
             max_root_fields: cfg.max_root_fields,
-            introspection: cfg.mode == Mode::Dev,
+            introspection: conveniences.introspection,
             rate: rate.clone(),
             query_timeout: (cfg.request_timeout_ms > 0)
                 .then(|| Duration::from_millis(cfg.request_timeout_ms)),
@@ -400,8 +404,10 @@ impl Application {
             )
             .map_err(StartError::Config)?,
             payment_webhook_tolerance_s: cfg.payment_webhook_tolerance_s.max(1),
-            fake_provider: (cfg.mode == Mode::Dev)
+            fake_provider: conveniences
+                .fake_provider
                 .then(crate::http::fake_provider::FakeProvider::default),
+            conveniences,
             pool,
             max_batch: cfg.max_batch,
             max_body_bytes: cfg.max_body_bytes,
@@ -420,7 +426,7 @@ impl Application {
             }),
         });
 
-        if cfg.mode == Mode::Dev && cfg.seed_demo {
+        if conveniences.seed_demo {
             crate::seed::demo_if_empty(&commands).await?;
         }
 
@@ -429,11 +435,20 @@ impl Application {
         if cfg.jobs.jobs {
             let provider = match (&cfg.jobs.payment_provider_url, cfg.mode) {
                 (Some(url), _) => Some(url.clone()),
-                (None, Mode::Dev) => Some(format!("http://127.0.0.1:{port}/fake-provider")),
+                (None, _) if conveniences.fake_provider => {
+                    Some(format!("http://127.0.0.1:{port}/fake-provider"))
+                }
                 (None, Mode::Production) => {
                     return Err(StartError::Config(
                         "TILL_PAYMENT_PROVIDER_URL is required in production mode".into(),
                     ))
+                }
+                (None, Mode::Dev) => {
+                    tracing::warn!(
+                        "no TILL_PAYMENT_PROVIDER_URL and no fake provider (it runs only on the \
+                         embedded database unless TILL_FAKE_PROVIDER=true): payments stay pending"
+                    );
+                    None
                 }
             };
             workers.extend(

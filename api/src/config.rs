@@ -177,7 +177,7 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub db: DbConfig,
 
-    /// Address to listen on.
+    /// Address to listen on. Dev mode listens on loopback addresses only.
     #[arg(long, env = "TILL_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
@@ -249,9 +249,26 @@ pub struct ServeConfig {
     #[arg(long, env = "TILL_CURRENCY", default_value = "EUR")]
     pub currency: String,
 
-    /// Seed the demo catalog when the database has no categories (dev only).
-    #[arg(long, env = "TILL_SEED_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
-    pub seed_demo: bool,
+    /// Seed the demo catalog and its demo accounts (with the published password) when
+    /// the database has no categories, and print their tokens at start. Unset: only in
+    /// dev mode on the embedded database; `true` asks for it on any database.
+    #[arg(long, env = "TILL_SEED_DEMO")]
+    pub seed_demo: Option<bool>,
+
+    /// Answer introspection queries. Unset: only in dev mode on the embedded database.
+    #[arg(long, env = "TILL_INTROSPECTION")]
+    pub introspection: Option<bool>,
+
+    /// Capture payments against Till's own fake provider (`/fake-provider`) when no
+    /// `TILL_PAYMENT_PROVIDER_URL` is set. Unset: only in dev mode on the embedded
+    /// database.
+    #[arg(long, env = "TILL_FAKE_PROVIDER")]
+    pub fake_provider: Option<bool>,
+
+    /// Serve the GraphiQL page (`/graphiql`) and the SDL (`/schema.graphql`). Unset: in
+    /// dev mode only.
+    #[arg(long, env = "TILL_EXPLORER")]
+    pub explorer: Option<bool>,
 
     /// Run the projector in this process.
     #[arg(long, env = "TILL_PROJECTOR", default_value_t = true, action = clap::ArgAction::Set)]
@@ -551,7 +568,48 @@ pub struct RateConfig {
     pub trusted_proxies: Vec<String>,
 }
 
+/// The conveniences of dev mode, resolved: each is on when asked for by name, else only
+/// in dev mode (the demo data, introspection and the fake provider: only on the embedded
+/// database, so a dev-mode binary pointed at a real database does not open it up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conveniences {
+    /// Seed the demo catalog and accounts; print their tokens.
+    pub seed_demo: bool,
+    /// Answer introspection.
+    pub introspection: bool,
+    /// Capture against the built-in fake provider.
+    pub fake_provider: bool,
+    /// Serve GraphiQL and the SDL.
+    pub explorer: bool,
+}
+
 impl ServeConfig {
+    /// Which conveniences apply, given whether the database is Till's embedded one.
+    pub fn conveniences(&self, embedded: bool) -> Conveniences {
+        let dev = self.mode == Mode::Dev;
+        let local = dev && embedded;
+        Conveniences {
+            seed_demo: self.seed_demo.unwrap_or(local),
+            introspection: self.introspection.unwrap_or(local),
+            fake_provider: self.fake_provider.unwrap_or(local),
+            explorer: self.explorer.unwrap_or(dev),
+        }
+    }
+
+    /// Refuses what dev mode must not do: listen beyond loopback.
+    pub fn check_mode(&self) -> Result<(), String> {
+        if self.mode == Mode::Dev && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "dev mode listens on loopback only, not {}: dev mode trusts whoever can \
+                 reach it. To serve other hosts run in production mode (TILL_MODE=production \
+                 with DATABASE_URL, TILL_JWT_SECRET and TILL_PAYMENT_PROVIDER_URL), or listen \
+                 on 127.0.0.1",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+
     /// The HS256 secret given directly or in a file.
     pub fn jwt_secret(&self) -> Result<Option<Secret>, String> {
         Secret::resolve(
@@ -570,6 +628,74 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn serve(args: &[&str]) -> ServeConfig {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            cfg: ServeConfig,
+        }
+        let mut all = vec!["till"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all).cfg
+    }
+
+    #[test]
+    fn dev_conveniences_need_the_embedded_database_or_a_name() {
+        let dev = serve(&[]);
+        let all = Conveniences {
+            seed_demo: true,
+            introspection: true,
+            fake_provider: true,
+            explorer: true,
+        };
+        assert_eq!(dev.conveniences(true), all);
+        assert_eq!(
+            dev.conveniences(false),
+            Conveniences {
+                seed_demo: false,
+                introspection: false,
+                fake_provider: false,
+                explorer: true,
+            },
+            "a dev binary pointed at a real database opens nothing up"
+        );
+        let prod = serve(&["--mode", "production"]);
+        assert_eq!(
+            prod.conveniences(false),
+            Conveniences {
+                seed_demo: false,
+                introspection: false,
+                fake_provider: false,
+                explorer: false,
+            }
+        );
+        let asked = serve(&[
+            "--mode",
+            "production",
+            "--explorer",
+            "true",
+            "--introspection",
+            "true",
+        ]);
+        assert!(asked.conveniences(false).explorer && asked.conveniences(false).introspection);
+    }
+
+    #[test]
+    fn dev_mode_refuses_to_listen_beyond_loopback() {
+        assert!(serve(&[]).check_mode().is_ok());
+        assert!(serve(&["--listen", "[::1]:8080"]).check_mode().is_ok());
+        let open = serve(&["--listen", "0.0.0.0:8080"]).check_mode();
+        assert!(
+            open.as_ref()
+                .is_err_and(|e| e.contains("TILL_MODE=production")),
+            "{open:?}"
+        );
+        assert!(serve(&["--listen", "0.0.0.0:8080", "--mode", "production"])
+            .check_mode()
+            .is_ok());
+    }
 
     #[test]
     fn secrets_come_from_the_value_or_a_file_never_both() -> Result<(), String> {
