@@ -157,7 +157,7 @@ pub struct Application {
 }
 
 /// Reads the HS256 secret: from config, or in dev from `.till/jwt-secret` (created
-/// with a random value on first use).
+/// with a random value on first use, mode 0600).
 pub fn jwt_secret(configured: Option<&Secret>, mode: Mode) -> Result<Secret, StartError> {
     if let Some(s) = configured {
         if s.expose().len() < 32 {
@@ -173,7 +173,7 @@ pub fn jwt_secret(configured: Option<&Secret>, mode: Mode) -> Result<Secret, Sta
         ));
     }
     let path = std::path::Path::new(".till/jwt-secret");
-    if let Ok(existing) = std::fs::read_to_string(path) {
+    if let Ok(existing) = till_domain::private_file::read(path) {
         if existing.trim().len() >= 32 {
             return Ok(Secret::new(existing.trim()));
         }
@@ -186,7 +186,7 @@ pub fn jwt_secret(configured: Option<&Secret>, mode: Mode) -> Result<Secret, Sta
             .collect()
     };
     std::fs::create_dir_all(".till")?;
-    std::fs::write(path, &fresh)?;
+    till_domain::private_file::write(path, &fresh)?;
     Ok(Secret::new(fresh))
 }
 

@@ -123,8 +123,11 @@ for _ in $(seq 1 20); do
 done
 sleep 2
 
-# Customers (their tokens) and products for the k6 scenarios, straight from the database.
+# Customers (their tokens) and products for the k6 scenarios, straight from the database
+# (the embedded PostgreSQL's superuser password is in its data folder).
 pgport="$(sed -n 4p "$out/pg/postmaster.pid")"
+PGPASSWORD="$(cat "$out/pg/till-password")"
+export PGPASSWORD
 pgbin="$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")"
 sql() { "$pgbin/psql" -X -At -h 127.0.0.1 -p "$pgport" -U postgres -d till -c "$1"; }
 sql "SELECT id FROM customers WHERE role = 'CUSTOMER' ORDER BY id LIMIT $buyers" > "$out/customers.txt"
@@ -408,8 +411,8 @@ run_order_ratio() {
   local secs=5 i pgbin pgport admin url
   pgbin="$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")"
   pgport="$(sed -n 4p "$out/pg/postmaster.pid")"
-  admin="postgres://postgres@127.0.0.1:$pgport/postgres"
-  url="postgres://postgres@127.0.0.1:$pgport/reference"
+  admin="postgres://postgres:$PGPASSWORD@127.0.0.1:$pgport/postgres"
+  url="postgres://postgres:$PGPASSWORD@127.0.0.1:$pgport/reference"
   echo "== order-ratio: placeOrder and pgbench on Till's order SQL alternated, $rounds rounds of ${secs}s"
   "$pgbin/psql" -q "$admin" -c "DROP DATABASE IF EXISTS reference" -c "CREATE DATABASE reference"
   DATABASE_URL="$url" "$till" migrate >/dev/null
