@@ -10,6 +10,7 @@ mod observability;
 mod oidc;
 mod orders;
 mod payments;
+mod perimeter;
 mod rebuilds;
 mod scale_out;
 mod schema;
