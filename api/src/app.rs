@@ -76,6 +76,8 @@ pub struct AppData {
     pub payment_webhook_secret: Option<Secret>,
     /// Largest age of a webhook signature, seconds.
     pub payment_webhook_tolerance_s: i64,
+    /// Per-address bucket of `POST /webhooks/payments` (None: no limit).
+    pub webhook_rate: Option<Arc<CostLimiter>>,
     /// The fake payment provider (dev mode only).
     pub fake_provider: Option<crate::http::fake_provider::FakeProvider>,
     /// The pool (for readiness).
@@ -201,6 +203,7 @@ impl Application {
             cfg.mode,
         )?;
         let oidc_settings = cfg.oidc.settings().map_err(StartError::Config)?;
+        let payment_webhook_secret = cfg.payment_webhook_secret().map_err(StartError::Config)?;
         let trusted_proxies = cfg
             .rate
             .trusted_proxies
@@ -373,13 +376,17 @@ impl Application {
             csrf_prevention: cfg.csrf_prevention,
             trusted_proxies,
             rate,
-            payment_webhook_secret: Secret::resolve(
-                cfg.payment_webhook_secret.as_ref(),
-                cfg.payment_webhook_secret_file.as_deref(),
-                "TILL_PAYMENT_WEBHOOK_SECRET",
-            )
-            .map_err(StartError::Config)?,
+            payment_webhook_secret,
             payment_webhook_tolerance_s: cfg.payment_webhook_tolerance_s.max(1),
+            webhook_rate: (cfg.webhook_rate_max > 0).then(|| {
+                Arc::new(CostLimiter::per_address(
+                    BucketSettings {
+                        max: cfg.webhook_rate_max,
+                        restore: cfg.webhook_rate_restore,
+                    },
+                    cfg.rate.rate_max_principals,
+                ))
+            }),
             fake_provider: (cfg.mode == Mode::Dev)
                 .then(crate::http::fake_provider::FakeProvider::default),
             pool,
