@@ -47,4 +47,5 @@ cargo fetch --locked --quiet
 echo "== cargo deny check (licenses, bans, sources, advisories)"
 cargo deny --offline check
 echo "== cargo audit"
-cargo audit --db "$db" --no-fetch --stale --deny warnings
+# The same copy: nothing is written beside the read-only snapshot.
+cargo audit --db "$deny_db" --no-fetch --stale --deny warnings
