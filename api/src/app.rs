@@ -78,6 +78,8 @@ pub struct AppData {
     pub payment_webhook_secret: Option<Secret>,
     /// Largest age of a webhook signature, seconds.
     pub payment_webhook_tolerance_s: i64,
+    /// Per-address bucket of `POST /webhooks/payments` (None: no limit).
+    pub webhook_rate: Option<Arc<CostLimiter>>,
     /// The fake payment provider (dev mode only).
     pub fake_provider: Option<crate::http::fake_provider::FakeProvider>,
     /// Which dev conveniences apply (see `config::Conveniences`).
@@ -161,7 +163,7 @@ pub struct Application {
 }
 
 /// Reads the HS256 secret: from config, or in dev from `.till/jwt-secret` (created
-/// with a random value on first use).
+/// with a random value on first use, mode 0600).
 pub fn jwt_secret(configured: Option<&Secret>, mode: Mode) -> Result<Secret, StartError> {
     if let Some(s) = configured {
         if s.expose().len() < 32 {
@@ -177,7 +179,7 @@ pub fn jwt_secret(configured: Option<&Secret>, mode: Mode) -> Result<Secret, Sta
         ));
     }
     let path = std::path::Path::new(".till/jwt-secret");
-    if let Ok(existing) = std::fs::read_to_string(path) {
+    if let Ok(existing) = till_domain::private_file::read(path) {
         if existing.trim().len() >= 32 {
             return Ok(Secret::new(existing.trim()));
         }
@@ -190,7 +192,7 @@ pub fn jwt_secret(configured: Option<&Secret>, mode: Mode) -> Result<Secret, Sta
             .collect()
     };
     std::fs::create_dir_all(".till")?;
-    std::fs::write(path, &fresh)?;
+    till_domain::private_file::write(path, &fresh)?;
     Ok(Secret::new(fresh))
 }
 
@@ -207,6 +209,7 @@ impl Application {
             cfg.mode,
         )?;
         let oidc_settings = cfg.oidc.settings().map_err(StartError::Config)?;
+        let payment_webhook_secret = cfg.payment_webhook_secret().map_err(StartError::Config)?;
         let trusted_proxies = cfg
             .rate
             .trusted_proxies
@@ -397,13 +400,17 @@ impl Application {
             csrf_prevention: cfg.csrf_prevention,
             trusted_proxies,
             rate,
-            payment_webhook_secret: Secret::resolve(
-                cfg.payment_webhook_secret.as_ref(),
-                cfg.payment_webhook_secret_file.as_deref(),
-                "TILL_PAYMENT_WEBHOOK_SECRET",
-            )
-            .map_err(StartError::Config)?,
+            payment_webhook_secret,
             payment_webhook_tolerance_s: cfg.payment_webhook_tolerance_s.max(1),
+            webhook_rate: (cfg.webhook_rate_max > 0).then(|| {
+                Arc::new(CostLimiter::per_address(
+                    BucketSettings {
+                        max: cfg.webhook_rate_max,
+                        restore: cfg.webhook_rate_restore,
+                    },
+                    cfg.rate.rate_max_principals,
+                ))
+            }),
             fake_provider: conveniences
                 .fake_provider
                 .then(crate::http::fake_provider::FakeProvider::default),

@@ -210,8 +210,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub jobs: JobsConfig,
 
-    /// Shared secret of inbound payment webhooks (`Till-Signature`). Unset: the
-    /// endpoint answers 404.
+    /// Shared secret of inbound payment webhooks (`Till-Signature`), at least
+    /// [`MIN_WEBHOOK_SECRET_BYTES`] bytes (a shorter or empty one stops start-up).
+    /// Unset: the endpoint answers 404.
     #[arg(long, env = "TILL_PAYMENT_WEBHOOK_SECRET")]
     pub payment_webhook_secret: Option<Secret>,
 
@@ -222,6 +223,15 @@ pub struct ServeConfig {
     /// Largest age of a webhook signature's timestamp, in seconds.
     #[arg(long, env = "TILL_PAYMENT_WEBHOOK_TOLERANCE_S", default_value_t = 300)]
     pub payment_webhook_tolerance_s: i64,
+
+    /// Webhook deliveries one client address may send at once (the bucket of
+    /// `POST /webhooks/payments`, charged before the signature is checked). 0: no limit.
+    #[arg(long, env = "TILL_WEBHOOK_RATE_MAX", default_value_t = 200)]
+    pub webhook_rate_max: u32,
+
+    /// Webhook deliveries a client address's bucket regains per second.
+    #[arg(long, env = "TILL_WEBHOOK_RATE_RESTORE", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhook_rate_restore: u32,
 
     /// Cost-based rate limiting.
     #[command(flatten)]
@@ -568,6 +578,9 @@ pub struct RateConfig {
     pub trusted_proxies: Vec<String>,
 }
 
+/// Shortest payment webhook secret accepted, in bytes.
+pub const MIN_WEBHOOK_SECRET_BYTES: usize = 16;
+
 /// The conveniences of dev mode, resolved: each is on when asked for by name, else only
 /// in dev mode (the demo data, introspection and the fake provider: only on the embedded
 /// database, so a dev-mode binary pointed at a real database does not open it up).
@@ -608,6 +621,24 @@ impl ServeConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The payment webhook secret given directly or in a file, when set; an empty or
+    /// short one (under [`MIN_WEBHOOK_SECRET_BYTES`]) is an error, since a guessable
+    /// secret lets anyone mark orders paid.
+    pub fn payment_webhook_secret(&self) -> Result<Option<Secret>, String> {
+        let secret = Secret::resolve(
+            self.payment_webhook_secret.as_ref(),
+            self.payment_webhook_secret_file.as_deref(),
+            "TILL_PAYMENT_WEBHOOK_SECRET",
+        )?;
+        match secret {
+            Some(s) if s.expose().len() < MIN_WEBHOOK_SECRET_BYTES => Err(format!(
+                "TILL_PAYMENT_WEBHOOK_SECRET must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes \
+                 (unset it to turn payment webhooks off)"
+            )),
+            s => Ok(s),
+        }
     }
 
     /// The HS256 secret given directly or in a file.
@@ -791,5 +822,36 @@ mod tests {
         assert_eq!(given.ok(), Some(Duration::from_millis(40)));
         assert!(Tuning::try_parse_from(["till", "--projector-pace-ms", "1001"]).is_err());
         assert!(Tuning::try_parse_from(["till", "--projector-pace-ms", "-1"]).is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        cfg: ServeConfig,
+    }
+
+    #[test]
+    fn a_short_or_empty_webhook_secret_is_refused() {
+        use clap::Parser;
+        let secret = |args: &[&str]| {
+            Serve::try_parse_from([&["till"], args].concat())
+                .map_err(|e| e.to_string())
+                .and_then(|s| s.cfg.payment_webhook_secret())
+                .map(|s| s.map(|s| s.expose().to_owned()))
+        };
+        let short = secret(&["--payment-webhook-secret", "whsec_short"]);
+        assert!(
+            short
+                .as_ref()
+                .is_err_and(|e| e.contains("at least 16 bytes") && !e.contains("whsec")),
+            "{short:?}"
+        );
+        assert!(secret(&["--payment-webhook-secret", ""]).is_err());
+        assert_eq!(
+            secret(&["--payment-webhook-secret", "whsec_0123456789abcdef"]),
+            Ok(Some("whsec_0123456789abcdef".to_owned()))
+        );
+        assert_eq!(secret(&[]), Ok(None));
+        assert!(Serve::try_parse_from(["till", "--webhook-rate-restore", "0"]).is_err());
     }
 }

@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod lookups;
 pub mod passwords;
+pub mod private_file;
 pub mod replicas;
 pub mod schema;
 pub mod seed;

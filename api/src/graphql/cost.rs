@@ -165,6 +165,18 @@ impl CostLimiter {
         }
     }
 
+    /// Buckets of `bucket` per client address alone (every principal is treated as
+    /// anonymous): for endpoints outside GraphQL whose callers have no account, such as
+    /// inbound webhooks. At most `max_principals` are kept.
+    pub fn per_address(bucket: BucketSettings, max_principals: u64) -> Self {
+        Self::new(RateSettings {
+            customer: bucket,
+            staff: bucket,
+            anonymous: bucket,
+            max_principals,
+        })
+    }
+
     fn class(&self, principal: &Principal) -> BucketSettings {
         match principal {
             Principal::Anonymous => self.settings.anonymous,
