@@ -43,25 +43,39 @@ fn bad_request(code: &str) -> HttpResponse {
     HttpResponse::BadRequest().json(json!({ "error": { "code": code } }))
 }
 
-/// The provider's state and the request's `Idempotency-Key` and amount, or the answer
-/// when the fake provider is off (404), the key is missing or the amount is not positive.
+/// Why a request is not admitted.
+enum Refused {
+    /// The fake provider is off.
+    Off,
+    /// A 400 with this code.
+    Bad(&'static str),
+}
+
+impl Refused {
+    fn answer(self) -> HttpResponse {
+        match self {
+            Self::Off => HttpResponse::NotFound().finish(),
+            Self::Bad(code) => bad_request(code),
+        }
+    }
+}
+
+/// The provider's state and the request's `Idempotency-Key`, unless the fake provider
+/// is off, the key is missing or the amount is not positive.
 fn admit<'a>(
     req: &'a HttpRequest,
     data: &'a crate::app::AppData,
     amount: i64,
-) -> Result<(&'a FakeProvider, &'a str), HttpResponse> {
-    let state = data
-        .fake_provider
-        .as_ref()
-        .ok_or_else(|| HttpResponse::NotFound().finish())?;
+) -> Result<(&'a FakeProvider, &'a str), Refused> {
+    let state = data.fake_provider.as_ref().ok_or(Refused::Off)?;
     let key = req
         .headers()
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .filter(|k| !k.is_empty())
-        .ok_or_else(|| bad_request("idempotency_key_required"))?;
+        .ok_or(Refused::Bad("idempotency_key_required"))?;
     if amount <= 0 {
-        return Err(bad_request("invalid_amount"));
+        return Err(Refused::Bad("invalid_amount"));
     }
     Ok((state, key))
 }
@@ -80,7 +94,7 @@ pub(super) async fn refunds(
 ) -> HttpResponse {
     let (state, key) = match admit(&req, &data, body.amount) {
         Ok(admitted) => admitted,
-        Err(answer) => return answer,
+        Err(refused) => return refused.answer(),
     };
     if !state.charged(&body.charge) {
         return HttpResponse::NotFound().json(json!({ "error": { "code": "no_such_charge" } }));
@@ -106,7 +120,7 @@ pub(super) async fn charges(
 ) -> HttpResponse {
     let (state, key) = match admit(&req, &data, body.amount) {
         Ok(admitted) => admitted,
-        Err(answer) => return answer,
+        Err(refused) => return refused.answer(),
     };
     if body.currency.trim().len() != 3 {
         return bad_request("invalid_amount");
