@@ -78,8 +78,12 @@ pub struct AppData {
     pub payment_webhook_secret: Option<Secret>,
     /// Largest age of a webhook signature, seconds.
     pub payment_webhook_tolerance_s: i64,
+    /// Per-address bucket of `POST /webhooks/payments` (None: no limit).
+    pub webhook_rate: Option<Arc<CostLimiter>>,
     /// The fake payment provider (dev mode only).
     pub fake_provider: Option<crate::http::fake_provider::FakeProvider>,
+    /// Which dev conveniences apply (see `config::Conveniences`).
+    pub conveniences: crate::config::Conveniences,
     /// The pool (for readiness).
     pub pool: PgPool,
     /// Most operations per batch.
@@ -159,7 +163,7 @@ pub struct Application {
 }
 
 /// Reads the HS256 secret: from config, or in dev from `.till/jwt-secret` (created
-/// with a random value on first use).
+/// with a random value on first use, mode 0600).
 pub fn jwt_secret(configured: Option<&Secret>, mode: Mode) -> Result<Secret, StartError> {
     if let Some(s) = configured {
         if s.expose().len() < 32 {
@@ -175,7 +179,7 @@ pub fn jwt_secret(configured: Option<&Secret>, mode: Mode) -> Result<Secret, Sta
         ));
     }
     let path = std::path::Path::new(".till/jwt-secret");
-    if let Ok(existing) = std::fs::read_to_string(path) {
+    if let Ok(existing) = till_domain::private_file::read(path) {
         if existing.trim().len() >= 32 {
             return Ok(Secret::new(existing.trim()));
         }
@@ -188,7 +192,7 @@ pub fn jwt_secret(configured: Option<&Secret>, mode: Mode) -> Result<Secret, Sta
             .collect()
     };
     std::fs::create_dir_all(".till")?;
-    std::fs::write(path, &fresh)?;
+    till_domain::private_file::write(path, &fresh)?;
     Ok(Secret::new(fresh))
 }
 
@@ -196,6 +200,8 @@ impl Application {
     /// Connects, migrates (dev), seeds (dev), starts the projector and binds the port
     /// (port 0 picks a free one, for tests).
     pub async fn build(cfg: ServeConfig, database: Database) -> Result<Self, StartError> {
+        cfg.check_mode().map_err(StartError::Config)?;
+        let conveniences = cfg.conveniences(database.embedded.is_some());
         let currency =
             Currency::parse(&cfg.currency).map_err(|e| StartError::Config(e.to_string()))?;
         let secret = jwt_secret(
@@ -203,6 +209,7 @@ impl Application {
             cfg.mode,
         )?;
         let oidc_settings = cfg.oidc.settings(cfg.mode).map_err(StartError::Config)?;
+        let payment_webhook_secret = cfg.payment_webhook_secret().map_err(StartError::Config)?;
         let trusted_proxies = cfg
             .rate
             .trusted_proxies
@@ -366,7 +373,7 @@ impl Application {
             max_complexity: cfg.max_complexity,
             max_aliases: cfg.max_aliases,
             max_root_fields: cfg.max_root_fields,
-            introspection: cfg.mode == Mode::Dev,
+            introspection: conveniences.introspection,
             rate: rate.clone(),
             query_timeout: (cfg.request_timeout_ms > 0)
                 .then(|| Duration::from_millis(cfg.request_timeout_ms)),
@@ -397,15 +404,21 @@ impl Application {
             csrf_prevention: cfg.csrf_prevention,
             trusted_proxies,
             rate,
-            payment_webhook_secret: Secret::resolve(
-                cfg.payment_webhook_secret.as_ref(),
-                cfg.payment_webhook_secret_file.as_deref(),
-                "TILL_PAYMENT_WEBHOOK_SECRET",
-            )
-            .map_err(StartError::Config)?,
+            payment_webhook_secret,
             payment_webhook_tolerance_s: cfg.payment_webhook_tolerance_s.max(1),
-            fake_provider: (cfg.mode == Mode::Dev)
+            webhook_rate: (cfg.webhook_rate_max > 0).then(|| {
+                Arc::new(CostLimiter::per_address(
+                    BucketSettings {
+                        max: cfg.webhook_rate_max,
+                        restore: cfg.webhook_rate_restore,
+                    },
+                    cfg.rate.rate_max_principals,
+                ))
+            }),
+            fake_provider: conveniences
+                .fake_provider
                 .then(crate::http::fake_provider::FakeProvider::default),
+            conveniences,
             pool,
             max_batch: cfg.max_batch,
             max_body_bytes: cfg.max_body_bytes,
@@ -424,7 +437,7 @@ impl Application {
             }),
         });
 
-        if cfg.mode == Mode::Dev && cfg.seed_demo {
+        if conveniences.seed_demo {
             crate::seed::demo_if_empty(&commands).await?;
         }
 
@@ -433,11 +446,20 @@ impl Application {
         if cfg.jobs.jobs {
             let provider = match (&cfg.jobs.payment_provider_url, cfg.mode) {
                 (Some(url), _) => Some(url.clone()),
-                (None, Mode::Dev) => Some(format!("http://127.0.0.1:{port}/fake-provider")),
+                (None, _) if conveniences.fake_provider => {
+                    Some(format!("http://127.0.0.1:{port}/fake-provider"))
+                }
                 (None, Mode::Production) => {
                     return Err(StartError::Config(
                         "TILL_PAYMENT_PROVIDER_URL is required in production mode".into(),
                     ))
+                }
+                (None, Mode::Dev) => {
+                    tracing::warn!(
+                        "no TILL_PAYMENT_PROVIDER_URL and no fake provider (it runs only on the \
+                         embedded database unless TILL_FAKE_PROVIDER=true): payments stay pending"
+                    );
+                    None
                 }
             };
             workers.extend(
@@ -450,6 +472,13 @@ impl Application {
                 )
                 .map_err(StartError::Config)?,
             );
+        }
+        if let Some(rate) = &data.rate {
+            workers.push(tokio::spawn(replica_heartbeat(
+                commands.pool().clone(),
+                rate.clone(),
+                stop_workers.subscribe(),
+            )));
         }
         // Started once every follower has subscribed.
         workers.push(notifications.spawn(stop_workers.subscribe()));
@@ -625,6 +654,38 @@ pub(crate) const HOUSEKEEPING_CHUNK: usize = 10_000;
 /// `stop` between chunks so that a backlog does not hold up shutdown.
 /// Takes the process's `commands` (one per process: each holds the connection that
 /// wakes the projectors).
+/// How often a serving replica says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A replica not heard from for this long no longer shares the budgets.
+const HEARTBEAT_WINDOW: Duration = Duration::from_secs(3);
+
+/// Keeps this replica in `api_replicas` and the rate limiter's replica count current;
+/// leaves the table on shutdown so the others take the budget back at once. When the
+/// database is away the last count stands.
+async fn replica_heartbeat(
+    pool: till_domain::db::PgPool,
+    rate: Arc<CostLimiter>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let me = uuid::Uuid::now_v7();
+    loop {
+        match till_domain::replicas::heartbeat(&pool, me, HEARTBEAT_WINDOW).await {
+            Ok(n) => {
+                rate.set_replicas(n);
+                metrics::gauge!("till_api_replicas").set(f64::from(n));
+            }
+            Err(e) => tracing::debug!(error = %e, "replica heartbeat failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    if let Err(e) = till_domain::replicas::leave(&pool, me).await {
+        tracing::debug!(error = %e, "could not leave the replica table");
+    }
+}
+
 pub(crate) async fn housekeeping(
     commands: Commands,
     chunk: usize,

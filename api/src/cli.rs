@@ -644,7 +644,7 @@ async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
     );
     println!("  GraphiQL:  {base}/graphiql");
     println!("  GraphQL:   {base}/graphql");
-    if mode == Mode::Dev {
+    if app.data().conveniences.seed_demo {
         let tokens = &app.data().tokens;
         let pool = &app.data().pool;
         for (email, label) in [

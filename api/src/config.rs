@@ -177,7 +177,7 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub db: DbConfig,
 
-    /// Address to listen on.
+    /// Address to listen on. Dev mode listens on loopback addresses only.
     #[arg(long, env = "TILL_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
@@ -210,8 +210,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub jobs: JobsConfig,
 
-    /// Shared secret of inbound payment webhooks (`Till-Signature`). Unset: the
-    /// endpoint answers 404.
+    /// Shared secret of inbound payment webhooks (`Till-Signature`), at least
+    /// [`MIN_WEBHOOK_SECRET_BYTES`] bytes (a shorter or empty one stops start-up).
+    /// Unset: the endpoint answers 404.
     #[arg(long, env = "TILL_PAYMENT_WEBHOOK_SECRET")]
     pub payment_webhook_secret: Option<Secret>,
 
@@ -222,6 +223,15 @@ pub struct ServeConfig {
     /// Largest age of a webhook signature's timestamp, in seconds.
     #[arg(long, env = "TILL_PAYMENT_WEBHOOK_TOLERANCE_S", default_value_t = 300)]
     pub payment_webhook_tolerance_s: i64,
+
+    /// Webhook deliveries one client address may send at once (the bucket of
+    /// `POST /webhooks/payments`, charged before the signature is checked). 0: no limit.
+    #[arg(long, env = "TILL_WEBHOOK_RATE_MAX", default_value_t = 200)]
+    pub webhook_rate_max: u32,
+
+    /// Webhook deliveries a client address's bucket regains per second.
+    #[arg(long, env = "TILL_WEBHOOK_RATE_RESTORE", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhook_rate_restore: u32,
 
     /// Cost-based rate limiting.
     #[command(flatten)]
@@ -249,9 +259,26 @@ pub struct ServeConfig {
     #[arg(long, env = "TILL_CURRENCY", default_value = "EUR")]
     pub currency: String,
 
-    /// Seed the demo catalog when the database has no categories (dev only).
-    #[arg(long, env = "TILL_SEED_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
-    pub seed_demo: bool,
+    /// Seed the demo catalog and its demo accounts (with the published password) when
+    /// the database has no categories, and print their tokens at start. Unset: only in
+    /// dev mode on the embedded database; `true` asks for it on any database.
+    #[arg(long, env = "TILL_SEED_DEMO")]
+    pub seed_demo: Option<bool>,
+
+    /// Answer introspection queries. Unset: only in dev mode on the embedded database.
+    #[arg(long, env = "TILL_INTROSPECTION")]
+    pub introspection: Option<bool>,
+
+    /// Capture payments against Till's own fake provider (`/fake-provider`) when no
+    /// `TILL_PAYMENT_PROVIDER_URL` is set. Unset: only in dev mode on the embedded
+    /// database.
+    #[arg(long, env = "TILL_FAKE_PROVIDER")]
+    pub fake_provider: Option<bool>,
+
+    /// Serve the GraphiQL page (`/graphiql`) and the SDL (`/schema.graphql`). Unset: in
+    /// dev mode only.
+    #[arg(long, env = "TILL_EXPLORER")]
+    pub explorer: Option<bool>,
 
     /// Run the projector in this process.
     #[arg(long, env = "TILL_PROJECTOR", default_value_t = true, action = clap::ArgAction::Set)]
@@ -572,7 +599,69 @@ pub struct RateConfig {
     pub trusted_proxies: Vec<String>,
 }
 
+/// Shortest payment webhook secret accepted, in bytes.
+pub const MIN_WEBHOOK_SECRET_BYTES: usize = 16;
+
+/// The conveniences of dev mode, resolved: each is on when asked for by name, else only
+/// in dev mode (the demo data, introspection and the fake provider: only on the embedded
+/// database, so a dev-mode binary pointed at a real database does not open it up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conveniences {
+    /// Seed the demo catalog and accounts; print their tokens.
+    pub seed_demo: bool,
+    /// Answer introspection.
+    pub introspection: bool,
+    /// Capture against the built-in fake provider.
+    pub fake_provider: bool,
+    /// Serve GraphiQL and the SDL.
+    pub explorer: bool,
+}
+
 impl ServeConfig {
+    /// Which conveniences apply, given whether the database is Till's embedded one.
+    pub fn conveniences(&self, embedded: bool) -> Conveniences {
+        let dev = self.mode == Mode::Dev;
+        let local = dev && embedded;
+        Conveniences {
+            seed_demo: self.seed_demo.unwrap_or(local),
+            introspection: self.introspection.unwrap_or(local),
+            fake_provider: self.fake_provider.unwrap_or(local),
+            explorer: self.explorer.unwrap_or(dev),
+        }
+    }
+
+    /// Refuses what dev mode must not do: listen beyond loopback.
+    pub fn check_mode(&self) -> Result<(), String> {
+        if self.mode == Mode::Dev && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "dev mode listens on loopback only, not {}: dev mode trusts whoever can \
+                 reach it. To serve other hosts run in production mode (TILL_MODE=production \
+                 with DATABASE_URL, TILL_JWT_SECRET and TILL_PAYMENT_PROVIDER_URL), or listen \
+                 on 127.0.0.1",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+
+    /// The payment webhook secret given directly or in a file, when set; an empty or
+    /// short one (under [`MIN_WEBHOOK_SECRET_BYTES`]) is an error, since a guessable
+    /// secret lets anyone mark orders paid.
+    pub fn payment_webhook_secret(&self) -> Result<Option<Secret>, String> {
+        let secret = Secret::resolve(
+            self.payment_webhook_secret.as_ref(),
+            self.payment_webhook_secret_file.as_deref(),
+            "TILL_PAYMENT_WEBHOOK_SECRET",
+        )?;
+        match secret {
+            Some(s) if s.expose().len() < MIN_WEBHOOK_SECRET_BYTES => Err(format!(
+                "TILL_PAYMENT_WEBHOOK_SECRET must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes \
+                 (unset it to turn payment webhooks off)"
+            )),
+            s => Ok(s),
+        }
+    }
+
     /// The HS256 secret given directly or in a file.
     pub fn jwt_secret(&self) -> Result<Option<Secret>, String> {
         Secret::resolve(
@@ -591,6 +680,74 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn serve(args: &[&str]) -> ServeConfig {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            cfg: ServeConfig,
+        }
+        let mut all = vec!["till"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all).cfg
+    }
+
+    #[test]
+    fn dev_conveniences_need_the_embedded_database_or_a_name() {
+        let dev = serve(&[]);
+        let all = Conveniences {
+            seed_demo: true,
+            introspection: true,
+            fake_provider: true,
+            explorer: true,
+        };
+        assert_eq!(dev.conveniences(true), all);
+        assert_eq!(
+            dev.conveniences(false),
+            Conveniences {
+                seed_demo: false,
+                introspection: false,
+                fake_provider: false,
+                explorer: true,
+            },
+            "a dev binary pointed at a real database opens nothing up"
+        );
+        let prod = serve(&["--mode", "production"]);
+        assert_eq!(
+            prod.conveniences(false),
+            Conveniences {
+                seed_demo: false,
+                introspection: false,
+                fake_provider: false,
+                explorer: false,
+            }
+        );
+        let asked = serve(&[
+            "--mode",
+            "production",
+            "--explorer",
+            "true",
+            "--introspection",
+            "true",
+        ]);
+        assert!(asked.conveniences(false).explorer && asked.conveniences(false).introspection);
+    }
+
+    #[test]
+    fn dev_mode_refuses_to_listen_beyond_loopback() {
+        assert!(serve(&[]).check_mode().is_ok());
+        assert!(serve(&["--listen", "[::1]:8080"]).check_mode().is_ok());
+        let open = serve(&["--listen", "0.0.0.0:8080"]).check_mode();
+        assert!(
+            open.as_ref()
+                .is_err_and(|e| e.contains("TILL_MODE=production")),
+            "{open:?}"
+        );
+        assert!(serve(&["--listen", "0.0.0.0:8080", "--mode", "production"])
+            .check_mode()
+            .is_ok());
+    }
 
     #[test]
     fn secrets_come_from_the_value_or_a_file_never_both() -> Result<(), String> {
@@ -736,5 +893,36 @@ mod tests {
         assert_eq!(given.ok(), Some(Duration::from_millis(40)));
         assert!(Tuning::try_parse_from(["till", "--projector-pace-ms", "1001"]).is_err());
         assert!(Tuning::try_parse_from(["till", "--projector-pace-ms", "-1"]).is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        cfg: ServeConfig,
+    }
+
+    #[test]
+    fn a_short_or_empty_webhook_secret_is_refused() {
+        use clap::Parser;
+        let secret = |args: &[&str]| {
+            Serve::try_parse_from([&["till"], args].concat())
+                .map_err(|e| e.to_string())
+                .and_then(|s| s.cfg.payment_webhook_secret())
+                .map(|s| s.map(|s| s.expose().to_owned()))
+        };
+        let short = secret(&["--payment-webhook-secret", "whsec_short"]);
+        assert!(
+            short
+                .as_ref()
+                .is_err_and(|e| e.contains("at least 16 bytes") && !e.contains("whsec")),
+            "{short:?}"
+        );
+        assert!(secret(&["--payment-webhook-secret", ""]).is_err());
+        assert_eq!(
+            secret(&["--payment-webhook-secret", "whsec_0123456789abcdef"]),
+            Ok(Some("whsec_0123456789abcdef".to_owned()))
+        );
+        assert_eq!(secret(&[]), Ok(None));
+        assert!(Serve::try_parse_from(["till", "--webhook-rate-restore", "0"]).is_err());
     }
 }

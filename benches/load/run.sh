@@ -34,20 +34,28 @@
 #               evictions) and resident memory given back after the load; --bursts N
 #               repeats load and idle time N times (default 1), to show that memory
 #               stays bounded from one burst to the next
+#   login-storm LOGINS (--logins, default 500) `login` mutations of one account sent
+#               at the same moment, one connection each (Python threads behind a
+#               barrier), --bursts times with 10 s between: every login must succeed;
+#               prints the server's resident memory before, its peak during each
+#               storm (VmRSS sampled every 50 ms, and VmHWM) and after
+#               (login-storm-outcome.json). Each login is an argon2id verification
+#               with 19 MiB of working memory (domain/src/passwords.rs)
 # During each scenario the server's resident memory and projection lag are sampled
 # from /metrics (resources-<scenario>.json). Results (oha/k6 JSON, summary.md,
 # latency.png) go to target/load/run-<time>/.
 #
-#   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed|rebuild|ratio|order-ratio|memory] [--duration 15]
+#   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed|rebuild|ratio|order-ratio|memory|login-storm] [--duration 15]
 #                       [--connections 64] [--products 2000] [--customers 2000] [--orders 20000]
 #                       [--buyers 2000] [--cache-bytes N] [--cache-idle S] [--rounds 5] [--bursts 1]
+#                       [--logins 500]
 # --cache-bytes and --cache-idle set the server's TILL_CACHE_MAX_BYTES and
 # TILL_CACHE_IDLE_S (server defaults otherwise). TILL_BIN=/path/to/till runs that
 # binary instead of building target/release/till (to compare two builds).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 scenario=all duration=15 connections=64 products=2000 customers=2000 orders=20000 buyers=2000 cache_bytes= cache_idle=
-rounds=5 bursts=1
+rounds=5 bursts=1 logins=500
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --scenario) scenario="$2"; shift 2 ;;
@@ -61,12 +69,13 @@ while [[ $# -gt 0 ]]; do
     --cache-idle) cache_idle="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
     --bursts) bursts="$2"; shift 2 ;;
-    *) sed -n '2,46p' "$0" >&2; exit 2 ;;
+    --logins) logins="$2"; shift 2 ;;
+    *) sed -n '2,54p' "$0" >&2; exit 2 ;;
   esac
 done
-# The memory and flash-sale scenarios are driven by k6 alone.
+# The memory and flash-sale scenarios are driven by k6 alone, the login storm by Python.
 case "$scenario" in
-  memory|flash-sale) ;;
+  memory|flash-sale|login-storm) ;;
   *) command -v oha >/dev/null || { echo "run: oha is missing: cargo install oha --locked" >&2; exit 1; } ;;
 esac
 k6="$(command -v k6 || true)"
@@ -97,6 +106,8 @@ echo "== seed: $products products, $customers customers, $orders orders"
   TILL_RATE_CUSTOMER_MAX=1000000000 TILL_RATE_CUSTOMER_RESTORE=100000000 \
   TILL_RATE_STAFF_MAX=1000000000 TILL_RATE_STAFF_RESTORE=100000000 \
   TILL_RATE_ANONYMOUS_MAX=1000000000 TILL_RATE_ANONYMOUS_RESTORE=100000000 \
+  TILL_SIGNIN_PER_IP_MAX=1000000000 TILL_SIGNIN_PER_IP_PER_MIN=1000000000 \
+  TILL_SIGNIN_PER_EMAIL_MAX=1000000000 TILL_SIGNIN_PER_EMAIL_PER_MIN=1000000000 \
   TILL_ACCESS_TOKEN_TTL_S=7200 exec env ${cache_bytes:+TILL_CACHE_MAX_BYTES=$cache_bytes} \
   ${cache_idle:+TILL_CACHE_IDLE_S=$cache_idle} "$till" serve) > "$out/server.log" 2>&1 &
 server=$!
@@ -123,8 +134,11 @@ for _ in $(seq 1 20); do
 done
 sleep 2
 
-# Customers (their tokens) and products for the k6 scenarios, straight from the database.
+# Customers (their tokens) and products for the k6 scenarios, straight from the database
+# (the embedded PostgreSQL's superuser password is in its data folder).
 pgport="$(sed -n 4p "$out/pg/postmaster.pid")"
+PGPASSWORD="$(cat "$out/pg/till-password" 2>/dev/null || true)"
+export PGPASSWORD
 pgbin="$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")"
 sql() { "$pgbin/psql" -X -At -h 127.0.0.1 -p "$pgport" -U postgres -d till -c "$1"; }
 sql "SELECT id FROM customers WHERE role = 'CUSTOMER' ORDER BY id LIMIT $buyers" > "$out/customers.txt"
@@ -368,6 +382,57 @@ PY
   unsample
 }
 
+run_login_storm() {
+  echo "== login storm: $logins logins at once, $bursts times"
+  python3 - "$base" "$server" "$logins" "$bursts" "$out/login-storm-outcome.json" <<'PY'
+import json, sys, threading, time, urllib.request
+base, pid, logins, bursts, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+def mib(field):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+body = json.dumps({"query": "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }",
+                   "variables": {"e": "load@example.com", "p": "load test password"}}).encode()
+runs = []
+for burst in range(1, bursts + 1):
+    before = mib("VmRSS")
+    results = [None] * logins
+    gate = threading.Barrier(logins + 1)
+    def login(i):
+        gate.wait()
+        try:
+            req = urllib.request.Request(base + "/graphql", body, {"content-type": "application/json"})
+            answer = json.load(urllib.request.urlopen(req, timeout=600))
+            results[i] = bool(((answer.get("data") or {}).get("login") or {}).get("accessToken"))
+        except Exception as e:  # noqa: BLE001 - counted as a failed login
+            results[i] = repr(e)
+    threads = [threading.Thread(target=login, args=(i,)) for i in range(logins)]
+    for t in threads:
+        t.start()
+    peak, started = before, time.monotonic()
+    gate.wait()
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, mib("VmRSS"))
+        time.sleep(0.05)
+    seconds = time.monotonic() - started
+    for t in threads:
+        t.join()
+    ok = sum(1 for r in results if r is True)
+    run = {"burst": burst, "logins": logins, "succeeded": ok, "seconds": seconds,
+           "rss_before_mib": before, "rss_peak_mib": peak, "hwm_mib": mib("VmHWM"),
+           "rss_after_mib": mib("VmRSS"), "failures": [r for r in results if r is not True][:5]}
+    runs.append(run)
+    print(f"   burst {burst}: {ok}/{logins} logins succeeded in {seconds:.1f} s; resident "
+          f"{before:.0f} MiB before, peak {peak:.0f} MiB (VmHWM {run['hwm_mib']:.0f}), "
+          f"{run['rss_after_mib']:.0f} MiB after")
+    if burst < bursts:
+        time.sleep(10)
+json.dump({"runs": runs}, open(path, "w"))
+assert all(r["succeeded"] == r["logins"] for r in runs), [r["failures"] for r in runs]
+PY
+}
+
 run_ratio() {
   # The product(id:) target is a ratio to the constant-query reference; on a shared
   # machine both swing by a third from minute to minute, so alternate them in short
@@ -408,8 +473,8 @@ run_order_ratio() {
   local secs=5 i pgbin pgport admin url
   pgbin="$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")"
   pgport="$(sed -n 4p "$out/pg/postmaster.pid")"
-  admin="postgres://postgres@127.0.0.1:$pgport/postgres"
-  url="postgres://postgres@127.0.0.1:$pgport/reference"
+  admin="postgres://postgres:$PGPASSWORD@127.0.0.1:$pgport/postgres"
+  url="postgres://postgres:$PGPASSWORD@127.0.0.1:$pgport/reference"
   echo "== order-ratio: placeOrder and pgbench on Till's order SQL alternated, $rounds rounds of ${secs}s"
   "$pgbin/psql" -q "$admin" -c "DROP DATABASE IF EXISTS reference" -c "CREATE DATABASE reference"
   DATABASE_URL="$url" "$till" migrate >/dev/null
@@ -462,6 +527,7 @@ case "$scenario" in
   mixed) run_mixed ;;
   flash-sale) run_flash_sale ;;
   memory) run_memory ;;
+  login-storm) run_login_storm ;;
   all) run_browse; run_checkout; run_mixed; run_flash_sale ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac

@@ -14,6 +14,8 @@ pub mod jobs;
 pub mod lookups;
 pub mod net;
 pub mod passwords;
+pub mod private_file;
+pub mod replicas;
 pub mod schema;
 pub mod seed;
 pub mod types;

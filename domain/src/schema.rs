@@ -164,6 +164,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    api_replicas (id) {
+        id -> Uuid,
+        seen_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(payments -> orders (order_id));
 diesel::joinable!(refresh_tokens -> customers (customer_id));
 diesel::joinable!(external_identities -> customers (customer_id));

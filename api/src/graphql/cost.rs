@@ -12,9 +12,16 @@
 //! dropped once it would be full again, so dropping it gives nobody extra points, and
 //! no bucket is ever evicted for room: when the cache holds `max_principals` buckets,
 //! newcomers share one overflow bucket per class until idle ones expire.
+//!
+//! Budgets are global across API replicas, within a tolerance: each replica learns how
+//! many replicas are alive (`till_domain::replicas`, a heartbeat every second) and
+//! charges `cost x replicas` from its bucket, so behind a round-robin load balancer a
+//! client gets about one budget in all, not one per replica. Reports show the client's
+//! share (bucket and rate divided by the replica count).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -115,6 +122,8 @@ pub struct CostLimiter {
     /// One clock for every bucket: a new quanta clock reads CPUID (0.8% of the server's
     /// samples under checkout when each new bucket made its own).
     clock: DefaultClock,
+    /// API replicas alive (at least 1): each client's budget is shared among them.
+    replicas: AtomicU32,
 }
 
 impl CostLimiter {
@@ -134,7 +143,18 @@ impl CostLimiter {
                 .time_to_idle(Duration::from_secs_f64(slowest.ceil() + 1.0))
                 .build(),
             clock: DefaultClock::default(),
+            replicas: AtomicU32::new(1),
         }
+    }
+
+    /// Sets how many API replicas share each client's budget.
+    pub fn set_replicas(&self, n: u32) {
+        self.replicas.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// How many API replicas share each client's budget.
+    pub fn replicas(&self) -> u32 {
+        self.replicas.load(Ordering::Relaxed).max(1)
     }
 
     fn class_name(principal: &Principal) -> &'static str {
@@ -143,6 +163,18 @@ impl CostLimiter {
             Principal::User { .. } => "customer",
             Principal::Anonymous => "anonymous",
         }
+    }
+
+    /// Buckets of `bucket` per client address alone (every principal is treated as
+    /// anonymous): for endpoints outside GraphQL whose callers have no account, such as
+    /// inbound webhooks. At most `max_principals` are kept.
+    pub fn per_address(bucket: BucketSettings, max_principals: u64) -> Self {
+        Self::new(RateSettings {
+            customer: bucket,
+            staff: bucket,
+            anonymous: bucket,
+            max_principals,
+        })
     }
 
     fn class(&self, principal: &Principal) -> BucketSettings {
@@ -179,26 +211,30 @@ impl CostLimiter {
             )
         });
         let cost = cost.max(1);
+        // This replica's share of the client's budget: the cost counts `n` times.
+        let n = self.replicas();
+        let charged = cost.saturating_mul(n);
+        let share = |points: u32| points / n;
         let refused = |available: u32, retry_after: Duration| Charge {
             cost,
-            maximum: max.get(),
-            available,
-            restore,
+            maximum: share(max.get()),
+            available: share(available),
+            restore: share(restore).max(1),
             retry_after: Some(retry_after),
         };
-        match limiter.check_n(NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN)) {
+        match limiter.check_n(NonZeroU32::new(charged).unwrap_or(NonZeroU32::MIN)) {
             Ok(Ok(snapshot)) => Charge {
                 cost,
-                maximum: max.get(),
-                available: snapshot.remaining_burst_capacity(),
-                restore,
+                maximum: share(max.get()),
+                available: share(snapshot.remaining_burst_capacity()),
+                restore: share(restore).max(1),
                 retry_after: None,
             },
             Ok(Err(not_until)) => {
                 let wait = not_until.wait_time_from(limiter.clock().now());
                 // Points missing = wait x rate; what is there now is the rest of the cost.
                 let missing = (wait.as_secs_f64() * f64::from(restore)).ceil() as u32;
-                refused(cost.saturating_sub(missing), wait)
+                refused(charged.saturating_sub(missing), wait)
             }
             // Costs more than the bucket can ever hold: only a smaller query will do.
             Err(_) => refused(0, Duration::from_secs(u64::from(max.get() / restore) + 1)),
@@ -386,6 +422,25 @@ mod tests {
         }
         let again = l.charge(&drained, None, 50);
         assert!(again.retry_after.is_some(), "a fresh bucket: {again:?}");
+    }
+
+    /// With two replicas alive each charges a request twice over, so the two together
+    /// let a round-robin client spend about one budget.
+    #[test]
+    fn replicas_share_a_clients_budget() {
+        let l = limiter();
+        l.set_replicas(2);
+        let ann = Principal::User {
+            id: CustomerId::new(),
+            role: Role::Customer,
+        };
+        let first = l.charge(&ann, None, 30);
+        assert_eq!((first.cost, first.maximum, first.available), (30, 50, 20));
+        let second = l.charge(&ann, None, 30);
+        assert!(
+            second.retry_after.is_some(),
+            "60 of a 50-point share: {second:?}"
+        );
     }
 
     #[test]

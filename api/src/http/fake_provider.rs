@@ -39,11 +39,45 @@ impl FakeProvider {
     }
 }
 
-fn idempotency_key(req: &HttpRequest) -> Option<&str> {
-    req.headers()
+fn bad_request(code: &str) -> HttpResponse {
+    HttpResponse::BadRequest().json(json!({ "error": { "code": code } }))
+}
+
+/// Why a request is not admitted.
+enum Refused {
+    /// The fake provider is off.
+    Off,
+    /// A 400 with this code.
+    Bad(&'static str),
+}
+
+impl Refused {
+    fn answer(self) -> HttpResponse {
+        match self {
+            Self::Off => HttpResponse::NotFound().finish(),
+            Self::Bad(code) => bad_request(code),
+        }
+    }
+}
+
+/// The provider's state and the request's `Idempotency-Key`, unless the fake provider
+/// is off, the key is missing or the amount is not positive.
+fn admit<'a>(
+    req: &'a HttpRequest,
+    data: &'a crate::app::AppData,
+    amount: i64,
+) -> Result<(&'a FakeProvider, &'a str), Refused> {
+    let state = data.fake_provider.as_ref().ok_or(Refused::Off)?;
+    let key = req
+        .headers()
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .filter(|k| !k.is_empty())
+        .ok_or(Refused::Bad("idempotency_key_required"))?;
+    if amount <= 0 {
+        return Err(Refused::Bad("invalid_amount"));
+    }
+    Ok((state, key))
 }
 
 #[derive(Deserialize)]
@@ -58,16 +92,10 @@ pub(super) async fn refunds(
     body: web::Json<RefundRequest>,
     data: web::Data<std::sync::Arc<crate::app::AppData>>,
 ) -> HttpResponse {
-    let Some(state) = &data.fake_provider else {
-        return HttpResponse::NotFound().finish();
+    let (state, key) = match admit(&req, &data, body.amount) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused.answer(),
     };
-    let Some(key) = idempotency_key(&req) else {
-        return HttpResponse::BadRequest()
-            .json(json!({ "error": { "code": "idempotency_key_required" } }));
-    };
-    if body.amount <= 0 {
-        return HttpResponse::BadRequest().json(json!({ "error": { "code": "invalid_amount" } }));
-    }
     if !state.charged(&body.charge) {
         return HttpResponse::NotFound().json(json!({ "error": { "code": "no_such_charge" } }));
     }
@@ -90,15 +118,12 @@ pub(super) async fn charges(
     body: web::Json<ChargeRequest>,
     data: web::Data<std::sync::Arc<crate::app::AppData>>,
 ) -> HttpResponse {
-    let Some(state) = &data.fake_provider else {
-        return HttpResponse::NotFound().finish();
+    let (state, key) = match admit(&req, &data, body.amount) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused.answer(),
     };
-    let Some(key) = idempotency_key(&req) else {
-        return HttpResponse::BadRequest()
-            .json(json!({ "error": { "code": "idempotency_key_required" } }));
-    };
-    if body.amount <= 0 || body.currency.trim().len() != 3 {
-        return HttpResponse::BadRequest().json(json!({ "error": { "code": "invalid_amount" } }));
+    if body.currency.trim().len() != 3 {
+        return bad_request("invalid_amount");
     }
     let entry = state
         .charges
@@ -124,6 +149,6 @@ pub(super) async fn charges(
         "tok_declined" => {
             HttpResponse::PaymentRequired().json(json!({ "error": { "code": "card_declined" } }))
         }
-        _ => HttpResponse::BadRequest().json(json!({ "error": { "code": "invalid_token" } })),
+        _ => bad_request("invalid_token"),
     }
 }

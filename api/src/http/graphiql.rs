@@ -81,7 +81,10 @@ fn get_or_head() -> Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
-async fn page() -> HttpResponse {
+async fn page(data: web::Data<std::sync::Arc<crate::app::AppData>>) -> HttpResponse {
+    if !data.conveniences.explorer {
+        return HttpResponse::NotFound().finish();
+    }
     HttpResponse::Ok()
         .content_type(ContentType::html())
         .insert_header(CacheControl(vec![CacheDirective::NoCache]))
@@ -91,7 +94,13 @@ async fn page() -> HttpResponse {
         .body(PAGE_HTML)
 }
 
-async fn asset(file: web::Path<String>) -> HttpResponse {
+async fn asset(
+    file: web::Path<String>,
+    data: web::Data<std::sync::Arc<crate::app::AppData>>,
+) -> HttpResponse {
+    if !data.conveniences.explorer {
+        return HttpResponse::NotFound().finish();
+    }
     let Some(asset) = ASSETS.iter().find(|asset| asset.name == file.as_str()) else {
         return HttpResponse::NotFound()
             .content_type(ContentType::plaintext())

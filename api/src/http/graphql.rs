@@ -745,6 +745,9 @@ pub async fn method_not_allowed() -> HttpResponse {
 
 /// `GET /schema.graphql`: the SDL.
 pub async fn sdl(data: web::Data<Arc<AppData>>) -> HttpResponse {
+    if !data.conveniences.explorer {
+        return HttpResponse::NotFound().finish();
+    }
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(data.sdl.clone())

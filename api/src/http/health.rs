@@ -1,5 +1,6 @@
 //! Liveness, readiness and metrics, shared by `till serve` (on its main port, or on the
 //! admin port when `TILL_ADMIN_LISTEN` is set) and `till worker` (admin port only).
+//! The main port's `/readyz` answers only the status; the detail is the admin port's.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,23 +27,53 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// `/readyz`: not shutting down, the database answers, every embedded migration is
-/// applied, and no projection is hopelessly behind.
+/// `/readyz` on the admin port (and in `till worker`): not shutting down, the database
+/// answers, every embedded migration is applied, and no projection is hopelessly
+/// behind; says why not (the database's error, the pending migrations, the projection
+/// that is behind) and how far each projection lags.
 pub async fn readyz(state: web::Data<Arc<AdminState>>) -> HttpResponse {
+    let (ready, detail) = readiness(&state).await;
+    respond(ready, detail)
+}
+
+/// `/readyz` on the public port: the same check, answering only `{"status": ...}`.
+/// The reasons (database error text, pending migration versions, projection lag) are
+/// for operators: on the admin port (`TILL_ADMIN_LISTEN`) and in the log.
+pub async fn readyz_public(state: web::Data<Arc<AdminState>>) -> HttpResponse {
+    let (ready, detail) = readiness(&state).await;
+    let status = detail
+        .get("status")
+        .cloned()
+        .unwrap_or_else(|| json!("unready"));
+    respond(ready, json!({ "status": status }))
+}
+
+fn respond(ready: bool, body: serde_json::Value) -> HttpResponse {
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Whether this process is ready, and the detail.
+async fn readiness(state: &AdminState) -> (bool, serde_json::Value) {
     if state.shutting_down.load(Ordering::Acquire) {
-        return HttpResponse::ServiceUnavailable().json(json!({ "status": "shutting down" }));
+        return (false, json!({ "status": "shutting down" }));
     }
     let pool = &state.scrape.pool;
     match tokio::time::timeout(Duration::from_secs(2), till_domain::db::check_ready(pool)).await {
         Ok(Ok(())) => {}
         Ok(Err(reason)) => {
             tracing::warn!(%reason, "not ready");
-            return HttpResponse::ServiceUnavailable()
-                .json(json!({ "status": "unready", "reason": reason }));
+            return (false, json!({ "status": "unready", "reason": reason }));
         }
         Err(_) => {
-            return HttpResponse::ServiceUnavailable()
-                .json(json!({ "status": "unready", "reason": "database check timed out" }))
+            tracing::warn!("not ready: the database check timed out");
+            return (
+                false,
+                json!({ "status": "unready", "reason": "database check timed out" }),
+            );
         }
     }
     let mut projections = serde_json::Map::new();
@@ -65,20 +96,26 @@ pub async fn readyz(state: web::Data<Arc<AdminState>>) -> HttpResponse {
                     lag_seconds = s.lag_seconds,
                     "not ready: projection behind"
                 );
-                return HttpResponse::ServiceUnavailable().json(json!({
-                    "status": "unready",
-                    "reason": format!("projection {} is {:.0} s behind the log", s.name, s.lag_seconds),
-                    "projections": projections,
-                }));
+                return (
+                    false,
+                    json!({
+                        "status": "unready",
+                        "reason": format!("projection {} is {:.0} s behind the log", s.name, s.lag_seconds),
+                        "projections": projections,
+                    }),
+                );
             }
         }
     }
-    HttpResponse::Ok().json(json!({
-        "status": "ready",
-        "database": "ok",
-        "migrations": "current",
-        "projections": projections,
-    }))
+    (
+        true,
+        json!({
+            "status": "ready",
+            "database": "ok",
+            "migrations": "current",
+            "projections": projections,
+        }),
+    )
 }
 
 /// `/metrics`: Prometheus text format.

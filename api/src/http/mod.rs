@@ -121,6 +121,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(fake_provider::refunds),
     )
     .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
+    .route("/readyz", web::get().to(health::readyz_public))
     .configure(graphiql::configure);
 }

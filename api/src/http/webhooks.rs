@@ -12,22 +12,129 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use actix_web::http::header::RETRY_AFTER;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use hmac::digest::CtOutput;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
+use thiserror::Error;
 use till_domain::commands::Settlement;
 use till_domain::types::OrderId;
 use till_domain::DomainError;
 
 use crate::app::AppData;
+use crate::auth::Principal;
 
 /// Header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "till-signature";
+/// Longest signature header accepted, in bytes: a timestamp and [`MAX_SIGNATURES`]
+/// signatures fit in a third of it.
+pub const MAX_SIGNATURE_HEADER_BYTES: usize = 1024;
+/// Most `v1` signatures one header may carry (two cover a secret rotation).
+pub const MAX_SIGNATURES: usize = 5;
 const PROVIDER: &str = "payments";
 
-fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Option<Hmac<Sha256>> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).ok()?;
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a delivery's signature was refused (the message is sent to the caller).
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureError {
+    /// The header is larger than [`MAX_SIGNATURE_HEADER_BYTES`].
+    #[error("the Till-Signature header is longer than {MAX_SIGNATURE_HEADER_BYTES} bytes")]
+    HeaderTooLong,
+    /// More than [`MAX_SIGNATURES`] well-formed `v1` entries.
+    #[error("the Till-Signature header has more than {MAX_SIGNATURES} v1 signatures")]
+    TooManySignatures,
+    /// No `t=` entry, or not a number.
+    #[error("the signature has no timestamp")]
+    NoTimestamp,
+    /// `t` is too far from now.
+    #[error("the signature's timestamp is outside the tolerance")]
+    Stale,
+    /// No `v1` entry of 64 hex characters.
+    #[error("the signature has no v1 entry of 64 hex characters")]
+    NoSignature,
+    /// No `v1` entry matches the body.
+    #[error("the signature does not match")]
+    Mismatch,
+    /// The secret cannot key an HMAC (never for a configured secret).
+    #[error("no webhook secret")]
+    NoSecret,
+}
+
+/// A parsed `Till-Signature` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureHeader {
+    /// `t`: unix seconds.
+    pub timestamp: i64,
+    /// The well-formed `v1` signatures (at most [`MAX_SIGNATURES`]); entries of other
+    /// schemes, and `v1` entries that are not 64 hex characters, are ignored.
+    pub signatures: Vec<[u8; 32]>,
+}
+
+impl SignatureHeader {
+    /// Parses `t=<unix seconds>,v1=<hex>[,v1=<hex>...]`, refusing oversized headers and
+    /// too many signatures before anything is computed.
+    pub fn parse(header: &str) -> Result<Self, SignatureError> {
+        if header.len() > MAX_SIGNATURE_HEADER_BYTES {
+            return Err(SignatureError::HeaderTooLong);
+        }
+        let mut timestamp = None;
+        let mut signatures = Vec::new();
+        for part in header.split(',') {
+            match part.trim().split_once('=') {
+                Some(("t", v)) => timestamp = v.parse::<i64>().ok(),
+                Some(("v1", v)) => {
+                    let mut sig = [0u8; 32];
+                    if hex::decode_to_slice(v, &mut sig).is_ok() {
+                        if signatures.len() == MAX_SIGNATURES {
+                            return Err(SignatureError::TooManySignatures);
+                        }
+                        signatures.push(sig);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Self {
+            timestamp: timestamp.ok_or(SignatureError::NoTimestamp)?,
+            signatures,
+        })
+    }
+
+    /// Checks the header against the expected MAC, which `expected` computes from the
+    /// timestamp: once, and only for a fresh header with a signature to compare.
+    /// Comparisons are constant-time.
+    pub fn check(
+        &self,
+        now: i64,
+        tolerance_s: i64,
+        expected: impl FnOnce(i64) -> Option<CtOutput<HmacSha256>>,
+    ) -> Result<(), SignatureError> {
+        if now.abs_diff(self.timestamp) > tolerance_s.unsigned_abs() {
+            return Err(SignatureError::Stale);
+        }
+        if self.signatures.is_empty() {
+            return Err(SignatureError::NoSignature);
+        }
+        let expected = expected(self.timestamp).ok_or(SignatureError::NoSecret)?;
+        // Every entry is compared, so the time taken does not tell which one matched.
+        let matched = self.signatures.iter().fold(false, |matched, sig| {
+            let candidate = CtOutput::<HmacSha256>::new((*sig).into());
+            (candidate == expected) | matched
+        });
+        if matched {
+            Ok(())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
+    }
+}
+
+fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Option<HmacSha256> {
+    let mut mac = HmacSha256::new_from_slice(secret).ok()?;
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -41,42 +148,21 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-/// Checks a `t=..,v1=..` header against the body; constant-time comparison.
+/// Checks a `t=..,v1=..` header against the body: the header's size and signature
+/// count are bounded, the MAC is computed once, and compared in constant time.
 pub fn verify(
     secret: &[u8],
     header: &str,
     body: &[u8],
     now: i64,
     tolerance_s: i64,
-) -> Result<(), &'static str> {
-    let mut t = None;
-    let mut sigs = Vec::new();
-    for part in header.split(',') {
-        match part.trim().split_once('=') {
-            Some(("t", v)) => t = v.parse::<i64>().ok(),
-            Some(("v1", v)) => sigs.push(v.to_owned()),
-            _ => {}
-        }
-    }
-    let t = t.ok_or("the signature has no timestamp")?;
-    if (now - t).abs() > tolerance_s {
-        return Err("the signature's timestamp is outside the tolerance");
-    }
-    for sig in sigs {
-        let Ok(expected) = hex::decode(&sig) else {
-            continue;
-        };
-        let Some(mac) = mac(secret, t, body) else {
-            return Err("no webhook secret");
-        };
-        if mac.verify_slice(&expected).is_ok() {
-            return Ok(());
-        }
-    }
-    Err("the signature does not match")
+) -> Result<(), SignatureError> {
+    SignatureHeader::parse(header)?.check(now, tolerance_s, |t| {
+        mac(secret, t, body).map(Mac::finalize)
+    })
 }
 
-fn refuse(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
+fn refuse(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message }))
 }
 
@@ -86,10 +172,21 @@ pub async fn payments(
     body: web::Bytes,
     data: web::Data<Arc<AppData>>,
 ) -> HttpResponse {
-    use actix_web::http::StatusCode;
     let Some(secret) = &data.payment_webhook_secret else {
         return refuse(StatusCode::NOT_FOUND, "payment webhooks are not configured");
     };
+    // Charged before anything is verified: a caller without the secret pays too.
+    if let Some(limiter) = &data.webhook_rate {
+        let client = crate::http::graphql::client_ip(&req, &data.trusted_proxies);
+        let charge = limiter.charge(&Principal::Anonymous, client, 1);
+        if let Some(wait) = charge.retry_after {
+            metrics::counter!("till_throttled_requests_total", "class" => "webhook").increment(1);
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            return HttpResponse::TooManyRequests()
+                .insert_header((RETRY_AFTER, secs.to_string()))
+                .json(json!({ "error": format!("too many webhook deliveries from this address; retry in {secs} s") }));
+        }
+    }
     let header = req
         .headers()
         .get(SIGNATURE_HEADER)
@@ -106,8 +203,8 @@ pub async fn payments(
         now,
         data.payment_webhook_tolerance_s,
     ) {
-        tracing::warn!(why, "payment webhook refused");
-        return refuse(StatusCode::BAD_REQUEST, why);
+        tracing::warn!(%why, "payment webhook refused");
+        return refuse(StatusCode::BAD_REQUEST, &why.to_string());
     }
     let Ok(event) = serde_json::from_slice::<Value>(&body) else {
         return refuse(StatusCode::BAD_REQUEST, "the body is not JSON");
@@ -202,5 +299,87 @@ mod tests {
         assert!(verify(secret, &format!("v1={sig}"), body, 1010, 300).is_err());
         // Several v1 values (secret rotation): any match passes.
         assert!(verify(secret, &format!("t=1000,v1=00,v1={sig}"), body, 1010, 300).is_ok());
+    }
+
+    /// A header stuffed with signatures is refused whole: before, each `v1` entry cost
+    /// an HMAC over the whole body, and one request held a core for seconds.
+    #[test]
+    fn stuffed_signature_headers_are_refused() {
+        let secret = b"whsec_test_0123456789";
+        let body = br#"{"id":"evt_1"}"#;
+        let wrong = "ab".repeat(32);
+        let huge = format!("t=1000{}", format!(",v1={wrong}").repeat(10_000));
+        let refused = verify(secret, &huge, body, 1010, 300).map_err(|e| e.to_string());
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("longer than")),
+            "{refused:?}"
+        );
+        // Six well-formed entries fit in the size bound but are more than accepted.
+        let six = format!("t=1000{}", format!(",v1={wrong}").repeat(6));
+        let refused = verify(secret, &six, body, 1010, 300).map_err(|e| e.to_string());
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("more than 5")),
+            "{refused:?}"
+        );
+    }
+
+    /// The MAC over the body is computed at most once per delivery, and not at all for
+    /// a header refused by its size, signature count or timestamp.
+    #[test]
+    fn the_mac_is_computed_once_at_most() {
+        let secret = b"whsec_test_0123456789";
+        let body = br#"{"id":"evt_1"}"#;
+        let computed = std::cell::Cell::new(0);
+        let check = |header: &str, now: i64| {
+            SignatureHeader::parse(header).and_then(|h| {
+                h.check(now, 300, |t| {
+                    computed.set(computed.get() + 1);
+                    mac(secret, t, body).map(Mac::finalize)
+                })
+            })
+        };
+        let wrong = format!(",v1={}", "ab".repeat(32));
+        let right = format!(",v1={}", sign(secret, 1000, body));
+        let cases = [
+            (
+                format!("t=1000{}", wrong.repeat(200)),
+                1010,
+                SignatureError::HeaderTooLong,
+                0,
+            ),
+            (
+                format!("t=1000{}", wrong.repeat(6)),
+                1010,
+                SignatureError::TooManySignatures,
+                0,
+            ),
+            (
+                format!("t=1000{}", wrong.repeat(5)),
+                5000,
+                SignatureError::Stale,
+                0,
+            ),
+            (
+                "t=1000,v1=00,v0=abc".to_owned(),
+                1010,
+                SignatureError::NoSignature,
+                0,
+            ),
+            (
+                format!("t=1000{}", wrong.repeat(5)),
+                1010,
+                SignatureError::Mismatch,
+                1,
+            ),
+        ];
+        for (header, now, error, macs) in cases {
+            computed.set(0);
+            assert_eq!(check(&header, now), Err(error));
+            assert_eq!(computed.get(), macs, "{error}");
+        }
+        computed.set(0);
+        let rotated = format!("t=1000{}{right}", wrong.repeat(4));
+        assert_eq!(check(&rotated, 1010), Ok(()));
+        assert_eq!(computed.get(), 1);
     }
 }

@@ -94,3 +94,45 @@ async fn postgres_dies_with_its_server_and_the_next_start_works() {
     wait_gone(&pg, "SIGTERM");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `cargo run` on a fresh machine: the embedded PostgreSQL refuses a local user who
+/// does not have its password, and every secret Till wrote is readable by its owner
+/// alone.
+#[tokio::test]
+async fn the_embedded_default_keeps_its_secrets() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection};
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = std::env::temp_dir().join(format!("till-secrets-{}", uuid::Uuid::new_v4().simple()));
+    ok(std::fs::create_dir_all(&dir));
+    ok(std::fs::set_permissions(
+        &dir,
+        std::fs::Permissions::from_mode(0o755),
+    ));
+    let port = free_port();
+    let mut server = start(&dir, port);
+    wait_ready(port).await;
+
+    let pidfile = ok(std::fs::read_to_string(dir.join("pg/postmaster.pid")));
+    let pg_port = pidfile.lines().nth(3).unwrap_or_default().trim().to_owned();
+    for url in [
+        format!("postgres://postgres@127.0.0.1:{pg_port}/till"),
+        format!("postgres://postgres:guess@127.0.0.1:{pg_port}/till"),
+    ] {
+        let connected = AsyncPgConnection::establish(&url).await.map(drop);
+        assert!(
+            connected.is_err(),
+            "a local user without the password connected to {url}"
+        );
+    }
+    for secret in [".till/jwt-secret", "pg/till-password"] {
+        let mode = ok(std::fs::metadata(dir.join(secret))).permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{secret} has mode {mode:o}");
+    }
+
+    ok(Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status());
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

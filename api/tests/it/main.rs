@@ -11,6 +11,7 @@ mod observability;
 mod oidc;
 mod orders;
 mod payments;
+mod perimeter;
 mod rebuilds;
 mod scale_out;
 mod schema;

@@ -190,16 +190,13 @@ async fn metrics_cover_every_family_with_bounded_labels() {
         "{names:?}"
     );
 
-    // Readiness says how the projections stand.
+    // Readiness on the main port says only the status (the admin port has the
+    // projections' lag: perimeter::public_readiness_says_only_the_status).
     let ready: serde_json::Value =
         ok(
             ok(app.http.get(format!("{}/readyz", app.base)).send().await)
                 .json()
                 .await,
         );
-    assert_eq!(ready["status"], "ready", "{ready}");
-    assert!(
-        ready["projections"]["product_view"]["lagSeconds"].is_number(),
-        "{ready}"
-    );
+    assert_eq!(ready, serde_json::json!({ "status": "ready" }));
 }

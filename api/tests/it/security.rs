@@ -276,3 +276,67 @@ async fn category_of(app: &TestApp) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// Production serves neither GraphiQL nor the SDL unless asked to; a dev-mode server on
+/// a database that is not the embedded one answers no introspection, seeds nothing and
+/// runs no fake provider unless asked to by name.
+#[tokio::test]
+async fn dev_conveniences_stay_off_where_they_were_not_asked_for() {
+    let prod = spawn_app_with(|cfg| {
+        cfg.mode = till_api::config::Mode::Production;
+        cfg.introspection = None;
+        cfg.explorer = None;
+    })
+    .await;
+    for path in [
+        "/graphiql",
+        "/schema.graphql",
+        "/graphiql/assets/till-graphiql.js",
+    ] {
+        let r = ok(prod.http.get(format!("{}{path}", prod.base)).send().await);
+        assert_eq!(r.status().as_u16(), 404, "{path} served in production");
+    }
+    let asked = spawn_app_with(|cfg| {
+        cfg.mode = till_api::config::Mode::Production;
+        cfg.explorer = Some(true);
+    })
+    .await;
+    let r = ok(asked
+        .http
+        .get(format!("{}/schema.graphql", asked.base))
+        .send()
+        .await);
+    assert_eq!(r.status().as_u16(), 200);
+
+    let dev = spawn_app_with(|cfg| {
+        cfg.seed_demo = None;
+        cfg.introspection = None;
+        cfg.fake_provider = None;
+    })
+    .await;
+    let (_, body) = dev
+        .gql(None, "{ __schema { queryType { name } } }", json!({}))
+        .await;
+    assert!(
+        body["data"]["__schema"].is_null(),
+        "introspection answered: {body}"
+    );
+    let r = ok(dev
+        .http
+        .post(format!("{}/fake-provider/charges", dev.base))
+        .header("idempotency-key", "k")
+        .json(&json!({ "amount": 100, "currency": "EUR", "source": "tok_ok" }))
+        .send()
+        .await);
+    assert_eq!(r.status().as_u16(), 404, "the fake provider answered");
+    let demo = dev
+        .count(
+            "SELECT count(*) AS n FROM customers WHERE email LIKE '%@till.dev'",
+            None,
+        )
+        .await;
+    assert_eq!(
+        demo, 0,
+        "demo accounts with a published password were seeded"
+    );
+}

@@ -139,7 +139,11 @@ pub fn test_config() -> ServeConfig {
     let mut cfg = Defaults::parse_from(["till"]).cfg;
     cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.jwt_secret = Some(Secret::new(SECRET));
-    cfg.seed_demo = false;
+    cfg.seed_demo = Some(false);
+    // Tests run in dev mode on a database of their own (not the embedded default):
+    // ask for the conveniences they use by name.
+    cfg.introspection = Some(true);
+    cfg.fake_provider = Some(true);
     cfg.db.db_pool_size = 30;
     // Hot-row tests queue many requests on one product: they test correctness, not
     // latency, so a slow shared machine must not turn waits into 503s.

@@ -149,3 +149,54 @@ async fn a_query_priced_by_its_variables_is_throttled_when_seen_before_too() {
         "every request priced alike by its variables: {costs:?}"
     );
 }
+
+/// Two real servers behind a round-robin balancer: a client is throttled at about one
+/// budget in all (each replica charges its share), not at one budget per replica.
+#[tokio::test]
+async fn two_replicas_behind_round_robin_give_a_client_about_one_budget() {
+    let db = till_domain::db::testing::TestDb::new().await;
+    let env = [
+        ("TILL_RATE_ANONYMOUS_MAX", "60"),
+        ("TILL_RATE_ANONYMOUS_RESTORE", "1"),
+    ];
+    let a = ServerProcess::start(&db.url, &env).await;
+    let b = ServerProcess::start(&db.url, &env).await;
+    let http = reqwest::Client::new();
+    // Both replicas count each other.
+    for base in [&a.base, &b.base] {
+        let started = std::time::Instant::now();
+        loop {
+            let text = ok(ok(http.get(format!("{base}/metrics")).send().await)
+                .text()
+                .await);
+            if value_of(&text, "till_api_replicas") == Some(2.0) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "never 2 replicas: {base}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // `{ __typename }` costs one point; two whole budgets would be 120 answers.
+    let mut answered = 0;
+    for i in 0..150 {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        let r = ok(http
+            .post(format!("{base}/graphql"))
+            .json(&json!({ "query": "{ __typename }" }))
+            .send()
+            .await);
+        if r.status().as_u16() == 200 {
+            let body: Value = ok(r.json().await);
+            if code(&body).is_none() {
+                answered += 1;
+            }
+        }
+    }
+    assert!(
+        (50..=80).contains(&answered),
+        "{answered} answered: about one 60-point budget expected"
+    );
+}

@@ -232,23 +232,18 @@ pub(super) async fn apply_transition(
     sorted.sort_by_key(|l| l.product_id);
     for line in &sorted {
         let q = line.quantity;
-        let changed: Option<(i32, i32, i64)> = match stock {
+        // Units leaving the books with the reservation: all of them when paid.
+        let shipped_out = match stock {
             StockMove::None => None,
-            StockMove::Release => Some(
+            StockMove::Release => Some(0),
+            StockMove::Commit => Some(q),
+        };
+        let changed: Option<(i32, i32, i64)> = match shipped_out {
+            None => None,
+            Some(out) => Some(
                 diesel::update(inventory::table.find(line.product_id))
                     .set((
-                        inventory::reserved.eq(inventory::reserved - q),
-                        inventory::version.eq(inventory::version + 1),
-                    ))
-                    .returning((inventory::on_hand, inventory::reserved, inventory::version))
-                    .prepared()
-                    .get_result(conn)
-                    .await?,
-            ),
-            StockMove::Commit => Some(
-                diesel::update(inventory::table.find(line.product_id))
-                    .set((
-                        inventory::on_hand.eq(inventory::on_hand - q),
+                        inventory::on_hand.eq(inventory::on_hand - out),
                         inventory::reserved.eq(inventory::reserved - q),
                         inventory::version.eq(inventory::version + 1),
                     ))

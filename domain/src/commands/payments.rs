@@ -144,24 +144,59 @@ async fn lock_payment(
     })
 }
 
-/// Writes a payment's settled status.
-async fn set_payment(
+/// Where a pending payment and its order end up together.
+struct Settle<'a> {
+    order: OrderStatus,
+    stock: StockMove,
+    payment: PaymentStatus,
+    charge_id: Option<&'a str>,
+    failure: Option<&'a str>,
+}
+
+impl<'a> Settle<'a> {
+    /// Captured: PAID, reserved stock leaves the books.
+    fn captured(charge_id: &'a str) -> Self {
+        Self {
+            order: OrderStatus::Paid,
+            stock: StockMove::Commit,
+            payment: PaymentStatus::Captured,
+            charge_id: Some(charge_id),
+            failure: None,
+        }
+    }
+
+    /// Declined or given up: PAYMENT_FAILED, reserved stock released.
+    fn failed(payment: PaymentStatus, reason: &'a str) -> Self {
+        Self {
+            order: OrderStatus::PaymentFailed,
+            stock: StockMove::Release,
+            payment,
+            charge_id: None,
+            failure: Some(reason),
+        }
+    }
+}
+
+/// Settles a pending payment and moves its locked order (`head`) in the caller's
+/// transaction: the order's transition with its stock and events, then the payment row.
+async fn settle(
     conn: &mut AsyncPgConnection,
+    meta: &event_log::EventMeta,
     id: OrderId,
-    status: PaymentStatus,
-    charge_id: Option<&str>,
-    failure: Option<&str>,
-) -> Result<(), DomainError> {
+    head: &super::orders::OrderHead,
+    to: Settle<'_>,
+) -> Result<LogPoint, DomainError> {
+    let at = apply_transition(conn, meta, id, head, to.order, to.stock, Vec::new()).await?;
     diesel::update(payments::table.find(id.0))
         .set((
-            payments::status.eq(status.as_str()),
-            payments::charge_id.eq(charge_id),
-            payments::failure.eq(failure),
+            payments::status.eq(to.payment.as_str()),
+            payments::charge_id.eq(to.charge_id),
+            payments::failure.eq(to.failure),
             payments::settled_at.eq(diesel::dsl::now),
         ))
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(at)
 }
 
 impl Commands {
@@ -293,34 +328,12 @@ impl Commands {
                     let payment = lock_payment(conn, id).await?;
                     match (payment.status, settlement) {
                         (PaymentStatus::Pending, Settlement::Captured { charge_id }) => {
-                            let at = apply_transition(
-                                conn,
-                                &meta,
-                                id,
-                                &head,
-                                OrderStatus::Paid,
-                                StockMove::Commit,
-                                Vec::new(),
-                            )
-                            .await?;
-                            set_payment(conn, id, PaymentStatus::Captured, Some(&charge_id), None)
-                                .await?;
-                            Ok(Some(at))
+                            let to = Settle::captured(&charge_id);
+                            settle(conn, &meta, id, &head, to).await.map(Some)
                         }
                         (PaymentStatus::Pending, Settlement::Declined { reason }) => {
-                            let at = apply_transition(
-                                conn,
-                                &meta,
-                                id,
-                                &head,
-                                OrderStatus::PaymentFailed,
-                                StockMove::Release,
-                                Vec::new(),
-                            )
-                            .await?;
-                            set_payment(conn, id, PaymentStatus::Declined, None, Some(&reason))
-                                .await?;
-                            Ok(Some(at))
+                            let to = Settle::failed(PaymentStatus::Declined, &reason);
+                            settle(conn, &meta, id, &head, to).await.map(Some)
                         }
                         (
                             PaymentStatus::Declined | PaymentStatus::Failed,
@@ -397,18 +410,8 @@ impl Commands {
                     if payment.status != PaymentStatus::Pending {
                         return Ok(None);
                     }
-                    let at = apply_transition(
-                        conn,
-                        &meta,
-                        id,
-                        &head,
-                        OrderStatus::PaymentFailed,
-                        StockMove::Release,
-                        Vec::new(),
-                    )
-                    .await?;
-                    set_payment(conn, id, PaymentStatus::Failed, None, Some(&reason)).await?;
-                    Ok(Some(at))
+                    let to = Settle::failed(PaymentStatus::Failed, &reason);
+                    settle(conn, &meta, id, &head, to).await.map(Some)
                 })
                 .await
             }

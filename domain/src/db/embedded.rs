@@ -6,6 +6,14 @@
 //! by any means (even `kill -9`), the kernel tells PostgreSQL to shut down, so no orphan
 //! is left holding the data folder. When running as root, PostgreSQL runs as the
 //! unprivileged `postgres` user (it refuses to run as root).
+//!
+//! It listens on 127.0.0.1 only, and not as an open door: its `postgres` superuser has
+//! a password generated when the folder is initialised (`initdb
+//! --auth=scram-sha-256`), kept in [`PASSWORD_FILE`] inside the data folder with mode
+//! 0600, and every connection must give it (scram-sha-256). Without that any local
+//! user could connect as the superuser and run programs as `postgres` (`COPY ... TO
+//! PROGRAM`). A folder initialised by an older Till with trust authentication gets a
+//! password and this authentication when it is next started.
 
 use std::fs;
 use std::io;
@@ -51,10 +59,25 @@ pub enum EmbeddedError {
     /// The server did not accept connections in time.
     #[error("PostgreSQL did not become ready within {0:?}; see {1}")]
     NotReady(Duration, PathBuf),
+    /// The superuser's password file could not be read or written.
+    #[error("the embedded PostgreSQL's password file {0}: {1}")]
+    PasswordFile(PathBuf, io::Error),
     /// Filesystem trouble.
     #[error("{0}")]
     Io(#[from] io::Error),
 }
+
+/// The file in the data folder holding the superuser's password (mode 0600, owned by
+/// the user Till runs as; when that is root, PostgreSQL's own user cannot read it).
+pub const PASSWORD_FILE: &str = "till-password";
+
+/// The authentication rules Till gives a cluster: a password for every connection.
+const PG_HBA: &str = "\
+# Written by Till: every connection gives the superuser's password (scram-sha-256).
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+";
 
 /// Options for [`EmbeddedPostgres::start`].
 #[derive(Debug, Clone)]
@@ -73,6 +96,8 @@ pub struct EmbeddedOptions {
 pub struct EmbeddedPostgres {
     data_dir: PathBuf,
     port: u16,
+    /// The `postgres` superuser's password (hex).
+    password: String,
     child: Arc<Mutex<Option<Child>>>,
     pid: u32,
 }
@@ -122,22 +147,28 @@ impl EmbeddedPostgres {
         }
         fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))?;
 
+        let password_file = data_dir.join(PASSWORD_FILE);
         if !data_dir.join("PG_VERSION").exists() {
-            let mut cmd = Command::new(bin.join("initdb"));
-            cmd.arg("-D").arg(&data_dir).args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-            ]);
-            if opts.ephemeral {
-                cmd.arg("--no-sync");
-            }
-            run_checked(as_user(cmd, run_as.as_ref()), "initdb")?;
+            let password = new_password();
+            initdb(&bin, &data_dir, run_as.as_ref(), &password, opts.ephemeral)?;
+            crate::private_file::write(&password_file, &password)
+                .map_err(|e| EmbeddedError::PasswordFile(password_file.clone(), e))?;
         }
         stop_stale_postmaster(&data_dir);
+        let password = match crate::private_file::read(&password_file) {
+            Ok(password) => password.trim().to_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Initialised by an older Till, with trust authentication (or start-up
+                // stopped between initdb and writing the file): lock it now.
+                tracing::warn!(data = %data_dir.display(), "giving the embedded PostgreSQL a password");
+                let password = new_password();
+                set_password(&bin, &data_dir, run_as.as_ref(), &password)?;
+                crate::private_file::write(&password_file, &password)
+                    .map_err(|e| EmbeddedError::PasswordFile(password_file.clone(), e))?;
+                password
+            }
+            Err(e) => return Err(EmbeddedError::PasswordFile(password_file, e)),
+        };
 
         let port = match opts.port {
             Some(p) => p,
@@ -181,6 +212,7 @@ impl EmbeddedPostgres {
         let pg = Self {
             data_dir: data_dir.clone(),
             port,
+            password,
             child,
             pid,
         };
@@ -237,9 +269,18 @@ impl EmbeddedPostgres {
         &self.data_dir
     }
 
-    /// A connection URL for database `db` as the `postgres` superuser.
+    /// A connection URL for database `db` as the `postgres` superuser, with its
+    /// password.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{db}",
+            self.password, self.port
+        )
+    }
+
+    /// The file holding the superuser's password ([`PASSWORD_FILE`] in the data folder).
+    pub fn password_file(&self) -> PathBuf {
+        self.data_dir.join(PASSWORD_FILE)
     }
 
     /// Stops the cluster with a fast shutdown (clients disconnected, clean checkpoint)
@@ -268,6 +309,110 @@ impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// 32 random bytes, hex: safe in a URL and in SQL without quoting.
+fn new_password() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Initialises `data_dir` with password authentication. initdb reads the password from
+/// a file, as the user PostgreSQL runs as, and wants the data folder empty: the file
+/// goes in a folder of its own under the temporary directory, readable by that user
+/// alone, removed once initdb is done.
+fn initdb(
+    bin: &Path,
+    data_dir: &Path,
+    run_as: Option<&User>,
+    password: &str,
+    ephemeral: bool,
+) -> Result<(), EmbeddedError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let scratch =
+        std::env::temp_dir().join(format!("till-initdb-{}", uuid::Uuid::new_v4().simple()));
+    fs::DirBuilder::new().mode(0o700).create(&scratch)?;
+    let result = (|| {
+        let pwfile = scratch.join("password");
+        crate::private_file::write(&pwfile, password)?;
+        if let Some(user) = run_as {
+            for path in [&scratch, &pwfile] {
+                nix::unistd::chown(path.as_path(), Some(user.uid), Some(user.gid))
+                    .map_err(io::Error::from)?;
+            }
+        }
+        let mut cmd = Command::new(bin.join("initdb"));
+        cmd.arg("-D")
+            .arg(data_dir)
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .args([
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]);
+        if ephemeral {
+            cmd.arg("--no-sync");
+        }
+        run_checked(as_user(cmd, run_as), "initdb")
+    })();
+    let _ = fs::remove_dir_all(&scratch);
+    result
+}
+
+/// Gives the superuser of an existing cluster `password` and makes every connection
+/// need it: single-user mode (no listener, the statement on its standard input, never
+/// in a process listing), then Till's `pg_hba.conf`.
+fn set_password(
+    bin: &Path,
+    data_dir: &Path,
+    run_as: Option<&User>,
+    password: &str,
+) -> Result<(), EmbeddedError> {
+    use std::io::Write as _;
+    let mut cmd = Command::new(bin.join("postgres"));
+    cmd.arg("--single")
+        .arg("-D")
+        .arg(data_dir)
+        .arg("postgres")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = as_user(cmd, run_as)
+        .spawn()
+        .map_err(|e| EmbeddedError::Command {
+            what: "postgres --single",
+            detail: e.to_string(),
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        writeln!(
+            stdin,
+            "SET password_encryption = 'scram-sha-256';\nALTER ROLE postgres PASSWORD '{password}';"
+        )?;
+    }
+    let out = child.wait_with_output()?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Single-user mode reports a failed statement and carries on: look for it.
+    if !out.status.success() || said.contains("ERROR") || said.contains("FATAL") {
+        return Err(EmbeddedError::Command {
+            what: "postgres --single",
+            detail: format!("exited with {}: {said}", out.status),
+        });
+    }
+    let hba = data_dir.join("pg_hba.conf");
+    crate::private_file::write(&hba, PG_HBA)?;
+    if let Some(user) = run_as {
+        nix::unistd::chown(&hba, Some(user.uid), Some(user.gid)).map_err(io::Error::from)?;
+    }
+    Ok(())
 }
 
 /// `Some(user)` when running as root (PostgreSQL must run as someone else).

@@ -177,12 +177,13 @@ impl Target {
                 .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?,
             ),
             (SslMode::VerifyCa | SslMode::Require | SslMode::Prefer, Some(roots)) => {
-                Some(Arc::new(ChainOnly {
-                    roots: Arc::new(roots),
+                Some(Arc::new(NameBlind {
+                    roots: Some(Arc::new(roots)),
                     provider: provider.clone(),
                 }))
             }
-            (SslMode::Require | SslMode::Prefer, None) => Some(Arc::new(AnyCertificate {
+            (SslMode::Require | SslMode::Prefer, None) => Some(Arc::new(NameBlind {
+                roots: None,
                 provider: provider.clone(),
             })),
         };
@@ -450,15 +451,18 @@ fn load_roots(path: &str) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// `verify-ca` (and `require` with a CA file): the chain must lead to one of `roots`; the
-/// name in the certificate is not compared with the host.
+/// A verifier that never compares the certificate's name with the host: `verify-ca`
+/// (and `require`/`prefer` with a CA file) checks that the chain leads to one of
+/// `roots`; `require`/`prefer` without one accepts any certificate (encrypted, not
+/// authenticated). The handshake's signatures are checked against the certificate
+/// either way.
 #[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct NameBlind {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NameBlind {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -467,68 +471,17 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &cert,
-            &self.roots,
+            roots,
             intermediates,
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// `prefer` and `require` without a CA file: encrypted, but any certificate is accepted
-/// (the handshake's signatures are still checked against it).
-#[derive(Debug)]
-struct AnyCertificate {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
 
