@@ -144,6 +144,24 @@ async fn lock_payment(
     })
 }
 
+/// Enqueues a job of `queue` about order `id` in the caller's transaction.
+async fn enqueue_for(
+    conn: &mut AsyncPgConnection,
+    queue: &'static str,
+    id: OrderId,
+    max_attempts: i32,
+) -> Result<(), DomainError> {
+    jobs::enqueue(
+        conn,
+        &[NewJob {
+            queue,
+            payload: json!({ "orderId": id.0 }),
+            max_attempts,
+        }],
+    )
+    .await
+}
+
 /// Where a pending payment and its order end up together.
 struct Settle<'a> {
     order: OrderStatus,
@@ -250,15 +268,7 @@ impl Commands {
                             "a payment of order {id} is already in progress"
                         )));
                     }
-                    jobs::enqueue(
-                        conn,
-                        &[NewJob {
-                            queue: PAYMENTS_QUEUE,
-                            payload: json!({ "orderId": id.0 }),
-                            max_attempts,
-                        }],
-                    )
-                    .await?;
+                    enqueue_for(conn, PAYMENTS_QUEUE, id, max_attempts).await?;
                     let at = event_log::append(
                         conn,
                         &meta,
@@ -351,15 +361,7 @@ impl Commands {
                                 ))
                                 .execute(conn)
                                 .await?;
-                            jobs::enqueue(
-                                conn,
-                                &[NewJob {
-                                    queue: REFUNDS_QUEUE,
-                                    payload: json!({ "orderId": id.0 }),
-                                    max_attempts,
-                                }],
-                            )
-                            .await?;
+                            enqueue_for(conn, REFUNDS_QUEUE, id, max_attempts).await?;
                             let at = event_log::append(
                                 conn,
                                 &meta,
