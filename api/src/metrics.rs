@@ -225,6 +225,22 @@ fn describe() {
         "Responses replayed for a repeated Idempotency-Key."
     );
     describe_gauge!(
+        "till_api_replicas",
+        "API replicas alive (heartbeats in the last 3 s) sharing each client's rate budget."
+    );
+    describe_counter!(
+        "till_job_leases_lost_total",
+        "Job attempts stopped because another claim took their job, by queue."
+    );
+    describe_counter!(
+        "till_ws_refused_total",
+        "WebSocket connections or subscriptions refused by their caps, by reason."
+    );
+    describe_counter!(
+        "till_ws_closed_total",
+        "WebSockets closed because their token expired or their session or role changed, by reason."
+    );
+    describe_gauge!(
         "process_resident_memory_bytes",
         Unit::Bytes,
         "Resident set size of the process."
