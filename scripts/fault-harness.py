@@ -603,6 +603,9 @@ class Scenario:
             "TILL_LISTEN": f"127.0.0.1:{self.http_port}",
             "TILL_JWT_SECRET": self.secret,
             "TILL_MODE": "dev",
+            # A database of the harness's own, not the embedded one: the demo accounts
+            # its writers sign in with are asked for by name.
+            "TILL_SEED_DEMO": "true",
             # The harness checks invariants under faults, not quotas: its few writers
             # would otherwise spend their buckets and see THROTTLED.
             "TILL_RATE_LIMIT": "false",
