@@ -2,7 +2,6 @@
 //! presents a certificate for `localhost` signed by a test CA: each `sslmode`, and the
 //! pool, migrations and the LISTEN connection over TLS.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use diesel::QueryableByName;
@@ -12,18 +11,8 @@ use till_domain::db::testing_tls::TlsCluster;
 use till_domain::db::{self, PoolSettings};
 use till_domain::event_log::EVENTS_CHANNEL;
 
-static CLUSTER: OnceLock<Result<TlsCluster, String>> = OnceLock::new();
-
 fn cluster() -> &'static TlsCluster {
-    let started = CLUSTER.get_or_init(|| {
-        std::thread::spawn(TlsCluster::start)
-            .join()
-            .unwrap_or_else(|_| Err("TLS cluster start-up panicked".into()))
-    });
-    match started {
-        Ok(c) => c,
-        Err(e) => panic!("cannot start the TLS test cluster: {e}"),
-    }
+    TlsCluster::shared()
 }
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {

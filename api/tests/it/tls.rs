@@ -3,8 +3,6 @@
 //! write and reads it back through its projector, so the migration connection, the
 //! pools, the LISTEN connection and the projector's connections all speak TLS.
 
-use std::sync::OnceLock;
-
 use diesel_async::RunQueryDsl;
 use serde_json::json;
 use till_domain::commands::Commands;
@@ -13,18 +11,8 @@ use till_domain::types::Role;
 
 use crate::support::{account_on, ok, ServerProcess};
 
-static CLUSTER: OnceLock<Result<TlsCluster, String>> = OnceLock::new();
-
 fn cluster() -> &'static TlsCluster {
-    let started = CLUSTER.get_or_init(|| {
-        std::thread::spawn(TlsCluster::start)
-            .join()
-            .unwrap_or_else(|_| Err("TLS cluster start-up panicked".into()))
-    });
-    match started {
-        Ok(c) => c,
-        Err(e) => panic!("cannot start the TLS test cluster: {e}"),
-    }
+    TlsCluster::shared()
 }
 
 #[derive(diesel::QueryableByName)]

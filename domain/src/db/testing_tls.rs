@@ -22,6 +22,23 @@ pub struct TlsCluster {
 }
 
 impl TlsCluster {
+    /// The test binary's one TLS cluster, started on first use (a panic says why it
+    /// could not start).
+    pub fn shared() -> &'static Self {
+        static CLUSTER: std::sync::OnceLock<Result<TlsCluster, String>> =
+            std::sync::OnceLock::new();
+        let started = CLUSTER.get_or_init(|| {
+            // Start-up blocks: not on the test's runtime thread.
+            std::thread::spawn(TlsCluster::start)
+                .join()
+                .unwrap_or_else(|_| Err("TLS cluster start-up panicked".into()))
+        });
+        match started {
+            Ok(c) => c,
+            Err(e) => panic!("cannot start the TLS test cluster: {e}"),
+        }
+    }
+
     /// Starts it (blocking: call from a blocking thread or before a runtime).
     pub fn start() -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!(
