@@ -191,41 +191,51 @@ fn order_of(job: &Job) -> Result<OrderId, JobError> {
         .ok_or_else(|| JobError::permanent("payload has no orderId"))
 }
 
+/// A handler of a queue whose jobs are about one order (`{"orderId": ...}`), running
+/// `work` with the commands, the provider and that order.
+fn per_order<F, Fut>(commands: Commands, provider: ProviderClient, work: F) -> Handler
+where
+    F: Fn(Arc<(Commands, ProviderClient)>, OrderId) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), JobError>> + Send + 'static,
+{
+    let shared = Arc::new((commands, provider));
+    let work = Arc::new(work);
+    Arc::new(move |job: Job| {
+        let (shared, work) = (shared.clone(), work.clone());
+        Box::pin(async move { work(shared, order_of(&job)?).await })
+    })
+}
+
 /// The handler of the `payments` queue.
 pub fn capture_handler(commands: Commands, provider: ProviderClient) -> Handler {
-    let shared = Arc::new((commands, provider));
-    Arc::new(move |job: Job| {
-        let shared = shared.clone();
-        Box::pin(async move {
-            let (commands, provider) = &*shared;
-            let order = order_of(&job)?;
-            let payment = commands
-                .payment_to_capture(order)
-                .await
-                .map_err(domain_err)?;
-            if payment.status != PaymentStatus::Pending {
-                // Settled meanwhile (by the provider's webhook): no charge.
-                tracing::info!(%order, status = payment.status.as_str(), "nothing to capture");
-                return Ok(());
-            }
-            let settlement = match provider
-                .charge(
-                    order,
-                    payment.amount_minor,
-                    &payment.currency,
-                    &payment.method_token,
-                )
-                .await?
-            {
-                Charge::Captured(charge_id) => Settlement::Captured { charge_id },
-                Charge::Declined(reason) => Settlement::Declined { reason },
-            };
-            commands
-                .settle_payment(order, settlement)
-                .await
-                .map_err(domain_err)?;
-            Ok(())
-        })
+    per_order(commands, provider, |shared, order| async move {
+        let (commands, provider) = &*shared;
+        let payment = commands
+            .payment_to_capture(order)
+            .await
+            .map_err(domain_err)?;
+        if payment.status != PaymentStatus::Pending {
+            // Settled meanwhile (by the provider's webhook): no charge.
+            tracing::info!(%order, status = payment.status.as_str(), "nothing to capture");
+            return Ok(());
+        }
+        let settlement = match provider
+            .charge(
+                order,
+                payment.amount_minor,
+                &payment.currency,
+                &payment.method_token,
+            )
+            .await?
+        {
+            Charge::Captured(charge_id) => Settlement::Captured { charge_id },
+            Charge::Declined(reason) => Settlement::Declined { reason },
+        };
+        commands
+            .settle_payment(order, settlement)
+            .await
+            .map_err(domain_err)?;
+        Ok(())
     })
 }
 
@@ -252,34 +262,29 @@ pub fn give_up_handler(commands: Commands) -> GiveUp {
 
 /// The handler of the `refunds` queue.
 pub fn refund_handler(commands: Commands, provider: ProviderClient) -> Handler {
-    let shared = Arc::new((commands, provider));
-    Arc::new(move |job: Job| {
-        let shared = shared.clone();
-        Box::pin(async move {
-            let (commands, provider) = &*shared;
-            let order = order_of(&job)?;
-            let Some(refund) = commands
-                .payment_to_refund(order)
-                .await
-                .map_err(domain_err)?
-            else {
-                tracing::info!(%order, "refunded already");
-                return Ok(());
-            };
-            let refund_id = provider
-                .refund(
-                    order,
-                    &refund.charge_id,
-                    refund.amount_minor,
-                    &refund.currency,
-                )
-                .await?;
-            commands
-                .record_refund(order, &refund_id)
-                .await
-                .map_err(domain_err)?;
-            tracing::info!(%order, %refund_id, "refunded a capture of an order that could not be paid");
-            Ok(())
-        })
+    per_order(commands, provider, |shared, order| async move {
+        let (commands, provider) = &*shared;
+        let Some(refund) = commands
+            .payment_to_refund(order)
+            .await
+            .map_err(domain_err)?
+        else {
+            tracing::info!(%order, "refunded already");
+            return Ok(());
+        };
+        let refund_id = provider
+            .refund(
+                order,
+                &refund.charge_id,
+                refund.amount_minor,
+                &refund.currency,
+            )
+            .await?;
+        commands
+            .record_refund(order, &refund_id)
+            .await
+            .map_err(domain_err)?;
+        tracing::info!(%order, %refund_id, "refunded a capture of an order that could not be paid");
+        Ok(())
     })
 }
