@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod buckets;
 pub mod cli;
 pub mod commit_times;
 pub mod config;

@@ -3,7 +3,8 @@
 //! accounts tried from one network nor with the number of networks trying one
 //! account. Every attempt counts (the check runs before the password hash, which is
 //! what an attacker wants to make the server do); a refused attempt is THROTTLED with
-//! `retryAfter`, whether or not its password was right.
+//! `retryAfter`, whether or not its password was right. Buckets are never evicted for
+//! room (`buckets`), so churning emails cannot hand a drained one a fresh allowance.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -14,7 +15,13 @@ use governor::clock::{Clock, DefaultClock};
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
+use crate::buckets::Buckets;
+
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
+
+/// Most client networks, and most emails, with a bucket of their own (about 200 bytes
+/// each); beyond that, newcomers share one bucket (see `buckets`).
+const MAX_KEYS: u64 = 50_000;
 
 /// One key's allowance: a burst, then so many attempts per minute.
 #[derive(Debug, Clone, Copy)]
@@ -46,8 +53,8 @@ impl Allowance {
 pub struct SignInLimiter {
     per_network: Allowance,
     per_email: Allowance,
-    networks: moka::sync::Cache<IpAddr, Arc<Limiter>>,
-    emails: moka::sync::Cache<String, Arc<Limiter>>,
+    networks: Buckets<IpAddr, Arc<Limiter>>,
+    emails: Buckets<String, Arc<Limiter>>,
     clock: DefaultClock,
 }
 
@@ -57,14 +64,8 @@ impl SignInLimiter {
         Self {
             per_network,
             per_email,
-            networks: moka::sync::Cache::builder()
-                .max_capacity(200_000)
-                .time_to_idle(per_network.refill())
-                .build(),
-            emails: moka::sync::Cache::builder()
-                .max_capacity(200_000)
-                .time_to_idle(per_email.refill())
-                .build(),
+            networks: Buckets::new(MAX_KEYS, per_network.refill()),
+            emails: Buckets::new(MAX_KEYS, per_email.refill()),
             clock: DefaultClock::default(),
         }
     }
@@ -78,11 +79,13 @@ impl SignInLimiter {
         };
         if let Some(ip) = ip {
             let net = crate::http::clients::network_of(ip);
-            let bucket = self.networks.get_with(net, make(self.per_network));
+            let bucket = self
+                .networks
+                .get_with(net, "network", make(self.per_network));
             self.take(&bucket)?;
         }
         let email = email.trim().to_lowercase();
-        let bucket = self.emails.get_with(email, make(self.per_email));
+        let bucket = self.emails.get_with(email, "email", make(self.per_email));
         self.take(&bucket)
     }
 

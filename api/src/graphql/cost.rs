@@ -66,8 +66,6 @@ enum Key {
     User(uuid::Uuid),
     Ip(IpAddr),
     Unknown,
-    /// Shared by the newcomers of one class while the cache is full.
-    Overflow(&'static str),
 }
 
 /// The state of one principal's bucket after a request.
@@ -118,7 +116,7 @@ impl Charge {
 /// The buckets of every principal.
 pub struct CostLimiter {
     settings: RateSettings,
-    buckets: moka::sync::Cache<Key, Arc<Limiter>>,
+    buckets: crate::buckets::Buckets<Key, Arc<Limiter>>,
     /// One clock for every bucket: a new quanta clock reads CPUID (0.8% of the server's
     /// samples under checkout when each new bucket made its own).
     clock: DefaultClock,
@@ -135,13 +133,11 @@ impl CostLimiter {
             .fold(1.0, f64::max);
         Self {
             settings,
-            buckets: moka::sync::Cache::builder()
-                // Room above the soft limit (`max_principals`, checked before every new
-                // bucket), so moka itself never has to evict one that is not full.
-                .max_capacity(settings.max_principals.saturating_mul(2).max(16))
-                // Idle this long, any bucket is full again: forgetting it changes nothing.
-                .time_to_idle(Duration::from_secs_f64(slowest.ceil() + 1.0))
-                .build(),
+            // Idle this long, any bucket is full again: forgetting it changes nothing.
+            buckets: crate::buckets::Buckets::new(
+                settings.max_principals,
+                Duration::from_secs_f64(slowest.ceil() + 1.0),
+            ),
             clock: DefaultClock::default(),
             replicas: AtomicU32::new(1),
         }
@@ -188,19 +184,14 @@ impl CostLimiter {
     /// Pays `cost` from the caller's bucket.
     pub fn charge(&self, principal: &Principal, client_ip: Option<IpAddr>, cost: u32) -> Charge {
         let class = self.class(principal);
-        let mut key = match (principal.user_id(), client_ip) {
+        let key = match (principal.user_id(), client_ip) {
             (Some(id), _) => Key::User(id.0),
             (None, Some(ip)) => Key::Ip(crate::http::clients::network_of(ip)),
             (None, None) => Key::Unknown,
         };
-        if !self.buckets.contains_key(&key)
-            && self.buckets.entry_count() >= self.settings.max_principals
-        {
-            key = Key::Overflow(Self::class_name(principal));
-        }
         let max = NonZeroU32::new(class.max).unwrap_or(NonZeroU32::MIN);
         let restore = class.restore.max(1);
-        let limiter = self.buckets.get_with(key, || {
+        let limiter = self.buckets.get_with(key, Self::class_name(principal), || {
             let period = Duration::from_nanos(1_000_000_000 / u64::from(restore));
             let quota = Quota::with_period(period)
                 .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
