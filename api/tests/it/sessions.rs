@@ -7,19 +7,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-async fn signed_in(app: &TestApp, email: &str) -> (String, String, String) {
-    let (_, body) = app
-        .gql(
-            None,
-            "mutation($i: RegisterInput!) { register(input: $i) { accessToken refreshToken customerId } }",
-            json!({ "i": { "email": email, "password": "correct horse battery", "name": "Ann" } }),
-        )
-        .await;
-    let r = &body["data"]["register"];
-    let s = |k: &str| r[k].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
-    (s("accessToken"), s("refreshToken"), s("customerId"))
-}
-
 async fn gql_at(base: &str, token: &str, query: &str) -> Value {
     let r = ok(reqwest::Client::new()
         .post(format!("{base}/graphql"))
@@ -51,19 +38,12 @@ async fn logout_ends_the_sessions_access_tokens_on_every_replica() {
     let app = spawn_app().await;
     // A second replica on the same database.
     let other = ServerProcess::start(&app.db.url, &[]).await;
-    let (access, refresh, _) = signed_in(&app, "out@example.com").await;
-    let (other_access, _, _) = signed_in(&app, "stay@example.com").await;
+    let (access, refresh, _) = app.sign_up("out@example.com").await;
+    let (other_access, _, _) = app.sign_up("stay@example.com").await;
     for base in [&app.base, &other.base] {
         until_code(base, &access, "{ me { email } }", None).await;
     }
-    let (_, body) = app
-        .gql(
-            None,
-            "mutation($t: String!) { logout(refreshToken: $t) { revoked } }",
-            json!({ "t": refresh }),
-        )
-        .await;
-    assert_eq!(body["data"]["logout"]["revoked"], true, "{body}");
+    app.log_out(&refresh).await;
     for base in [&app.base, &other.base] {
         until_code(base, &access, "{ me { email } }", Some("UNAUTHENTICATED")).await;
     }
@@ -77,7 +57,7 @@ async fn a_demotion_applies_to_tokens_already_issued() {
     let app = spawn_app().await;
     let other = ServerProcess::start(&app.db.url, &[]).await;
     let admin = app.admin().await;
-    let (_, _, id) = signed_in(&app, "sam@example.com").await;
+    let (_, _, id) = app.sign_up("sam@example.com").await;
     let grant = |role: &'static str| {
         let (app, admin, id) = (&app, admin.clone(), id.clone());
         async move {

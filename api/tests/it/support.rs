@@ -209,6 +209,33 @@ impl TestApp {
         account_on(&self.data.api.commands, email, role).await
     }
 
+    /// Registers an account with a password through `register`; returns its access
+    /// token, refresh token and customer id (a signed-in session).
+    pub async fn sign_up(&self, email: &str) -> (String, String, String) {
+        let (_, body) = self
+            .gql(
+                None,
+                "mutation($i: RegisterInput!) { register(input: $i) { accessToken refreshToken customerId } }",
+                json!({ "i": { "email": email, "password": "correct horse battery", "name": "Ann" } }),
+            )
+            .await;
+        let r = &body["data"]["register"];
+        let s = |k: &str| r[k].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+        (s("accessToken"), s("refreshToken"), s("customerId"))
+    }
+
+    /// `logout` of the session of `refresh`; asserts that it ended one.
+    pub async fn log_out(&self, refresh: &str) {
+        let (_, body) = self
+            .gql(
+                None,
+                "mutation($t: String!) { logout(refreshToken: $t) { revoked } }",
+                json!({ "t": refresh }),
+            )
+            .await;
+        assert_eq!(body["data"]["logout"]["revoked"], true, "{body}");
+    }
+
     /// Creates an ADMIN account; returns its bearer token.
     pub async fn admin(&self) -> String {
         let email = format!("admin-{}@example.com", uuid::Uuid::new_v4());

@@ -197,6 +197,13 @@ async fn fan_out_stops_between_batches_when_asked() {
 
 const REGISTER: &str = "mutation($u: String!, $t: [String!]!) { registerWebhook(url: $u, eventTypes: $t) { secret subscription { id } } }";
 
+/// `registerWebhook` of `url` for every event type, as the holder of `token`.
+async fn register_all(app: &TestApp, token: &str, url: &str) -> Value {
+    app.gql(Some(token), REGISTER, json!({ "u": url, "t": ["*"] }))
+        .await
+        .1
+}
+
 /// Subscriber URLs naming an internal address literally are refused when registered,
 /// in every spelling the URL parser accepts. No job runs here, so nothing is ever sent
 /// to those addresses, whatever the code under test does.
@@ -221,19 +228,11 @@ async fn internal_addresses_are_refused_at_registration() {
         "http://0x7f.1/",
         "http://127.1/",
     ] {
-        let (_, body) = app
-            .gql(Some(&admin), REGISTER, json!({ "u": url, "t": ["*"] }))
-            .await;
+        let body = register_all(&app, &admin, url).await;
         assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{url}: {body}");
     }
     // A host name is resolved when a delivery connects, not here.
-    let (_, body) = app
-        .gql(
-            Some(&admin),
-            REGISTER,
-            json!({ "u": "https://hooks.example.com/till", "t": ["*"] }),
-        )
-        .await;
+    let body = register_all(&app, &admin, "https://hooks.example.com/till").await;
     assert_eq!(code(&body), None, "{body}");
 }
 
@@ -243,21 +242,9 @@ async fn internal_addresses_are_refused_at_registration() {
 async fn staff_cannot_register_or_resume_webhooks() {
     let app = spawn_app_with(|cfg| cfg.jobs.jobs = false).await;
     let admin = app.admin().await;
-    let (_, body) = app
-        .gql(
-            Some(&app.staff_token),
-            REGISTER,
-            json!({ "u": "https://hooks.example.com/till", "t": ["*"] }),
-        )
-        .await;
+    let body = register_all(&app, &app.staff_token, "https://hooks.example.com/till").await;
     assert_eq!(code(&body), Some("FORBIDDEN"), "{body}");
-    let (_, body) = app
-        .gql(
-            Some(&admin),
-            REGISTER,
-            json!({ "u": "https://hooks.example.com/till", "t": ["*"] }),
-        )
-        .await;
+    let body = register_all(&app, &admin, "https://hooks.example.com/till").await;
     assert_eq!(code(&body), None, "{body}");
     let sub = body["data"]["registerWebhook"]["subscription"]["id"].clone();
     let set = "mutation($s: ID!, $a: Boolean!) { setWebhookActive(subscriptionId: $s, active: $a) { active } }";
@@ -288,21 +275,9 @@ async fn production_mode_refuses_plain_http_subscribers() {
     })
     .await;
     let admin = app.admin().await;
-    let (_, body) = app
-        .gql(
-            Some(&admin),
-            REGISTER,
-            json!({ "u": "http://hooks.example.com/till", "t": ["*"] }),
-        )
-        .await;
+    let body = register_all(&app, &admin, "http://hooks.example.com/till").await;
     assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
-    let (_, body) = app
-        .gql(
-            Some(&admin),
-            REGISTER,
-            json!({ "u": "https://hooks.example.com/till", "t": ["*"] }),
-        )
-        .await;
+    let body = register_all(&app, &admin, "https://hooks.example.com/till").await;
     assert_eq!(code(&body), None, "{body}");
 }
 

@@ -198,30 +198,9 @@ async fn first_for(ws: &mut Ws, id: &str) -> Value {
 #[tokio::test]
 async fn a_socket_closes_when_its_session_ends_or_its_token_expires() {
     let app = spawn_app().await;
-    let (_, body) = app
-        .gql(
-            None,
-            "mutation($i: RegisterInput!) { register(input: $i) { accessToken refreshToken } }",
-            json!({ "i": { "email": "ws@example.com", "password": "correct horse battery", "name": "W" } }),
-        )
-        .await;
-    let access = body["data"]["register"]["accessToken"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let refresh = body["data"]["register"]["refreshToken"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let (access, refresh, _) = app.sign_up("ws@example.com").await;
     let mut ws = connected(&app, Some(&access)).await;
-    let (_, body) = app
-        .gql(
-            None,
-            "mutation($t: String!) { logout(refreshToken: $t) { revoked } }",
-            json!({ "t": refresh }),
-        )
-        .await;
-    assert_eq!(body["data"]["logout"]["revoked"], true, "{body}");
+    app.log_out(&refresh).await;
     assert_eq!(closed(&mut ws, Duration::from_secs(3)).await, Some(4401));
 
     // A token that expires in a second (plus the 5 s leeway every token gets).
