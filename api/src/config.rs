@@ -383,7 +383,7 @@ pub struct ServeConfig {
 /// How the projector batches events.
 #[derive(Debug, Clone, Args)]
 pub struct ProjectorTuning {
-    /// Shortest time between the starts of two batches of one group of projections
+    /// Longest time between the starts of two batches of one group of projections
     /// while events keep arriving, in milliseconds (a full batch goes on at once).
     /// Longer gathers more events per transaction: more orders per second from the
     /// same database, a later commit -> visible (`benches/README.md`, load run 11).
@@ -394,6 +394,22 @@ pub struct ProjectorTuning {
         value_parser = clap::value_parser!(u64).range(0..=1000)
     )]
     pub pace_ms: u64,
+
+    /// Events in a batch from which the next batch waits the whole pace; after a
+    /// smaller batch it waits that share of the pace (a batch of one event when the
+    /// server is idle is followed by the next at once). Higher keeps reads fresher under
+    /// a moderate load, lower gathers more events per transaction
+    /// (`benches/README.md`, load run 19).
+    #[arg(
+        long = "projector-pace-full-at",
+        env = "TILL_PROJECTOR_PACE_FULL_AT",
+        default_value_t = till_read_models::DEFAULT_PACE_FULL_AT,
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::value_parser!(u64).range(1..=100_000),
+            |v| usize::try_from(v).unwrap_or(usize::MAX)
+        )
+    )]
+    pub pace_full_at: usize,
 }
 
 impl ProjectorTuning {
@@ -401,6 +417,7 @@ impl ProjectorTuning {
     pub fn settings(&self) -> till_read_models::ProjectorSettings {
         till_read_models::ProjectorSettings {
             pace: Duration::from_millis(self.pace_ms),
+            pace_full_at: self.pace_full_at,
             ..till_read_models::ProjectorSettings::default()
         }
     }

@@ -19,7 +19,9 @@ pub use cache::{CacheKind, CacheSettings, CacheSnapshot, ReadCache};
 pub use error::ReadError;
 pub use progress::Progress;
 pub use projections::{changes_of, Applied, Change, Projection};
-pub use projector::{Projector, ProjectorSettings, RoundOutcome, DEFAULT_PACE_MS};
+pub use projector::{
+    Projector, ProjectorSettings, RoundOutcome, DEFAULT_PACE_FULL_AT, DEFAULT_PACE_MS,
+};
 pub use queries::ReadModels;
 pub use rebuild::{
     Rebuild, RebuildPhase, RebuildProgress, RebuildSettings, RebuildState, RebuildStatus,

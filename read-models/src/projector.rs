@@ -26,6 +26,10 @@ use till_domain::events::StoredEvent;
 /// `TILL_PROJECTOR_PACE_MS`).
 pub const DEFAULT_PACE_MS: u64 = 25;
 
+/// The default [`ProjectorSettings::pace_full_at`], in events (also the default of
+/// `TILL_PROJECTOR_PACE_FULL_AT`).
+pub const DEFAULT_PACE_FULL_AT: usize = 50;
+
 /// Tuning of the projector.
 #[derive(Debug, Clone)]
 pub struct ProjectorSettings {
@@ -43,13 +47,38 @@ pub struct ProjectorSettings {
     /// a holder that sends no notification (a rebuild's index build, an open psql
     /// session) has ended.
     pub horizon_retry_max: Duration,
-    /// Shortest time between the starts of two batches of one group of projections
+    /// Longest time between the starts of two batches of one group of projections
     /// while events keep arriving (a full batch goes on at once). Each batch is a
     /// transaction with its own round trips, and its commit wakes every listening
     /// session; waking on every commit made batches of a few events each, and 10 ms
     /// between batches cost a tenth of the order rate against 25 ms (benches/README.md,
     /// load run 11).
     pub pace: Duration,
+    /// The batch size, in events, from which the next batch waits the whole
+    /// [`ProjectorSettings::pace`]; after a smaller batch it waits that share of it
+    /// (see [`ProjectorSettings::pause_after`]).
+    pub pace_full_at: usize,
+}
+
+impl ProjectorSettings {
+    /// How long after the start of a batch that applied `applied` events (fewer than a
+    /// full batch) the group's next batch starts, at the earliest: the pace's share
+    /// `applied / pace_full_at`. The pause grows with the load: a batch of a few events
+    /// means they arrive slower than the projector applies them, so the next is applied
+    /// at once (a mutation's payload and a read with its token wait for one batch, not
+    /// for a tick); at a rate of `pace_full_at` events per pace or more the batches
+    /// gather for the whole pace, as a fixed tick did, and the order load keeps its
+    /// share of the cores (docs/architecture.md, benches/README.md load run 19).
+    pub fn pause_after(&self, applied: usize) -> Duration {
+        let full_at = self.pace_full_at.max(1);
+        if applied >= full_at {
+            return self.pace;
+        }
+        // applied < full_at, so both fit in u32 after the clamp.
+        let applied = u32::try_from(applied).unwrap_or(u32::MAX);
+        let full_at = u32::try_from(full_at).unwrap_or(u32::MAX);
+        self.pace * applied / full_at
+    }
 }
 
 impl Default for ProjectorSettings {
@@ -60,6 +89,7 @@ impl Default for ProjectorSettings {
             horizon_retry: Duration::from_millis(5),
             horizon_retry_max: Duration::from_millis(50),
             pace: Duration::from_millis(DEFAULT_PACE_MS),
+            pace_full_at: DEFAULT_PACE_FULL_AT,
         }
     }
 }
@@ -371,9 +401,11 @@ impl Projector {
                 Step::Applied(n) => {
                     horizon.reset();
                     if i64::try_from(n).unwrap_or(i64::MAX) < self.settings.batch_size {
-                        // Let the next events gather; then look again whether woken or not.
+                        // Let the next events gather, the longer the busier; then look
+                        // again whether woken or not.
+                        let pause = self.settings.pause_after(n);
                         tokio::select! {
-                            _ = tokio::time::sleep_until(started + self.settings.pace) => {}
+                            _ = tokio::time::sleep_until(started + pause) => {}
                             _ = shutdown.changed() => {}
                         }
                     }
@@ -854,5 +886,42 @@ mod tests {
         assert_eq!(waits, [5, 10, 20, 40, 50, 50, 50]);
         wait.reset();
         assert_eq!(wait.next(), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn the_pause_after_a_batch_grows_with_its_size_up_to_the_pace() {
+        let settings = ProjectorSettings {
+            pace: Duration::from_millis(25),
+            pace_full_at: 50,
+            ..ProjectorSettings::default()
+        };
+        let pauses: Vec<Duration> = [0, 1, 3, 25, 49, 50, 51, 499]
+            .into_iter()
+            .map(|n| settings.pause_after(n))
+            .collect();
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        assert_eq!(
+            pauses,
+            [
+                ms(0),
+                us(500),
+                us(1500),
+                us(12_500),
+                us(24_500),
+                ms(25),
+                ms(25),
+                ms(25)
+            ]
+        );
+        let no_share = ProjectorSettings {
+            pace_full_at: 0,
+            ..settings
+        };
+        assert_eq!(
+            no_share.pause_after(1),
+            ms(25),
+            "0 means always the whole pace"
+        );
     }
 }

@@ -933,6 +933,51 @@ async fn a_failed_projection_is_retried_without_new_events() {
     assert_eq!(counted(&db, customer).await, expect(5, expected_sum));
 }
 
+/// A batch of a few events (an idle server) is followed by the next as soon as new
+/// events arrive, not after the pace: with a pace of a minute, an order appended right
+/// after the first one was applied is applied within seconds. Before the pace grew with
+/// the load, the runner slept the whole pace after every batch, so a payload or a read
+/// with a consistency token waited for the tick.
+#[tokio::test]
+async fn after_a_small_batch_the_next_events_are_applied_without_waiting_for_the_pace() {
+    let db = TestDb::new().await;
+    let (projector, reads) = common::read_side(
+        &db,
+        ProjectorSettings {
+            pace: Duration::from_secs(60),
+            pace_full_at: 100_000,
+            poll_interval: Duration::from_secs(3600),
+            ..ProjectorSettings::default()
+        },
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let handles = projector.spawn(stop_rx);
+    let customer = Uuid::now_v7();
+    for total in [100, 200] {
+        append_order(&db, customer, total).await;
+        let head = log_head(&db).await;
+        // The events' own commits notify nobody here: wake the runner as a writer's
+        // announcer does, until every projection has the order.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while Projection::ALL
+            .iter()
+            .any(|p| reads.progress().current(*p) < head)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order of {total} not applied within 20 s: the runner waited for the pace"
+            );
+            run_sql(&db, "SELECT pg_notify('till_events', '')").await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let _ = stop_tx.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+    assert_eq!(counted(&db, customer).await, expect(2, 300));
+}
+
 /// A connection in a transaction holding `projection`'s applier lock, as a rebuild's
 /// swap takes it (`lock_applier`); COMMIT on it releases the lock.
 async fn hold_applier_lock(db: &TestDb, projection: Projection) -> till_domain::db::PooledConn<'_> {
