@@ -28,6 +28,12 @@
 #               (a `reference` database in the server's cluster, same settings); the
 #               median of the per-round ratios (order-ratio-outcome.json) is the figure
 #               for the 0.6x target
+#   read-your-writes
+#               one client on the idle server (k6, benches/load/read-your-writes.js):
+#               placeOrder bare, placeOrder selecting its order in the payload,
+#               placeOrder then a read with its consistency token, and the same read
+#               without a token, one after the other for DURATION; p50/p90 of each
+#               (read-your-writes.json) and the idle commit -> visible histogram
 #   memory      product(id:) of random products out of the whole catalog (k6), then
 #               idle for the cache's idle time and 10 s more: with a catalog larger than
 #               the cache (--cache-bytes), shows the weight bound honoured (cache size,
@@ -45,7 +51,7 @@
 # from /metrics (resources-<scenario>.json). Results (oha/k6 JSON, summary.md,
 # latency.png) go to target/load/run-<time>/.
 #
-#   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed|rebuild|ratio|order-ratio|memory|login-storm] [--duration 15]
+#   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed|rebuild|ratio|order-ratio|read-your-writes|memory|login-storm] [--duration 15]
 #                       [--connections 64] [--products 2000] [--customers 2000] [--orders 20000]
 #                       [--buyers 2000] [--cache-bytes N] [--cache-idle S] [--rounds 5] [--bursts 1]
 #                       [--logins 500]
@@ -75,7 +81,7 @@ while [[ $# -gt 0 ]]; do
 done
 # The memory and flash-sale scenarios are driven by k6 alone, the login storm by Python.
 case "$scenario" in
-  memory|flash-sale|login-storm) ;;
+  memory|flash-sale|login-storm|read-your-writes) ;;
   *) command -v oha >/dev/null || { echo "run: oha is missing: cargo install oha --locked" >&2; exit 1; } ;;
 esac
 k6="$(command -v k6 || true)"
@@ -292,6 +298,25 @@ run_mixed() {
 resident_mib() {
   curl -fsS "http://127.0.0.1:$((port + 1))/metrics" \
     | awk '/^process_resident_memory_bytes / { printf "%.1f", $2 / 1048576 }'
+}
+run_read_your_writes() {
+  echo "== read your writes: one client, idle server"
+  sample read-your-writes
+  env BASE="$base" DATA="$out/k6-data.json" OUT="$out/read-your-writes.json" DURATION="${duration}s" \
+    "$k6" run --quiet --no-usage-report "$repo/benches/load/read-your-writes.js" > "$out/read-your-writes.k6.log" 2>&1 \
+    || { echo "k6 read-your-writes failed:"; tail -20 "$out/read-your-writes.k6.log"; return 1; }
+  unsample
+  python3 - "$out/read-your-writes.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("   | request | count | p50 | p90 | p99 |")
+for name, label in (("bare", "placeOrder { orderId }"), ("payload", "placeOrder { orderId order { ... } }"),
+                    ("token_total", "placeOrder, then a read with its token"), ("token_read", "  the read with the token"),
+                    ("plain_read", "the same read without a token")):
+    m = r[name]
+    print(f"   | {label} | {m['count']} | {m['p50']:.2f} ms | {m['p90']:.2f} ms | {m['p99']:.2f} ms |")
+assert r["failed"] == 0, f"{r['failed']} answers were not the order"
+PY
 }
 run_memory() {
   local idle="${cache_idle:-600}"
@@ -528,7 +553,8 @@ case "$scenario" in
   flash-sale) run_flash_sale ;;
   memory) run_memory ;;
   login-storm) run_login_storm ;;
-  all) run_browse; run_checkout; run_mixed; run_flash_sale ;;
+  read-your-writes) run_read_your_writes ;;
+  all) run_read_your_writes; run_browse; run_checkout; run_mixed; run_flash_sale ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
 python3 "$repo/benches/load/summarize.py" "$out" | tee "$out/summary.md"
