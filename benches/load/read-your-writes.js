@@ -94,7 +94,7 @@ export function handleSummary(summary) {
   const out = { failed: (summary.metrics.failed || { values: { count: 0 } }).values.count };
   for (const s of SHAPES) {
     const m = summary.metrics[s + '_ms'];
-    out[s] = m ? { count: m.values.count, p50: m.values.med, p90: m.values['p(90)'], p99: m.values['p(99)'] } : null;
+    out[s] = m ? { p50: m.values.med, p90: m.values['p(90)'], p99: m.values['p(99)'] } : null;
   }
   return { [__ENV.OUT]: JSON.stringify(out, null, 1) };
 }

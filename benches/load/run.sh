@@ -125,9 +125,28 @@ gql() { # token query-json
 }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 
-staff="$(cd "$out" && "$till" token --role staff --sub 00000000-0000-0000-0000-000000000001 --ttl-minutes 120)"
-buyer="$(gql '' '{"query":"mutation { register(input: {email: \"load@example.com\", password: \"load test password\", name: \"Load\"}) { accessToken } }"}' \
-  | json 'd["data"]["register"]["accessToken"]')"
+# The embedded PostgreSQL, straight (its superuser password is in its data folder): for
+# the staff and admin accounts, and the customers and products of the k6 scenarios.
+pgport="$(sed -n 4p "$out/pg/postmaster.pid")"
+PGPASSWORD="$(cat "$out/pg/till-password" 2>/dev/null || true)"
+export PGPASSWORD
+pgbin="$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")"
+sql() { "$pgbin/psql" -X -At -h 127.0.0.1 -p "$pgport" -U postgres -d till -c "$1"; }
+register() { # email name -> access token
+  gql '' "{\"query\":\"mutation { register(input: {email: \\\"$1\\\", password: \\\"load test password\\\", name: \\\"$2\\\"}) { accessToken } }\"}" \
+    | json 'd["data"]["register"]["accessToken"]'
+}
+# Tokens are checked against the account's current role: staff and admin tokens need
+# accounts of that role.
+account_token() { # email role
+  register "$1" "Load ${2,,}" >/dev/null
+  sql "UPDATE customers SET role = '$2' WHERE email = '$1'" >/dev/null
+  local id; id="$(sql "SELECT id FROM customers WHERE email = '$1'")"
+  (cd "$out" && "$till" token --role "${2,,}" --sub "$id" --ttl-minutes 120)
+}
+staff="$(account_token staff@load.example STAFF)"
+admin="$(account_token admin@load.example ADMIN)"
+buyer="$(register load@example.com Load)"
 ids="$(gql "$staff" '{"query":"{ products(first: 2) { edges { node { id category { id } } } } }"}')"
 p1="$(echo "$ids" | json 'd["data"]["products"]["edges"][0]["node"]["id"]')"
 p2="$(echo "$ids" | json 'd["data"]["products"]["edges"][1]["node"]["id"]')"
@@ -140,13 +159,6 @@ for _ in $(seq 1 20); do
 done
 sleep 2
 
-# Customers (their tokens) and products for the k6 scenarios, straight from the database
-# (the embedded PostgreSQL's superuser password is in its data folder).
-pgport="$(sed -n 4p "$out/pg/postmaster.pid")"
-PGPASSWORD="$(cat "$out/pg/till-password" 2>/dev/null || true)"
-export PGPASSWORD
-pgbin="$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")"
-sql() { "$pgbin/psql" -X -At -h 127.0.0.1 -p "$pgport" -U postgres -d till -c "$1"; }
 sql "SELECT id FROM customers WHERE role = 'CUSTOMER' ORDER BY id LIMIT $buyers" > "$out/customers.txt"
 sql "SELECT id FROM rm_product_view WHERE status = 'ACTIVE' AND available > 10000" > "$out/products.txt"
 sql "SELECT id FROM rm_product_view WHERE status = 'ACTIVE'" > "$out/catalog.txt"
@@ -309,12 +321,12 @@ run_read_your_writes() {
   python3 - "$out/read-your-writes.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print("   | request | count | p50 | p90 | p99 |")
+print("   | request | p50 | p90 | p99 |")
 for name, label in (("bare", "placeOrder { orderId }"), ("payload", "placeOrder { orderId order { ... } }"),
                     ("token_total", "placeOrder, then a read with its token"), ("token_read", "  the read with the token"),
                     ("plain_read", "the same read without a token")):
     m = r[name]
-    print(f"   | {label} | {m['count']} | {m['p50']:.2f} ms | {m['p90']:.2f} ms | {m['p99']:.2f} ms |")
+    print(f"   | {label} | {m['p50']:.2f} ms | {m['p90']:.2f} ms | {m['p99']:.2f} ms |")
 assert r["failed"] == 0, f"{r['failed']} answers were not the order"
 PY
 }
@@ -361,8 +373,7 @@ PY
 run_rebuild() {
   echo "== rebuild: catalog reads and checkout (half the connections each), first alone, then"
   echo "   while the back office rebuilds every projection one after the other"
-  local admin a b
-  admin="$(cd "$out" && "$till" token --role admin --sub 00000000-0000-0000-0000-0000000000ad --ttl-minutes 120)"
+  local a b
   sample rebuild-baseline
   connections=$((connections / 2)) k6run rebuild-baseline-reads catalog & a=$!
   connections=$((connections / 2)) k6run rebuild-baseline-orders checkout & b=$!
