@@ -287,6 +287,8 @@ impl Application {
         // One LISTEN connection for the process's followers (projector, jobs, fan-out,
         // ended sessions and changed roles).
         let notifications = till_domain::db::listen::Listener::new(database.url.clone());
+        // This process's own commits wake its projector and job workers at once.
+        commands.wake_locally(&notifications);
         let access = crate::auth::AccessCheck::new(commands.clone());
         workers.push(access.follow(&notifications, stop_workers.subscribe()));
         if cfg.projector {

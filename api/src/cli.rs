@@ -576,6 +576,7 @@ async fn worker(
     // One set of commands for the process: each holds the connection that wakes the
     // projectors after its commits.
     let commands = till_domain::commands::Commands::new(pool.clone());
+    commands.wake_locally(&notifications);
     tasks.push(tokio::spawn(crate::app::housekeeping(
         commands.clone(),
         crate::app::HOUSEKEEPING_CHUNK,

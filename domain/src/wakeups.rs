@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 
+use crate::db::listen::Listener;
 use crate::db::PgPool;
 use crate::event_log::EVENTS_CHANNEL;
 use crate::jobs::JOBS_CHANNEL;
@@ -123,6 +124,9 @@ struct Inner {
     conn: Mutex<Option<AsyncPgConnection>>,
     /// When the last send started.
     last_sent: Mutex<Option<tokio::time::Instant>>,
+    /// This process's listener, whose followers are woken at once (see
+    /// [`Announcer::wake_locally`]).
+    local: std::sync::OnceLock<Listener>,
 }
 
 /// Shortest time between two sends of one announcer. The projector starts a batch at
@@ -142,8 +146,18 @@ impl Announcer {
                 sending: AtomicBool::new(false),
                 conn: Mutex::new(None),
                 last_sent: Mutex::new(None),
+                local: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// From now on, wakes `listener`'s followers (this process's projector and job
+    /// workers) at once on every commit, before and besides the NOTIFY that the other
+    /// processes get: the NOTIFY's round trips and the spacing between sends would
+    /// otherwise come before a local read of one's own write. The first listener given
+    /// stays.
+    pub fn wake_locally(&self, listener: &Listener) {
+        let _ = self.inner.local.set(listener.clone());
     }
 
     /// Events have committed: wake the followers soon. Returns at once; must be called
@@ -160,6 +174,14 @@ impl Announcer {
     pub fn wake(&self, wakes: Wakes) {
         if wakes.none() {
             return;
+        }
+        if let Some(local) = self.inner.local.get() {
+            if wakes.events {
+                local.poke(EVENTS_CHANNEL);
+            }
+            if wakes.jobs {
+                local.poke(JOBS_CHANNEL);
+            }
         }
         self.inner.pending.fetch_or(wakes.bits(), Ordering::SeqCst);
         if self.inner.sending.swap(true, Ordering::SeqCst) {

@@ -273,3 +273,41 @@ async fn one_listener_wakes_each_follower_for_its_channels() {
         .unwrap_or_else(|e| panic!("the listener did not stop: {e}"))
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// A process's own commits wake its followers through its listener at once, before
+/// and besides the NOTIFY: here the process's listener never connects, and a
+/// command's commit still bumps the projector's and the workers' counters (jobs only
+/// for commits that enqueued), while the database's NOTIFY still reaches a LISTEN
+/// session of another process.
+#[tokio::test]
+async fn a_commit_wakes_this_process_followers_without_the_round_trip() {
+    let db = TestDb::new().await;
+    let mut other_process = Listener::new(&db).await;
+    let local = till_domain::db::listen::Listener::new(db.url.clone());
+    let mut projector = local.subscribe(&[EVENTS_CHANNEL]);
+    let mut workers = local.subscribe(&[JOBS_CHANNEL]);
+    let commands = Commands::new(db.pool.clone());
+    commands.wake_locally(&local);
+
+    commands
+        .create_category(
+            &CommandContext::system("local-wake"),
+            category("local-wake"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        projector.has_changed().unwrap_or(false),
+        "the commit did not wake this process's projector"
+    );
+    assert!(
+        !workers.has_changed().unwrap_or(true),
+        "a commit that enqueued nothing woke the workers"
+    );
+    assert!(
+        other_process.notified(Duration::from_secs(10)).await,
+        "the other processes were not notified"
+    );
+    projector.borrow_and_update();
+    workers.borrow_and_update();
+}

@@ -157,6 +157,12 @@ impl Commands {
         }
     }
 
+    /// Wakes `listener`'s followers (this process's projector and job workers) at once
+    /// after every commit of these commands, besides the NOTIFY for other processes.
+    pub fn wake_locally(&self, listener: &crate::db::listen::Listener) {
+        self.announcer.wake_locally(listener);
+    }
+
     /// The pool commands use.
     pub fn pool(&self) -> &PgPool {
         &self.pool
