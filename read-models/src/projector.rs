@@ -398,18 +398,27 @@ impl Projector {
             wake.borrow_and_update();
             let started = tokio::time::Instant::now();
             let idle = match self.step(group, &mut retry).await {
-                Step::Applied(n) => {
+                Step::Applied(n, checkpoint) => {
                     horizon.reset();
-                    if i64::try_from(n).unwrap_or(i64::MAX) < self.settings.batch_size {
-                        // Let the next events gather, the longer the busier; then look
-                        // again whether woken or not.
-                        let pause = self.settings.pause_after(n);
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(started + pause) => {}
-                            _ = shutdown.changed() => {}
-                        }
+                    if i64::try_from(n).unwrap_or(i64::MAX) >= self.settings.batch_size {
+                        // A full batch: more may be waiting, go on at once.
+                        continue;
                     }
-                    continue;
+                    // Let the next events gather, the longer the busier.
+                    let pause = self.settings.pause_after(n);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(started + pause) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    if wake.has_changed().unwrap_or(true) {
+                        continue;
+                    }
+                    // Nothing committed since the batch began: only events the horizon
+                    // hid from it can be waiting (one query instead of an empty batch).
+                    match self.waiting_behind_horizon(checkpoint).await {
+                        Ok(false) => self.settings.poll_interval,
+                        _ => horizon.next(),
+                    }
                 }
                 Step::Idle(checkpoint) => match self.waiting_behind_horizon(checkpoint).await {
                     Ok(true) => horizon.next(),
@@ -442,7 +451,7 @@ impl Projector {
                 Ok(Some(out)) => {
                     retry.together_ok();
                     return if out.applied > 0 {
-                        Step::Applied(out.applied)
+                        Step::Applied(out.applied, out.checkpoint)
                     } else {
                         Step::Idle(out.checkpoint)
                     };
@@ -478,7 +487,7 @@ impl Projector {
             }
         }
         match lowest {
-            _ if applied > 0 => Step::Applied(applied),
+            Some(at) if applied > 0 => Step::Applied(applied, at),
             // One of the group waits out a backoff: look again then, not only when woken.
             Some(_) if retry.any_failing() => Step::Failed(retry.soonest()),
             Some(at) => Step::Idle(at),
@@ -678,8 +687,9 @@ impl HorizonWait {
 
 /// What a turn of the runner did.
 enum Step {
-    /// Applied this many events at most to one projection.
-    Applied(usize),
+    /// Applied this many events at most to one projection; the group's projections
+    /// that ran stand at this point or past it.
+    Applied(usize, LogPoint),
     /// Nothing to apply past this point.
     Idle(LogPoint),
     /// Every batch tried failed; try again after this long.
