@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::error::ReadError;
 use crate::schema::*;
+use till_domain::events::DomainEvent;
 
 /// A view row with its own id (the key of its row cache).
 pub trait Identified {
@@ -284,6 +285,47 @@ impl OrderView {
         let strings = self.customer_email.len() + self.customer_name.len() + self.status.len();
         let history = self.status_history.len() * 48;
         u32::try_from(std::mem::size_of::<Self>() + lines + strings + history).unwrap_or(u32::MAX)
+    }
+}
+
+impl OrderView {
+    /// The view the order-view projection makes of an `OrderPlaced` event (None for any
+    /// other event): what a read of the order returns once the projection has applied
+    /// it, until the order changes. The lines and history take the same way through
+    /// JSON as the projection's jsonb columns (`projections/order_view.rs`); a test
+    /// compares the two for real orders.
+    pub fn placed(event: &DomainEvent) -> Result<Option<Self>, ReadError> {
+        let DomainEvent::OrderPlaced {
+            order_id,
+            customer_id,
+            customer_email,
+            customer_name,
+            lines,
+            total_minor,
+            currency,
+            placed_at,
+            version,
+        } = event
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            id: *order_id,
+            customer_id: *customer_id,
+            customer_email: customer_email.clone(),
+            customer_name: customer_name.clone(),
+            status: "PENDING_PAYMENT".into(),
+            total_minor: *total_minor,
+            currency: currency.clone(),
+            lines: serde_json::from_value(serde_json::to_value(lines)?)?,
+            status_history: vec![StatusChange {
+                status: "PENDING_PAYMENT".into(),
+                at: *placed_at,
+            }],
+            version: *version,
+            placed_at: *placed_at,
+            updated_at: *placed_at,
+        }))
     }
 }
 

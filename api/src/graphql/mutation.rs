@@ -10,6 +10,7 @@ use till_domain::types::{
     CategoryId, CustomerId, Description, Money as DomainMoney, Name, OrderId, ProductId, Quantity,
     Sku, Slug, StockDelta,
 };
+use till_read_models::views::OrderView;
 use uuid::Uuid;
 
 use super::error::{self, coded, Code};
@@ -148,12 +149,19 @@ impl ProductPayload {
 pub struct OrderPayload {
     at: LogPoint,
     id: Uuid,
+    /// The order as the command's own event makes it (`placeOrder`; None when the
+    /// outcome is an idempotent replay, which reads the order as it is now).
+    written: Option<std::sync::Arc<OrderView>>,
 }
 
 impl OrderPayload {
     /// The payload of a command on order `id` whose events end at `at`.
     pub(super) fn new(at: LogPoint, id: Uuid) -> Self {
-        Self { at, id }
+        Self {
+            at,
+            id,
+            written: None,
+        }
     }
 }
 
@@ -170,13 +178,16 @@ impl OrderPayload {
     }
     /// The order after the change.
     async fn order(&self, ctx: &Context<'_>) -> Result<Option<Order>> {
+        if let Some(view) = &self.written {
+            return Ok(Some(Order::written(view.clone(), self.at)));
+        }
         let st = caught_up(ctx, self.at).await?;
         Ok(st
             .reads
             .order(self.id)
             .await
             .map_err(error::read)?
-            .map(Order))
+            .map(Order::from))
     }
 }
 
@@ -451,9 +462,17 @@ impl CommerceMutation {
             st.commands.place_order(&cmd, customer, lines, &st.currency),
         )
         .await?;
+        // The new order's view is a function of its OrderPlaced event alone: shown from
+        // it, the payload waits for no projector batch (docs/architecture.md).
+        let written = match out.value.event.as_ref().map(OrderView::placed) {
+            Some(Ok(view)) => view.map(std::sync::Arc::new),
+            Some(Err(e)) => return Err(error::read(e)),
+            None => None,
+        };
         Ok(OrderPayload {
             at: out.at,
             id: out.value.id.0,
+            written,
         })
     }
 
@@ -469,10 +488,7 @@ impl CommerceMutation {
         let cmd = command_context(ctx)?;
         let oid = OrderId(ids::decode(Kind::Order, &id, "id")?);
         let out = perform(ctx, state(ctx)?.commands.cancel_order(&cmd, oid)).await?;
-        Ok(OrderPayload {
-            at: out.at,
-            id: out.value.0,
-        })
+        Ok(OrderPayload::new(out.at, out.value.0))
     }
 
     /// Marks a paid order as shipped (back office).
@@ -485,9 +501,6 @@ impl CommerceMutation {
         let cmd = command_context(ctx)?;
         let oid = OrderId(ids::decode(Kind::Order, &id, "id")?);
         let out = perform(ctx, state(ctx)?.commands.ship_order(&cmd, oid)).await?;
-        Ok(OrderPayload {
-            at: out.at,
-            id: out.value.0,
-        })
+        Ok(OrderPayload::new(out.at, out.value.0))
     }
 }

@@ -117,7 +117,7 @@ fn order_page<C: Serialize>(page: Page<Arc<OrderView>, C>) -> OrderConnection {
             .into_iter()
             .map(|(cursor, v)| OrderEdge {
                 cursor,
-                node: Order(v),
+                node: Order::from(v),
             })
             .collect(),
         page_info,
@@ -171,7 +171,7 @@ impl StoreQuery {
                 .await
                 .map_err(error::read)?
                 .filter(|o| me.is_staff() || me.user_id().map(|u| u.0) == Some(o.customer_id))
-                .map(|o| Node::Order(Order(o))),
+                .map(|o| Node::Order(Order::from(o))),
             Kind::Customer => {
                 if !(me.is_staff() || me.user_id().map(|u| u.0) == Some(uuid)) {
                     None
@@ -331,7 +331,7 @@ impl StoreQuery {
         let found = state(ctx)?.reads.order(uuid).await.map_err(error::read)?;
         match found {
             Some(o) if me.is_staff() || me.user_id().map(|u| u.0) == Some(o.customer_id) => {
-                Ok(Order(o))
+                Ok(Order::from(o))
             }
             _ => Err(coded(
                 Code::NotFound,

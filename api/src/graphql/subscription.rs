@@ -115,7 +115,7 @@ impl Subscription {
         }
         Ok(follow(feed, Watch::Order(id), move || {
             let st = st.clone();
-            async move { st.reads.order(id).await.ok().flatten().map(Order) }
+            async move { st.reads.order(id).await.ok().flatten().map(Order::from) }
         }))
     }
 

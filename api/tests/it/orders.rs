@@ -283,3 +283,96 @@ async fn order_lines_resolve_cached_and_uncached_products_alike() {
         ]
     );
 }
+
+/// Every field of `Order`, with the lines' products as they are now.
+const ORDER_FIELDS: &str = "id status version placedAt updatedAt total { amountMinor currency } \
+    customer { id email name } statusHistory { status at } \
+    lines { productId sku name quantity unitPrice { amountMinor } lineTotal { amountMinor } \
+            product { id sku available } }";
+
+/// A `placeOrder` payload shows the new order from the command's own event, without
+/// waiting for the projector; it must be exactly what a read with the payload's token
+/// returns next, field for field (the read model's rounding of times, its JSON for
+/// lines and history, repeated products merged), and a line's product must show the
+/// order's own reservation. Also for an order placed by staff for a customer, and for
+/// an idempotent replay (which reads the order as it is now).
+#[tokio::test]
+async fn a_placed_orders_payload_is_what_the_next_read_with_its_token_returns() {
+    let app = spawn_app().await;
+    let a = app.product("WRITTEN-A", 1250, 100).await;
+    let b = app.product("WRITTEN-B", 399, 100).await;
+    let (_, token) = app.customer("written@example.com").await;
+    let staff = app.admin().await;
+    let place = format!(
+        "mutation($lines: [OrderLineInput!]!, $c: ID) {{ placeOrder(input: {{lines: $lines, customerId: $c}}) \
+         {{ orderId consistencyToken order {{ {ORDER_FIELDS} }} }} }}"
+    );
+    let read = format!("query($id: ID!) {{ order(id: $id) {{ {ORDER_FIELDS} }} }}");
+    let customer_gid = ok(
+        app.gql(Some(&token), "{ me { id } }", json!({})).await.1["data"]["me"]["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or("no id"),
+    );
+    let mut reserved_a = 0;
+    for i in 0..6_i64 {
+        // Two lines, the second time with product A twice (merged into one line).
+        let lines = if i % 2 == 0 {
+            json!([{ "productId": a, "quantity": 1 + i }, { "productId": b, "quantity": 2 }])
+        } else {
+            json!([{ "productId": a, "quantity": 1 }, { "productId": a, "quantity": i }])
+        };
+        reserved_a += 1 + i;
+        let by_staff = i == 3;
+        let (who, c) = if by_staff {
+            (staff.as_str(), json!(customer_gid))
+        } else {
+            (token.as_str(), json!(null))
+        };
+        let key = format!("written-{i}");
+        let (status, written) = app
+            .gql_with(
+                Some(who),
+                &place,
+                json!({ "lines": lines, "c": c }),
+                &[("idempotency-key", key.as_str())],
+            )
+            .await;
+        assert_eq!(status, 200, "{written}");
+        assert!(written.get("errors").is_none(), "{written}");
+        let payload = &written["data"]["placeOrder"];
+        assert_eq!(payload["order"]["id"], payload["orderId"]);
+        let ct = consistency_token(&written, "placeOrder");
+        let (status, body) = app
+            .gql_after(Some(who), &ct, &read, json!({ "id": payload["orderId"] }))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            payload["order"], body["data"]["order"],
+            "order {i}: the payload differs from the read with its token"
+        );
+        let line_a = payload["order"]["lines"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["sku"] == "WRITTEN-A"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            line_a["product"]["available"],
+            json!(100 - reserved_a),
+            "order {i}: the line's product does not show the order's reservation"
+        );
+
+        // The same request again with its key: the stored outcome, rendered with the
+        // order as it is now (the same, nothing changed it).
+        let (status, again) = app
+            .gql_with(
+                Some(who),
+                &place,
+                json!({ "lines": lines, "c": c }),
+                &[("idempotency-key", key.as_str())],
+            )
+            .await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["data"]["placeOrder"], written["data"]["placeOrder"]);
+    }
+}

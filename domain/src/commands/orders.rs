@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Integer, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -41,6 +41,11 @@ pub struct PlacedOrder {
     pub total: Money,
     /// Its lines as recorded.
     pub lines: Vec<OrderLineFact>,
+    /// The `OrderPlaced` event the command appended, from which a payload can show the
+    /// order as the order view will have it without waiting for the projector. Not kept
+    /// with an idempotent outcome: a replay reads the order as it is now.
+    #[serde(skip)]
+    pub event: Option<DomainEvent>,
 }
 
 pub(super) struct OrderHead {
@@ -579,8 +584,10 @@ async fn place(
         customer_name,
         total,
     } = planned;
-    let now = Utc::now();
-    events.push(DomainEvent::OrderPlaced {
+    // At the database's precision (microseconds), so that the event, the order's rows
+    // and every view made from either carry the same instant.
+    let now = Utc::now().trunc_subsecs(6);
+    let placed = DomainEvent::OrderPlaced {
         order_id: order_id.0,
         customer_id: customer.0,
         customer_email,
@@ -590,7 +597,8 @@ async fn place(
         currency: currency.to_owned(),
         placed_at: now,
         version: 1,
-    });
+    };
+    events.push(placed.clone());
     let writes = event_log::Writes::none()
         .cte(
             "locked",
@@ -636,6 +644,7 @@ async fn place(
             id: order_id,
             total,
             lines: facts,
+            event: Some(placed),
         },
         at,
     })

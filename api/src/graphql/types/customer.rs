@@ -89,6 +89,6 @@ impl Customer {
             .order(id)
             .await
             .map_err(error::read)?
-            .map(Order))
+            .map(Order::from))
     }
 }

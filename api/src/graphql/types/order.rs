@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_graphql::{Context, Enum, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use till_domain::event_log::LogPoint;
 use till_read_models::views::{OrderLineView, OrderView};
 
 use super::catalog::Product;
@@ -55,45 +56,70 @@ impl OrderStatus {
 }
 
 /// An order with its lines, customer and status history.
-pub struct Order(pub Arc<OrderView>);
+pub struct Order {
+    view: Arc<OrderView>,
+    /// For an order shown from its command's own event (a `placeOrder` payload): the
+    /// log point the read models must reach before anything outside the order view (a
+    /// line's product) is read, so that it shows the write too.
+    after: Option<LogPoint>,
+}
+
+impl From<Arc<OrderView>> for Order {
+    /// An order as the order view has it.
+    fn from(view: Arc<OrderView>) -> Self {
+        Self { view, after: None }
+    }
+}
+
+impl Order {
+    /// An order as its command left it (`OrderView::placed`), whose events end at
+    /// `at`; its lines' products wait for the read models to reach `at`.
+    pub fn written(view: Arc<OrderView>, at: LogPoint) -> Self {
+        Self {
+            view,
+            after: Some(at),
+        }
+    }
+}
 
 /// A customer's order.
 #[Object]
 impl Order {
     /// Global id.
     pub async fn id(&self) -> ID {
-        ids::id(Kind::Order, self.0.id)
+        ids::id(Kind::Order, self.view.id)
     }
     /// Current status.
     async fn status(&self) -> OrderStatus {
-        OrderStatus::from_view(&self.0.status)
+        OrderStatus::from_view(&self.view.status)
     }
     /// Sum of the lines.
     async fn total(&self) -> Money {
-        Money::new(self.0.total_minor, &self.0.currency)
+        Money::new(self.view.total_minor, &self.view.currency)
     }
     /// What was bought, with prices captured at placement.
     async fn lines(&self) -> Vec<OrderLine> {
-        self.0
+        self.view
             .lines
             .iter()
             .map(|l| OrderLine {
                 line: l.clone(),
-                currency: self.0.currency.clone(),
+                currency: self.view.currency.clone(),
+                after: self.after,
             })
             .collect()
     }
     /// Who placed it.
     async fn customer(&self) -> OrderCustomer {
         OrderCustomer {
-            uuid: self.0.customer_id,
-            email: self.0.customer_email.clone(),
-            name: self.0.customer_name.clone(),
+            uuid: self.view.customer_id,
+            email: self.view.customer_email.clone(),
+            name: self.view.customer_name.clone(),
         }
     }
     /// Every status the order has been in, oldest first.
     async fn status_history(&self) -> Vec<StatusChange> {
-        self.0
+        self.view
             .status_history
             .iter()
             .map(|h| StatusChange {
@@ -104,15 +130,15 @@ impl Order {
     }
     /// Order version (grows with every status change).
     async fn version(&self) -> i32 {
-        self.0.version
+        self.view.version
     }
     /// When it was placed.
     async fn placed_at(&self) -> DateTime<Utc> {
-        self.0.placed_at
+        self.view.placed_at
     }
     /// When it last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at
+        self.view.updated_at
     }
 }
 
@@ -120,6 +146,8 @@ impl Order {
 pub struct OrderLine {
     line: OrderLineView,
     currency: String,
+    /// See [`Order`]'s field of the same name.
+    after: Option<LogPoint>,
 }
 
 /// A product and quantity in an order.
@@ -127,6 +155,14 @@ pub struct OrderLine {
 impl OrderLine {
     /// The product as it is now (null if it no longer exists in the catalog view).
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
+        if let Some(at) = self.after {
+            let st = state(ctx)?;
+            st.reads
+                .progress()
+                .wait_for(at, st.consistency_wait)
+                .await
+                .map_err(crate::graphql::error::read)?;
+        }
         // Cached products resolve at once; the loader batches the others into one query
         // (it waits a moment to gather keys and runs the batch on a task of its own).
         if let Some(p) = state(ctx)?.reads.cached_product(self.line.product_id).await {
