@@ -289,11 +289,10 @@ impl OrderView {
 }
 
 impl OrderView {
-    /// The view the order-view projection makes of an `OrderPlaced` event (None for any
-    /// other event): what a read of the order returns once the projection has applied
-    /// it, until the order changes. The lines and history take the same way through
-    /// JSON as the projection's jsonb columns (`projections/order_view.rs`); a test
-    /// compares the two for real orders.
+    /// The view of a new order from its `OrderPlaced` event (None for any other event):
+    /// the order-view projection inserts exactly this row (`projections/order_view.rs`),
+    /// so it is what a read of the order returns once the projection has applied the
+    /// event, until the order changes. A test compares the two for real orders.
     pub fn placed(event: &DomainEvent) -> Result<Option<Self>, ReadError> {
         let DomainEvent::OrderPlaced {
             order_id,

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::Change;
 use crate::error::ReadError;
-use crate::views::StatusChange;
+use crate::views::{OrderView, StatusChange};
 
 struct NewOrder {
     id: Uuid,
@@ -51,35 +51,27 @@ pub(super) async fn apply_batch(
     let mut pending = Pending::default();
     for ev in events {
         match &ev.event {
-            DomainEvent::OrderPlaced {
-                order_id,
-                customer_id,
-                customer_email,
-                customer_name,
-                lines,
-                total_minor,
-                currency,
-                placed_at,
-                version,
-            } => {
-                pending.inserts.push(NewOrder {
-                    id: *order_id,
-                    customer_id: *customer_id,
-                    email: customer_email.clone(),
-                    name: customer_name.clone(),
-                    total: *total_minor,
-                    currency: currency.clone(),
-                    lines: serde_json::to_value(lines)?,
-                    history: serde_json::to_value([StatusChange {
-                        status: "PENDING_PAYMENT".into(),
-                        at: *placed_at,
-                    }])?,
-                    version: *version,
-                    placed_at: *placed_at,
-                });
+            DomainEvent::OrderPlaced { .. } => {
+                // The row is the view `OrderView::placed` makes of the event, which a
+                // placeOrder payload shows before this batch runs.
+                let Some(view) = OrderView::placed(&ev.event)? else {
+                    continue;
+                };
                 changes.push(Change::Order {
-                    order: *order_id,
-                    customer: *customer_id,
+                    order: view.id,
+                    customer: view.customer_id,
+                });
+                pending.inserts.push(NewOrder {
+                    lines: serde_json::to_value(&view.lines)?,
+                    history: serde_json::to_value(&view.status_history)?,
+                    id: view.id,
+                    customer_id: view.customer_id,
+                    email: view.customer_email,
+                    name: view.customer_name,
+                    total: view.total_minor,
+                    currency: view.currency,
+                    version: view.version,
+                    placed_at: view.placed_at,
                 });
             }
             DomainEvent::OrderStatusChanged {
