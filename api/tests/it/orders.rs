@@ -330,14 +330,17 @@ async fn a_placed_orders_payload_is_what_the_next_read_with_its_token_returns() 
             (token.as_str(), json!(null))
         };
         let key = format!("written-{i}");
-        let (status, written) = app
-            .gql_with(
+        // Sent twice with its Idempotency-Key: the second answer is the stored outcome.
+        let headers = [("idempotency-key", key.as_str())];
+        let send = || {
+            app.gql_with(
                 Some(who),
                 &place,
                 json!({ "lines": lines, "c": c }),
-                &[("idempotency-key", key.as_str())],
+                &headers,
             )
-            .await;
+        };
+        let (status, written) = send().await;
         assert_eq!(status, 200, "{written}");
         assert!(written.get("errors").is_none(), "{written}");
         let payload = &written["data"]["placeOrder"];
@@ -364,14 +367,7 @@ async fn a_placed_orders_payload_is_what_the_next_read_with_its_token_returns() 
 
         // The same request again with its key: the stored outcome, rendered with the
         // order as it is now (the same, nothing changed it).
-        let (status, again) = app
-            .gql_with(
-                Some(who),
-                &place,
-                json!({ "lines": lines, "c": c }),
-                &[("idempotency-key", key.as_str())],
-            )
-            .await;
+        let (status, again) = send().await;
         assert_eq!(status, 200, "{again}");
         assert_eq!(again["data"]["placeOrder"], written["data"]["placeOrder"]);
     }
