@@ -263,7 +263,8 @@ impl Application {
                 tracing::warn!(error = %e, "could not read projection checkpoints");
             }
         }
-        let commands = Commands::new(pool.clone());
+        let commands =
+            Commands::new(pool.clone()).with_order_batching(cfg.order_batching.settings());
         let reads = ReadModels::new(pool.clone(), cache.clone(), progress.clone());
         let (stop_workers, stop_rx) = watch::channel(false);
         let mut workers = Vec::new();
@@ -432,6 +433,7 @@ impl Application {
                     shards: shards.clone(),
                     shard_max: shard_settings.max_size,
                     reads: api_reads,
+                    order_batches: commands.order_batching().map(|(_, stats)| stats),
                 },
                 shutting_down: Arc::new(AtomicBool::new(false)),
                 max_lag: (cfg.ready_max_lag_s > 0)

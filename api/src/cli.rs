@@ -561,6 +561,7 @@ async fn worker(
                 shards: Default::default(),
                 shard_max: 0,
                 reads: ReadModels::new(pool.clone(), cache.clone(), progress),
+                order_batches: None,
             },
             shutting_down: shutting_down.clone(),
             max_lag: (ready_max_lag_s > 0).then(|| Duration::from_secs(ready_max_lag_s)),

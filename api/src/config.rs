@@ -288,6 +288,10 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub projector_tuning: ProjectorTuning,
 
+    /// How `placeOrder` commands coalesce into shared transactions.
+    #[command(flatten)]
+    pub order_batching: OrderBatchingConfig,
+
     /// Bound of the read-model cache in bytes.
     #[arg(long, env = "TILL_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_max_bytes: u64,
@@ -419,6 +423,70 @@ impl ProjectorTuning {
             pace: Duration::from_millis(self.pace_ms),
             pace_full_at: self.pace_full_at,
             ..till_read_models::ProjectorSettings::default()
+        }
+    }
+}
+
+/// How concurrent `placeOrder` commands coalesce: one transaction (one lock of a hot
+/// product's inventory row, one commit) for a batch of orders, each still its own rows,
+/// events and answer (docs/architecture.md, "Orders placed together").
+#[derive(Debug, Clone, Args)]
+pub struct OrderBatchingConfig {
+    /// Coalesce concurrent orders; `false`: one transaction per order.
+    #[arg(long = "order-batching", env = "TILL_ORDER_BATCHING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+
+    /// Most orders in one transaction.
+    #[arg(
+        long = "order-batch-max",
+        env = "TILL_ORDER_BATCH_MAX",
+        default_value_t = 64,
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::value_parser!(u64).range(1..=1000),
+            |v| usize::try_from(v).unwrap_or(1)
+        )
+    )]
+    pub max_orders: usize,
+
+    /// Batches a process runs at once (each holds a database connection while it runs).
+    #[arg(
+        long = "order-batch-runners",
+        env = "TILL_ORDER_BATCH_RUNNERS",
+        default_value_t = 4,
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::value_parser!(u64).range(1..=64),
+            |v| usize::try_from(v).unwrap_or(1)
+        )
+    )]
+    pub runners: usize,
+
+    /// Most orders waiting for a batch; more are refused with SERVICE_UNAVAILABLE.
+    #[arg(
+        long = "order-queue-max",
+        env = "TILL_ORDER_QUEUE_MAX",
+        default_value_t = 10_000,
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::value_parser!(u64).range(1..=1_000_000),
+            |v| usize::try_from(v).unwrap_or(1)
+        )
+    )]
+    pub max_queue: usize,
+
+    /// Longest an order waits for its batch to start, in milliseconds; after that it is
+    /// refused with SERVICE_UNAVAILABLE (nothing was placed, it may be sent again).
+    #[arg(long = "order-queue-wait-ms", env = "TILL_ORDER_QUEUE_WAIT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub max_wait_ms: u64,
+}
+
+impl OrderBatchingConfig {
+    /// The command layer's settings.
+    pub fn settings(&self) -> till_domain::commands::OrderBatching {
+        till_domain::commands::OrderBatching {
+            enabled: self.enabled,
+            max_orders: self.max_orders,
+            runners: self.runners,
+            max_queue: self.max_queue,
+            max_wait: Duration::from_millis(self.max_wait_ms),
         }
     }
 }

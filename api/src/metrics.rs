@@ -138,6 +138,26 @@ fn describe() {
         "till_db_pool_acquire_timeouts_total",
         "Checkouts that gave up waiting (answered 503)."
     );
+    describe_counter!(
+        "till_order_batches_total",
+        "Transactions that placed a batch of coalesced placeOrder commands."
+    );
+    describe_counter!(
+        "till_order_batch_orders_total",
+        "placeOrder commands that went through a batch (placed or refused)."
+    );
+    describe_counter!(
+        "till_order_batch_refused_total",
+        "placeOrder commands refused before their batch: queue full or waited too long (SERVICE_UNAVAILABLE)."
+    );
+    describe_counter!(
+        "till_order_batch_fallbacks_total",
+        "Batches that failed as a whole and placed their orders one by one."
+    );
+    describe_gauge!(
+        "till_order_queue_waiting",
+        "placeOrder commands waiting for a batch now."
+    );
     describe_counter!("till_cache_hits_total", "Read-model cache hits by cache.");
     describe_counter!(
         "till_cache_misses_total",
@@ -279,6 +299,8 @@ pub struct Scrape {
     pub shard_max: u32,
     /// Caches and projections.
     pub reads: ReadModels,
+    /// What the `placeOrder` batches did (`None`: batching off or no commands here).
+    pub order_batches: Option<Arc<till_domain::commands::BatchStats>>,
 }
 
 impl Scrape {
@@ -302,6 +324,14 @@ impl Scrape {
         gauge!("till_db_pool_max_connections").set(max as f64);
         counter!("till_db_pool_waits_total").absolute(waited);
         counter!("till_db_pool_acquire_timeouts_total").absolute(timed_out);
+        if let Some(b) = &self.order_batches {
+            use std::sync::atomic::Ordering::Relaxed;
+            counter!("till_order_batches_total").absolute(b.batches.load(Relaxed));
+            counter!("till_order_batch_orders_total").absolute(b.orders.load(Relaxed));
+            counter!("till_order_batch_refused_total").absolute(b.refused.load(Relaxed));
+            counter!("till_order_batch_fallbacks_total").absolute(b.fallbacks.load(Relaxed));
+            gauge!("till_order_queue_waiting").set(b.waiting.load(Relaxed) as f64);
+        }
 
         for c in self.reads.cache().snapshot() {
             let name = c.kind.name();

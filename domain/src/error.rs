@@ -56,6 +56,11 @@ pub enum DomainError {
     /// The database could not be reached or timed out; the request may be retried.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Too much work is waiting (the order queue is full, or an order waited past its
+    /// bound): nothing was done, and the request may be retried in a moment. The
+    /// message is safe to show.
+    #[error("{0}")]
+    Busy(String),
     /// The request's idempotency key was already used (the claim says how).
     #[error("the idempotency key was already used")]
     IdempotencyConflict,

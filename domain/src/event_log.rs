@@ -157,19 +157,13 @@ pub async fn append_with(
     if batch.is_empty() {
         return Err(DomainError::Internal("a command appended no events".into()));
     }
-    let mut types = Vec::with_capacity(batch.len());
-    let mut versions = Vec::with_capacity(batch.len());
-    let mut stream_types = Vec::with_capacity(batch.len());
-    let mut stream_ids = Vec::with_capacity(batch.len());
-    let mut payloads = Vec::with_capacity(batch.len());
-    for e in batch {
-        let (stream_type, stream_id) = e.stream();
-        types.push(e.event_type());
-        versions.push(e.schema_version());
-        stream_types.push(stream_type);
-        stream_ids.push(stream_id);
-        payloads.push(e.payload());
-    }
+    let EventColumns {
+        types,
+        versions,
+        stream_types,
+        stream_ids,
+        payloads,
+    } = EventColumns::of(batch.iter());
     let n = writes.binds;
     let arg = |i: usize| format!("${}", n + i);
     // No pg_notify here: a notifying transaction commits under a database-wide lock
@@ -210,6 +204,37 @@ pub async fn append_with(
         tx_id: point.tx_id,
         position: point.position,
     })
+}
+
+/// Events as one array per column of the log, for an `unnest` that inserts them all.
+pub(crate) struct EventColumns {
+    pub(crate) types: Vec<&'static str>,
+    pub(crate) versions: Vec<i16>,
+    pub(crate) stream_types: Vec<&'static str>,
+    pub(crate) stream_ids: Vec<Uuid>,
+    pub(crate) payloads: Vec<serde_json::Value>,
+}
+
+impl EventColumns {
+    pub(crate) fn of<'e>(batch: impl ExactSizeIterator<Item = &'e DomainEvent>) -> Self {
+        let n = batch.len();
+        let mut columns = Self {
+            types: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+            stream_types: Vec::with_capacity(n),
+            stream_ids: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+        };
+        for e in batch {
+            let (stream_type, stream_id) = e.stream();
+            columns.types.push(e.event_type());
+            columns.versions.push(e.schema_version());
+            columns.stream_types.push(stream_type);
+            columns.stream_ids.push(stream_id);
+            columns.payloads.push(e.payload());
+        }
+        columns
+    }
 }
 
 #[derive(QueryableByName)]

@@ -71,7 +71,7 @@ impl IdempotencyClaim {
         self.conflict.lock().ok().and_then(|c| *c)
     }
 
-    fn set_conflict(&self, c: ClaimConflict) {
+    pub(crate) fn set_conflict(&self, c: ClaimConflict) {
         if let Ok(mut slot) = self.conflict.lock() {
             *slot = Some(c);
         }
@@ -124,6 +124,79 @@ pub async fn claim(
     Err(DomainError::IdempotencyConflict)
 }
 
+#[derive(diesel::QueryableByName)]
+struct StoredFingerprint {
+    #[diesel(sql_type = Text)]
+    principal: String,
+    #[diesel(sql_type = Text)]
+    key: String,
+    #[diesel(sql_type = Text)]
+    fingerprint: String,
+}
+
+/// [`claim`] for the keys of several commands that run in one transaction (a batch of
+/// orders): takes every key's lock in one statement, in one global order (so two
+/// batches cannot deadlock), then reads their stored rows. Returns, claim by claim, the
+/// conflict its stored row makes (`None`: the key is free), and marks each claim with
+/// it. The claims must be of distinct keys: a second claim of a key in the same
+/// transaction would not wait for the first.
+pub(crate) async fn claim_many(
+    mut conn: &AsyncPgConnection,
+    claims: &[&IdempotencyClaim],
+) -> Result<Vec<Option<ClaimConflict>>, DomainError> {
+    use diesel::sql_types::Array;
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let principals: Vec<&str> = claims.iter().map(|c| c.principal.as_str()).collect();
+    let keys: Vec<&str> = claims.iter().map(|c| c.key.as_str()).collect();
+    // A volatile function in the select list runs after the sort, lock by lock in order.
+    diesel::sql_query(
+        "SELECT pg_advisory_xact_lock($1, h) FROM ( \
+           SELECT DISTINCT hashtext(t.p || chr(31) || t.k) AS h \
+           FROM unnest($2::text[], $3::text[]) AS t(p, k)) s \
+         ORDER BY h",
+    )
+    .bind::<diesel::sql_types::Integer, _>(CLAIM_LOCK_CLASS)
+    .bind::<Array<Text>, _>(&principals)
+    .bind::<Array<Text>, _>(&keys)
+    .prepared()
+    .execute(&mut conn)
+    .await?;
+    // A statement of its own, so its snapshot sees what the holders of the locks committed.
+    let stored: Vec<StoredFingerprint> = diesel::sql_query(
+        "SELECT k.principal, k.key, k.fingerprint FROM idempotency_keys k \
+         JOIN unnest($1::text[], $2::text[]) AS t(p, k) ON k.principal = t.p AND k.key = t.k \
+         WHERE k.expires_at > now()",
+    )
+    .bind::<Array<Text>, _>(&principals)
+    .bind::<Array<Text>, _>(&keys)
+    .prepared()
+    .load(&mut conn)
+    .await?;
+    Ok(claims
+        .iter()
+        .map(|claim| {
+            let row = stored
+                .iter()
+                .find(|r| r.principal == claim.principal && r.key == claim.key)?;
+            let conflict = if row.fingerprint == claim.fingerprint {
+                ClaimConflict::Replay
+            } else {
+                ClaimConflict::KeyReused
+            };
+            claim.set_conflict(conflict);
+            Some(conflict)
+        })
+        .collect())
+}
+
+/// When a stored outcome of a key claimed now expires.
+pub(crate) fn expiry(claim: &IdempotencyClaim) -> DateTime<Utc> {
+    Utc::now()
+        + chrono::Duration::from_std(claim.ttl).unwrap_or_else(|_| chrono::Duration::hours(24))
+}
+
 /// Stores the key with the command's outcome before its transaction commits (over
 /// an expired row of the same key that was not purged yet).
 pub async fn record_outcome(
@@ -131,8 +204,7 @@ pub async fn record_outcome(
     claim: &IdempotencyClaim,
     outcome: serde_json::Value,
 ) -> Result<(), DomainError> {
-    let expires = Utc::now()
-        + chrono::Duration::from_std(claim.ttl).unwrap_or_else(|_| chrono::Duration::hours(24));
+    let expires = expiry(claim);
     let stored = diesel::sql_query(
         "INSERT INTO idempotency_keys (principal, key, fingerprint, outcome, expires_at) \
          VALUES ($1, $2, $3, $4, $5) \

@@ -532,8 +532,13 @@ struct PlanCounts {
 /// product ids is above the custom plans' average), which took longer than running them.
 #[tokio::test]
 async fn place_order_statements_are_planned_once_per_connection() {
+    // (one transaction per order: `order_batches.rs` checks the batches' statements)
     // given one connection, so every order runs the same prepared statements
-    let w = World::on(TestDb::with_pool_size(1).await);
+    let mut w = World::on(TestDb::with_pool_size(1).await);
+    w.cmd = w
+        .cmd
+        .clone()
+        .with_order_batching(till_domain::commands::OrderBatching::off());
     let a = w.product("PLAN-A", 100, 100).await;
     let b = w.product("PLAN-B", 200, 100).await;
     let ann = w.customer("plans@example.com").await;

@@ -113,6 +113,7 @@ pub fn domain(err: DomainError) -> async_graphql::Error {
             tracing::warn!(%cause, "database unavailable");
             unavailable()
         }
+        DomainError::Busy(m) => coded(Code::ServiceUnavailable, m),
         DomainError::Internal(cause) => internal(&cause),
     }
 }
@@ -203,6 +204,10 @@ mod tests {
             ),
             (
                 DomainError::Transient("deadlock".into()),
+                "SERVICE_UNAVAILABLE",
+            ),
+            (
+                DomainError::Busy("too many orders wait".into()),
                 "SERVICE_UNAVAILABLE",
             ),
             (

@@ -7,6 +7,7 @@ mod accounts;
 mod catalog;
 mod customers;
 mod inventory;
+mod order_batches;
 mod orders;
 mod payments;
 
@@ -23,6 +24,7 @@ pub use accounts::{RefreshToken, Registration, Session};
 pub use catalog::{NewCategory, NewProduct, ProductPatch};
 pub use customers::NewCustomer;
 pub use inventory::StockOutcome;
+pub use order_batches::{BatchStats, OrderBatching};
 pub use orders::{OrderLineInput, PlacedOrder};
 pub use payments::{
     PaymentStatus, PaymentToCapture, Refund, Settlement, PAYMENTS_QUEUE, REFUNDS_QUEUE,
@@ -145,6 +147,8 @@ pub struct Commands {
     pool: PgPool,
     max_attempts: u32,
     announcer: Announcer,
+    /// Where `placeOrder` commands coalesce, unless batching is off.
+    batcher: Option<std::sync::Arc<order_batches::Batcher>>,
 }
 
 impl Commands {
@@ -154,7 +158,24 @@ impl Commands {
             announcer: Announcer::new(pool.clone()),
             pool,
             max_attempts: 4,
+            batcher: None,
         }
+        .with_order_batching(OrderBatching::default())
+    }
+
+    /// These commands with `placeOrder` coalescing as `batching` says (see
+    /// [`OrderBatching`]).
+    pub fn with_order_batching(mut self, batching: OrderBatching) -> Self {
+        self.batcher = batching
+            .enabled
+            .then(|| std::sync::Arc::new(order_batches::Batcher::new(batching)));
+        self
+    }
+
+    /// How `placeOrder` commands coalesce, and what their batches did so far (`None`
+    /// when batching is off).
+    pub fn order_batching(&self) -> Option<(OrderBatching, std::sync::Arc<BatchStats>)> {
+        self.batcher.as_deref().map(|b| (b.settings(), b.stats()))
     }
 
     /// Wakes `listener`'s followers (this process's projector and job workers) at once

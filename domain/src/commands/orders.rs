@@ -100,13 +100,32 @@ impl Commands {
             .into_iter()
             .map(|(p, q)| Quantity::parse(q).map(|q| (p, q)))
             .collect::<Result<_, _>>()?;
+        match self.batcher.as_deref() {
+            Some(batcher) => {
+                batcher
+                    .submit(self, ctx, customer, merged, currency.as_str().to_owned())
+                    .await
+            }
+            None => {
+                self.place_alone(ctx, customer, &merged, currency.as_str())
+                    .await
+            }
+        }
+    }
+
+    /// Places one checked order (`merged`: a line per product, in product order) in a
+    /// transaction of its own.
+    pub(super) async fn place_alone(
+        &self,
+        ctx: &CommandContext,
+        customer: CustomerId,
+        merged: &[(ProductId, Quantity)],
+        currency: &str,
+    ) -> Result<Outcome<PlacedOrder>, DomainError> {
         let meta = ctx.meta();
-        let currency = currency.as_str().to_owned();
         let ids: Vec<Uuid> = merged.iter().map(|(p, _)| p.0).collect();
         self.run(|mut conn| {
-            let merged = merged.clone();
             let meta = meta.clone();
-            let currency = currency.clone();
             let ids = ids.clone();
             async move {
                 // First without locking the stock: the read takes no row lock and no
@@ -117,7 +136,7 @@ impl Commands {
                 let mut lock = Lock::AtWrite;
                 loop {
                     match place_once(
-                        &mut conn, ctx, &meta, customer, &merged, &ids, &currency, lock,
+                        &mut conn, ctx, &meta, customer, merged, &ids, currency, lock,
                     )
                     .await
                     {
