@@ -131,7 +131,7 @@ impl Database {
             data_dir: db.pg_data.clone(),
             port: (db.pg_port != 0).then_some(db.pg_port),
             ephemeral: false,
-            max_connections: 200,
+            max_connections: db.pg_max_connections,
         };
         tracing::info!(data = %opts.data_dir.display(), "starting the embedded PostgreSQL");
         let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&opts))

@@ -96,6 +96,11 @@ pub struct DbConfig {
     #[arg(long, env = "TILL_PG_PORT", default_value_t = 0)]
     pub pg_port: u16,
 
+    /// `max_connections` of the embedded PostgreSQL (load tests with many pgbench
+    /// clients beside the server need more than the default).
+    #[arg(long, env = "TILL_PG_MAX_CONNECTIONS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(20..=10_000))]
+    pub pg_max_connections: u32,
+
     /// Most connections in the pool; `serve` also splits this many between its HTTP
     /// workers' command shards. More connections than the database has cores to run
     /// them add contention, not throughput (see docs/operations.md, "Sizing").

@@ -8,9 +8,18 @@
 #               the same at 16 connections from oha by one buyer (place-order-16: the
 #               shape of pgbench's order reference, 16 clients, one customer, and a load
 #               generator about as light as pgbench's client)
-#   flash-sale  BUYERS customers each ordering 1 unit of a product with 100 units (k6);
-#               checks the outcome (units sold = stock, no negative stock, every answer
-#               an order or OUT_OF_STOCK)
+#   flash-sale  BUYERS customers each ordering 1 unit of a product with FLASH_STOCK
+#               units (--flash-stock, default 100; k6); checks the outcome (units sold =
+#               stock, no negative stock, every answer an order or OUT_OF_STOCK, the
+#               inventory row and the read model agree) and reports the time from the
+#               first order to the last
+#   hot-sku     placeOrder of 1 unit of one product (oha, one buyer) and pgbench's
+#               single-row reservation of one product (pgbench-hot-row.sql), DURATION
+#               each at 16, 64 and 256 connections against the same PostgreSQL;
+#               successful orders/s counted from the inventory row (hot-sku-outcome.json)
+# --sync-standby starts a streaming standby of the server's PostgreSQL with
+# synchronous_standby_names = '*' before the scenarios (every commit, Till's and
+# pgbench's, waits for the standby's flush, as on Multi-AZ RDS) and stops it after.
 #   mixed       product(id:) reads (oha) and checkout (k6) at the same time
 #   rebuild     catalog reads (k6, half the connections) and checkout (k6, half) for
 #               DURATION, then again while the back office rebuilds all four projections
@@ -51,17 +60,17 @@
 # from /metrics (resources-<scenario>.json). Results (oha/k6 JSON, summary.md,
 # latency.png) go to target/load/run-<time>/.
 #
-#   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|mixed|rebuild|ratio|order-ratio|read-your-writes|memory|login-storm] [--duration 15]
+#   benches/load/run.sh [--scenario all|browse|checkout|flash-sale|hot-sku|mixed|rebuild|ratio|order-ratio|read-your-writes|memory|login-storm] [--duration 15]
 #                       [--connections 64] [--products 2000] [--customers 2000] [--orders 20000]
-#                       [--buyers 2000] [--cache-bytes N] [--cache-idle S] [--rounds 5] [--bursts 1]
-#                       [--logins 500]
+#                       [--buyers 2000] [--flash-stock 100] [--cache-bytes N] [--cache-idle S] [--rounds 5] [--bursts 1]
+#                       [--logins 500] [--sync-standby]
 # --cache-bytes and --cache-idle set the server's TILL_CACHE_MAX_BYTES and
 # TILL_CACHE_IDLE_S (server defaults otherwise). TILL_BIN=/path/to/till runs that
 # binary instead of building target/release/till (to compare two builds).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 scenario=all duration=15 connections=64 products=2000 customers=2000 orders=20000 buyers=2000 cache_bytes= cache_idle=
-rounds=5 bursts=1 logins=500
+rounds=5 bursts=1 logins=500 flash_stock=100 sync_standby=
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --scenario) scenario="$2"; shift 2 ;;
@@ -76,7 +85,9 @@ while [[ $# -gt 0 ]]; do
     --rounds) rounds="$2"; shift 2 ;;
     --bursts) bursts="$2"; shift 2 ;;
     --logins) logins="$2"; shift 2 ;;
-    *) sed -n '2,54p' "$0" >&2; exit 2 ;;
+    --flash-stock) flash_stock="$2"; shift 2 ;;
+    --sync-standby) sync_standby=1; shift ;;
+    *) sed -n '2,69p' "$0" >&2; exit 2 ;;
   esac
 done
 # The memory and flash-sale scenarios are driven by k6 alone, the login storm by Python.
@@ -114,10 +125,10 @@ echo "== seed: $products products, $customers customers, $orders orders"
   TILL_RATE_ANONYMOUS_MAX=1000000000 TILL_RATE_ANONYMOUS_RESTORE=100000000 \
   TILL_SIGNIN_PER_IP_MAX=1000000000 TILL_SIGNIN_PER_IP_PER_MIN=1000000000 \
   TILL_SIGNIN_PER_EMAIL_MAX=1000000000 TILL_SIGNIN_PER_EMAIL_PER_MIN=1000000000 \
-  TILL_ACCESS_TOKEN_TTL_S=7200 exec env ${cache_bytes:+TILL_CACHE_MAX_BYTES=$cache_bytes} \
+  TILL_ACCESS_TOKEN_TTL_S=7200 TILL_PG_MAX_CONNECTIONS=600 exec env ${cache_bytes:+TILL_CACHE_MAX_BYTES=$cache_bytes} \
   ${cache_idle:+TILL_CACHE_IDLE_S=$cache_idle} "$till" serve) > "$out/server.log" 2>&1 &
 server=$!
-trap 'kill -INT $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+trap 'stop_sync_standby 2>/dev/null; kill -INT $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do curl -fsS "$base/readyz" >/dev/null 2>&1 && break; sleep 1; done
 
 gql() { # token query-json
@@ -162,9 +173,21 @@ sleep 2
 sql "SELECT id FROM customers WHERE role = 'CUSTOMER' ORDER BY id LIMIT $buyers" > "$out/customers.txt"
 sql "SELECT id FROM rm_product_view WHERE status = 'ACTIVE' AND available > 10000" > "$out/products.txt"
 sql "SELECT id FROM rm_product_view WHERE status = 'ACTIVE'" > "$out/catalog.txt"
-while read -r c; do
-  (cd "$out" && "$till" token --role customer --sub "$c" --ttl-minutes 120)
-done < "$out/customers.txt" > "$out/tokens.txt"
+# Customer tokens as `till token` mints them (HS256 with TILL_JWT_SECRET), minted here:
+# one process per customer took minutes for the 20,000 buyers of the hot-sku sale.
+python3 - "$out/customers.txt" "$out/tokens.txt" <<'PY'
+import base64, hashlib, hmac, json, os, sys, time
+b64 = lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")
+key, now = os.environ["TILL_JWT_SECRET"].encode(), int(time.time())
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+with open(sys.argv[2], "w") as out:
+    for sub in open(sys.argv[1]).read().split():
+        claims = {"sub": sub, "role": "CUSTOMER", "iss": "till", "aud": "till",
+                  "iat": now, "exp": now + 7200}
+        signed = head + "." + b64(json.dumps(claims).encode())
+        sig = b64(hmac.new(key, signed.encode(), hashlib.sha256).digest())
+        out.write(signed + "." + sig + "\n")
+PY
 python3 - "$out" <<'PY'
 import base64, json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
@@ -346,27 +369,43 @@ run_memory() {
   unsample
 }
 run_flash_sale() {
-  echo "== flash sale: $buyers orders racing for 100 units"
-  local made cat
-  made="$(gql "$staff" "{\"query\":\"mutation { createProduct(input: {sku: \\\"FLASH-$(date +%s)\\\", name: \\\"Flash\\\", categoryId: \\\"$cat_id\\\", priceMinor: 999, initialStock: 100}) { productId } }\"}")"
-  local flash; flash="$(echo "$made" | json 'd["data"]["createProduct"]["productId"]')"
+  echo "== flash sale: $buyers orders racing for $flash_stock units"
+  local made flash started ended
+  made="$(gql "$staff" "{\"query\":\"mutation { createProduct(input: {sku: \\\"FLASH-$(date +%s)\\\", name: \\\"Flash\\\", categoryId: \\\"$cat_id\\\", priceMinor: 999, initialStock: $flash_stock}) { productId } }\"}")"
+  flash="$(echo "$made" | json 'd["data"]["createProduct"]["productId"]')"
   sample flash-sale
+  started="$(date +%s.%N)"
   k6run flash-sale flash BUYERS="$buyers" FLASH_PRODUCT="$flash"
+  ended="$(date +%s.%N)"
   unsample
-  sleep 2
   gql "$staff" "{\"query\":\"{ product(id: \\\"$flash\\\") { onHand reserved available } }\"}" > "$out/flash-sale-outcome.json"
-  python3 - "$out/flash-sale-outcome.json" "$out/flash-sale.k6.json" "$buyers" <<'PY'
+  local uuid; uuid="$(python3 -c "import base64,sys; print(base64.b64decode(sys.argv[1] + '==').decode().split(':')[1])" "$flash")"
+  # The write side's own figures: the inventory row, the orders and the time from the
+  # first order to the last (the sale's time to sell out).
+  sql "SELECT i.on_hand, i.reserved, (SELECT count(*) FROM order_lines l WHERE l.product_id = i.product_id), \
+         (SELECT coalesce(extract(epoch FROM max(o.placed_at) - min(o.placed_at)), 0) FROM orders o \
+          JOIN order_lines l ON l.order_id = o.id WHERE l.product_id = i.product_id) \
+       FROM inventory i WHERE i.product_id = '$uuid'" > "$out/flash-sale-inventory.txt"
+  python3 - "$out/flash-sale-outcome.json" "$out/flash-sale.k6.json" "$buyers" "$flash_stock" \
+    "$out/flash-sale-inventory.txt" "$started" "$ended" <<'PY'
 import json, sys
 outcome = json.load(open(sys.argv[1]))["data"]["product"]
 k6 = json.load(open(sys.argv[2]))
+buyers, stock = int(sys.argv[3]), int(sys.argv[4])
+on_hand, reserved, lines, sell_out_s = open(sys.argv[5]).read().strip().split("|")
 codes = k6["codes"]
-sold = outcome["reserved"] + (100 - outcome["onHand"])
-print(f"   flash sale: {k6['requests']} answers {codes}; sold {sold} of 100; available {outcome['available']}")
+sold = outcome["reserved"] + (stock - outcome["onHand"])
+print(f"   flash sale: {k6['requests']} answers {codes}; sold {sold} of {stock}; available {outcome['available']}")
+print(f"   write side: on hand {on_hand}, reserved {reserved}, {lines} order lines; first to last "
+      f"order {float(sell_out_s):.2f} s; the whole run {float(sys.argv[7]) - float(sys.argv[6]):.2f} s "
+      f"({k6['requestsPerSec']:.0f} answers/s, p50 {k6['ms']['p50']:.1f} ms, p99 {k6['ms']['p99']:.1f} ms)")
 assert outcome["available"] >= 0, "negative stock"
-assert sold == 100, f"sold {sold}, stock was 100"
-assert codes.get("ok") == 100, f"{codes.get('ok')} orders succeeded, stock was 100"
+assert sold == stock, f"sold {sold}, stock was {stock}"
+assert codes.get("ok") == stock, f"{codes.get('ok')} orders succeeded, stock was {stock}"
 assert set(codes) <= {"ok", "OUT_OF_STOCK"}, f"answers other than an order or OUT_OF_STOCK: {codes}"
-assert sum(codes.values()) == int(sys.argv[3]), "every buyer got an answer"
+assert sum(codes.values()) == buyers, "every buyer got an answer"
+assert (int(on_hand), int(reserved), int(lines)) == (stock, stock, stock), "the write side agrees"
+assert (outcome["onHand"], outcome["reserved"]) == (stock, stock), "the read model agrees"
 PY
 }
 
@@ -554,6 +593,102 @@ print(f"   placeOrder / pgbench: median {med:.2f}x over {rounds} rounds "
 PY
 }
 
+run_hot_sku() {
+  # One product everyone buys: placeOrder of 1 unit of it (oha, one buyer) beside
+  # pgbench's single-row reservation (pgbench-hot-row.sql) at the same client counts,
+  # alternated against the same PostgreSQL. Successful orders are counted from the
+  # product's inventory row (reserved before and after each round), not from HTTP.
+  local secs="$duration" c pgbin pgport padmin url made hot hot_uuid before after
+  pgbin="$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")"
+  pgport="$(sed -n 4p "$out/pg/postmaster.pid")"
+  padmin="postgres://postgres:$PGPASSWORD@127.0.0.1:$pgport/postgres"
+  url="postgres://postgres:$PGPASSWORD@127.0.0.1:$pgport/reference"
+  echo "== hot-sku: placeOrder of one product and pgbench's single-row reservation, ${secs}s each at 16, 64, 256 connections"
+  "$pgbin/psql" -q "$padmin" -c "DROP DATABASE IF EXISTS reference" -c "CREATE DATABASE reference"
+  DATABASE_URL="$url" "$till" migrate >/dev/null
+  "$pgbin/psql" -q "$url" -f "$repo/benches/load/reference.sql"
+  made="$(gql "$staff" "{\"query\":\"mutation { createProduct(input: {sku: \\\"HOT-$(date +%s)\\\", name: \\\"Hot\\\", categoryId: \\\"$cat_id\\\", priceMinor: 999, initialStock: 1000000}) { productId } }\"}")"
+  hot="$(echo "$made" | json 'd["data"]["createProduct"]["productId"]')"
+  for _ in 1 2 3 4 5 6 7 8 9; do
+    gql "$staff" "{\"query\":\"mutation { restockProduct(productId: \\\"$hot\\\", quantity: 1000000) { productId } }\"}" >/dev/null
+  done
+  hot_uuid="$(python3 -c "import base64,sys; print(base64.b64decode(sys.argv[1] + '==').decode().split(':')[1])" "$hot")"
+  echo "{\"query\":\"mutation Hot(\$p: ID!) { placeOrder(input: {lines: [{productId: \$p, quantity: 1}]}) { orderId } }\",\"variables\":{\"p\":\"$hot\"}}" > "$out/hot.body.json"
+  reserved() { sql "SELECT reserved FROM inventory WHERE product_id = '$hot_uuid'"; }
+  sample hot-sku
+  for c in 16 64 256; do
+    before="$(reserved)"
+    oha -z "${secs}s" -c "$c" --no-tui --output-format json -m POST -T application/json \
+      -H "authorization: Bearer $buyer" -D "$out/hot.body.json" "$base/graphql" > "$out/hot-sku-till-$c.json"
+    after="$(reserved)"
+    echo "$((after - before))" > "$out/hot-sku-till-$c.placed"
+    "$pgbin/pgbench" -h 127.0.0.1 -p "$pgport" -U postgres -n -c "$c" -j 2 -T "$secs" -M prepared \
+      -f "$repo/benches/load/pgbench-hot-row.sql" reference > "$out/hot-sku-pgbench-$c.txt" 2>&1
+    echo "   $c connections done"
+  done
+  unsample
+  "$pgbin/psql" -q "$padmin" -c "DROP DATABASE reference"
+  python3 - "$out" "$secs" "${sync_standby:+synchronous standby}" <<'PY'
+import json, pathlib, re, sys
+out, secs, mode = pathlib.Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3] or "durable commits, no standby"
+rows = []
+for c in (16, 64, 256):
+    d = json.loads(out.joinpath(f"hot-sku-till-{c}.json").read_text())
+    placed = int(out.joinpath(f"hot-sku-till-{c}.placed").read_text())
+    text = out.joinpath(f"hot-sku-pgbench-{c}.txt").read_text()
+    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", text)
+    tps = float(m.group(1)) if m else float("nan")
+    lat = d["latencyPercentiles"]
+    rows.append({"connections": c, "orders_per_s": placed / secs, "answers_per_s": d["summary"]["requestsPerSec"],
+                 "p50_ms": lat["p50"] * 1000, "p99_ms": lat["p99"] * 1000, "pgbench_tps": tps,
+                 "ratio": placed / secs / tps})
+out.joinpath("hot-sku-outcome.json").write_text(json.dumps({"mode": mode, "rows": rows}))
+print(f"   hot-sku ({mode}):")
+print("   | connections | placeOrder orders/s | p50 | p99 | pgbench single-row tps | ratio |")
+for r in rows:
+    print(f"   | {r['connections']} | {r['orders_per_s']:,.0f} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms "
+          f"| {r['pgbench_tps']:,.0f} | {r['ratio']:.2f}x |")
+PY
+}
+
+# A streaming standby of the server's PostgreSQL with synchronous_standby_names set, so
+# every commit waits for the standby's flush (what a Multi-AZ RDS instance does).
+start_sync_standby() {
+  local pgbin pgport sport=18320 dir="$out/standby"
+  pgbin="$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")"
+  pgport="$(sed -n 4p "$out/pg/postmaster.pid")"
+  echo "== synchronous standby on port $sport"
+  # Replication connections need a pg_hba line of their own (the server writes its
+  # pg_hba.conf at start; this one lasts until the next start).
+  echo "host replication all 127.0.0.1/32 scram-sha-256" >> "$out/pg/pg_hba.conf"
+  sql "SELECT pg_reload_conf()" >/dev/null
+  local as=(); [[ "$(id -u)" == 0 ]] && as=(runuser -u postgres --)
+  mkdir -p "$dir" && chmod 700 "$dir"
+  [[ "$(id -u)" == 0 ]] && chown postgres "$dir"
+  "${as[@]}" env PGPASSWORD="$PGPASSWORD" "$pgbin/pg_basebackup" -h 127.0.0.1 -p "$pgport" -U postgres \
+    -D "$dir" -R -X stream -C -S load_standby >/dev/null
+  "${as[@]}" "$pgbin/pg_ctl" -D "$dir" -l "$out/standby.log" \
+    -o "-p $sport -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=500" -w start >/dev/null
+  standby_dir="$dir"
+  sql "ALTER SYSTEM SET synchronous_standby_names = '*'" >/dev/null
+  sql "SELECT pg_reload_conf()" >/dev/null
+  for _ in $(seq 1 50); do
+    [[ "$(sql "SELECT sync_state FROM pg_stat_replication")" == sync ]] && break
+    sleep 0.2
+  done
+  echo "   replication: $(sql "SELECT application_name, state, sync_state FROM pg_stat_replication")"
+}
+stop_sync_standby() {
+  [[ -n "${standby_dir:-}" ]] || return 0
+  local pgbin; pgbin="$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")"
+  sql "ALTER SYSTEM RESET synchronous_standby_names" >/dev/null || true
+  sql "SELECT pg_reload_conf()" >/dev/null || true
+  local as=(); [[ "$(id -u)" == 0 ]] && as=(runuser -u postgres --)
+  "${as[@]}" "$pgbin/pg_ctl" -D "$standby_dir" -m fast stop >/dev/null || true
+  sql "SELECT pg_drop_replication_slot('load_standby')" >/dev/null || true
+}
+[[ -n "$sync_standby" ]] && start_sync_standby
+
 case "$scenario" in
   browse) run_browse ;;
   ratio) run_ratio ;;
@@ -565,8 +700,10 @@ case "$scenario" in
   memory) run_memory ;;
   login-storm) run_login_storm ;;
   read-your-writes) run_read_your_writes ;;
+  hot-sku) run_hot_sku ;;
   all) run_read_your_writes; run_browse; run_checkout; run_mixed; run_flash_sale ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
+stop_sync_standby
 python3 "$repo/benches/load/summarize.py" "$out" | tee "$out/summary.md"
 echo "results in $out"
