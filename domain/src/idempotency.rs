@@ -134,19 +134,18 @@ struct StoredFingerprint {
     fingerprint: String,
 }
 
-/// [`claim`] for the keys of several commands that run in one transaction (a batch of
-/// orders): takes every key's lock in one statement, in one global order (so two
-/// batches cannot deadlock), then reads their stored rows. Returns, claim by claim, the
-/// conflict its stored row makes (`None`: the key is free), and marks each claim with
-/// it. The claims must be of distinct keys: a second claim of a key in the same
-/// transaction would not wait for the first.
-pub(crate) async fn claim_many(
+/// [`claim`]'s lock for the keys of several commands that run in one transaction (a
+/// batch of orders): takes every key's lock in one statement, in one global order (so two
+/// batches cannot deadlock). The claims must be of distinct keys: a second claim of a key
+/// in the same transaction would not wait for the first. [`stored_conflicts`], in a
+/// statement after this one, completes the claims.
+pub(crate) async fn lock_keys(
     mut conn: &AsyncPgConnection,
     claims: &[&IdempotencyClaim],
-) -> Result<Vec<Option<ClaimConflict>>, DomainError> {
+) -> Result<(), DomainError> {
     use diesel::sql_types::Array;
     if claims.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let principals: Vec<&str> = claims.iter().map(|c| c.principal.as_str()).collect();
     let keys: Vec<&str> = claims.iter().map(|c| c.key.as_str()).collect();
@@ -163,7 +162,22 @@ pub(crate) async fn claim_many(
     .prepared()
     .execute(&mut conn)
     .await?;
-    // A statement of its own, so its snapshot sees what the holders of the locks committed.
+    Ok(())
+}
+
+/// After [`lock_keys`], in a statement of its own (so its snapshot sees what the
+/// locks' earlier holders committed): claim by claim, the conflict its stored row makes
+/// (`None`: the key is free); marks each claim with it.
+pub(crate) async fn stored_conflicts(
+    mut conn: &AsyncPgConnection,
+    claims: &[&IdempotencyClaim],
+) -> Result<Vec<Option<ClaimConflict>>, DomainError> {
+    use diesel::sql_types::Array;
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let principals: Vec<&str> = claims.iter().map(|c| c.principal.as_str()).collect();
+    let keys: Vec<&str> = claims.iter().map(|c| c.key.as_str()).collect();
     let stored: Vec<StoredFingerprint> = diesel::sql_query(
         "SELECT k.principal, k.key, k.fingerprint FROM idempotency_keys k \
          JOIN unnest($1::text[], $2::text[]) AS t(p, k) ON k.principal = t.p AND k.key = t.k \

@@ -10,7 +10,7 @@
 //!
 //! 1. claims the batch's idempotency keys (one statement, keys in one global order),
 //! 2. reads their stored outcomes, the buyers, and the products with their inventory
-//!    rows locked in product order (so batches, single orders and the other stock
+//!    rows locked in product order, in one round trip (so batches, single orders and the other stock
 //!    commands cannot deadlock),
 //! 3. checks the orders one after another against the levels as the earlier orders of
 //!    the batch leave them ([`check`]): each order is placed whole or fails alone with
@@ -325,13 +325,14 @@ impl Commands {
             let (products, customers, claims) = (&products, &customers, &claims);
             async move {
                 let (conflicts, stock, buyers) = plans::begin_with(&mut conn, async |shared| {
-                    let conflicts = idempotency::claim_many(shared, claims).await?;
-                    let (stock, buyers) = futures_util::future::try_join(
+                    // The keys' locks first; the reads after them, in one round trip.
+                    idempotency::lock_keys(shared, claims).await?;
+                    futures_util::future::try_join3(
+                        idempotency::stored_conflicts(shared, claims),
                         read_stock(shared, products),
                         read_buyers(shared, customers),
                     )
-                    .await?;
-                    Ok::<_, DomainError>((conflicts, stock, buyers))
+                    .await
                 })
                 .await?;
                 // The claims' conflicts, order by order.
