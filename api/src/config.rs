@@ -454,10 +454,12 @@ pub struct OrderBatchingConfig {
     pub max_orders: usize,
 
     /// Batches a process runs at once (each holds a database connection while it runs).
+    /// One gives the largest batches: on 2 cores it placed the most orders, of one hot
+    /// product and of random ones (`benches/README.md`, load run 20).
     #[arg(
         long = "order-batch-runners",
         env = "TILL_ORDER_BATCH_RUNNERS",
-        default_value_t = 4,
+        default_value_t = 1,
         value_parser = clap::builder::TypedValueParser::map(
             clap::value_parser!(u64).range(1..=64),
             |v| usize::try_from(v).unwrap_or(1)

@@ -618,12 +618,16 @@ run_hot_sku() {
   sample hot-sku
   for c in 16 64 256; do
     before="$(reserved)"
+    head -1 /proc/stat > "$out/hot-sku-till-$c.cpu"
     oha -z "${secs}s" -c "$c" --no-tui --output-format json -m POST -T application/json \
       -H "authorization: Bearer $buyer" -D "$out/hot.body.json" "$base/graphql" > "$out/hot-sku-till-$c.json"
+    head -1 /proc/stat >> "$out/hot-sku-till-$c.cpu"
     after="$(reserved)"
     echo "$((after - before))" > "$out/hot-sku-till-$c.placed"
+    head -1 /proc/stat > "$out/hot-sku-pgbench-$c.cpu"
     "$pgbin/pgbench" -h 127.0.0.1 -p "$pgport" -U postgres -n -c "$c" -j 2 -T "$secs" -M prepared \
       -f "$repo/benches/load/pgbench-hot-row.sql" reference > "$out/hot-sku-pgbench-$c.txt" 2>&1
+    head -1 /proc/stat >> "$out/hot-sku-pgbench-$c.cpu"
     echo "   $c connections done"
   done
   unsample
@@ -631,6 +635,12 @@ run_hot_sku() {
   python3 - "$out" "$secs" "${sync_standby:+synchronous standby}" <<'PY'
 import json, pathlib, re, sys
 out, secs, mode = pathlib.Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3] or "durable commits, no standby"
+def busy(name):
+    # The machine's CPU use over a round (all cores; /proc/stat before and after).
+    a, b = ([int(v) for v in line.split()[1:]] for line in out.joinpath(name).read_text().splitlines())
+    d = [y - x for x, y in zip(a, b)]
+    idle = d[3] + d[4]
+    return 100.0 * (sum(d) - idle) / sum(d) if sum(d) else float("nan")
 rows = []
 for c in (16, 64, 256):
     d = json.loads(out.joinpath(f"hot-sku-till-{c}.json").read_text())
@@ -641,13 +651,14 @@ for c in (16, 64, 256):
     lat = d["latencyPercentiles"]
     rows.append({"connections": c, "orders_per_s": placed / secs, "answers_per_s": d["summary"]["requestsPerSec"],
                  "p50_ms": lat["p50"] * 1000, "p99_ms": lat["p99"] * 1000, "pgbench_tps": tps,
-                 "ratio": placed / secs / tps})
+                 "ratio": placed / secs / tps, "till_cpu_pct": busy(f"hot-sku-till-{c}.cpu"),
+                 "pgbench_cpu_pct": busy(f"hot-sku-pgbench-{c}.cpu")})
 out.joinpath("hot-sku-outcome.json").write_text(json.dumps({"mode": mode, "rows": rows}))
 print(f"   hot-sku ({mode}):")
-print("   | connections | placeOrder orders/s | p50 | p99 | pgbench single-row tps | ratio |")
+print("   | connections | placeOrder orders/s | p50 | p99 | CPU busy | pgbench single-row tps | CPU busy | ratio |")
 for r in rows:
     print(f"   | {r['connections']} | {r['orders_per_s']:,.0f} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms "
-          f"| {r['pgbench_tps']:,.0f} | {r['ratio']:.2f}x |")
+          f"| {r['till_cpu_pct']:.0f}% | {r['pgbench_tps']:,.0f} | {r['pgbench_cpu_pct']:.0f}% | {r['ratio']:.2f}x |")
 PY
 }
 
@@ -665,10 +676,14 @@ start_sync_standby() {
   local as=(); [[ "$(id -u)" == 0 ]] && as=(runuser -u postgres --)
   mkdir -p "$dir" && chmod 700 "$dir"
   [[ "$(id -u)" == 0 ]] && chown postgres "$dir"
+  # The server keeps the superuser's password in the data folder, readable by root only:
+  # out of the way while the walsender copies the folder.
+  mv "$out/pg/till-password" "$out/till-password.aside"
   "${as[@]}" env PGPASSWORD="$PGPASSWORD" "$pgbin/pg_basebackup" -h 127.0.0.1 -p "$pgport" -U postgres \
     -D "$dir" -R -X stream -C -S load_standby >/dev/null
-  "${as[@]}" "$pgbin/pg_ctl" -D "$dir" -l "$out/standby.log" \
-    -o "-p $sport -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=500" -w start >/dev/null
+  mv "$out/till-password.aside" "$out/pg/till-password"
+  "${as[@]}" "$pgbin/pg_ctl" -D "$dir" -l "$dir/standby.log" \
+    -o "-p $sport -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=1000" -w start >/dev/null
   standby_dir="$dir"
   sql "ALTER SYSTEM SET synchronous_standby_names = '*'" >/dev/null
   sql "SELECT pg_reload_conf()" >/dev/null

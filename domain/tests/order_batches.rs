@@ -545,3 +545,71 @@ async fn batch_statements_are_planned_once_per_connection() {
         );
     }
 }
+
+/// A batch whose write fails as a whole (here a trigger refuses one buyer's order, which
+/// no check in Rust foresees) places its orders one by one: the refused order fails
+/// alone, the others are placed, nothing is placed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_fails_as_a_whole_places_its_orders_one_by_one() {
+    let w = World::new().await;
+    let hot = w.product("FALLBACK-HOT", 100, 100).await;
+    let ann = w.customer("fallback-a@example.com").await;
+    let refused = w.customer("fallback-b@example.com").await;
+    let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    conn.batch_execute(&format!(
+        "CREATE FUNCTION refuse_order() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+         CREATE TRIGGER refuse_order BEFORE INSERT ON orders FOR EACH ROW \
+         WHEN (NEW.customer_id = '{}') EXECUTE FUNCTION refuse_order()",
+        refused.0
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    drop(conn);
+    let cmd = Commands::new(w.db.pool.clone()).with_order_batching(batching(1));
+    let stats = cmd
+        .order_batching()
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| panic!("on"));
+    let holder = RowHolder::hold(&w, hot).await;
+    let first = place(
+        &cmd,
+        CommandContext::user(ann, Role::Customer),
+        ann,
+        vec![line(hot, 1)],
+        &w.eur,
+    );
+    wait_until("the first batch to start", || get(&stats.orders) == 1).await;
+    let mut tasks = Vec::new();
+    for (i, who) in [ann, refused, ann].into_iter().enumerate() {
+        tasks.push(place(
+            &cmd,
+            CommandContext::user(who, Role::Customer),
+            who,
+            vec![line(hot, 1)],
+            &w.eur,
+        ));
+        let queued = i as u64 + 1;
+        wait_until("the order to queue", || get(&stats.waiting) == queued).await;
+    }
+    holder.release().await;
+    first
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .1
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap_or_else(|e| panic!("{e}")).1);
+    }
+    assert_eq!(get(&stats.fallbacks), 1, "the second batch fell back");
+    assert!(answers[0].is_ok(), "{:?}", answers[0].as_ref().err());
+    assert!(
+        matches!(answers[1], Err(DomainError::Internal(_))),
+        "{:?}",
+        answers[1].as_ref().map(|o| o.value.id)
+    );
+    assert!(answers[2].is_ok(), "{:?}", answers[2].as_ref().err());
+    assert_eq!(w.stock(hot).await, (100, 3));
+    assert_eq!(w.event_count("OrderPlaced").await, 3);
+}

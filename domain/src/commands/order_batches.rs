@@ -73,7 +73,7 @@ impl Default for OrderBatching {
         Self {
             enabled: true,
             max_orders: 64,
-            runners: 4,
+            runners: 1,
             max_queue: 10_000,
             max_wait: Duration::from_secs(5),
         }
@@ -818,4 +818,90 @@ async fn write(
             Ok(Outcome { value: placed, at })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(key: Option<&str>) -> (Pending, oneshot::Receiver<Answer>) {
+        let (reply, answer) = oneshot::channel();
+        let mut ctx = CommandContext::system("test");
+        ctx.idempotency = key.map(|k| {
+            IdempotencyClaim::new("p".into(), k.into(), "f".into(), Duration::from_secs(60))
+        });
+        let order = Pending {
+            ctx,
+            customer: CustomerId(Uuid::now_v7()),
+            lines: Vec::new(),
+            currency: "EUR".into(),
+            since: Instant::now(),
+            reply,
+        };
+        (order, answer)
+    }
+
+    fn queue(batcher: &Batcher, orders: Vec<Pending>) {
+        let mut q = batcher.lock();
+        q.runners = 1;
+        q.waiting.extend(orders);
+    }
+
+    fn keys(batch: &[Pending]) -> Vec<Option<&str>> {
+        batch.iter().map(|o| o.key().map(|(_, k)| k)).collect()
+    }
+
+    /// Batches take the longest-waiting orders first; a second order of a key already in
+    /// the batch keeps its place at the head for the next one.
+    #[test]
+    fn batches_are_served_in_arrival_order_and_a_key_once_per_batch() {
+        let batcher = Batcher::new(OrderBatching {
+            max_orders: 3,
+            ..OrderBatching::default()
+        });
+        let (orders, _answers): (Vec<_>, Vec<_>) =
+            [Some("a"), Some("a"), None, Some("b"), Some("c"), None]
+                .into_iter()
+                .map(pending)
+                .unzip();
+        queue(&batcher, orders);
+        let first = batcher.next_batch().unwrap_or_default();
+        assert_eq!(keys(&first), [Some("a"), None, Some("b")]);
+        let second = batcher.next_batch().unwrap_or_default();
+        assert_eq!(keys(&second), [Some("a"), Some("c"), None]);
+        assert!(
+            batcher.next_batch().is_none(),
+            "the runner stops when none wait"
+        );
+        assert_eq!(batcher.lock().runners, 0);
+    }
+
+    /// Orders whose caller went away are dropped; orders that waited too long are
+    /// answered Busy and never reach a batch.
+    #[test]
+    fn gone_and_stale_orders_never_reach_a_batch() {
+        let batcher = Batcher::new(OrderBatching {
+            max_wait: Duration::from_millis(50),
+            ..OrderBatching::default()
+        });
+        let (gone, answer) = pending(None);
+        drop(answer);
+        let (mut stale, mut stale_answer) = pending(None);
+        stale.since = Instant::now() - Duration::from_secs(1);
+        let (fresh, _fresh_answer) = pending(Some("fresh"));
+        queue(&batcher, vec![gone, stale, fresh]);
+        let batch = batcher.next_batch().unwrap_or_default();
+        assert_eq!(keys(&batch), [Some("fresh")]);
+        match stale_answer.try_recv() {
+            Ok(Err(DomainError::Busy(m))) => assert!(m.contains("waited"), "{m}"),
+            other => panic!(
+                "expected Busy, got {:?}",
+                other.map(|a| a.map(|o| o.value.id))
+            ),
+        }
+        assert_eq!(
+            AtomicU64::load(&batcher.stats.refused, Ordering::Relaxed),
+            1
+        );
+    }
 }
