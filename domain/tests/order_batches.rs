@@ -309,6 +309,49 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// An order as the tests send it: who sends it, for whom, which lines.
+type Order = (CommandContext, CustomerId, Vec<OrderLineInput>);
+
+/// Sends `first` through `cmd`'s one runner and waits until its batch is held behind
+/// `hot`'s locked row; queues `orders` one after another meanwhile (so they gather into
+/// the next batch in this order); releases the row. The answers to `orders`, in order.
+async fn the_batch_behind_a_held_one(
+    w: &World,
+    cmd: &Commands,
+    hot: ProductId,
+    first: Order,
+    orders: Vec<Order>,
+) -> Vec<(CommandContext, Answer)> {
+    let stats = cmd
+        .order_batching()
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| panic!("batching is on"));
+    let holder = RowHolder::hold(w, hot).await;
+    let (ctx, who, lines) = first;
+    let first = place(cmd, ctx, who, lines, &w.eur);
+    wait_until("the first batch to start", || {
+        get(&stats.waiting) == 0 && get(&stats.orders) == 1
+    })
+    .await;
+    let mut tasks = Vec::new();
+    for (ctx, who, lines) in orders {
+        tasks.push(place(cmd, ctx, who, lines, &w.eur));
+        let queued = tasks.len() as u64;
+        wait_until("the order to queue", || get(&stats.waiting) == queued).await;
+    }
+    holder.release().await;
+    first
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .1
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    answers
+}
+
 /// One batch holds good orders and bad ones (a product not for sale, an unknown
 /// buyer, more than is left, a reused key, an unknown product): each bad one fails
 /// alone with its own error, the good ones are placed.
@@ -338,14 +381,7 @@ async fn a_bad_order_in_a_batch_fails_alone() {
         .unwrap_or_else(|| panic!("on"));
     let me = || CommandContext::user(ann, Role::Customer);
 
-    // given the one runner's first batch waiting behind the held row
-    let holder = RowHolder::hold(&w, hot).await;
-    let first = place(&cmd, me(), ann, vec![line(hot, 1)], &w.eur);
-    wait_until("the first batch to start", || {
-        get(&stats.waiting) == 0 && get(&stats.orders) == 1
-    })
-    .await;
-    // when good and bad orders gather into the next batch
+    // when good and bad orders gather into the batch behind the runner's first
     let nobody = CustomerId(uuid::Uuid::now_v7());
     let ghost = ProductId(uuid::Uuid::now_v7());
     let orders = vec![
@@ -367,25 +403,16 @@ async fn a_bad_order_in_a_batch_fails_alone() {
         ("ghost", me(), ann, vec![line(ghost, 1)]),
         ("good-2", me(), ann, vec![line(hot, 3)]),
     ];
-    // (one after another, so that they queue in this order)
-    let mut tasks = Vec::new();
-    for (name, ctx, who, lines) in orders {
-        tasks.push((name, place(&cmd, ctx, who, lines, &w.eur)));
-        let queued = tasks.len() as u64;
-        wait_until("the order to queue", || get(&stats.waiting) == queued).await;
-    }
-    holder.release().await;
+    let (names, orders): (Vec<_>, Vec<Order>) = orders
+        .into_iter()
+        .map(|(name, ctx, who, lines)| (name, (ctx, who, lines)))
+        .unzip();
+    let first = (me(), ann, vec![line(hot, 1)]);
+    let answers: BTreeMap<_, _> = names
+        .into_iter()
+        .zip(the_batch_behind_a_held_one(&w, &cmd, hot, first, orders).await)
+        .collect();
     // then
-    first
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .1
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut answers = BTreeMap::new();
-    for (name, task) in tasks {
-        let (ctx, answer) = task.await.unwrap_or_else(|e| panic!("{e}"));
-        answers.insert(name, (ctx, answer));
-    }
     assert_eq!(get(&stats.batches), 2, "two batches");
     assert_eq!(get(&stats.fallbacks), 0);
     let outcome = |name: &str| match answers.get(name) {
@@ -571,37 +598,24 @@ async fn a_batch_that_fails_as_a_whole_places_its_orders_one_by_one() {
         .order_batching()
         .map(|(_, s)| s)
         .unwrap_or_else(|| panic!("on"));
-    let holder = RowHolder::hold(&w, hot).await;
-    let first = place(
-        &cmd,
-        CommandContext::user(ann, Role::Customer),
-        ann,
-        vec![line(hot, 1)],
-        &w.eur,
-    );
-    wait_until("the first batch to start", || get(&stats.orders) == 1).await;
-    let mut tasks = Vec::new();
-    for (i, who) in [ann, refused, ann].into_iter().enumerate() {
-        tasks.push(place(
-            &cmd,
+    let buyer = |who| {
+        (
             CommandContext::user(who, Role::Customer),
             who,
             vec![line(hot, 1)],
-            &w.eur,
-        ));
-        let queued = i as u64 + 1;
-        wait_until("the order to queue", || get(&stats.waiting) == queued).await;
-    }
-    holder.release().await;
-    first
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .1
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut answers = Vec::new();
-    for task in tasks {
-        answers.push(task.await.unwrap_or_else(|e| panic!("{e}")).1);
-    }
+        )
+    };
+    let answers: Vec<Answer> = the_batch_behind_a_held_one(
+        &w,
+        &cmd,
+        hot,
+        buyer(ann),
+        vec![buyer(ann), buyer(refused), buyer(ann)],
+    )
+    .await
+    .into_iter()
+    .map(|(_, answer)| answer)
+    .collect();
     assert_eq!(get(&stats.fallbacks), 1, "the second batch fell back");
     assert!(answers[0].is_ok(), "{:?}", answers[0].as_ref().err());
     assert!(

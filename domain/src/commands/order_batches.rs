@@ -43,7 +43,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::orders::PlacedOrder;
+use super::orders::{PlacedOrder, ProductRow};
 use super::{CommandContext, Commands, Outcome};
 use crate::db::plans;
 use crate::db::prepared::Reuse;
@@ -375,27 +375,6 @@ fn fall_back(e: &DomainError) -> bool {
     )
 }
 
-/// A product of the batch with its inventory row, locked.
-#[derive(QueryableByName)]
-struct StockRow {
-    #[diesel(sql_type = SqlUuid)]
-    id: Uuid,
-    #[diesel(sql_type = Text)]
-    sku: String,
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = BigInt)]
-    price_minor: i64,
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = Integer)]
-    on_hand: i32,
-    #[diesel(sql_type = Integer)]
-    reserved: i32,
-    #[diesel(sql_type = BigInt)]
-    version: i64,
-}
-
 /// A buyer of the batch.
 #[derive(QueryableByName)]
 struct Buyer {
@@ -410,7 +389,7 @@ struct Buyer {
 async fn read_stock(
     mut conn: &AsyncPgConnection,
     ids: &[Uuid],
-) -> Result<Vec<StockRow>, DomainError> {
+) -> Result<Vec<ProductRow>, DomainError> {
     Ok(diesel::sql_query(
         "SELECT p.id, p.sku, p.name, p.price_minor, p.status, i.on_hand, i.reserved, i.version \
          FROM products p JOIN inventory i ON i.product_id = p.id \
@@ -449,7 +428,7 @@ struct Ready {
 
 /// A product's level as the orders checked so far leave it.
 struct Level<'r> {
-    row: &'r StockRow,
+    row: &'r ProductRow,
     reserved: i32,
     version: i64,
 }
@@ -461,7 +440,7 @@ struct Level<'r> {
 fn check(
     batch: &[Pending],
     conflicts: &[Option<ClaimConflict>],
-    stock: Vec<StockRow>,
+    stock: Vec<ProductRow>,
     buyers: Vec<Buyer>,
 ) -> Vec<Result<Ready, DomainError>> {
     let buyers: HashMap<Uuid, &Buyer> = buyers.iter().map(|b| (b.id, b)).collect();

@@ -408,22 +408,29 @@ struct Found {
     customer_email: String,
     #[diesel(sql_type = Text)]
     customer_name: String,
+    #[diesel(embed)]
+    product: ProductRow,
+}
+
+/// A product with its inventory row, as an order reads it (locked or not).
+#[derive(QueryableByName)]
+pub(super) struct ProductRow {
     #[diesel(sql_type = SqlUuid)]
-    id: Uuid,
+    pub(super) id: Uuid,
     #[diesel(sql_type = Text)]
-    sku: String,
+    pub(super) sku: String,
     #[diesel(sql_type = Text)]
-    name: String,
+    pub(super) name: String,
     #[diesel(sql_type = BigInt)]
-    price_minor: i64,
+    pub(super) price_minor: i64,
     #[diesel(sql_type = Text)]
-    status: String,
+    pub(super) status: String,
     #[diesel(sql_type = Integer)]
-    on_hand: i32,
+    pub(super) on_hand: i32,
     #[diesel(sql_type = Integer)]
-    reserved: i32,
+    pub(super) reserved: i32,
     #[diesel(sql_type = BigInt)]
-    version: i64,
+    pub(super) version: i64,
 }
 
 /// The text of [`READ_LINES`], for [`READ_LINES_LOCKED`] to extend.
@@ -501,7 +508,10 @@ async fn plan(
     };
     let (customer_email, customer_name) =
         (first.customer_email.clone(), first.customer_name.clone());
-    let by_id: BTreeMap<Uuid, &Found> = found.iter().map(|row| (row.id, row)).collect();
+    let by_id: BTreeMap<Uuid, &ProductRow> = found
+        .iter()
+        .map(|row| (row.product.id, &row.product))
+        .collect();
 
     let order_id = OrderId::new();
     let mut facts = Vec::with_capacity(lines.len());
