@@ -16,6 +16,8 @@ use crate::support::*;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+const RESTOCK: &str =
+    "mutation($p: ID!) { restockProduct(productId: $p, quantity: 1) { consistencyToken } }";
 const STOCK: &str = "subscription($p: ID!) { stockChanged(productId: $p) { sku available } }";
 
 /// Opens a graphql-transport-ws socket; `Err(status)` when the upgrade is refused.
@@ -116,8 +118,7 @@ async fn only_subscriptions_run_on_a_socket() {
     assert_eq!(made, 0, "the mutation did not run");
     // A subscription still does.
     send(&mut ws, json!({ "id": "s", "type": "subscribe", "payload": { "query": STOCK, "variables": { "p": product } } })).await;
-    restock(&app, &product).await;
-    let got = first_for(&mut ws, "s").await;
+    let got = first_change(&app, &mut ws, &product, "s").await;
     assert_eq!(
         got["payload"]["data"]["stockChanged"]["sku"], "WS-1",
         "{got}"
@@ -166,33 +167,43 @@ async fn sockets_and_subscriptions_are_capped() {
     send(&mut a, json!({ "id": "1", "type": "complete" })).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     send(&mut a, json!({ "id": "4", "type": "subscribe", "payload": { "query": STOCK, "variables": { "p": product } } })).await;
-    restock(&app, &product).await;
-    assert_eq!(first_for(&mut a, "4").await["type"], "next");
+    assert_eq!(
+        first_change(&app, &mut a, &product, "4").await["type"],
+        "next"
+    );
 }
 
 /// Restocks `product` by one (as staff), so its subscribers get a frame.
 async fn restock(app: &TestApp, product: &str) {
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, body) = app
-        .gql(
-            Some(&app.staff_token),
-            "mutation($p: ID!) { restockProduct(productId: $p, quantity: 1) { consistencyToken } }",
-            json!({ "p": product }),
-        )
+        .gql(Some(&app.staff_token), RESTOCK, json!({ "p": product }))
         .await;
     assert_eq!(code(&body), None, "{body}");
 }
 
-/// The first frame about operation `id` (others are skipped).
-async fn first_for(ws: &mut Ws, id: &str) -> Value {
-    loop {
-        let v = ok(next(ws, Duration::from_secs(10))
-            .await
-            .map_err(|c| format!("{c:?}")));
-        if v["id"] == id {
-            return v;
+/// The first frame about subscription `id` to `product`'s stock, restocking it until
+/// one comes: the server registers a subscription a moment after its `subscribe`
+/// message, and a change before that is not sent (subscriptions send changes, not the
+/// current state).
+async fn first_change(app: &TestApp, ws: &mut Ws, product: &str, id: &str) -> Value {
+    for _ in 0..20 {
+        restock(app, product).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(frame) = tokio::time::timeout_at(deadline, ws.next()).await {
+            match frame {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = ok(serde_json::from_str(&t));
+                    if v["id"] == id {
+                        return v;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("{e}"),
+                None => panic!("the socket closed"),
+            }
         }
     }
+    panic!("no frame for {id} after 20 restocks");
 }
 
 #[tokio::test]
@@ -224,7 +235,8 @@ async fn the_document_policy_holds_on_a_socket() {
     let hash = till_api::http::documents::sha256_hex(STOCK);
     ok(std::fs::write(
         &manifest,
-        json!({ hash.clone(): STOCK }).to_string(),
+        json!({ hash.clone(): STOCK, till_api::http::documents::sha256_hex(RESTOCK): RESTOCK })
+            .to_string(),
     ));
     let app = spawn_app_with(move |cfg| cfg.trusted_documents = Some(manifest)).await;
     let product = app.product("WS-3", 1000, 5).await;
@@ -250,7 +262,7 @@ async fn the_document_policy_holds_on_a_socket() {
         "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } } } }),
     )
     .await;
-    let first = first_for(&mut ws, "y").await;
+    let first = first_change(&app, &mut ws, &product, "y").await;
     assert_eq!(first["type"], "next", "{first}");
     assert_eq!(
         first["payload"]["data"]["stockChanged"]["sku"], "WS-3",
