@@ -383,9 +383,11 @@ impl Application {
         };
         let query_timeout = limits.query_timeout;
         let shared = graphql::Shared::new(api.clone());
-        let schema = graphql::build_checking(Some(&shared), limits.clone(), Checks::Full);
-        let known = graphql::build_checking(Some(&shared), limits.clone(), Checks::Known);
-        let priced = graphql::build_checking(Some(&shared), limits, Checks::Priced);
+        let serve =
+            |limits, checks| graphql::build_serving(Some(&shared), limits, checks, cfg.federation);
+        let schema = serve(limits.clone(), Checks::Full);
+        let known = serve(limits.clone(), Checks::Known);
+        let priced = serve(limits, Checks::Priced);
         crate::metrics::handle();
         let pool_for_admin = pool.clone();
         let api_reads = api.reads.clone();

@@ -87,7 +87,12 @@ pub enum Command {
         no_catch_up: bool,
     },
     /// Print the GraphQL schema (SDL, sorted).
-    Schema,
+    Schema {
+        /// Print the Apollo Federation v2 subgraph SDL instead (what `_service { sdl }`
+        /// answers with `TILL_FEDERATION=true`), for composing a supergraph.
+        #[arg(long)]
+        federation: bool,
+    },
     /// Mint a development access token.
     Token {
         /// Role of the token.
@@ -294,8 +299,12 @@ pub async fn run() -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Schema => {
-            print!("{}", crate::graphql::sdl());
+        Command::Schema { federation } => {
+            if federation {
+                print!("{}", crate::graphql::federation_sdl());
+            } else {
+                print!("{}", crate::graphql::sdl());
+            }
             Ok(())
         }
         Command::Token {

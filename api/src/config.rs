@@ -274,6 +274,18 @@ pub struct ServeConfig {
     #[arg(long, env = "TILL_INTROSPECTION")]
     pub introspection: Option<bool>,
 
+    /// Serve as an Apollo Federation v2 subgraph: `_service { sdl }` and `_entities`
+    /// (Product by id and by sku, Order, Customer, Category). Off by default: `_entities`
+    /// lets a caller look up many objects by key in one request, which a gateway needs
+    /// and a public endpoint does not; turn it on where only the gateway reaches Till.
+    #[arg(
+        long,
+        env = "TILL_FEDERATION",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub federation: bool,
+
     /// Capture payments against Till's own fake provider (`/fake-provider`) when no
     /// `TILL_PAYMENT_PROVIDER_URL` is set. Unset: only in dev mode on the embedded
     /// database.

@@ -33,6 +33,8 @@ pub fn priced_by_arguments(registry: &Registry) -> HashSet<String> {
         .flat_map(|fields| fields.values())
         .filter(|f| f.compute_complexity.is_some())
         .map(|f| f.name.clone())
+        // Federation's `_entities` is priced by its references (see `guard`).
+        .chain(std::iter::once("_entities".to_owned()))
         .collect()
 }
 

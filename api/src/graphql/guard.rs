@@ -10,6 +10,7 @@
 //! back-to-back runs); none of the three needs the per-field hook.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Varia
 
 use super::cost::{CostLimiter, RequestCharge};
 use super::fixed_cost::{self, FirstSight};
-use super::limits::DocumentLimits;
+use super::limits::{self, DocumentLimits};
 use super::operations::OperationScope;
 
 /// Builds each request's guard.
@@ -60,6 +61,7 @@ impl ExtensionFactory for Guard {
             charge: self.rate.clone().map(RequestCharge::new),
             operations: OperationScope::new(self.query_timeout),
             priced: self.priced.clone(),
+            representations: AtomicUsize::new(0),
         })
     }
 }
@@ -69,6 +71,8 @@ struct RequestGuard {
     charge: Option<RequestCharge>,
     operations: OperationScope,
     priced: Arc<OnceLock<HashSet<String>>>,
+    /// Federation's entity references in the document (0 without `_entities`).
+    representations: AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -90,6 +94,9 @@ impl Extension for RequestGuard {
     ) -> ServerResult<ExecutableDocument> {
         let doc = next.run(ctx, query, variables).await?;
         self.limits.check(&doc)?;
+        let references = limits::representations(&doc, variables);
+        DocumentLimits::check_representations(references)?;
+        self.representations.store(references, Ordering::Relaxed);
         self.operations.note(&doc);
         if let Some(seen) = ctx.data_opt::<Arc<FirstSight>>() {
             let priced = self
@@ -107,7 +114,12 @@ impl Extension for RequestGuard {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = next.run(ctx).await?;
+        let mut result = next.run(ctx).await?;
+        // async-graphql prices `_entities` as one reference; a request pays for each.
+        let references = self.representations.load(Ordering::Relaxed);
+        if references > 1 {
+            result.complexity = result.complexity.saturating_mul(references);
+        }
         if let Some(seen) = ctx.data_opt::<Arc<FirstSight>>() {
             seen.note_cost(result.complexity);
         }

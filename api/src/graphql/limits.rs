@@ -2,9 +2,13 @@
 //! number of aliases in a document and of root fields in an operation. Both are
 //! counted on the parsed document, before validation and execution, without
 //! expanding fragments (so fragment cycles cannot make counting expensive).
+//!
+//! Federation's `_entities` is bounded too: at most [`MAX_REPRESENTATIONS`] entity
+//! references in one request, and the request's cost is its static cost (which counts
+//! one reference) times the references (see `guard`).
 
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{ErrorExtensions, Pos, ServerError, ServerResult};
+use async_graphql::{ErrorExtensions, Pos, ServerError, ServerResult, Value, Variables};
 
 use super::error::Code;
 
@@ -45,6 +49,58 @@ fn root_fields(doc: &ExecutableDocument, set: &SelectionSet) -> usize {
         .sum()
 }
 
+/// Most entity references (`_entities(representations:)`) in one request: as many as
+/// the largest page of a connection.
+pub const MAX_REPRESENTATIONS: usize = 100;
+
+/// The entity references a document asks for: the length of every root `_entities`
+/// field's `representations` (a list in the text or a variable). Root fields only, as the
+/// field exists only on the query root; fragments spread at the root count once each.
+pub(super) fn representations(doc: &ExecutableDocument, variables: &Variables) -> usize {
+    let count = |set: &SelectionSet| -> usize {
+        set.items
+            .iter()
+            .filter_map(|s| match &s.node {
+                Selection::Field(f) if f.node.name.node == "_entities" => Some(&f.node),
+                _ => None,
+            })
+            .map(|f| {
+                let value = f.get_argument("representations").and_then(|v| {
+                    v.node
+                        .clone()
+                        .into_const_with(|name| variables.get(&name).cloned().ok_or(()))
+                        .ok()
+                });
+                match value {
+                    Some(Value::List(items)) => items.len(),
+                    _ => 0,
+                }
+            })
+            .sum()
+    };
+    let roots = doc
+        .operations
+        .iter()
+        .map(|(_, op)| count(&op.node.selection_set.node));
+    let spread = doc.operations.iter().flat_map(|(_, op)| {
+        op.node
+            .selection_set
+            .node
+            .items
+            .iter()
+            .map(|s| match &s.node {
+                Selection::InlineFragment(i) => count(&i.node.selection_set.node),
+                Selection::FragmentSpread(spread) => doc
+                    .fragments
+                    .get(&spread.node.fragment_name.node)
+                    .map(|f| count(&f.node.selection_set.node))
+                    .unwrap_or(0),
+                Selection::Field(_) => 0,
+            })
+    });
+    roots.chain(spread).fold(0, usize::saturating_add)
+}
+
 fn limit_error(what: &'static str, message: String) -> ServerError {
     async_graphql::Error::new(message)
         .extend_with(|_, e| {
@@ -55,6 +111,19 @@ fn limit_error(what: &'static str, message: String) -> ServerError {
 }
 
 impl DocumentLimits {
+    /// Refuses a document with too many entity references (BAD_USER_INPUT).
+    pub(super) fn check_representations(n: usize) -> ServerResult<()> {
+        if n > MAX_REPRESENTATIONS {
+            return Err(limit_error(
+                "representations",
+                format!(
+                    "the request references {n} entities; at most {MAX_REPRESENTATIONS} are allowed"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuses a document with too many aliases or root fields (BAD_USER_INPUT).
     pub(super) fn check(&self, doc: &ExecutableDocument) -> ServerResult<()> {
         let aliases: usize = doc
@@ -103,6 +172,34 @@ mod tests {
         };
         let doc = async_graphql::parser::parse_query(query).map_err(|e| e.to_string())?;
         limits.check(&doc).map_err(|e| e.message)
+    }
+
+    fn references(query: &str, variables: serde_json::Value) -> usize {
+        match async_graphql::parser::parse_query(query) {
+            Ok(doc) => representations(&doc, &Variables::from_json(variables)),
+            Err(e) => panic!("{query}: {e}"),
+        }
+    }
+
+    #[test]
+    fn entity_references_are_counted_in_text_variables_and_fragments() {
+        let reps = serde_json::json!({ "r": [{ "__typename": "Product", "sku": "A" }, {}, {}] });
+        let q = "query($r: [_Any!]!) { _entities(representations: $r) { __typename } }";
+        assert_eq!(references(q, reps.clone()), 3);
+        assert_eq!(
+            references(
+                "{ a: _entities(representations: [{}, {}]) { __typename } \
+                 ...F } fragment F on Query { _entities(representations: [{}]) { __typename } }",
+                serde_json::json!({})
+            ),
+            3
+        );
+        assert_eq!(
+            references("{ categories { slug } }", serde_json::json!({})),
+            0
+        );
+        assert!(DocumentLimits::check_representations(MAX_REPRESENTATIONS).is_ok());
+        assert!(DocumentLimits::check_representations(MAX_REPRESENTATIONS + 1).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod accounts;
 pub mod cost;
 pub mod error;
+mod federation;
 pub mod fixed_cost;
 pub mod guard;
 pub mod ids;
@@ -20,7 +21,11 @@ pub mod types;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{Context, SDLExportOptions, Schema, ValidationMode};
+use async_graphql::{
+    Context, Data, Executor, Request, Response, SDLExportOptions, Schema, SchemaBuilder,
+    ValidationMode,
+};
+use futures_util::stream::BoxStream;
 use till_domain::commands::{CommandContext, Commands};
 use till_domain::idempotency::IdempotencyClaim;
 use till_domain::types::Currency;
@@ -33,8 +38,64 @@ pub use subscription::Subscription;
 
 use crate::auth::{Principal, TokenService};
 
-/// The schema type.
-pub type TillSchema = Schema<Query, Mutation, Subscription>;
+/// The plain schema: what non-federated clients see (`schema.graphql`).
+pub type PlainSchema = Schema<Query, Mutation, Subscription>;
+
+/// The schema with Apollo Federation's `_service` and `_entities` (`TILL_FEDERATION`).
+pub type FederatedSchema = Schema<federation::FederatedQuery, Mutation, Subscription>;
+
+/// The schema a process serves: plain, or the same with federation's fields. One type
+/// for the HTTP and WebSocket layers, which run it through [`Executor`].
+#[derive(Clone)]
+pub enum TillSchema {
+    /// Without federation.
+    Plain(PlainSchema),
+    /// With `_service` and `_entities`.
+    Federated(FederatedSchema),
+}
+
+impl TillSchema {
+    /// Runs one request.
+    pub async fn execute(&self, request: impl Into<Request>) -> Response {
+        Executor::execute(self, request.into()).await
+    }
+
+    /// The SDL as served at `/schema.graphql` (federation's fields included when on).
+    pub fn sdl(&self) -> String {
+        match self {
+            Self::Plain(s) => s.sdl(),
+            Self::Federated(s) => s.sdl(),
+        }
+    }
+
+    /// The SDL with these options.
+    pub fn sdl_with(&self, options: SDLExportOptions) -> String {
+        match self {
+            Self::Plain(s) => s.sdl_with_options(options),
+            Self::Federated(s) => s.sdl_with_options(options),
+        }
+    }
+}
+
+impl Executor for TillSchema {
+    async fn execute(&self, request: Request) -> Response {
+        match self {
+            Self::Plain(s) => s.execute(request).await,
+            Self::Federated(s) => s.execute(request).await,
+        }
+    }
+
+    fn execute_stream(
+        &self,
+        request: Request,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, Response> {
+        match self {
+            Self::Plain(s) => Executor::execute_stream(s, request, session_data),
+            Self::Federated(s) => Executor::execute_stream(s, request, session_data),
+        }
+    }
+}
 
 /// What resolvers share: built once at start-up.
 pub struct ApiState {
@@ -147,18 +208,48 @@ impl Shared {
     }
 }
 
-/// Builds the schema around shared state.
+/// Builds the plain schema around shared state.
 pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
     build_checking(state.map(Shared::new).as_ref(), limits, Checks::Full)
 }
 
-/// Builds the schema with the given checks.
+/// Builds the plain schema with the given checks.
 pub fn build_checking(shared: Option<&Shared>, limits: Limits, checks: Checks) -> TillSchema {
+    build_serving(shared, limits, checks, false)
+}
+
+/// Builds the schema with the given checks, federated or not.
+pub fn build_serving(
+    shared: Option<&Shared>,
+    limits: Limits,
+    checks: Checks,
+    federation: bool,
+) -> TillSchema {
+    if federation {
+        let root = Schema::build(
+            federation::FederatedQuery::default(),
+            Mutation::default(),
+            Subscription,
+        );
+        TillSchema::Federated(configure(root, shared, limits, checks).finish())
+    } else {
+        let root = Schema::build(Query::default(), Mutation::default(), Subscription);
+        TillSchema::Plain(configure(root, shared, limits, checks).finish())
+    }
+}
+
+/// Limits, checks, the guard and the shared state, whatever the query root.
+fn configure<Q>(
+    builder: SchemaBuilder<Q, Mutation, Subscription>,
+    shared: Option<&Shared>,
+    limits: Limits,
+    checks: Checks,
+) -> SchemaBuilder<Q, Mutation, Subscription> {
     let mode = match checks {
         Checks::Full => ValidationMode::Strict,
         Checks::Known | Checks::Priced => ValidationMode::Fast,
     };
-    let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription)
+    let mut builder = builder
         .validation_mode(mode)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity);
@@ -180,19 +271,27 @@ pub fn build_checking(shared: Option<&Shared>, limits: Limits, checks: Checks) -
             .data(shared.state.clone())
             .data(shared.products.clone());
     }
-    builder.finish()
+    builder
 }
 
 /// The SDL with types, fields, arguments and enum values sorted (the checked-in
 /// `schema.graphql`).
 pub fn sdl() -> String {
-    let schema = build(None, open_limits());
-    schema.sdl_with_options(
-        SDLExportOptions::new()
-            .sorted_fields()
-            .sorted_arguments()
-            .sorted_enum_items(),
-    )
+    build(None, open_limits()).sdl_with(sorted())
+}
+
+/// The subgraph's SDL as a gateway composes it (what `_service { sdl }` answers, sorted):
+/// Federation v2's `@link` and `@key` directives, without `_service` and `_entities`.
+pub fn federation_sdl() -> String {
+    build_serving(None, open_limits(), Checks::Full, true)
+        .sdl_with(sorted().federation().compose_directive())
+}
+
+fn sorted() -> SDLExportOptions {
+    SDLExportOptions::new()
+        .sorted_fields()
+        .sorted_arguments()
+        .sorted_enum_items()
 }
 
 /// No limits beyond a generous depth, introspection on (the SDL export and tests).

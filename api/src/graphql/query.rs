@@ -124,8 +124,49 @@ fn order_page<C: Serialize>(page: Page<Arc<OrderView>, C>) -> OrderConnection {
     }
 }
 
-fn is_visible(p: &Principal, status: &str) -> bool {
+pub(super) fn is_visible(p: &Principal, status: &str) -> bool {
     p.is_staff() || status == "ACTIVE"
+}
+
+/// The object of `kind` with this id, as the caller may see it: null when it does not
+/// exist or is not theirs to see (a product not for sale, another customer's order or
+/// account). `node` and the federation's entity references both look up through it.
+pub(super) async fn find(ctx: &Context<'_>, kind: Kind, uuid: uuid::Uuid) -> Result<Option<Node>> {
+    let st = state(ctx)?;
+    let me = principal(ctx)?;
+    Ok(match kind {
+        Kind::Product => st
+            .reads
+            .product(uuid)
+            .await
+            .map_err(error::read)?
+            .filter(|p| is_visible(&me, &p.status))
+            .map(|p| Node::Product(Product(p))),
+        Kind::Category => st
+            .reads
+            .category(uuid)
+            .await
+            .map_err(error::read)?
+            .map(|c| Node::Category(Category::from(c))),
+        Kind::Order => st
+            .reads
+            .order(uuid)
+            .await
+            .map_err(error::read)?
+            .filter(|o| me.is_staff() || me.user_id().map(|u| u.0) == Some(o.customer_id))
+            .map(|o| Node::Order(Order::from(o))),
+        Kind::Customer => {
+            if !(me.is_staff() || me.user_id().map(|u| u.0) == Some(uuid)) {
+                None
+            } else {
+                st.reads
+                    .customer_summary(uuid)
+                    .await
+                    .map_err(error::read)?
+                    .map(|c| Node::Customer(Customer(c)))
+            }
+        }
+    })
 }
 
 /// All queries: storefront, back office and the job queue, one `Query` type.
@@ -149,41 +190,7 @@ impl StoreQuery {
         let Some((kind, uuid)) = ids::decode_any(&id) else {
             return Err(coded(Code::BadUserInput, "id: not a global id"));
         };
-        let st = state(ctx)?;
-        let me = principal(ctx)?;
-        Ok(match kind {
-            Kind::Product => st
-                .reads
-                .product(uuid)
-                .await
-                .map_err(error::read)?
-                .filter(|p| is_visible(&me, &p.status))
-                .map(|p| Node::Product(Product(p))),
-            Kind::Category => st
-                .reads
-                .category(uuid)
-                .await
-                .map_err(error::read)?
-                .map(|c| Node::Category(Category::from(c))),
-            Kind::Order => st
-                .reads
-                .order(uuid)
-                .await
-                .map_err(error::read)?
-                .filter(|o| me.is_staff() || me.user_id().map(|u| u.0) == Some(o.customer_id))
-                .map(|o| Node::Order(Order::from(o))),
-            Kind::Customer => {
-                if !(me.is_staff() || me.user_id().map(|u| u.0) == Some(uuid)) {
-                    None
-                } else {
-                    st.reads
-                        .customer_summary(uuid)
-                        .await
-                        .map_err(error::read)?
-                        .map(|c| Node::Customer(Customer(c)))
-                }
-            }
-        })
+        find(ctx, kind, uuid).await
     }
 
     /// One product by global id or by SKU (give exactly one).

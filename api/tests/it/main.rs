@@ -4,6 +4,7 @@
 mod accounts;
 mod documents;
 mod embedded;
+mod federation;
 mod graphql_http;
 mod idempotency;
 mod job_leases;
