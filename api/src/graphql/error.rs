@@ -5,35 +5,84 @@ use async_graphql::ErrorExtensions;
 use till_domain::DomainError;
 use till_read_models::ReadError;
 
-/// Stable error codes clients can switch on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Every `extensions.code` an error of this API carries: clients switch on these, never
+/// on messages. The HTTP status is for `POST /graphql` with one operation; a batch, and an
+/// error beside data, is 200 with the code in the body. docs/errors.md has the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+#[graphql(name = "ErrorCode")]
 pub enum Code {
-    /// No or invalid credentials.
+    /// No credentials where they are needed, or a token that is invalid, expired or of
+    /// an ended session. HTTP 401 when the Authorization header itself is refused, else
+    /// 200. Sign in again (or exchange the refresh token); do not retry as is.
     Unauthenticated,
-    /// Authenticated, but not allowed.
+    /// Signed in, but the role does not allow it (the back office is for STAFF and
+    /// ADMIN), or, in trusted-documents mode, a document not in the manifest. HTTP 200;
+    /// 400 for the refused document. Not retryable.
     Forbidden,
-    /// No such entity (or not yours).
+    /// No such object, or not yours to see (another customer's order looks the same as
+    /// a missing one). HTTP 200. Not retryable.
     NotFound,
-    /// Input broke a rule.
+    /// Input broke a rule: a malformed id or cursor, a value out of range, a document
+    /// over a limit, a malformed request. `extensions.field` names the input field where
+    /// known, `extensions.limit` the limit (aliases, rootFields, representations). HTTP
+    /// 400 when the HTTP layer refuses the request, or when it fails validation with
+    /// `Accept: application/graphql-response+json`; 405 for a mutation over GET; else
+    /// 200. Fix the input; not retryable.
     BadUserInput,
-    /// Not enough stock.
+    /// An order line asks for more than is available; nothing was reserved.
+    /// `extensions`: `productId`, `sku`, `requested`, `available`. HTTP 200. Retry with
+    /// a smaller quantity, or after a restock.
     OutOfStock,
-    /// State or version conflict.
+    /// The object changed under the request: a state transition that no longer applies
+    /// (paying a cancelled order), a stale version, a duplicate unique value. HTTP 200.
+    /// Read the object again and decide; a blind retry fails the same way.
     Conflict,
-    /// Dependency down or overloaded; retry later.
+    /// A dependency is down or the server is overloaded (database unreachable, read
+    /// models not caught up within the wait, the order queue full, shutting down). HTTP
+    /// 503 with `Retry-After` when nothing could be answered, else 200. Retry after the
+    /// delay; for mutations, with the same `Idempotency-Key`.
     ServiceUnavailable,
-    /// The Idempotency-Key was used for a different request.
+    /// The `Idempotency-Key` was used before for a different request. HTTP 422. Use a
+    /// new key for a new request; not retryable.
     IdempotencyKeyReused,
-    /// A request with the same Idempotency-Key is still running.
+    /// A request with the same `Idempotency-Key` is still running. HTTP 409 with
+    /// `Retry-After`. Retry after the delay with the same key: the first result is
+    /// replayed.
     IdempotencyInProgress,
-    /// The caller's rate-limit bucket cannot pay for the request.
+    /// The caller's rate-limit bucket cannot pay the request's cost (also repeated
+    /// sign-in failures). `extensions.retryAfter` in seconds; `extensions.cost` shows the
+    /// bucket. HTTP 429 with `Retry-After`. Retry after the delay.
     Throttled,
-    /// Only registered (trusted) documents may run, or the persisted query is unknown.
+    /// A persisted-query hash the server does not know: with Automatic Persisted
+    /// Queries, send the document with the hash once; in trusted-documents mode, the
+    /// hash is not in the manifest (not retryable). HTTP 400.
     PersistedQueryNotFound,
-    /// A query ran longer than the request timeout.
+    /// The operation ran longer than the request timeout and was stopped (a query: no
+    /// effects). HTTP 200. Retry later or ask for less.
     Timeout,
-    /// A bug.
+    /// A bug on the server; the cause is logged under the response's `X-Request-Id`,
+    /// never sent. HTTP 200 (500 if the response itself cannot be written). Retrying a
+    /// mutation with the same `Idempotency-Key` is safe.
     Internal,
+}
+
+impl Code {
+    /// Every code, in the order of the table in docs/errors.md.
+    pub const ALL: [Code; 13] = [
+        Code::Unauthenticated,
+        Code::Forbidden,
+        Code::NotFound,
+        Code::BadUserInput,
+        Code::OutOfStock,
+        Code::Conflict,
+        Code::ServiceUnavailable,
+        Code::IdempotencyKeyReused,
+        Code::IdempotencyInProgress,
+        Code::Throttled,
+        Code::PersistedQueryNotFound,
+        Code::Timeout,
+        Code::Internal,
+    ];
 }
 
 impl Code {
@@ -167,6 +216,34 @@ pub fn forbidden() -> async_graphql::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The wire form, the SDL's `ErrorCode` values and the table in docs/errors.md name
+    /// the same codes in the same order.
+    #[test]
+    fn the_codes_the_schema_and_the_error_table_agree() {
+        use async_graphql::resolver_utils::EnumType;
+        let wire: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        let sdl: Vec<&str> = Code::items().iter().map(|i| i.name).collect();
+        assert_eq!(wire, sdl, "as_str and the GraphQL enum disagree");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/errors.md");
+        let table = std::fs::read_to_string(&path).unwrap_or_default();
+        let documented: Vec<&str> = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`').map(|(code, _)| code))
+            .collect();
+        assert_eq!(
+            documented, wire,
+            "docs/errors.md's table lists other codes than Code::ALL"
+        );
+        let sdl = crate::graphql::sdl();
+        for code in wire {
+            assert!(
+                sdl.contains(&format!("\t{code}\n")),
+                "{code} not in the SDL"
+            );
+        }
+    }
 
     fn code_of(e: &async_graphql::Error) -> Option<String> {
         let v = serde_json::to_value(e.extensions.as_ref()?.get("code")?).ok()?;

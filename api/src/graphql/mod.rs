@@ -250,6 +250,8 @@ fn configure<Q>(
         Checks::Known | Checks::Priced => ValidationMode::Fast,
     };
     let mut builder = builder
+        // Referenced by no field: in the SDL so that codegen types `extensions.code`.
+        .register_output_type::<error::Code>()
         .validation_mode(mode)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity);
