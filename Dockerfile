@@ -2,8 +2,8 @@
 # Multi-stage build of the `till` binary.
 #   docker build -t till:dev .
 # Stage `build` compiles with BuildKit cache mounts for the cargo registry and the target
-# folder, so a rebuild after a code change reuses every compiled dependency. Node.js is
-# only needed at build time (build.rs stages the self-hosted GraphiQL assets from npm).
+# folder, so a rebuild after a code change reuses every compiled dependency (the GraphiQL
+# assets are vendored in the source: no Node.js).
 # Stage `runtime` is distroless: the binary, libc and CA certificates, no shell, user
 # 65532.
 #
@@ -20,9 +20,6 @@ ARG BINARY=build
 
 # checkov:skip=CKV_DOCKER_7:the base images are build arguments whose defaults are pinned by digest (above)
 FROM ${BUILD_IMAGE} AS build
-RUN apt-get update \
- && apt-get install -y --no-install-recommends nodejs=18.* npm=9.* \
- && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \

@@ -1,9 +1,10 @@
 //! The GraphiQL page at `/graphiql`, served with self-hosted assets.
 //!
-//! React, ReactDOM and GraphiQL come from the npm registry at build time (`api/build.rs`
-//! installs the versions pinned in `api/graphiql/package-lock.json`) and are embedded in the
-//! binary, so the page works without internet access. Asset URLs carry a revision derived
-//! from the pinned versions, which lets browsers cache them as immutable.
+//! React, ReactDOM and GraphiQL are vendored in `api/graphiql/vendor/` (the versions
+//! pinned in `api/graphiql/package-lock.json`, with their licences; CI checks the bytes
+//! against npm with `scripts/graphiql-assets.sh --check`) and embedded in the binary, so
+//! the page works without internet access and building needs no Node.js. Asset URLs
+//! carry a hash of the files, which lets browsers cache them as immutable.
 
 use actix_web::http::header::{self, CacheControl, CacheDirective, ContentType};
 use actix_web::{guard, web, HttpResponse, Route};
@@ -32,8 +33,8 @@ static ASSETS: [Asset; 5] = [
         name: "react.production.min.js",
         content_type: JS,
         bytes: include_bytes!(concat!(
-            env!("OUT_DIR"),
-            "/graphiql/react.production.min.js"
+            env!("CARGO_MANIFEST_DIR"),
+            "/graphiql/vendor/react.production.min.js"
         )),
         immutable: true,
     },
@@ -41,24 +42,30 @@ static ASSETS: [Asset; 5] = [
         name: "react-dom.production.min.js",
         content_type: JS,
         bytes: include_bytes!(concat!(
-            env!("OUT_DIR"),
-            "/graphiql/react-dom.production.min.js"
+            env!("CARGO_MANIFEST_DIR"),
+            "/graphiql/vendor/react-dom.production.min.js"
         )),
         immutable: true,
     },
     Asset {
         name: "graphiql.min.js",
         content_type: JS,
-        bytes: include_bytes!(concat!(env!("OUT_DIR"), "/graphiql/graphiql.min.js")),
+        bytes: include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/graphiql/vendor/graphiql.min.js"
+        )),
         immutable: true,
     },
     Asset {
         name: "graphiql.min.css",
         content_type: CSS,
-        bytes: include_bytes!(concat!(env!("OUT_DIR"), "/graphiql/graphiql.min.css")),
+        bytes: include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/graphiql/vendor/graphiql.min.css"
+        )),
         immutable: true,
     },
-    // Ours, not versioned by the package files, so it is revalidated instead of cached forever.
+    // Ours, not versioned by the vendored files' hash, so it is revalidated instead of cached forever.
     Asset {
         name: "till-graphiql.js",
         content_type: JS,
@@ -123,7 +130,7 @@ async fn asset(
 }
 
 /// The page. Vendored asset URLs carry `TILL_GRAPHIQL_ASSETS_REV`, which `build.rs` derives
-/// from the package files.
+/// from their bytes.
 const PAGE_HTML: &str = concat!(
     r#"<!doctype html>
 <html lang="en">

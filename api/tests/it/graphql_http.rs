@@ -154,6 +154,27 @@ async fn probes_and_sdl_answer() {
     assert!(sdl.contains("type Query"), "{sdl}");
     let r = ok(app.http.get(format!("{}/graphiql", app.base)).send().await);
     assert_eq!(r.status().as_u16(), 200);
+    // every vendored asset the page links is served, byte for byte
+    let page = ok(r.text().await);
+    let vendor = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("graphiql/vendor");
+    for name in [
+        "react.production.min.js",
+        "react-dom.production.min.js",
+        "graphiql.min.js",
+        "graphiql.min.css",
+    ] {
+        let at = page
+            .find(&format!("/graphiql/assets/{name}?v="))
+            .unwrap_or_else(|| panic!("{name} not linked from {page}"));
+        let url: String = page[at..].chars().take_while(|c| *c != '"').collect();
+        let r = ok(app.http.get(format!("{}{url}", app.base)).send().await);
+        assert_eq!(r.status().as_u16(), 200, "{url}");
+        let served = ok(r.bytes().await);
+        assert!(
+            served == ok(std::fs::read(vendor.join(name))),
+            "{url} is not the vendored file"
+        );
+    }
 }
 
 #[tokio::test]
