@@ -719,6 +719,9 @@ pub struct Conveniences {
     pub fake_provider: bool,
     /// Serve GraphiQL and the SDL.
     pub explorer: bool,
+    /// Hand GraphiQL the demo accounts' tokens (`/graphiql/demo-tokens`): dev mode, which
+    /// listens on loopback only, with the demo accounts seeded.
+    pub demo_tokens: bool,
 }
 
 impl ServeConfig {
@@ -726,11 +729,13 @@ impl ServeConfig {
     pub fn conveniences(&self, embedded: bool) -> Conveniences {
         let dev = self.mode == Mode::Dev;
         let local = dev && embedded;
+        let seed_demo = self.seed_demo.unwrap_or(local);
         Conveniences {
-            seed_demo: self.seed_demo.unwrap_or(local),
+            seed_demo,
             introspection: self.introspection.unwrap_or(local),
             fake_provider: self.fake_provider.unwrap_or(local),
             explorer: self.explorer.unwrap_or(dev),
+            demo_tokens: dev && seed_demo,
         }
     }
 
@@ -805,6 +810,7 @@ mod tests {
             introspection: true,
             fake_provider: true,
             explorer: true,
+            demo_tokens: true,
         };
         assert_eq!(dev.conveniences(true), all);
         assert_eq!(
@@ -814,6 +820,7 @@ mod tests {
                 introspection: false,
                 fake_provider: false,
                 explorer: true,
+                demo_tokens: false,
             },
             "a dev binary pointed at a real database opens nothing up"
         );
@@ -825,6 +832,7 @@ mod tests {
                 introspection: false,
                 fake_provider: false,
                 explorer: false,
+                demo_tokens: false,
             }
         );
         let asked = serve(&[
@@ -836,6 +844,11 @@ mod tests {
             "true",
         ]);
         assert!(asked.conveniences(false).explorer && asked.conveniences(false).introspection);
+        let seeded = serve(&["--mode", "production", "--seed-demo", "true"]);
+        assert!(
+            !seeded.conveniences(false).demo_tokens,
+            "production never hands out tokens, even with the demo accounts"
+        );
     }
 
     #[test]

@@ -81,7 +81,42 @@ static ASSETS: [Asset; 5] = [
 /// same path over WebSocket.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/graphiql", get_or_head().to(page))
-        .route("/graphiql/assets/{file}", get_or_head().to(asset));
+        .route("/graphiql/assets/{file}", get_or_head().to(asset))
+        .route("/graphiql/demo-tokens", web::get().to(demo_tokens));
+}
+
+/// How long the tokens GraphiQL gets for the demo accounts last.
+const DEMO_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `GET /graphiql/demo-tokens`: fresh access tokens of the demo shopper and staff, so the
+/// page's tabs come signed in. Dev mode only (it listens on loopback only and prints the
+/// same tokens at start-up), with the demo accounts seeded; 404 otherwise.
+async fn demo_tokens(data: web::Data<std::sync::Arc<crate::app::AppData>>) -> HttpResponse {
+    let c = &data.conveniences;
+    if !(c.explorer && c.demo_tokens) {
+        return HttpResponse::NotFound().finish();
+    }
+    let mut tokens = serde_json::Map::new();
+    for (key, email) in [
+        ("shopper", crate::seed::DEMO_SHOPPER_EMAIL),
+        ("staff", crate::seed::DEMO_STAFF_EMAIL),
+    ] {
+        let account = till_domain::lookups::account_by_email(&data.pool, email).await;
+        let token = match account {
+            Ok(Some((id, role))) => data.tokens.mint(id, role, DEMO_TOKEN_TTL).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "demo tokens: account lookup failed");
+                return HttpResponse::ServiceUnavailable().finish();
+            }
+        };
+        if let Some(token) = token {
+            tokens.insert(key.to_owned(), token.into());
+        }
+    }
+    HttpResponse::Ok()
+        .insert_header(CacheControl(vec![CacheDirective::NoStore]))
+        .json(tokens)
 }
 
 fn get_or_head() -> Route {
@@ -171,35 +206,90 @@ const INIT_JS: &str = r#"(function () {
     url: origin + '/graphql',
     subscriptionUrl: origin.replace(/^http/, 'ws') + '/graphql'
   });
-  var defaultQuery = [
-    '# Till GraphiQL. Put a token in Headers, e.g.',
-    '# {"Authorization": "Bearer <token>"}',
-    '{',
-    '  categories {',
-    '    slug',
-    '    name',
-    '  }',
-    '  products(first: 5) {',
-    '    edges {',
-    '      node {',
-    '        sku',
-    '        name',
-    '        priceMinor',
-    '        available',
-    '      }',
-    '    }',
-    '  }',
-    '}',
-    ''
-  ].join('\n');
-  ReactDOM.createRoot(document.getElementById('graphiql')).render(
-    React.createElement(GraphiQL, {
-      fetcher: fetcher,
-      defaultQuery: defaultQuery,
-      isHeadersEditorEnabled: true,
-      defaultEditorToolsVisibility: 'headers',
-      shouldPersistHeaders: false
-    })
-  );
+  function lines() { return Array.prototype.slice.call(arguments).join('\n') + '\n'; }
+  function headers(token) {
+    return token ? JSON.stringify({ Authorization: 'Bearer ' + token }, null, 2) : '';
+  }
+  function json(response) { return response.ok ? response.json() : null; }
+  // The README's tour as tabs; in dev mode with the demo accounts they come signed in.
+  function tabs(tokens, product) {
+    var shopper = tokens && tokens.shopper;
+    var staff = tokens && tokens.staff;
+    var signIn = shopper ? '' : lines(
+      '# Sign in first (tab SignIn) and put the accessToken in Headers:',
+      '# {"Authorization": "Bearer <accessToken>"}');
+    var productVars = JSON.stringify({ product: product || '<a product id from Browse>' }, null, 2);
+    return [
+      { query: lines(
+          '# Browse the catalog: no token needed. Pass pageInfo.endCursor as `after`',
+          '# for the next page.',
+          'query Browse {',
+          '  categories { slug name path { slug } }',
+          '  products(first: 5, sortBy: PRICE, filter: { inStock: true }) {',
+          '    edges { cursor node { id sku name price { amount currency } available categoryPath { name } } }',
+          '    pageInfo { hasNextPage endCursor }',
+          '  }',
+          '}') },
+      { query: lines(
+          '# The demo accounts shopper@till.dev and staff@till.dev use this password;',
+          '# or register(input: {email, password, name}) an account of your own.',
+          'mutation SignIn {',
+          '  login(email: "shopper@till.dev", password: "till-demo-password") {',
+          '    accessToken expiresIn refreshToken',
+          '  }',
+          '}') },
+      { query: signIn + lines(
+          '# Reserves stock for every line or none (OUT_OF_STOCK names the short product).',
+          '# Then read it back in MyOrders with its consistencyToken.',
+          'mutation PlaceOrder($product: ID!) {',
+          '  placeOrder(input: { lines: [{ productId: $product, quantity: 2 }] }) {',
+          '    consistencyToken',
+          '    order { id status total { amount } lines { name quantity unitPrice { amount } } }',
+          '  }',
+          '}'),
+        variables: productVars, headers: headers(shopper) },
+      { query: signIn + lines(
+          '# After PlaceOrder, add its token to Headers, and this read waits for it:',
+          '#   "X-Consistency-Token": "<consistencyToken>"',
+          'query MyOrders {',
+          '  myOrders(first: 10) { edges { node { id status statusHistory { status at } } } }',
+          '  me { email ordersCount lifetimeSpend { amount } }',
+          '}'),
+        headers: headers(shopper) },
+      { query: lines(
+          '# Run it, then place an order in PlaceOrder: each change of the stock arrives here.',
+          'subscription StockChanged($product: ID!) {',
+          '  stockChanged(productId: $product) { sku available }',
+          '}'),
+        variables: productVars },
+      { query: (staff ? '' : lines('# Needs a STAFF or ADMIN token in Headers.')) + lines(
+          'query BackOffice {',
+          '  orders(first: 5) { edges { node { id status customer { email } total { amount } } } }',
+          '  projections { name position lagEvents }',
+          '}'),
+        headers: headers(staff) }
+    ];
+  }
+  function render(tokens, product) {
+    ReactDOM.createRoot(document.getElementById('graphiql')).render(
+      React.createElement(GraphiQL, {
+        fetcher: fetcher,
+        defaultTabs: tabs(tokens, product),
+        isHeadersEditorEnabled: true,
+        defaultEditorToolsVisibility: 'headers',
+        shouldPersistHeaders: false
+      })
+    );
+  }
+  var tokens = fetch(origin + '/graphiql/demo-tokens').then(json).catch(function () { return null; });
+  var product = fetch(origin + '/graphql', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ query: '{ products(first: 1, filter: { inStock: true }) { edges { node { id } } } }' })
+  }).then(json).then(function (r) {
+    var edges = r && r.data && r.data.products ? r.data.products.edges : [];
+    return edges.length ? edges[0].node.id : null;
+  }).catch(function () { return null; });
+  Promise.all([tokens, product]).then(function (got) { render(got[0], got[1]); });
 })();
 "#;

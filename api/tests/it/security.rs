@@ -340,3 +340,59 @@ async fn dev_conveniences_stay_off_where_they_were_not_asked_for() {
         "demo accounts with a published password were seeded"
     );
 }
+
+/// GraphiQL's demo tokens: handed out in dev mode with the demo accounts seeded (dev mode
+/// listens on loopback only), never in production even with the demo seed, and not
+/// without the demo accounts.
+#[tokio::test]
+async fn demo_tokens_only_in_dev_mode_with_the_demo_accounts() {
+    let dev = spawn_app_with(|cfg| cfg.seed_demo = Some(true)).await;
+    let r = ok(dev
+        .http
+        .get(format!("{}/graphiql/demo-tokens", dev.base))
+        .send()
+        .await);
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+    let tokens: serde_json::Value = ok(r.json().await);
+    let staff = tokens["staff"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{tokens}"));
+    let shopper = tokens["shopper"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{tokens}"));
+    let back_office = "{ orders(first: 1) { edges { cursor } } }";
+    let (_, body) = dev.gql(Some(staff), back_office, json!({})).await;
+    assert_eq!(code(&body), None, "the staff token is staff: {body}");
+    let (_, body) = dev.gql(Some(shopper), back_office, json!({})).await;
+    assert_eq!(
+        code(&body),
+        Some("FORBIDDEN"),
+        "the shopper token is a customer's: {body}"
+    );
+
+    for (what, app) in [
+        (
+            "production with the demo seed",
+            spawn_app_with(|cfg| {
+                cfg.mode = till_api::config::Mode::Production;
+                cfg.explorer = Some(true);
+                cfg.seed_demo = Some(true);
+            })
+            .await,
+        ),
+        ("dev without the demo accounts", spawn_app().await),
+    ] {
+        let r = ok(app
+            .http
+            .get(format!("{}/graphiql/demo-tokens", app.base))
+            .send()
+            .await);
+        assert_eq!(r.status().as_u16(), 404, "{what}");
+    }
+}
