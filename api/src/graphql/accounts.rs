@@ -169,7 +169,11 @@ impl AccountMutation {
     /// Creates a customer account and signs it in. CONFLICT when the email is taken;
     /// BAD_USER_INPUT names the rule a password breaks.
     #[graphql(complexity = 50)]
-    async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> Result<AuthPayload> {
+    async fn register(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The new account's email, password and name.")] input: RegisterInput,
+    ) -> Result<AuthPayload> {
         let email = Email::parse(&input.email).map_err(error::domain)?;
         let registration = Registration {
             password: Password::new_for(&input.password, &email).map_err(error::domain)?,

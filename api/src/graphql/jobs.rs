@@ -327,7 +327,11 @@ impl JobsMutation {
 
     /// Puts a dead letter back on its queue with fresh attempts (back office).
     #[graphql(guard = "StaffGuard", complexity = 10)]
-    async fn retry_dead_letter(&self, ctx: &Context<'_>, id: ID) -> Result<DeadLetterPayload> {
+    async fn retry_dead_letter(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The dead letter (its id from `deadLetters`).")] id: ID,
+    ) -> Result<DeadLetterPayload> {
         let queue = state(ctx)?
             .commands
             .retry_dead_letter(job_id(&id)?)
@@ -369,6 +373,7 @@ impl JobsMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The subscription.")] subscription_id: ID,
+        #[graphql(desc = "true resumes deliveries, false pauses them (queued ones wait).")]
         active: bool,
     ) -> Result<WebhookSubscription> {
         let id = parse_subscription_id(&subscription_id)?;
@@ -382,7 +387,11 @@ impl JobsMutation {
 
     /// Deletes a dead letter for good (back office).
     #[graphql(guard = "StaffGuard", complexity = 10)]
-    async fn discard_dead_letter(&self, ctx: &Context<'_>, id: ID) -> Result<DeadLetterPayload> {
+    async fn discard_dead_letter(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The dead letter (its id from `deadLetters`).")] id: ID,
+    ) -> Result<DeadLetterPayload> {
         jobs::discard_dead(state(ctx)?.commands.pool(), job_id(&id)?)
             .await
             .map_err(error::domain)?;

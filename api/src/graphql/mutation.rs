@@ -265,7 +265,7 @@ impl CommerceMutation {
     async fn create_category(
         &self,
         ctx: &Context<'_>,
-        input: CreateCategoryInput,
+        #[graphql(desc = "The new category.")] input: CreateCategoryInput,
     ) -> Result<CategoryPayload> {
         let cmd = command_context(ctx)?;
         let new = NewCategory {
@@ -289,6 +289,7 @@ impl CommerceMutation {
     async fn create_product(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The new product, its category and its initial stock.")]
         input: CreateProductInput,
     ) -> Result<ProductPayload> {
         let cmd = command_context(ctx)?;
@@ -320,6 +321,9 @@ impl CommerceMutation {
     async fn update_product(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "The product, the fields to change, and optionally the version it must still be at."
+        )]
         input: UpdateProductInput,
     ) -> Result<ProductPayload> {
         let cmd = command_context(ctx)?;
@@ -433,7 +437,12 @@ impl CommerceMutation {
     /// Places an order, reserving stock for every line at once: all lines or none
     /// (OUT_OF_STOCK names the product that is short).
     #[graphql(complexity = 10)]
-    async fn place_order(&self, ctx: &Context<'_>, input: PlaceOrderInput) -> Result<OrderPayload> {
+    async fn place_order(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The order's lines (a product at most once each).")]
+        input: PlaceOrderInput,
+    ) -> Result<OrderPayload> {
         let cmd = command_context(ctx)?;
         let me = super::principal(ctx)?
             .user_id()

@@ -186,7 +186,11 @@ pub struct StoreQuery;
 impl StoreQuery {
     /// Fetches any object by its global id (null when it does not exist or is not
     /// yours to see).
-    async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
+    async fn node(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "A global id, as any object's `id` gives it.")] id: ID,
+    ) -> Result<Option<Node>> {
         let Some((kind, uuid)) = ids::decode_any(&id) else {
             return Err(coded(Code::BadUserInput, "id: not a global id"));
         };
@@ -197,8 +201,8 @@ impl StoreQuery {
     async fn product(
         &self,
         ctx: &Context<'_>,
-        id: Option<ID>,
-        sku: Option<String>,
+        #[graphql(desc = "The product's global id (give this or `sku`).")] id: Option<ID>,
+        #[graphql(desc = "The product's SKU (give this or `id`).")] sku: Option<String>,
     ) -> Result<Option<Product>> {
         let st = state(ctx)?;
         let view = match (id, sku) {
@@ -227,7 +231,9 @@ impl StoreQuery {
             i32,
         >,
         #[graphql(desc = "Cursor after which the page starts.")] after: Option<String>,
-        filter: Option<ProductFilterInput>,
+        #[graphql(desc = "Only products matching every given filter.")] filter: Option<
+            ProductFilterInput,
+        >,
         #[graphql(desc = "Ordering (default NEWEST).")] sort_by: Option<ProductSortBy>,
     ) -> Result<ProductConnection> {
         let st = state(ctx)?;
@@ -332,7 +338,11 @@ impl StoreQuery {
 
     /// One order by global id: its owner and staff only (NOT_FOUND for anyone else).
     #[graphql(guard = "SignedInGuard")]
-    async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<Order> {
+    async fn order(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The order (global id).")] id: ID,
+    ) -> Result<Order> {
         let uuid = ids::decode(Kind::Order, &id, "id")?;
         let me = principal(ctx)?;
         let found = state(ctx)?.reads.order(uuid).await.map_err(error::read)?;
@@ -357,7 +367,9 @@ impl StoreQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "Page size (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor after which the page starts.")] after: Option<String>,
-        filter: Option<OrderFilterInput>,
+        #[graphql(desc = "Only orders matching every given filter.")] filter: Option<
+            OrderFilterInput,
+        >,
     ) -> Result<OrderConnection> {
         let n = page_size(ctx, first)?;
         let f = filter.unwrap_or_default();
@@ -386,7 +398,8 @@ impl StoreQuery {
     async fn sales_report(
         &self,
         ctx: &Context<'_>,
-        from: NaiveDate,
+        #[graphql(desc = "First day, inclusive (UTC).")] from: NaiveDate,
+        #[graphql(desc = "Last day, inclusive (UTC); at most 3,660 days after `from`.")]
         to: NaiveDate,
     ) -> Result<Vec<DailySales>> {
         let st = state(ctx)?;
