@@ -108,7 +108,7 @@ try {
   const token = login.body.data.login.accessToken;
   const b = await post(
     gatewayUrl,
-    `{ me { email } product(sku: ${JSON.stringify(first.sku)}) { name reviews { body } } }`,
+    `{ me { email } product(by: { sku: ${JSON.stringify(first.sku)} }) { name reviews { body } } }`,
     {},
     token,
   );

@@ -26,6 +26,15 @@ use super::types::reports::{DailySales, ProductSales};
 use super::{principal, state, SignedInGuard, StaffGuard};
 use crate::auth::Principal;
 
+/// How to find one product: exactly one of its keys (`@oneOf`).
+#[derive(Debug, async_graphql::OneofObject)]
+pub enum ProductKey {
+    /// The product's global id.
+    Id(ID),
+    /// The product's SKU (surrounding spaces ignored).
+    Sku(String),
+}
+
 /// Filters of `products`; all given filters must match.
 #[derive(Debug, Default, InputObject)]
 pub struct ProductFilterInput {
@@ -197,25 +206,47 @@ impl StoreQuery {
         find(ctx, kind, uuid).await
     }
 
-    /// One product by global id or by SKU (give exactly one).
+    /// One product, by global id or by SKU: `product(by: {sku: "TEE-LTD-01"})`. Null when
+    /// there is none (or it is not for sale, for customers).
     async fn product(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The product's global id (give this or `sku`).")] id: Option<ID>,
-        #[graphql(desc = "The product's SKU (give this or `id`).")] sku: Option<String>,
+        #[graphql(desc = "Which product: exactly one of its global id or its SKU.")] by: Option<
+            ProductKey,
+        >,
+        #[graphql(
+            desc = "The product's global id.",
+            deprecation = "use `by: {id: ...}`; `by` becomes required in the next release"
+        )]
+        id: Option<ID>,
+        #[graphql(
+            desc = "The product's SKU.",
+            deprecation = "use `by: {sku: ...}`; `by` becomes required in the next release"
+        )]
+        sku: Option<String>,
     ) -> Result<Option<Product>> {
+        let key = match (by, id, sku) {
+            (Some(key), None, None) => key,
+            (None, Some(id), None) => ProductKey::Id(id),
+            (None, None, Some(sku)) => ProductKey::Sku(sku),
+            _ => {
+                return Err(coded(
+                    Code::BadUserInput,
+                    "give exactly one of by, id or sku",
+                ))
+            }
+        };
         let st = state(ctx)?;
-        let view = match (id, sku) {
-            (Some(id), None) => {
+        let view = match key {
+            ProductKey::Id(id) => {
                 let uuid = ids::decode(Kind::Product, &id, "id")?;
                 st.reads.product(uuid).await.map_err(error::read)?
             }
-            (None, Some(sku)) => st
+            ProductKey::Sku(sku) => st
                 .reads
                 .product_by_sku(sku.trim())
                 .await
                 .map_err(error::read)?,
-            _ => return Err(coded(Code::BadUserInput, "give exactly one of id or sku")),
         };
         let me = principal(ctx)?;
         Ok(view.filter(|p| is_visible(&me, &p.status)).map(Product))

@@ -338,3 +338,61 @@ async fn security_headers_and_cors_follow_the_allow_list() {
         .get("access-control-allow-origin")
         .is_none());
 }
+
+/// `product(by:)` takes exactly one key (`@oneOf`); the deprecated `id` and `sku`
+/// arguments still answer for a release; any two keys at once are refused.
+#[tokio::test]
+async fn a_product_is_looked_up_by_exactly_one_key() {
+    let app = spawn_app().await;
+    let id = app.product("ONEOF-1", 900, 3).await;
+    let (_, placed) = app
+        .gql(
+            Some(&app.staff_token),
+            "mutation($p: ID!) { restockProduct(productId: $p, quantity: 1) { consistencyToken } }",
+            json!({ "p": id }),
+        )
+        .await;
+    let ct = consistency_token(&placed, "restockProduct");
+    let lookup = |q: &'static str, v: serde_json::Value| {
+        let (app, ct) = (&app, ct.clone());
+        async move { app.gql_after(None, &ct, q, v).await.1 }
+    };
+    for (query, vars) in [
+        (
+            "query($k: ProductKey!) { product(by: $k) { sku } }",
+            json!({ "k": { "sku": "ONEOF-1" } }),
+        ),
+        (
+            "query($k: ProductKey!) { product(by: $k) { sku } }",
+            json!({ "k": { "id": id } }),
+        ),
+        ("{ product(by: { sku: \" ONEOF-1 \" }) { sku } }", json!({})),
+        (
+            "query($id: ID) { product(id: $id) { sku } }",
+            json!({ "id": id }),
+        ),
+        ("{ product(sku: \"ONEOF-1\") { sku } }", json!({})),
+    ] {
+        let body = lookup(query, vars).await;
+        assert_eq!(body["data"]["product"]["sku"], "ONEOF-1", "{query}: {body}");
+    }
+    for (query, vars) in [
+        (
+            "query($k: ProductKey!) { product(by: $k) { sku } }",
+            json!({ "k": { "sku": "ONEOF-1", "id": id } }),
+        ),
+        (
+            "query($k: ProductKey!) { product(by: $k) { sku } }",
+            json!({ "k": {} }),
+        ),
+        (
+            "{ product(by: { sku: \"ONEOF-1\" }, sku: \"ONEOF-1\") { sku } }",
+            json!({}),
+        ),
+        ("{ product { sku } }", json!({})),
+    ] {
+        let body = lookup(query, vars).await;
+        assert!(body["data"]["product"].is_null(), "{query}: {body}");
+        assert!(!body["errors"].is_null(), "{query}: {body}");
+    }
+}
