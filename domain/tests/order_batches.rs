@@ -25,6 +25,13 @@ type Answer = Result<Outcome<PlacedOrder>, DomainError>;
 
 /// A counter of the batches' stats (a function, since diesel's `load` would shadow the
 /// atomic's).
+/// The batching statistics of `cmd` (batching must be on).
+fn stats_of(cmd: &Commands) -> std::sync::Arc<till_domain::commands::BatchStats> {
+    cmd.order_batching()
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| panic!("batching is on"))
+}
+
 fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
     counter.load(std::sync::atomic::Ordering::Relaxed)
 }
@@ -322,10 +329,7 @@ async fn the_batch_behind_a_held_one(
     first: Order,
     orders: Vec<Order>,
 ) -> Vec<(CommandContext, Answer)> {
-    let stats = cmd
-        .order_batching()
-        .map(|(_, s)| s)
-        .unwrap_or_else(|| panic!("batching is on"));
+    let stats = stats_of(cmd);
     let holder = RowHolder::hold(w, hot).await;
     let (ctx, who, lines) = first;
     let first = place(cmd, ctx, who, lines, &w.eur);
@@ -375,10 +379,7 @@ async fn a_bad_order_in_a_batch_fails_alone() {
         .unwrap_or_else(|e| panic!("{e}"));
     drop(conn);
     let cmd = Commands::new(w.db.pool.clone()).with_order_batching(batching(1));
-    let stats = cmd
-        .order_batching()
-        .map(|(_, s)| s)
-        .unwrap_or_else(|| panic!("on"));
+    let stats = stats_of(&cmd);
     let me = || CommandContext::user(ann, Role::Customer);
 
     // when good and bad orders gather into the batch behind the runner's first
@@ -476,10 +477,7 @@ async fn orders_past_the_queues_bounds_are_refused_and_take_nothing() {
         max_wait: Duration::from_millis(200),
         ..OrderBatching::default()
     });
-    let stats = cmd
-        .order_batching()
-        .map(|(_, s)| s)
-        .unwrap_or_else(|| panic!("on"));
+    let stats = stats_of(&cmd);
     let me = || CommandContext::user(ann, Role::Customer);
     let holder = RowHolder::hold(&w, hot).await;
     let first = place(&cmd, me(), ann, vec![line(hot, 1)], &w.eur);
@@ -594,10 +592,7 @@ async fn a_batch_that_fails_as_a_whole_places_its_orders_one_by_one() {
     .unwrap_or_else(|e| panic!("{e}"));
     drop(conn);
     let cmd = Commands::new(w.db.pool.clone()).with_order_batching(batching(1));
-    let stats = cmd
-        .order_batching()
-        .map(|(_, s)| s)
-        .unwrap_or_else(|| panic!("on"));
+    let stats = stats_of(&cmd);
     let buyer = |who| {
         (
             CommandContext::user(who, Role::Customer),
