@@ -1,0 +1,35 @@
+// GraphQL Code Generator: typed operations from Till's checked-in schema, and the
+// persisted-documents manifest that TILL_TRUSTED_DOCUMENTS takes as it is
+// (sha256 of each normalized document -> the document).
+import type { CodegenConfig } from '@graphql-codegen/cli';
+
+const scalars = {
+  DateTime: 'string',
+  NaiveDate: 'string',
+};
+
+const config: CodegenConfig = {
+  // The checked-in contract; `${TILL}/schema.graphql` serves the same text.
+  schema: '../schema.graphql',
+  documents: ['src/**/*.ts', '!src/gql/**'],
+  ignoreNoDocuments: false,
+  // Relative imports with `.js`, as Node's ES modules want them.
+  emitLegacyCommonJSImports: false,
+  generates: {
+    'src/gql/': {
+      preset: 'client',
+      presetConfig: {
+        fragmentMasking: false,
+        persistedDocuments: { hashAlgorithm: 'sha256' },
+      },
+      config: { scalars, enumsAsTypes: true, useTypeImports: true },
+    },
+    // Every schema type, ErrorCode included, for typing `extensions.code`.
+    'src/gql/schema.ts': {
+      plugins: ['typescript'],
+      config: { scalars, enumsAsTypes: true },
+    },
+  },
+};
+
+export default config;
