@@ -8,6 +8,7 @@ use till_read_models::queries::ProjectionStatus as Status;
 use till_read_models::{Projection, RebuildStatus};
 
 use super::error::{self, coded, Code};
+use super::types::scalars::BigInt;
 use super::{state, AdminGuard, StaffGuard};
 
 /// A projection (read model) of the event log.
@@ -30,9 +31,15 @@ pub struct ProjectionStatus {
     /// Projection name (`product_view`, `order_view`, `customer_summary`, `sales`).
     pub name: String,
     /// Last applied log position.
+    #[graphql(deprecation = "a 32-bit Int; use `logPosition`")]
     pub position: i64,
+    /// Last applied log position (64 bits).
+    pub log_position: BigInt,
     /// Events in the log not yet applied.
+    #[graphql(deprecation = "a 32-bit Int; use `eventsBehind`")]
     pub lag_events: i64,
+    /// Events in the log not yet applied (64 bits).
+    pub events_behind: BigInt,
     /// When it last applied a batch.
     pub updated_at: Option<DateTime<Utc>>,
     /// Its last rebuild (running or finished), if it ever had one.
@@ -74,9 +81,16 @@ pub struct ProjectionRebuild {
     /// What it is doing.
     pub phase: ProjectionRebuildPhase,
     /// Events replayed so far.
+    #[graphql(deprecation = "a 32-bit Int; use `eventsReplayed`")]
     pub events_applied: i64,
+    /// Events replayed so far (64 bits).
+    pub events_replayed: BigInt,
     /// Events to replay (the log's size when it started; grows if it replays more).
+    #[graphql(deprecation = "a 32-bit Int; use `eventsToReplay`")]
     pub events_total: i64,
+    /// Events to replay (64 bits; the log's size when it started, grows if it replays
+    /// more).
+    pub events_to_replay: BigInt,
     /// When it started.
     pub started_at: DateTime<Utc>,
     /// When it last reported progress.
@@ -93,7 +107,9 @@ impl From<RebuildStatus> for ProjectionRebuild {
             state: r.state.into(),
             phase: r.phase.into(),
             events_applied: r.events_applied.max(0),
+            events_replayed: BigInt(r.events_applied.max(0)),
             events_total: r.events_total.max(0),
+            events_to_replay: BigInt(r.events_total.max(0)),
             started_at: r.started_at,
             updated_at: r.updated_at,
             finished_at: r.finished_at,
@@ -114,7 +130,9 @@ impl From<Status> for ProjectionStatus {
         Self {
             name: s.name.to_owned(),
             position: s.position,
+            log_position: BigInt(s.position),
             lag_events: s.lag_events,
+            events_behind: BigInt(s.lag_events),
             updated_at: s.updated_at,
             rebuild: s.rebuild.map(Into::into),
         }

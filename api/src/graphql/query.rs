@@ -23,6 +23,7 @@ use super::types::money::Money;
 use super::types::node::Node;
 use super::types::order::{Order, OrderStatus};
 use super::types::reports::{DailySales, ProductSales};
+use super::types::scalars::BigInt;
 use super::{principal, state, SignedInGuard, StaffGuard};
 use crate::auth::Principal;
 
@@ -473,6 +474,7 @@ impl StoreQuery {
                 sku: r.sku,
                 name: r.name,
                 units: r.units,
+                units_sold: BigInt(r.units),
                 revenue: Money::new(r.revenue_minor, st.currency.as_str()),
             })
             .collect())

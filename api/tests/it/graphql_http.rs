@@ -396,3 +396,41 @@ async fn a_product_is_looked_up_by_exactly_one_key() {
         assert!(!body["errors"].is_null(), "{query}: {body}");
     }
 }
+
+/// 64-bit values travel as `BigInt` strings beside their deprecated 32-bit `Int` forms.
+#[tokio::test]
+async fn sixty_four_bit_values_are_strings() {
+    let app = spawn_app().await;
+    let id = app.product("BIG-1", 900, 3).await;
+    let (_, placed) = app
+        .gql(
+            Some(&app.staff_token),
+            "mutation($p: ID!) { restockProduct(productId: $p, quantity: 1) { consistencyToken } }",
+            json!({ "p": id }),
+        )
+        .await;
+    let ct = consistency_token(&placed, "restockProduct");
+    let (_, body) = app
+        .gql_after(
+            Some(&app.staff_token),
+            &ct,
+            "query($id: ID!) { product(by: {id: $id}) { price { minorUnits amountMinor } unitsSold } \
+             projections { name logPosition position eventsBehind } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let product = &body["data"]["product"];
+    assert_eq!(product["price"]["minorUnits"], "900", "{body}");
+    assert_eq!(product["price"]["amountMinor"], 900, "{body}");
+    assert_eq!(product["unitsSold"], "0", "{body}");
+    let projections = body["data"]["projections"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(!projections.is_empty(), "{body}");
+    for p in projections {
+        let position = p["position"].as_i64().unwrap_or_else(|| panic!("{p}"));
+        assert_eq!(p["logPosition"], position.to_string(), "{p}");
+        assert!(p["eventsBehind"].is_string(), "{p}");
+    }
+}

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use till_read_models::views::{CategoryRef, CategoryView, ProductView};
 
 use super::money::Money;
+use super::scalars::BigInt;
 use crate::graphql::ids::{self, Kind};
 use crate::graphql::{error, principal, state};
 
@@ -96,6 +97,7 @@ impl Product {
         ))
     }
     /// Unit price in minor units (shortcut for `price.amountMinor`).
+    #[graphql(deprecation = "a 32-bit Int; use `price { minorUnits }`")]
     async fn price_minor(&self) -> i64 {
         self.0.price_minor
     }
@@ -138,8 +140,14 @@ impl Product {
         Ok(self.0.reserved)
     }
     /// Units sold (placed orders, net of cancelled, expired and failed ones).
+    #[graphql(deprecation = "a 32-bit Int; use `unitsSold`")]
     async fn popularity(&self) -> i64 {
         self.0.popularity
+    }
+    /// Units sold over all time (placed orders, net of cancelled, expired and failed
+    /// ones); `sortBy: POPULAR` orders by it.
+    async fn units_sold(&self) -> BigInt {
+        BigInt(self.0.popularity)
     }
     /// Version for optimistic concurrency (`updateProduct(expectedVersion:)`).
     async fn version(&self) -> i32 {

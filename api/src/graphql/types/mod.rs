@@ -8,3 +8,4 @@ pub mod money;
 pub mod node;
 pub mod order;
 pub mod reports;
+pub mod scalars;

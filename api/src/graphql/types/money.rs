@@ -2,11 +2,18 @@
 
 use async_graphql::SimpleObject;
 
+use super::scalars::BigInt;
+
 /// An amount of money in the store currency.
 #[derive(Debug, Clone, SimpleObject)]
 pub struct Money {
-    /// Integer minor units (cents): the exact amount, for arithmetic.
+    /// Integer minor units (cents), as a JSON number that GraphQL's 32-bit `Int` cannot
+    /// hold past 21,474,836.47.
+    #[graphql(deprecation = "a 32-bit Int overflows for large totals; use `minorUnits`")]
     pub amount_minor: i64,
+    /// Integer minor units (cents) as a 64-bit decimal string: the exact amount, for
+    /// arithmetic.
+    pub minor_units: BigInt,
     /// ISO 4217 currency code.
     pub currency: String,
     /// Decimal text such as `12.50`, for display (two decimals).
@@ -20,6 +27,7 @@ impl Money {
         let abs = minor.unsigned_abs();
         Self {
             amount_minor: minor,
+            minor_units: BigInt(minor),
             currency: currency.to_owned(),
             amount: format!("{sign}{}.{:02}", abs / 100, abs % 100),
         }

@@ -4,6 +4,7 @@ use async_graphql::SimpleObject;
 use chrono::NaiveDate;
 
 use super::money::Money;
+use super::scalars::BigInt;
 
 /// Booked sales of one day (UTC), net of cancelled, expired and failed orders.
 #[derive(Debug, Clone, SimpleObject)]
@@ -28,7 +29,10 @@ pub struct ProductSales {
     /// Name.
     pub name: String,
     /// Units sold.
+    #[graphql(deprecation = "a 32-bit Int; use `unitsSold`")]
     pub units: i64,
+    /// Units sold over all time.
+    pub units_sold: BigInt,
     /// Revenue.
     pub revenue: Money,
 }
