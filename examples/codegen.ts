@@ -5,7 +5,8 @@ import type { CodegenConfig } from '@graphql-codegen/cli';
 
 const scalars = {
   DateTime: 'string',
-  NaiveDate: 'string',
+  Date: 'string',
+  BigInt: 'string',
 };
 
 const config: CodegenConfig = {

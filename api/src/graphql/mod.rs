@@ -243,10 +243,6 @@ const DATE_TIME: &str = "An instant: an RFC 3339 string in UTC (offset `+00:00`)
     fractional seconds when it has them (up to microseconds), e.g. \
     `2026-12-06T14:03:27.512345+00:00`. As input, any RFC 3339 offset is accepted.";
 
-/// The calendar-date scalar (named `NaiveDate` for now; see docs/schema-changelog.md).
-const DATE: &str = "A calendar day without a time zone: an ISO 8601 string `YYYY-MM-DD`, \
-    e.g. `2026-12-06`. Days in reports are UTC days.";
-
 /// Limits, checks, the guard and the shared state, whatever the query root.
 fn configure<Q>(
     builder: SchemaBuilder<Q, Mutation, Subscription>,
@@ -262,7 +258,6 @@ fn configure<Q>(
         // Referenced by no field: in the SDL so that codegen types `extensions.code`.
         .register_output_type::<error::Code>()
         .override_output_type_description::<chrono::DateTime<chrono::Utc>>(DATE_TIME)
-        .override_output_type_description::<chrono::NaiveDate>(DATE)
         .validation_mode(mode)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity);

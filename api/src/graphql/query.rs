@@ -3,7 +3,6 @@
 use async_graphql::{Context, InputObject, Object, Result, ID};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chrono::NaiveDate;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use till_read_models::queries::{OrderCursor, OrderFilter, Page, ProductFilter};
@@ -23,7 +22,7 @@ use super::types::money::Money;
 use super::types::node::Node;
 use super::types::order::{Order, OrderStatus};
 use super::types::reports::{DailySales, ProductSales};
-use super::types::scalars::BigInt;
+use super::types::scalars::{BigInt, Date};
 use super::{principal, state, SignedInGuard, StaffGuard};
 use crate::auth::Principal;
 
@@ -61,9 +60,9 @@ pub struct OrderFilterInput {
     /// Only this customer's orders (global id).
     pub customer: Option<ID>,
     /// Placed on or after this day (UTC).
-    pub placed_from: Option<NaiveDate>,
+    pub placed_from: Option<Date>,
     /// Placed before this day (UTC).
-    pub placed_to: Option<NaiveDate>,
+    pub placed_to: Option<Date>,
 }
 
 const DEFAULT_PAGE: i32 = 20;
@@ -406,7 +405,7 @@ impl StoreQuery {
         let n = page_size(ctx, first)?;
         let f = filter.unwrap_or_default();
         let cursor: Option<OrderCursor> = decode_cursor(after.as_deref())?;
-        let day_start = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+        let day_start = |d: Date| d.0.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
         let filter = OrderFilter {
             customer: f
                 .customer
@@ -430,16 +429,19 @@ impl StoreQuery {
     async fn sales_report(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "First day, inclusive (UTC).")] from: NaiveDate,
-        #[graphql(desc = "Last day, inclusive (UTC); at most 3,660 days after `from`.")]
-        to: NaiveDate,
+        #[graphql(desc = "First day, inclusive (UTC).")] from: Date,
+        #[graphql(desc = "Last day, inclusive (UTC); at most 3,660 days after `from`.")] to: Date,
     ) -> Result<Vec<DailySales>> {
         let st = state(ctx)?;
-        let rows = st.reads.sales_report(from, to).await.map_err(error::read)?;
+        let rows = st
+            .reads
+            .sales_report(from.0, to.0)
+            .await
+            .map_err(error::read)?;
         Ok(rows
             .into_iter()
             .map(|r| DailySales {
-                day: r.day,
+                day: Date(r.day),
                 orders: r.orders_count,
                 units: r.units,
                 revenue: Money::new(r.revenue_minor, st.currency.as_str()),

@@ -434,3 +434,51 @@ async fn sixty_four_bit_values_are_strings() {
         assert!(p["eventsBehind"].is_string(), "{p}");
     }
 }
+
+/// Days are `Date` (`YYYY-MM-DD`) both ways: in `salesReport`'s arguments and rows, and in
+/// the orders filter.
+#[tokio::test]
+async fn days_are_dates() {
+    let app = spawn_app().await;
+    let product = app.product("DAY-1", 700, 5).await;
+    let (_, shopper) = app.customer("days@example.com").await;
+    let (_, placed) = app
+        .gql(
+            Some(&shopper),
+            "mutation($p: ID!) { placeOrder(input: {lines: [{productId: $p, quantity: 2}]}) { consistencyToken } }",
+            json!({ "p": product }),
+        )
+        .await;
+    let ct = consistency_token(&placed, "placeOrder");
+    let today = chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
+    let (_, body) = app
+        .gql_after(
+            Some(&app.staff_token),
+            &ct,
+            "query($d: Date!) { salesReport(from: $d, to: $d) { day orders units revenue { minorUnits } } \
+             orders(first: 5, filter: {placedFrom: $d}) { edges { node { total { minorUnits } } } } }",
+            json!({ "d": today }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(
+        body["data"]["salesReport"],
+        json!([{ "day": today, "orders": 1, "units": 2, "revenue": { "minorUnits": "1400" } }]),
+        "{body}"
+    );
+    assert_eq!(
+        body["data"]["orders"]["edges"][0]["node"]["total"]["minorUnits"],
+        "1400"
+    );
+    let (_, body) = app
+        .gql(
+            Some(&app.staff_token),
+            "{ salesReport(from: \"06.12.2026\", to: \"2026-12-06\") { day } }",
+            json!({}),
+        )
+        .await;
+    assert!(!body["errors"].is_null(), "a day not in YYYY-MM-DD: {body}");
+}

@@ -1,16 +1,15 @@
 //! Back-office reports.
 
 use async_graphql::SimpleObject;
-use chrono::NaiveDate;
 
 use super::money::Money;
-use super::scalars::BigInt;
+use super::scalars::{BigInt, Date};
 
 /// Booked sales of one day (UTC), net of cancelled, expired and failed orders.
 #[derive(Debug, Clone, SimpleObject)]
 pub struct DailySales {
     /// The day.
-    pub day: NaiveDate,
+    pub day: Date,
     /// Orders placed.
     pub orders: i64,
     /// Units sold.

@@ -1,6 +1,7 @@
 //! Scalars of Till's own.
 
 use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value};
+use chrono::NaiveDate;
 
 /// A whole number that may need 64 bits (money in minor units, log positions, counts
 /// over all time).
@@ -32,6 +33,28 @@ impl ScalarType for BigInt {
     }
 }
 
+/// A calendar day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Date(pub NaiveDate);
+
+/// A calendar day without a time zone: an ISO 8601 string `YYYY-MM-DD`, e.g.
+/// `"2026-12-06"`. Days in reports and order filters are UTC days.
+#[Scalar(name = "Date")]
+impl ScalarType for Date {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match &value {
+            Value::String(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map(Date)
+                .map_err(|_| InputValueError::custom("not a date YYYY-MM-DD")),
+            _ => Err(InputValueError::expected_type(value)),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.format("%Y-%m-%d").to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +68,17 @@ mod tests {
         assert!(BigInt::parse(Value::String("12.5".into())).is_err());
         assert!(BigInt::parse(Value::String("9223372036854775808".into())).is_err());
         assert!(BigInt::parse(Value::Boolean(true)).is_err());
+    }
+
+    #[test]
+    fn dates_are_iso_days() {
+        let day = Date::parse(Value::String("2026-12-06".into())).ok();
+        assert_eq!(
+            day.map(|d| d.to_value()),
+            Some(Value::String("2026-12-06".into()))
+        );
+        for bad in ["2026-13-01", "06.12.2026", "2026-12-06T00:00:00Z", ""] {
+            assert!(Date::parse(Value::String(bad.into())).is_err(), "{bad}");
+        }
     }
 }
