@@ -88,7 +88,12 @@ async fn a_customer_cannot_see_or_touch_another_customers_order() {
             json!({ "id": order }),
         )
         .await;
-    assert_eq!(code(&body), Some("NOT_FOUND"), "{body}");
+    assert_eq!(code(&body), None, "{body}");
+    assert_eq!(
+        body["data"]["order"],
+        serde_json::Value::Null,
+        "another's order: {body}"
+    );
     let (_, body) = app
         .gql(
             Some(&bob),
