@@ -13,6 +13,7 @@ use till_domain::types::{CustomerId, Email, Name};
 
 use super::error::{self, Code};
 use super::ids::{self, Kind};
+use super::inputs::one_form;
 use super::types::customer::{Customer, Role};
 use super::{command_context, state, AdminGuard, RequestInfo};
 
@@ -26,6 +27,33 @@ pub struct RegisterInput {
     pub password: String,
     /// Display name.
     pub name: String,
+}
+
+/// Input of `login`.
+#[derive(Debug, InputObject)]
+pub struct LoginInput {
+    /// Account email.
+    pub email: String,
+    /// Account password.
+    #[graphql(secret)]
+    pub password: String,
+}
+
+/// Input of `refreshToken` and `logout`: a refresh token of the session.
+#[derive(Debug, InputObject)]
+pub struct RefreshTokenInput {
+    /// The session's latest refresh token (`logout` takes any of the session's).
+    #[graphql(secret)]
+    pub refresh_token: String,
+}
+
+/// Input of `grantRole`.
+#[derive(Debug, InputObject)]
+pub struct GrantRoleInput {
+    /// The account (global id).
+    pub customer_id: ID,
+    /// The new role.
+    pub role: Role,
 }
 
 /// A signed-in session.
@@ -199,9 +227,24 @@ impl AccountMutation {
     async fn login(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Account email.")] email: String,
-        #[graphql(desc = "Account password.", secret)] password: String,
+        #[graphql(desc = "The account's email and password.")] input: Option<LoginInput>,
+        #[graphql(
+            desc = "Account email.",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        email: Option<String>,
+        #[graphql(
+            desc = "Account password.",
+            secret,
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        password: Option<String>,
     ) -> Result<AuthPayload> {
+        let any_flat = email.is_some() || password.is_some();
+        let flat = email
+            .zip(password)
+            .map(|(email, password)| LoginInput { email, password });
+        let LoginInput { email, password } = one_form("login", input, flat, any_flat)?;
         let st = state(ctx)?;
         let ip = ctx.data_opt::<RequestInfo>().and_then(|i| i.client_ip);
         if let Err(wait) = st.sign_in.attempt(ip, &email) {
@@ -227,8 +270,17 @@ impl AccountMutation {
     async fn refresh_token(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The latest refresh token of the session.", secret)] refresh_token: String,
+        #[graphql(desc = "The session's latest refresh token.")] input: Option<RefreshTokenInput>,
+        #[graphql(
+            desc = "The latest refresh token of the session.",
+            secret,
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        refresh_token: Option<String>,
     ) -> Result<AuthPayload> {
+        let any_flat = refresh_token.is_some();
+        let flat = refresh_token.map(|refresh_token| RefreshTokenInput { refresh_token });
+        let RefreshTokenInput { refresh_token } = one_form("refreshToken", input, flat, any_flat)?;
         let st = state(ctx)?;
         let session = st
             .commands
@@ -244,8 +296,17 @@ impl AccountMutation {
     async fn logout(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "A refresh token of the session.", secret)] refresh_token: String,
+        #[graphql(desc = "A refresh token of the session.")] input: Option<RefreshTokenInput>,
+        #[graphql(
+            desc = "A refresh token of the session.",
+            secret,
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        refresh_token: Option<String>,
     ) -> Result<LogoutPayload> {
+        let any_flat = refresh_token.is_some();
+        let flat = refresh_token.map(|refresh_token| RefreshTokenInput { refresh_token });
+        let RefreshTokenInput { refresh_token } = one_form("logout", input, flat, any_flat)?;
         let revoked = state(ctx)?
             .commands
             .logout(&refresh_token)
@@ -260,9 +321,23 @@ impl AccountMutation {
     async fn grant_role(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The account (global id).")] customer_id: ID,
-        #[graphql(desc = "The new role.")] role: Role,
+        #[graphql(desc = "The account and its new role.")] input: Option<GrantRoleInput>,
+        #[graphql(
+            desc = "The account (global id).",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        customer_id: Option<ID>,
+        #[graphql(
+            desc = "The new role.",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        role: Option<Role>,
     ) -> Result<CustomerPayload> {
+        let any_flat = customer_id.is_some() || role.is_some();
+        let flat = customer_id
+            .zip(role)
+            .map(|(customer_id, role)| GrantRoleInput { customer_id, role });
+        let GrantRoleInput { customer_id, role } = one_form("grantRole", input, flat, any_flat)?;
         let cmd = command_context(ctx)?;
         let id = CustomerId(ids::decode(Kind::Customer, &customer_id, "customerId")?);
         let out =

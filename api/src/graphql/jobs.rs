@@ -2,16 +2,123 @@
 //! the back office's `deadLetters` with `retryDeadLetter` / `discardDeadLetter`, and
 //! outbound webhook subscriptions with their delivery history.
 
-use async_graphql::{Context, Object, Result, SimpleObject, ID};
+use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use till_domain::types::OrderId;
 use till_domain::{jobs, webhooks};
 
 use super::error::{self, coded, Code};
 use super::ids::{self, Kind};
+use super::inputs::one_form;
 use super::mutation::{perform, OrderPayload};
 use super::types::connection::PageInfo;
 use super::{command_context, state, AdminGuard, StaffGuard};
+
+/// Input of `payOrder`.
+#[derive(Debug, InputObject)]
+pub struct PayOrderInput {
+    /// The order (global id).
+    pub order_id: ID,
+    /// The payment provider's payment method token.
+    #[graphql(secret)]
+    pub payment_method_token: String,
+}
+
+/// Input of `retryDeadLetter` and `discardDeadLetter`: the dead letter.
+#[derive(Debug, InputObject)]
+pub struct DeadLetterRefInput {
+    /// The dead letter (its id from `deadLetters`).
+    pub id: ID,
+}
+
+/// The domain events a webhook subscriber can receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum WebhookEventType {
+    /// Every event type, including ones added later (`*`).
+    All,
+    /// A category was created.
+    CategoryCreated,
+    /// A product was created.
+    ProductCreated,
+    /// A product's fields changed.
+    ProductUpdated,
+    /// A product was withdrawn from sale.
+    ProductArchived,
+    /// Units arrived.
+    InventoryRestocked,
+    /// On-hand stock was corrected.
+    InventoryAdjusted,
+    /// An order reserved stock.
+    StockReserved,
+    /// Reserved stock was released (cancel, expiry, failed payment).
+    StockReleased,
+    /// Reserved stock left with a paid order.
+    StockCommitted,
+    /// An account was created.
+    CustomerRegistered,
+    /// An account's role changed.
+    RoleGranted,
+    /// A payment capture was requested.
+    PaymentRequested,
+    /// A refund was requested.
+    PaymentRefundRequested,
+    /// A refund went through.
+    PaymentRefunded,
+    /// An order was placed.
+    OrderPlaced,
+    /// An order's status changed.
+    OrderStatusChanged,
+}
+
+impl WebhookEventType {
+    /// The event type as the log and the deliveries name it (`*` for all).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "*",
+            Self::CategoryCreated => "CategoryCreated",
+            Self::ProductCreated => "ProductCreated",
+            Self::ProductUpdated => "ProductUpdated",
+            Self::ProductArchived => "ProductArchived",
+            Self::InventoryRestocked => "InventoryRestocked",
+            Self::InventoryAdjusted => "InventoryAdjusted",
+            Self::StockReserved => "StockReserved",
+            Self::StockReleased => "StockReleased",
+            Self::StockCommitted => "StockCommitted",
+            Self::CustomerRegistered => "CustomerRegistered",
+            Self::RoleGranted => "RoleGranted",
+            Self::PaymentRequested => "PaymentRequested",
+            Self::PaymentRefundRequested => "PaymentRefundRequested",
+            Self::PaymentRefunded => "PaymentRefunded",
+            Self::OrderPlaced => "OrderPlaced",
+            Self::OrderStatusChanged => "OrderStatusChanged",
+        }
+    }
+}
+
+/// Input of `registerWebhook`.
+#[derive(Debug, InputObject)]
+pub struct RegisterWebhookInput {
+    /// https URL that receives POSTs (http outside production).
+    pub url: String,
+    /// The events to deliver (1 to 50; `ALL` for every type).
+    pub event_types: Vec<WebhookEventType>,
+}
+
+/// Input of `updateWebhookSubscription`.
+#[derive(Debug, InputObject)]
+pub struct UpdateWebhookSubscriptionInput {
+    /// The subscription.
+    pub subscription_id: ID,
+    /// true resumes deliveries, false pauses them (queued ones wait).
+    pub active: bool,
+}
+
+/// Result of `updateWebhookSubscription`.
+#[derive(SimpleObject)]
+pub struct WebhookSubscriptionPayload {
+    /// The subscription after the change.
+    pub subscription: WebhookSubscription,
+}
 
 /// A job that ran out of attempts.
 #[derive(SimpleObject)]
@@ -308,10 +415,30 @@ impl JobsMutation {
     async fn pay_order(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The order (global id).")] order_id: ID,
-        #[graphql(desc = "The provider's payment method token.", secret)]
-        payment_method_token: String,
+        #[graphql(desc = "The order and the payment method.")] input: Option<PayOrderInput>,
+        #[graphql(
+            desc = "The order (global id).",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        order_id: Option<ID>,
+        #[graphql(
+            desc = "The provider's payment method token.",
+            secret,
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        payment_method_token: Option<String>,
     ) -> Result<OrderPayload> {
+        let any_flat = order_id.is_some() || payment_method_token.is_some();
+        let flat = order_id
+            .zip(payment_method_token)
+            .map(|(order_id, payment_method_token)| PayOrderInput {
+                order_id,
+                payment_method_token,
+            });
+        let PayOrderInput {
+            order_id,
+            payment_method_token,
+        } = one_form("payOrder", input, flat, any_flat)?;
         let cmd = command_context(ctx)?;
         let id = OrderId(ids::decode(Kind::Order, &order_id, "orderId")?);
         let st = state(ctx)?;
@@ -330,8 +457,16 @@ impl JobsMutation {
     async fn retry_dead_letter(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The dead letter (its id from `deadLetters`).")] id: ID,
+        #[graphql(desc = "The dead letter.")] input: Option<DeadLetterRefInput>,
+        #[graphql(
+            desc = "The dead letter (its id from `deadLetters`).",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        id: Option<ID>,
     ) -> Result<DeadLetterPayload> {
+        let any_flat = id.is_some();
+        let flat = id.map(|id| DeadLetterRefInput { id });
+        let DeadLetterRefInput { id } = one_form("retryDeadLetter", input, flat, any_flat)?;
         let queue = state(ctx)?
             .commands
             .retry_dead_letter(job_id(&id)?)
@@ -352,10 +487,31 @@ impl JobsMutation {
     async fn register_webhook(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "https URL that receives POSTs (http outside production).")] url: String,
-        #[graphql(desc = "Event types, e.g. [\"OrderStatusChanged\"], or [\"*\"].")]
-        event_types: Vec<String>,
+        #[graphql(desc = "The subscriber's URL and the events it receives.")] input: Option<
+            RegisterWebhookInput,
+        >,
+        #[graphql(
+            desc = "https URL that receives POSTs (http outside production).",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        url: Option<String>,
+        #[graphql(
+            desc = "Event types, e.g. [\"OrderStatusChanged\"], or [\"*\"].",
+            deprecation = "use `input` (event types as `WebhookEventType`); the flat arguments go in the next release"
+        )]
+        event_types: Option<Vec<String>>,
     ) -> Result<RegisterWebhookPayload> {
+        let any_flat = url.is_some() || event_types.is_some();
+        let input = input.map(|i| {
+            let types: Vec<String> = i
+                .event_types
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect();
+            (i.url, types)
+        });
+        let (url, event_types) =
+            one_form("registerWebhook", input, url.zip(event_types), any_flat)?;
         let st = state(ctx)?;
         let (sub, secret) =
             webhooks::subscribe(st.commands.pool(), &url, &event_types, st.webhook_urls)
@@ -369,6 +525,26 @@ impl JobsMutation {
 
     /// Pauses or resumes deliveries to a subscriber (ADMIN only).
     #[graphql(guard = "AdminGuard", complexity = 10)]
+    async fn update_webhook_subscription(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The subscription and whether it delivers.")]
+        input: UpdateWebhookSubscriptionInput,
+    ) -> Result<WebhookSubscriptionPayload> {
+        let id = parse_subscription_id(&input.subscription_id)?;
+        let subscription = webhooks::set_active(state(ctx)?.commands.pool(), id, input.active)
+            .await
+            .map_err(error::domain)?
+            .into();
+        Ok(WebhookSubscriptionPayload { subscription })
+    }
+
+    /// Pauses or resumes deliveries to a subscriber (ADMIN only).
+    #[graphql(
+        guard = "AdminGuard",
+        complexity = 10,
+        deprecation = "use `updateWebhookSubscription`, which returns a payload; this goes in the next release"
+    )]
     async fn set_webhook_active(
         &self,
         ctx: &Context<'_>,
@@ -390,8 +566,16 @@ impl JobsMutation {
     async fn discard_dead_letter(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The dead letter (its id from `deadLetters`).")] id: ID,
+        #[graphql(desc = "The dead letter.")] input: Option<DeadLetterRefInput>,
+        #[graphql(
+            desc = "The dead letter (its id from `deadLetters`).",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        id: Option<ID>,
     ) -> Result<DeadLetterPayload> {
+        let any_flat = id.is_some();
+        let flat = id.map(|id| DeadLetterRefInput { id });
+        let DeadLetterRefInput { id } = one_form("discardDeadLetter", input, flat, any_flat)?;
         jobs::discard_dead(state(ctx)?.commands.pool(), job_id(&id)?)
             .await
             .map_err(error::domain)?;

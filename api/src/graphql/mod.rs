@@ -8,6 +8,7 @@ mod federation;
 pub mod fixed_cost;
 pub mod guard;
 pub mod ids;
+mod inputs;
 mod jobs;
 pub mod limits;
 pub mod loaders;

@@ -15,9 +15,46 @@ use uuid::Uuid;
 
 use super::error::{self, coded, Code};
 use super::ids::{self, Kind};
+use super::inputs::one_form;
 use super::types::catalog::{Category, Product, ProductStatus};
 use super::types::order::Order;
 use super::{command_context, state, Replay, StaffGuard};
+
+/// Input of `archiveProduct`.
+#[derive(Debug, InputObject)]
+pub struct ArchiveProductInput {
+    /// The product (global id).
+    pub id: ID,
+    /// Fail with CONFLICT unless the product is still at this version.
+    pub expected_version: Option<i32>,
+}
+
+/// Input of `restockProduct`.
+#[derive(Debug, InputObject)]
+pub struct RestockProductInput {
+    /// The product (global id).
+    pub product_id: ID,
+    /// Units arrived, 1 to 1000000.
+    pub quantity: i32,
+}
+
+/// Input of `adjustInventory`.
+#[derive(Debug, InputObject)]
+pub struct AdjustInventoryInput {
+    /// The product (global id).
+    pub product_id: ID,
+    /// Signed change of on-hand units, non-zero.
+    pub delta: i32,
+    /// Why (stock count, damage...), 1-200 characters.
+    pub reason: String,
+}
+
+/// Input of `cancelOrder` and `shipOrder`: the order.
+#[derive(Debug, InputObject)]
+pub struct OrderRefInput {
+    /// The order (global id).
+    pub id: ID,
+}
 
 /// Input of `createCategory`.
 #[derive(Debug, InputObject)]
@@ -371,10 +408,28 @@ impl CommerceMutation {
     async fn archive_product(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The product (global id).")] id: ID,
-        #[graphql(desc = "Fail with CONFLICT unless the product is still at this version.")]
+        #[graphql(desc = "The product, and optionally the version it must still be at.")]
+        input: Option<ArchiveProductInput>,
+        #[graphql(
+            desc = "The product (global id).",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        id: Option<ID>,
+        #[graphql(
+            desc = "Fail with CONFLICT unless the product is still at this version.",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
         expected_version: Option<i32>,
     ) -> Result<ProductPayload> {
+        let any_flat = id.is_some() || expected_version.is_some();
+        let flat = id.map(|id| ArchiveProductInput {
+            id,
+            expected_version,
+        });
+        let ArchiveProductInput {
+            id,
+            expected_version,
+        } = one_form("archiveProduct", input, flat, any_flat)?;
         let cmd = command_context(ctx)?;
         let pid = ProductId(ids::decode(Kind::Product, &id, "id")?);
         let out = perform(
@@ -395,9 +450,31 @@ impl CommerceMutation {
     async fn restock_product(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The product (global id).")] product_id: ID,
-        #[graphql(desc = "Units arrived, 1 to 1000000.")] quantity: i32,
+        #[graphql(desc = "The product and the units that arrived.")] input: Option<
+            RestockProductInput,
+        >,
+        #[graphql(
+            desc = "The product (global id).",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        product_id: Option<ID>,
+        #[graphql(
+            desc = "Units arrived, 1 to 1000000.",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        quantity: Option<i32>,
     ) -> Result<ProductPayload> {
+        let any_flat = product_id.is_some() || quantity.is_some();
+        let flat = product_id
+            .zip(quantity)
+            .map(|(product_id, quantity)| RestockProductInput {
+                product_id,
+                quantity,
+            });
+        let RestockProductInput {
+            product_id,
+            quantity,
+        } = one_form("restockProduct", input, flat, any_flat)?;
         let cmd = command_context(ctx)?;
         let pid = ProductId(ids::decode(Kind::Product, &product_id, "productId")?);
         let qty = parse(StockDelta::restock(i64::from(quantity)))?;
@@ -414,10 +491,37 @@ impl CommerceMutation {
     async fn adjust_inventory(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The product (global id).")] product_id: ID,
-        #[graphql(desc = "Signed change of on-hand units, non-zero.")] delta: i32,
-        #[graphql(desc = "Why (stock count, damage...), 1-200 characters.")] reason: String,
+        #[graphql(desc = "The product, the change and why.")] input: Option<AdjustInventoryInput>,
+        #[graphql(
+            desc = "The product (global id).",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        product_id: Option<ID>,
+        #[graphql(
+            desc = "Signed change of on-hand units, non-zero.",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        delta: Option<i32>,
+        #[graphql(
+            desc = "Why (stock count, damage...), 1-200 characters.",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        reason: Option<String>,
     ) -> Result<ProductPayload> {
+        let any_flat = product_id.is_some() || delta.is_some() || reason.is_some();
+        let flat = match (product_id, delta, reason) {
+            (Some(product_id), Some(delta), Some(reason)) => Some(AdjustInventoryInput {
+                product_id,
+                delta,
+                reason,
+            }),
+            _ => None,
+        };
+        let AdjustInventoryInput {
+            product_id,
+            delta,
+            reason,
+        } = one_form("adjustInventory", input, flat, any_flat)?;
         let cmd = command_context(ctx)?;
         let pid = ProductId(ids::decode(Kind::Product, &product_id, "productId")?);
         let delta = parse(StockDelta::adjustment(i64::from(delta)))?;
@@ -492,8 +596,16 @@ impl CommerceMutation {
     async fn cancel_order(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The order (global id).")] id: ID,
+        #[graphql(desc = "The order.")] input: Option<OrderRefInput>,
+        #[graphql(
+            desc = "The order (global id).",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        id: Option<ID>,
     ) -> Result<OrderPayload> {
+        let any_flat = id.is_some();
+        let flat = id.map(|id| OrderRefInput { id });
+        let OrderRefInput { id } = one_form("cancelOrder", input, flat, any_flat)?;
         let cmd = command_context(ctx)?;
         let oid = OrderId(ids::decode(Kind::Order, &id, "id")?);
         let out = perform(ctx, state(ctx)?.commands.cancel_order(&cmd, oid)).await?;
@@ -505,8 +617,16 @@ impl CommerceMutation {
     async fn ship_order(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The order (global id).")] id: ID,
+        #[graphql(desc = "The order.")] input: Option<OrderRefInput>,
+        #[graphql(
+            desc = "The order (global id).",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        id: Option<ID>,
     ) -> Result<OrderPayload> {
+        let any_flat = id.is_some();
+        let flat = id.map(|id| OrderRefInput { id });
+        let OrderRefInput { id } = one_form("shipOrder", input, flat, any_flat)?;
         let cmd = command_context(ctx)?;
         let oid = OrderId(ids::decode(Kind::Order, &id, "id")?);
         let out = perform(ctx, state(ctx)?.commands.ship_order(&cmd, oid)).await?;

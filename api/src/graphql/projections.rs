@@ -2,7 +2,7 @@
 //! each) and `rebuildProjection` (ADMIN), which rebuilds one from the whole event log
 //! without downtime and reports its progress in `projections`.
 
-use async_graphql::{Context, Enum, Object, Result, SimpleObject};
+use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use till_read_models::queries::ProjectionStatus as Status;
 use till_read_models::{Projection, RebuildStatus};
@@ -163,6 +163,20 @@ impl ProjectionsQuery {
 pub struct ProjectionsMutation;
 
 /// Projection maintenance of the back office.
+/// Input of `startProjectionRebuild`.
+#[derive(Debug, InputObject)]
+pub struct StartProjectionRebuildInput {
+    /// The projection to rebuild.
+    pub projection: ProjectionName,
+}
+
+/// Result of `startProjectionRebuild`.
+#[derive(SimpleObject)]
+pub struct ProjectionRebuildPayload {
+    /// The projection with its rebuild running (follow it in `projections`).
+    pub projection: ProjectionStatus,
+}
+
 #[Object]
 impl ProjectionsMutation {
     /// Rebuilds a projection from the whole event log without downtime (ADMIN only):
@@ -171,6 +185,21 @@ impl ProjectionsMutation {
     /// the rebuild running; follow it in `projections { rebuild { ... } }`. CONFLICT when
     /// a rebuild of it is already running.
     #[graphql(guard = "AdminGuard", complexity = 50)]
+    async fn start_projection_rebuild(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The projection to rebuild.")] input: StartProjectionRebuildInput,
+    ) -> Result<ProjectionRebuildPayload> {
+        let projection = self.rebuild_projection(ctx, input.projection).await?;
+        Ok(ProjectionRebuildPayload { projection })
+    }
+
+    /// Rebuilds a projection (ADMIN only); see `startProjectionRebuild`.
+    #[graphql(
+        guard = "AdminGuard",
+        complexity = 50,
+        deprecation = "use `startProjectionRebuild`, which returns a payload; this goes in the next release"
+    )]
     async fn rebuild_projection(
         &self,
         ctx: &Context<'_>,

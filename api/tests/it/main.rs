@@ -8,6 +8,7 @@ mod federation;
 mod graphql_http;
 mod idempotency;
 mod job_leases;
+mod mutation_style;
 mod observability;
 mod oidc;
 mod orders;
