@@ -4,7 +4,7 @@ import { graphql } from './gql/index.js';
 
 export const SignIn = graphql(`
   mutation SignIn($email: String!, $password: String!) {
-    login(email: $email, password: $password) {
+    login(input: { email: $email, password: $password }) {
       accessToken
       refreshToken
       expiresIn
@@ -14,7 +14,7 @@ export const SignIn = graphql(`
 
 export const Refresh = graphql(`
   mutation Refresh($refreshToken: String!) {
-    refreshToken(refreshToken: $refreshToken) {
+    refreshToken(input: { refreshToken: $refreshToken }) {
       accessToken
       refreshToken
       expiresIn

@@ -91,7 +91,7 @@ const { url: gatewayUrl } = await startStandaloneServer(gatewayServer, {
 
 try {
   // reviews -> Till: the gateway resolves each review's product through Till's _entities.
-  const a = await post(gatewayUrl, '{ reviews { body product { sku name available price { amountMinor currency } } } }');
+  const a = await post(gatewayUrl, '{ reviews { body product { sku name available price { minorUnits currency } } } }');
   check(a.status === 200 && !a.body.errors, `reviews: ${JSON.stringify(a.body)}`);
   check(a.body.data.reviews.length === 2, JSON.stringify(a.body));
   check(a.body.data.reviews[0].product.name === first.name, `the product from Till: ${JSON.stringify(a.body)}`);
@@ -101,7 +101,7 @@ try {
   // Till -> reviews, with the caller signed in: the header reaches Till.
   const login = await post(
     `${till}/graphql`,
-    'mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }',
+    'mutation($e: String!, $p: String!) { login(input: { email: $e, password: $p }) { accessToken } }',
     { e: 'shopper@till.dev', p: password },
   );
   check(!login.body.errors, `login: ${JSON.stringify(login.body)}`);

@@ -17,7 +17,7 @@ async function gql(query, variables = {}, token) {
 }
 
 const { login } = await gql(
-  'mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }',
+  'mutation($e: String!, $p: String!) { login(input: { email: $e, password: $p }) { accessToken } }',
   { e: 'shopper@till.dev', p: password },
 );
 const token = login.accessToken;
@@ -57,7 +57,7 @@ const done = new Promise((resolve, reject) => {
 // Pay once the subscription is established (the server acknowledged it).
 await new Promise((r) => setTimeout(r, 500));
 await gql(
-  'mutation($o: ID!, $t: String!) { payOrder(orderId: $o, paymentMethodToken: $t) { orderId } }',
+  'mutation($o: ID!, $t: String!) { payOrder(input: { orderId: $o, paymentMethodToken: $t }) { orderId } }',
   { o: orderId, t: 'tok_ok' },
   token,
 );

@@ -582,3 +582,21 @@ impl JobsMutation {
         Ok(DeadLetterPayload { id, queue: None })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::WebhookEventType;
+
+    /// The enum names every event type of the log, and `*`.
+    #[test]
+    fn webhook_event_types_are_the_logs() {
+        use async_graphql::resolver_utils::EnumType;
+        let ours: Vec<&str> = WebhookEventType::items()
+            .iter()
+            .map(|i| i.value.as_str())
+            .collect();
+        let mut expected = vec!["*"];
+        expected.extend_from_slice(till_domain::events::EVENT_TYPES);
+        assert_eq!(ours, expected);
+    }
+}

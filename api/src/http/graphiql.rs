@@ -234,7 +234,7 @@ const INIT_JS: &str = r#"(function () {
           '# The demo accounts shopper@till.dev and staff@till.dev use this password;',
           '# or register(input: {email, password, name}) an account of your own.',
           'mutation SignIn {',
-          '  login(email: "shopper@till.dev", password: "till-demo-password") {',
+          '  login(input: { email: "shopper@till.dev", password: "till-demo-password" }) {',
           '    accessToken expiresIn refreshToken',
           '  }',
           '}') },
@@ -265,7 +265,7 @@ const INIT_JS: &str = r#"(function () {
       { query: (staff ? '' : lines('# Needs a STAFF or ADMIN token in Headers.')) + lines(
           'query BackOffice {',
           '  orders(first: 5) { edges { node { id status customer { email } total { amount } } } }',
-          '  projections { name position lagEvents }',
+          '  projections { name logPosition eventsBehind }',
           '}'),
         headers: headers(staff) }
     ];
