@@ -14,6 +14,35 @@ use super::mutation::{perform, OrderPayload};
 use super::types::connection::PageInfo;
 use super::{command_context, state, AdminGuard, StaffGuard};
 
+/// The job queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum JobQueue {
+    /// Payment captures against the provider.
+    Payments,
+    /// Refunds of captured payments (an order cancelled while its capture ran).
+    Refunds,
+    /// Signed deliveries to webhook subscribers.
+    Webhooks,
+}
+
+impl JobQueue {
+    /// The queue's name in the job tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Payments => till_domain::commands::PAYMENTS_QUEUE,
+            Self::Refunds => till_domain::commands::REFUNDS_QUEUE,
+            Self::Webhooks => webhooks::WEBHOOKS_QUEUE,
+        }
+    }
+}
+
+/// Filters of `deadLetters`; all given filters must match.
+#[derive(Debug, Default, InputObject)]
+pub struct DeadLetterFilter {
+    /// Only this queue's.
+    pub queue: Option<JobQueue>,
+}
+
 /// Input of `payOrder`.
 #[derive(Debug, InputObject)]
 pub struct PayOrderInput {
@@ -323,10 +352,27 @@ impl JobsQuery {
     async fn dead_letters(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Only this queue.")] queue: Option<String>,
+        #[graphql(desc = "Only dead letters matching every given filter.")] filter: Option<
+            DeadLetterFilter,
+        >,
+        #[graphql(
+            desc = "Only this queue.",
+            deprecation = "use `filter: {queue: ...}` (a `JobQueue`); this goes in the next release"
+        )]
+        queue: Option<String>,
         #[graphql(desc = "Page size (default 20).")] first: Option<i32>,
         #[graphql(desc = "Cursor after which the page starts.")] after: Option<String>,
     ) -> Result<DeadLetterConnection> {
+        let by_filter = filter.and_then(|f| f.queue).map(|q| q.as_str().to_owned());
+        let queue = match (by_filter, queue) {
+            (Some(_), Some(_)) => {
+                return Err(coded(
+                    Code::BadUserInput,
+                    "give `filter.queue` or the deprecated `queue`, not both",
+                ))
+            }
+            (by_filter, queue) => by_filter.or(queue),
+        };
         let st = state(ctx)?;
         let (n, before) = page_args(ctx, first, after.as_deref())?;
         let rows = jobs::dead_letters(st.commands.pool(), queue.as_deref(), before, n + 1)
@@ -586,6 +632,15 @@ impl JobsMutation {
 #[cfg(test)]
 mod tests {
     use super::WebhookEventType;
+
+    /// The enum names the queues the domain enqueues on.
+    #[test]
+    fn job_queues_are_the_domains() {
+        use super::JobQueue;
+        use async_graphql::resolver_utils::EnumType;
+        let ours: Vec<&str> = JobQueue::items().iter().map(|i| i.value.as_str()).collect();
+        assert_eq!(ours, ["payments", "refunds", "webhooks"]);
+    }
 
     /// The enum names every event type of the log, and `*`.
     #[test]

@@ -351,7 +351,7 @@ async fn a_name_resolving_to_loopback_is_refused_when_delivering() {
     let (_, body) = app
         .gql(
             Some(&admin),
-            "{ deadLetters(queue: \"webhooks\") { edges { node { error } } } }",
+            "{ deadLetters(filter: {queue: WEBHOOKS}) { edges { node { error } } } }",
             json!({}),
         )
         .await;
