@@ -300,7 +300,11 @@ class TillServer:
         """Local TCP ports of the server's sockets (to tell its DB sessions from orphans)."""
         inodes = set()
         fd_dir = f"/proc/{self.proc.pid}/fd"
-        for fd in os.listdir(fd_dir):
+        try:
+            fds = os.listdir(fd_dir)
+        except FileNotFoundError:
+            return set()  # the server is gone: every session left is an orphan
+        for fd in fds:
             try:
                 target = os.readlink(os.path.join(fd_dir, fd))
             except OSError:
