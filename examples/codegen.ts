@@ -10,8 +10,8 @@ const scalars = {
 };
 
 const config: CodegenConfig = {
-  // The checked-in contract; `${TILL}/schema.graphql` serves the same text.
-  schema: '../schema.graphql',
+  // The checked-in contract, or a running server's (TILL_SCHEMA=http://127.0.0.1:8080/schema.graphql).
+  schema: process.env.TILL_SCHEMA ?? '../schema.graphql',
   documents: ['src/**/*.ts', '!src/gql/**'],
   ignoreNoDocuments: false,
   // Relative imports with `.js`, as Node's ES modules want them.
