@@ -344,15 +344,7 @@ async fn security_headers_and_cors_follow_the_allow_list() {
 #[tokio::test]
 async fn a_product_is_looked_up_by_exactly_one_key() {
     let app = spawn_app().await;
-    let id = app.product("ONEOF-1", 900, 3).await;
-    let (_, placed) = app
-        .gql(
-            Some(&app.staff_token),
-            "mutation($p: ID!) { restockProduct(productId: $p, quantity: 1) { consistencyToken } }",
-            json!({ "p": id }),
-        )
-        .await;
-    let ct = consistency_token(&placed, "restockProduct");
+    let (id, ct) = app.visible_product("ONEOF-1", 900, 3).await;
     let lookup = |q: &'static str, v: serde_json::Value| {
         let (app, ct) = (&app, ct.clone());
         async move { app.gql_after(None, &ct, q, v).await.1 }
@@ -401,15 +393,7 @@ async fn a_product_is_looked_up_by_exactly_one_key() {
 #[tokio::test]
 async fn sixty_four_bit_values_are_strings() {
     let app = spawn_app().await;
-    let id = app.product("BIG-1", 900, 3).await;
-    let (_, placed) = app
-        .gql(
-            Some(&app.staff_token),
-            "mutation($p: ID!) { restockProduct(productId: $p, quantity: 1) { consistencyToken } }",
-            json!({ "p": id }),
-        )
-        .await;
-    let ct = consistency_token(&placed, "restockProduct");
+    let (id, ct) = app.visible_product("BIG-1", 900, 3).await;
     let (_, body) = app
         .gql_after(
             Some(&app.staff_token),

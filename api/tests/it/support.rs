@@ -281,6 +281,20 @@ impl TestApp {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Product:{id}"))
     }
 
+    /// A product (as `product`), and a consistency token after which the read models
+    /// have it (from a restock of one unit, so it has `stock + 1`).
+    pub async fn visible_product(&self, sku: &str, price: i64, stock: i64) -> (String, String) {
+        let id = self.product(sku, price, stock).await;
+        let (_, body) = self
+            .gql(
+                Some(&self.staff_token),
+                "mutation($p: ID!) { restockProduct(input: {productId: $p, quantity: 1}) { consistencyToken } }",
+                serde_json::json!({ "p": id }),
+            )
+            .await;
+        (id, consistency_token(&body, "restockProduct"))
+    }
+
     /// `SELECT count(*) AS n ...` against the test's database, with an optional text
     /// parameter `$1`.
     pub async fn count(&self, sql: &str, param: Option<&str>) -> i64 {
