@@ -119,6 +119,9 @@ impl Extension for RequestGuard {
         let references = self.representations.load(Ordering::Relaxed);
         if references > 1 {
             result.complexity = result.complexity.saturating_mul(references);
+            self.limits
+                .check_complexity(result.complexity)
+                .map_err(|e| vec![e])?;
         }
         if let Some(seen) = ctx.data_opt::<Arc<FirstSight>>() {
             seen.note_cost(result.complexity);

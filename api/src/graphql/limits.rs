@@ -19,6 +19,9 @@ pub struct DocumentLimits {
     pub max_aliases: usize,
     /// Most fields at the root of one operation.
     pub max_root_fields: usize,
+    /// Highest complexity (async-graphql checks the static one; the guard checks it again
+    /// once `_entities` is priced per reference).
+    pub max_complexity: usize,
 }
 
 fn count_aliases(set: &SelectionSet) -> usize {
@@ -124,6 +127,21 @@ impl DocumentLimits {
         Ok(())
     }
 
+    /// Refuses a cost over the complexity limit, once `_entities` is priced per
+    /// reference (BAD_USER_INPUT).
+    pub(super) fn check_complexity(&self, complexity: usize) -> Result<(), ServerError> {
+        if complexity > self.max_complexity {
+            return Err(limit_error(
+                "complexity",
+                format!(
+                    "the request's complexity is {complexity}; at most {} is allowed",
+                    self.max_complexity
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuses a document with too many aliases or root fields (BAD_USER_INPUT).
     pub(super) fn check(&self, doc: &ExecutableDocument) -> ServerResult<()> {
         let aliases: usize = doc
@@ -169,7 +187,10 @@ mod tests {
         let limits = DocumentLimits {
             max_aliases: 3,
             max_root_fields: 2,
+            max_complexity: 100,
         };
+        assert!(limits.check_complexity(100).is_ok());
+        assert!(limits.check_complexity(101).is_err());
         let doc = async_graphql::parser::parse_query(query).map_err(|e| e.to_string())?;
         limits.check(&doc).map_err(|e| e.message)
     }

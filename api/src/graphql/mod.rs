@@ -267,6 +267,7 @@ fn configure<Q>(
             limits::DocumentLimits {
                 max_aliases: limits.max_aliases,
                 max_root_fields: limits.max_root_fields,
+                max_complexity: limits.max_complexity,
             },
             limits.rate,
             limits.query_timeout,

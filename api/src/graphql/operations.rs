@@ -169,6 +169,7 @@ mod tests {
                 crate::graphql::limits::DocumentLimits {
                     max_aliases: 10,
                     max_root_fields: 10,
+                    max_complexity: usize::MAX,
                 },
                 None,
                 Some(Duration::from_millis(50)),

@@ -169,3 +169,23 @@ async fn the_subgraph_sdl_declares_federation_2_and_the_entity_keys() {
         assert!(printed.contains(key), "{key} missing from {printed}");
     }
 }
+
+/// The complexity limit sees `_entities` priced per reference, not the one reference
+/// async-graphql's own check counts.
+#[tokio::test]
+async fn many_references_can_exceed_the_complexity_limit() {
+    let app = spawn_app_with(|c| {
+        c.federation = true;
+        c.max_complexity = 100;
+    })
+    .await;
+    let refs = |n: usize| json!({ "r": vec![json!({ "__typename": "Product", "sku": "X" }); n] });
+    let (_, one) = app.gql(None, ENTITIES, refs(1)).await;
+    assert!(one["errors"].is_null(), "{one}");
+    let (_, many) = app.gql(None, ENTITIES, refs(60)).await;
+    assert_eq!(code(&many), Some("BAD_USER_INPUT"), "{many}");
+    assert_eq!(
+        many["errors"][0]["extensions"]["limit"], "complexity",
+        "{many}"
+    );
+}
