@@ -149,7 +149,10 @@ pub fn test_config() -> ServeConfig {
     // latency, so a slow shared machine must not turn waits into 503s.
     cfg.db.db_acquire_timeout_ms = 30_000;
     cfg.http_workers = 2;
-    cfg.consistency_wait_ms = 5000;
+    // Reads with a consistency token wait for the projector: on a slow shared machine
+    // (CI once ran the suite at half speed) a round can take seconds, and a test checks
+    // what it reads, not how fast.
+    cfg.consistency_wait_ms = 15_000;
     // Tests fire many requests from one address; the throttling test sets its own.
     cfg.rate.rate_anonymous_max = 1_000_000;
     cfg.rate.rate_customer_max = 1_000_000;
