@@ -146,8 +146,8 @@ def error_code(doc):
 class PgCluster:
     """A throw-away cluster in `root/pg`, run as the `postgres` user when we are root."""
 
-    def __init__(self, root, port):
-        self.dir = os.path.join(root, "pg")
+    def __init__(self, root, port, name="pg"):
+        self.dir = os.path.join(root, name)
         self.data = os.path.join(self.dir, "data")
         self.logfile = os.path.join(self.dir, "postgres.log")
         self.port = port
@@ -169,6 +169,19 @@ class PgCluster:
         res = self._run([f"{PG_BIN}/initdb", "-D", self.data, "-U", "postgres", "--auth=trust",
                          "-E", "UTF8", "--locale=C.UTF-8"])
         self._check("initdb", res)
+        self.initialised = True
+
+    def replicate(self, primary, apply_delay_ms):
+        """A streaming replica of `primary` (base backup through a slot, standby.signal),
+        replaying `apply_delay_ms` behind it."""
+        res = self._run([f"{PG_BIN}/pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port),
+                         "-U", "postgres", "-D", self.data, "-X", "stream", "-c", "fast",
+                         "-C", "-S", "harness_replica", "-R"])
+        self._check("pg_basebackup", res)
+        with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as conf:
+            conf.write(f"primary_slot_name = 'harness_replica'\n"
+                       f"recovery_min_apply_delay = '{apply_delay_ms}ms'\n"
+                       f"hot_standby_feedback = on\n")
         self.initialised = True
 
     def start(self):
@@ -583,6 +596,7 @@ class Scenario:
         self.args, self.binary, self.report, self.abort = args, binary, report, abort
         self.root = None
         self.cluster = None
+        self.replica = None
         self.server = None
         self.secret = base64.b32encode(os.urandom(30)).decode()[:48]
 
@@ -600,6 +614,12 @@ class Scenario:
         self.cluster.start()
         self.cluster.psql("CREATE DATABASE till", db="postgres")
         say(f"{self.name}: PostgreSQL 15 on 127.0.0.1:{self.cluster.port}")
+        if self.args.replica_delay_ms is not None:
+            self.replica = PgCluster(self.root, free_port(), name="replica")
+            self.replica.replicate(self.cluster, self.args.replica_delay_ms)
+            self.replica.start()
+            say(f"{self.name}: streaming replica on 127.0.0.1:{self.replica.port}, "
+                f"replaying {self.args.replica_delay_ms} ms behind")
         self.http_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TILL_", "DATABASE_URL", "PG"))}
         env.update({
@@ -616,6 +636,8 @@ class Scenario:
             "RUST_LOG": "warn",
             "NO_COLOR": "1",
         })
+        if self.replica is not None:
+            env["TILL_READ_DATABASE_URLS"] = f"postgres://postgres@127.0.0.1:{self.replica.port}/till"
         for kv in self.args.server_env:
             k, _, v = kv.partition("=")
             env[k] = v
@@ -656,6 +678,8 @@ class Scenario:
                     say(f"{self.name}: till serve stopped (exit {code})")
             except Exception as e:  # noqa: BLE001
                 say(f"warning: stopping till serve: {e}")
+        if self.replica is not None:
+            self.replica.shutdown()
         if self.cluster is not None:
             self.cluster.shutdown()
         if self.root:
@@ -1121,6 +1145,9 @@ def main():
     ap.add_argument("--replay-sample", type=int, default=50, help="acknowledged keys re-sent to check replays")
     ap.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for till serve (repeatable)")
+    ap.add_argument("--replica-delay-ms", type=int, default=None, metavar="MS",
+                    help="also start a streaming replica replaying MS behind the primary and "
+                         "serve reads from it (TILL_READ_DATABASE_URLS)")
     ap.add_argument("--keep", action="store_true", help="keep the work folders (logs, data) and print their paths")
     args = ap.parse_args()
     wanted = args.scenario or ["all"]

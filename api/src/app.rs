@@ -13,7 +13,7 @@ use till_domain::db::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres
 use till_domain::db::PgPool;
 use till_domain::types::Currency;
 use till_domain::DomainError;
-use till_read_models::{CacheSettings, Progress, Projector, ReadCache, ReadModels};
+use till_read_models::{CacheSettings, Progress, Projector, ReadCache, ReadModels, ReadSources};
 use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
 
@@ -109,6 +109,9 @@ impl AppData {
 pub struct Database {
     /// Connection URL.
     pub url: String,
+    /// Streaming replicas of the embedded cluster (`till serve --replicas`), stopped on
+    /// drop before it.
+    pub replicas: Vec<EmbeddedPostgres>,
     /// The embedded cluster, when Till started one (stopped on drop).
     pub embedded: Option<EmbeddedPostgres>,
 }
@@ -119,6 +122,7 @@ impl Database {
         if let Some(url) = db.url().map_err(StartError::Config)? {
             return Ok(Self {
                 url: url.expose().to_owned(),
+                replicas: Vec::new(),
                 embedded: None,
             });
         }
@@ -143,10 +147,66 @@ impl Database {
         till_domain::db::create_database_if_missing(&admin, "till").await?;
         Ok(Self {
             url: pg.url("till"),
+            replicas: Vec::new(),
             embedded: Some(pg),
         })
     }
+
+    /// Starts `n` streaming replicas of the embedded cluster beside its data folder
+    /// (`<data>-replica-<i>`, made afresh each time, slot `till_replica_<i>`); the
+    /// second and later ones replay `delay` behind. Dev only (`till serve --replicas`).
+    pub async fn start_dev_replicas(
+        &mut self,
+        n: u8,
+        delay: Duration,
+        data: &std::path::Path,
+    ) -> Result<(), StartError> {
+        let Some(primary) = &self.embedded else {
+            return Err(StartError::Config(
+                "--replicas starts replicas of the embedded PostgreSQL: leave DATABASE_URL \
+                 unset, or list your replicas in TILL_READ_DATABASE_URLS"
+                    .into(),
+            ));
+        };
+        let admin = primary.url("postgres");
+        for i in 0..n {
+            let slot = format!("till_replica_{i}");
+            till_domain::db::drop_idle_slot(&admin, &slot).await?;
+            let opts = till_domain::db::embedded::ReplicaOptions {
+                data_dir: data.with_file_name(format!(
+                    "{}-replica-{i}",
+                    data.file_name()
+                        .map_or("pg".into(), |n| n.to_string_lossy())
+                )),
+                slot,
+                apply_delay: if i == 0 { Duration::ZERO } else { delay },
+                ephemeral: false,
+            };
+            tracing::info!(replica = i, data = %opts.data_dir.display(), "starting an embedded streaming replica");
+            let replica = tokio::task::block_in_place(|| primary.start_replica(&opts))?;
+            self.replicas.push(replica);
+        }
+        Ok(())
+    }
+
+    /// URLs of the read replicas: TILL_READ_DATABASE_URLS, or the embedded ones.
+    fn read_urls(&self, cfg: &ServeConfig) -> Result<Vec<String>, StartError> {
+        let configured = cfg.replicas.urls(&cfg.db).map_err(StartError::Config)?;
+        if !configured.is_empty() && !self.replicas.is_empty() {
+            return Err(StartError::Config(
+                "set TILL_READ_DATABASE_URLS or --replicas, not both".into(),
+            ));
+        }
+        Ok(if configured.is_empty() {
+            self.replicas.iter().map(|r| r.url("till")).collect()
+        } else {
+            configured.iter().map(|u| u.expose().to_owned()).collect()
+        })
+    }
 }
+
+/// Longest a read waits for a replica's connection before the primary serves it.
+const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A built, listening application.
 pub struct Application {
@@ -265,9 +325,37 @@ impl Application {
         }
         let commands =
             Commands::new(pool.clone()).with_order_batching(cfg.order_batching.settings());
-        let reads = ReadModels::new(pool.clone(), cache.clone(), progress.clone());
+        let read_urls = database.read_urls(&cfg)?;
+        let sources = if read_urls.is_empty() {
+            ReadSources::primary_only(pool.clone())
+        } else {
+            let base = cfg.db.pool_settings();
+            let settings = till_domain::db::PoolSettings {
+                max_size: cfg.replicas.read_pool_size,
+                // A replica that went away must not hold a read for long: past this the
+                // read runs on the primary instead.
+                acquire_timeout: base.acquire_timeout.min(REPLICA_ACQUIRE_TIMEOUT),
+                ..base
+            };
+            let replicas = read_urls
+                .iter()
+                .map(|url| {
+                    (
+                        till_read_models::sources::host_of(url),
+                        till_domain::db::pool(url, &settings),
+                    )
+                })
+                .collect();
+            tracing::info!(
+                replicas = read_urls.len(),
+                "reading the read models from replicas"
+            );
+            ReadSources::new(pool.clone(), replicas, cfg.replicas.settings())
+        };
+        let reads = ReadModels::over(sources.clone(), cache.clone(), progress.clone());
         let (stop_workers, stop_rx) = watch::channel(false);
         let mut workers = Vec::new();
+        workers.extend(sources.spawn_monitor(stop_workers.subscribe()));
         // The projector gets connections of its own (one per projection, one for its
         // checks): on the request pool its batches queued behind the requests whose
         // writes they follow, and the commit -> visible lag grew with the write load.
@@ -284,7 +372,8 @@ impl Application {
             cache,
             progress.clone(),
             cfg.projector_tuning.settings(),
-        );
+        )
+        .tracking_wal(sources.has_replicas());
         // One LISTEN connection for the process's followers (projector, jobs, fan-out,
         // ended sessions and changed roles).
         let notifications = till_domain::db::listen::Listener::new(database.url.clone());

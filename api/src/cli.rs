@@ -640,8 +640,25 @@ async fn healthcheck(url: Option<String>) -> Result<(), CliError> {
 
 async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
     let mode = cfg.mode;
-    let database = Database::resolve(&cfg.db, mode).await?;
+    let mut database = Database::resolve(&cfg.db, mode).await?;
+    if cfg.replicas.dev_replicas > 0 {
+        if mode != crate::config::Mode::Dev {
+            return Err(CliError::Failed(
+                "--replicas is for dev mode: in production list your replicas in \
+                 TILL_READ_DATABASE_URLS"
+                    .into(),
+            ));
+        }
+        database
+            .start_dev_replicas(
+                cfg.replicas.dev_replicas,
+                Duration::from_millis(cfg.replicas.dev_replica_delay_ms),
+                &cfg.db.pg_data,
+            )
+            .await?;
+    }
     let embedded = database.embedded.is_some();
+    let replicas = database.replicas.len();
     let app = Application::build(cfg.clone(), database).await?;
     let base = format!("http://{}:{}", cfg.listen.ip(), app.port());
     println!();
@@ -653,6 +670,9 @@ async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
             ""
         }
     );
+    if replicas > 0 {
+        println!("  reading from {replicas} embedded streaming replica(s): {base}/metrics shows till_read_queries_total by source");
+    }
     println!("  GraphiQL:  {base}/graphiql");
     println!("  GraphQL:   {base}/graphql");
     if app.data().conveniences.seed_demo {

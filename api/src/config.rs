@@ -175,12 +175,107 @@ impl DbConfig {
     }
 }
 
+/// Where `till serve` reads the read models from (docs/operations.md, "Read replicas").
+#[derive(Debug, Clone, Args)]
+pub struct ReplicaConfig {
+    /// Comma-separated URLs of PostgreSQL streaming read replicas of DATABASE_URL's
+    /// database, one instance each (not a load-balancing reader endpoint). Queries read
+    /// the read models from them; everything that writes stays on the primary.
+    /// TILL_DB_SSLMODE and TILL_DB_CA_FILE apply to them too.
+    #[arg(long, env = "TILL_READ_DATABASE_URLS")]
+    pub read_database_urls: Option<Secret>,
+
+    /// File holding the replica URLs (one per line or comma-separated), instead of
+    /// TILL_READ_DATABASE_URLS. A file that does not exist counts as no replicas (a
+    /// secret key left out of the mount).
+    #[arg(long, env = "TILL_READ_DATABASE_URLS_FILE")]
+    pub read_database_urls_file: Option<PathBuf>,
+
+    /// Connections in each replica's pool.
+    #[arg(long, env = "TILL_READ_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub read_pool_size: u32,
+
+    /// A replica whose replay lag passes this many milliseconds leaves the rotation; it
+    /// comes back under half of it.
+    #[arg(long, env = "TILL_REPLICA_MAX_LAG_MS", default_value_t = 2_000)]
+    pub replica_max_lag_ms: u64,
+
+    /// Longest a read with a consistency token waits, in milliseconds, for a replica to
+    /// replay the token's write before the primary serves it.
+    #[arg(long, env = "TILL_REPLICA_WAIT_MS", default_value_t = 1_000)]
+    pub replica_wait_ms: u64,
+
+    /// How often replicas' replay positions are polled, in milliseconds (every 5 ms
+    /// while token reads wait).
+    #[arg(long, env = "TILL_REPLICA_POLL_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub replica_poll_ms: u64,
+
+    /// Dev only, with the embedded PostgreSQL: start this many streaming replicas of it
+    /// (pg_basebackup, a replication slot each) and read from them.
+    #[arg(long = "replicas", env = "TILL_DEV_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub dev_replicas: u8,
+
+    /// Dev only: `recovery_min_apply_delay` of the second and later `--replicas`, in
+    /// milliseconds (a lagging replica to watch the routing with).
+    #[arg(long, env = "TILL_DEV_REPLICA_DELAY_MS", default_value_t = 0)]
+    pub dev_replica_delay_ms: u64,
+}
+
+impl ReplicaConfig {
+    /// The replica URLs (TILL_READ_DATABASE_URLS or its file), each with the database
+    /// TLS settings added and checked; empty without replicas.
+    pub fn urls(&self, db: &DbConfig) -> Result<Vec<Secret>, String> {
+        const WHAT: &str = "TILL_READ_DATABASE_URLS";
+        let file = self
+            .read_database_urls_file
+            .as_deref()
+            .filter(|path| match path.try_exists() {
+                Ok(false) => {
+                    tracing::info!(file = %path.display(), "{WHAT}_FILE does not exist: no read replicas");
+                    false
+                }
+                _ => true,
+            });
+        if self.read_database_urls.is_some() && self.read_database_urls_file.is_some() {
+            return Err(format!("set {WHAT} or {WHAT}_FILE, not both"));
+        }
+        let Some(list) = Secret::resolve(self.read_database_urls.as_ref(), file, WHAT)? else {
+            return Ok(Vec::new());
+        };
+        list.expose()
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .enumerate()
+            .map(|(i, url)| {
+                let url = tls::with_settings(url, db.db_sslmode, db.db_ca_file.as_deref())
+                    .map_err(|e| format!("{WHAT} (replica {i}): {e}"))?;
+                tls::Target::parse(&url).map_err(|e| format!("{WHAT} (replica {i}): {e}"))?;
+                Ok(Secret::new(url))
+            })
+            .collect()
+    }
+
+    /// How replicas are used.
+    pub fn settings(&self) -> till_read_models::ReplicaSettings {
+        till_read_models::ReplicaSettings {
+            max_lag: Duration::from_millis(self.replica_max_lag_ms),
+            wait: Duration::from_millis(self.replica_wait_ms),
+            poll: Duration::from_millis(self.replica_poll_ms.max(1)),
+        }
+    }
+}
+
 /// Settings of `till serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     /// Database settings.
     #[command(flatten)]
     pub db: DbConfig,
+
+    /// Read replicas.
+    #[command(flatten)]
+    pub replicas: ReplicaConfig,
 
     /// Address to listen on. Dev mode listens on loopback addresses only.
     #[arg(long, env = "TILL_LISTEN", default_value = "127.0.0.1:8080")]

@@ -160,6 +160,26 @@ fn describe() {
     );
     describe_counter!("till_cache_hits_total", "Read-model cache hits by cache.");
     describe_counter!(
+        "till_read_queries_total",
+        "Read-model queries by where they ran: the primary or a read replica (replica-N)."
+    );
+    describe_gauge!(
+        "till_replica_replay_lag_seconds",
+        "How long ago the primary was at the WAL position a read replica has replayed (0 when caught up)."
+    );
+    describe_gauge!(
+        "till_replica_in_rotation",
+        "1 while a read replica serves reads; 0 when it lags past TILL_REPLICA_MAX_LAG_MS or fails."
+    );
+    describe_gauge!(
+        "till_replica_up",
+        "1 when the last poll of a read replica succeeded and it is a streaming standby."
+    );
+    describe_counter!(
+        "till_replica_fallbacks_total",
+        "Reads the primary served instead of a replica: none had replayed far enough in time (lagging) or one failed under the read (error)."
+    );
+    describe_counter!(
         "till_cache_misses_total",
         "Read-model cache misses by cache."
     );
@@ -331,6 +351,26 @@ impl Scrape {
             counter!("till_order_batch_refused_total").absolute(b.refused.load(Relaxed));
             counter!("till_order_batch_fallbacks_total").absolute(b.fallbacks.load(Relaxed));
             gauge!("till_order_queue_waiting").set(b.waiting.load(Relaxed) as f64);
+        }
+
+        let sources = self.reads.sources();
+        let counts = sources.counts();
+        counter!("till_read_queries_total", "source" => "primary").absolute(counts.primary_queries);
+        for r in sources.status() {
+            let replica = r.replica.to_string();
+            counter!("till_read_queries_total", "source" => format!("replica-{replica}"))
+                .absolute(r.queries);
+            gauge!("till_replica_replay_lag_seconds", "replica" => replica.clone())
+                .set(r.lag_seconds);
+            gauge!("till_replica_in_rotation", "replica" => replica.clone())
+                .set(f64::from(u8::from(r.in_rotation)));
+            gauge!("till_replica_up", "replica" => replica).set(f64::from(u8::from(r.up)));
+        }
+        if sources.has_replicas() {
+            counter!("till_replica_fallbacks_total", "reason" => "lagging")
+                .absolute(counts.fallbacks_lagging);
+            counter!("till_replica_fallbacks_total", "reason" => "error")
+                .absolute(counts.fallbacks_error);
         }
 
         for c in self.reads.cache().snapshot() {

@@ -82,6 +82,7 @@ fn bench(c: &mut Criterion) {
         request_id: uuid::Uuid::nil(),
         idempotency: None,
         client_ip: None,
+        reads: None,
     };
     let run = |query: String| {
         let schema = schema.clone();

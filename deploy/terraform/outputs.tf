@@ -13,6 +13,11 @@ output "db_endpoint" {
   value       = aws_db_instance.main.endpoint
 }
 
+output "db_replica_endpoints" {
+  description = "RDS read replica endpoints (host:port), in order, for TILL_READ_DATABASE_URLS (empty without replicas)."
+  value       = aws_db_instance.replica[*].endpoint
+}
+
 output "db_master_secret_arn" {
   description = "Secrets Manager ARN of the RDS-managed master password."
   value       = aws_db_instance.main.master_user_secret[0].secret_arn

@@ -64,6 +64,29 @@ variable "db_allocated_storage" {
   default     = 100
 }
 
+variable "read_replica_count" {
+  description = "Streaming read replicas of the RDS instance that `till serve` reads the read models from (0: none, every read on the primary)."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.read_replica_count >= 0 && var.read_replica_count <= 15 && floor(var.read_replica_count) == var.read_replica_count
+    error_message = "read_replica_count must be a whole number from 0 to 15 (RDS's limit of read replicas per PostgreSQL instance)."
+  }
+}
+
+variable "read_replica_instance_class" {
+  description = "RDS instance class of the read replicas (null: the primary's, db_instance_class)."
+  type        = string
+  default     = null
+}
+
+variable "read_replica_max_standby_delay_ms" {
+  description = "max_standby_streaming_delay (and max_standby_archive_delay) of the read replicas, in ms: how long replay waits for a conflicting query before cancelling it."
+  type        = number
+  default     = 30000
+}
+
 variable "db_statement_timeout_ms" {
   description = "statement_timeout of every session, in ms (Till also sets its own per connection)."
   type        = number

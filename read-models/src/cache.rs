@@ -25,6 +25,14 @@
 //! only pages whose check passed before the customer's last invalidation), so a page
 //! read before a change of the customer's orders cannot be copied into the list of a
 //! reader who came after it.
+//!
+//! With read replicas a reader can load a row after its invalidation and still get the
+//! old one, from a replica that has not replayed the change yet: the epoch check does
+//! not see that. So every invalidation also raises a floor, the primary's WAL position
+//! past the change ([`crate::sources`]), for the keys it touched (kept per stripe of
+//! keys, a fixed array); a loaded value is kept only when its source had replayed at
+//! least the floor of its key, checked in the same compute operation as the epoch. The
+//! primary passes every floor.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +46,7 @@ use uuid::Uuid;
 use crate::error::ReadError;
 use crate::projections::Change;
 use crate::queries::{OrderCursor, Page, ProductCursor, ProductFilter, ProductSort};
+use crate::sources::Lsn;
 use crate::views::{CategoryView, Identified, OrderView, ProductView};
 
 /// Sizing of the caches.
@@ -309,6 +318,53 @@ mod seams {
     }
 }
 
+/// Stripes of keys whose floors are kept apart (8 bytes each).
+const STRIPES: usize = 1024;
+
+/// The lowest WAL position a source must have replayed for what it returns to be
+/// cached: raised by every invalidation, never lowered (see the module's notes).
+struct Floors {
+    /// Rows (products and orders) by stripe of their id.
+    rows: Box<[AtomicU64]>,
+    /// A customer's order pages, by stripe of the customer's id.
+    customers: Box<[AtomicU64]>,
+    /// Product list pages.
+    listing: AtomicU64,
+    /// The category tree.
+    categories: AtomicU64,
+    /// Everything (whole-cache drops).
+    everything: AtomicU64,
+}
+
+impl Floors {
+    fn new() -> Self {
+        let stripes = || (0..STRIPES).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            rows: stripes(),
+            customers: stripes(),
+            listing: AtomicU64::new(0),
+            categories: AtomicU64::new(0),
+            everything: AtomicU64::new(0),
+        }
+    }
+
+    fn stripe(stripes: &[AtomicU64], id: Uuid) -> &AtomicU64 {
+        let (hi, lo) = id.as_u64_pair();
+        &stripes[((hi ^ lo) % STRIPES as u64) as usize]
+    }
+
+    fn raise(floor: &AtomicU64, wal: Lsn) {
+        floor.fetch_max(wal, Ordering::AcqRel);
+    }
+
+    /// Whether a value read from a source at `at` may be kept under `floor`.
+    fn passes(&self, floor: &AtomicU64, at: Lsn) -> bool {
+        at >= floor
+            .load(Ordering::Acquire)
+            .max(self.everything.load(Ordering::Acquire))
+    }
+}
+
 /// The caches of one process.
 #[derive(Clone)]
 pub struct ReadCache {
@@ -320,6 +376,7 @@ pub struct ReadCache {
     epoch: Arc<AtomicU64>,
     listing_epoch: Arc<AtomicU64>,
     order_list_epoch: Arc<AtomicU64>,
+    floors: Arc<Floors>,
     stats: Arc<Counters>,
     #[cfg(test)]
     seams: Arc<seams::Seams>,
@@ -374,6 +431,7 @@ impl ReadCache {
             epoch: Arc::new(AtomicU64::new(0)),
             listing_epoch: Arc::new(AtomicU64::new(0)),
             order_list_epoch: Arc::new(AtomicU64::new(0)),
+            floors: Arc::new(Floors::new()),
             stats,
             #[cfg(test)]
             seams: Arc::default(),
@@ -427,13 +485,15 @@ impl ReadCache {
         self.stats.of(kind).misses.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A row by id from `cache`, or from `load` (then cached). A row loaded while an
-    /// invalidation happened is dropped again right after insertion: it may be stale.
+    /// A row by id from `cache`, or from `load` (then cached), which reads a source
+    /// that has replayed `at`. A row loaded while an invalidation happened, or from a
+    /// source behind the key's floor, is not kept: it may be stale.
     pub(crate) async fn through<V>(
         &self,
         kind: CacheKind,
         cache: &Cache<Uuid, Arc<V>>,
         id: Uuid,
+        at: Lsn,
         load: impl AsyncFnOnce() -> Result<Option<V>, ReadError>,
     ) -> Result<Option<Arc<V>>, ReadError>
     where
@@ -449,7 +509,7 @@ impl ReadCache {
             return Ok(None);
         };
         let value = Arc::new(value);
-        self.put(cache, id, epoch, value.clone()).await;
+        self.put(cache, id, epoch, at, value.clone()).await;
         Ok(Some(value))
     }
 
@@ -460,6 +520,7 @@ impl ReadCache {
         kind: CacheKind,
         cache: &Cache<Uuid, Arc<V>>,
         ids: &[Uuid],
+        at: Lsn,
         load: impl AsyncFnOnce(Vec<Uuid>) -> Result<Vec<V>, ReadError>,
     ) -> Result<HashMap<Uuid, Arc<V>>, ReadError>
     where
@@ -484,19 +545,20 @@ impl ReadCache {
             self.miss(kind);
             let id = value.id();
             let value = Arc::new(value);
-            self.put(cache, id, epoch, value.clone()).await;
+            self.put(cache, id, epoch, at, value.clone()).await;
             found.insert(id, value);
         }
         Ok(found)
     }
 
-    /// Rows just read for a page (at row epoch `epoch`): each is cached unless an
-    /// invalidation raced with the read; returns the page as ids (to cache as the page)
-    /// and the page to answer with.
+    /// Rows just read for a page (at row epoch `epoch`, from a source that had
+    /// replayed `at`): each is cached unless an invalidation raced with the read or its
+    /// floor is past `at`; returns the page as ids (to cache as the page) and the page
+    /// to answer with.
     pub(crate) async fn keep_page_rows<C: Clone, V: Identified + Send + Sync + 'static>(
         &self,
         cache: &Cache<Uuid, Arc<V>>,
-        epoch: u64,
+        (epoch, at): (u64, Lsn),
         rows: Vec<(C, V)>,
         has_next_page: bool,
         has_previous_page: bool,
@@ -506,7 +568,7 @@ impl ReadCache {
         for (cursor, value) in rows {
             let id = value.id();
             let value = Arc::new(value);
-            self.put(cache, id, epoch, value.clone()).await;
+            self.put(cache, id, epoch, at, value.clone()).await;
             ids.push((cursor.clone(), id));
             items.push((cursor, value));
         }
@@ -522,22 +584,25 @@ impl ReadCache {
         (ids, page)
     }
 
-    /// Inserts a row loaded at `epoch` unless something was invalidated since: checked
-    /// and inserted in one compute operation, which the projector's removal of the key
+    /// Inserts a row loaded at `epoch` from a source that had replayed `at`, unless
+    /// something was invalidated since or the key's floor is past `at`: checked and
+    /// inserted in one compute operation, which the projector's removal of the key
     /// ([`ReadCache::invalidate`]) cannot come between.
     pub(crate) async fn put<V>(
         &self,
         cache: &Cache<Uuid, Arc<V>>,
         id: Uuid,
         epoch: u64,
+        at: Lsn,
         value: Arc<V>,
     ) where
         V: Send + Sync + 'static,
     {
+        let floor = Floors::stripe(&self.floors.rows, id);
         cache
             .entry(id)
             .and_compute_with(|_| {
-                std::future::ready(if self.epoch() == epoch {
+                std::future::ready(if self.epoch() == epoch && self.floors.passes(floor, at) {
                     Op::Put(value)
                 } else {
                     Op::Nop
@@ -561,14 +626,15 @@ impl ReadCache {
         self.order_list_epoch.load(Ordering::Acquire)
     }
 
-    /// Inserts a product page read at listing epoch `epoch` unless a listing changed since.
+    /// Inserts a product page read at listing epoch `epoch` from a source that had
+    /// replayed `at`, unless a listing changed since or past `at`.
     pub(crate) async fn put_product_page(
         &self,
         key: ProductPageKey,
-        epoch: u64,
+        (epoch, at): (u64, Lsn),
         page: Arc<IdPage<ProductCursor>>,
     ) {
-        if self.listing_epoch() == epoch {
+        if self.listing_epoch() == epoch && self.floors.passes(&self.floors.listing, at) {
             self.product_pages
                 .insert(key.clone(), EpochPage { epoch, page })
                 .await;
@@ -635,13 +701,14 @@ impl ReadCache {
         customer: Uuid,
         after: Option<OrderCursor>,
         first: i64,
-        epoch: u64,
+        (epoch, at): (u64, Lsn),
         page: Arc<IdPage<OrderCursor>>,
     ) {
+        let floor = Floors::stripe(&self.floors.customers, customer);
         self.order_pages
             .entry(customer)
             .and_compute_with(|existing| async move {
-                if self.order_list_epoch() != epoch {
+                if self.order_list_epoch() != epoch || !self.floors.passes(floor, at) {
                     return Op::Nop;
                 }
                 let mut pages: CustomerOrderPages = existing
@@ -663,18 +730,43 @@ impl ReadCache {
         }
     }
 
-    /// Inserts the category list loaded at `epoch`.
-    pub(crate) async fn put_categories(&self, epoch: u64, list: Arc<Vec<CategoryView>>) {
+    /// Inserts the category list loaded at `epoch` from a source that had replayed
+    /// `at`, unless the categories changed past `at`.
+    pub(crate) async fn put_categories(
+        &self,
+        (epoch, at): (u64, Lsn),
+        list: Arc<Vec<CategoryView>>,
+    ) {
+        if !self.floors.passes(&self.floors.categories, at) {
+            return;
+        }
         self.categories.insert((), list).await;
         if self.epoch() != epoch {
             self.categories.invalidate_all();
         }
     }
 
-    /// Drops every entry a batch of changes touched.
-    pub async fn invalidate(&self, changes: &[Change]) {
+    /// Drops every entry a batch of changes touched; `wal` is the primary's WAL
+    /// position past their commit (0 without read replicas): from now on only what a
+    /// source that has replayed that far returns is kept for those keys.
+    pub async fn invalidate(&self, changes: &[Change], wal: Lsn) {
         if changes.is_empty() {
             return;
+        }
+        // The floors first: a reader that checks after the epoch's bump (or sees no
+        // bump) finds them raised.
+        let floors = &self.floors;
+        for change in changes {
+            match change {
+                Change::Product(id) => Floors::raise(Floors::stripe(&floors.rows, *id), wal),
+                Change::Listing => Floors::raise(&floors.listing, wal),
+                Change::Order { order, customer } => {
+                    Floors::raise(Floors::stripe(&floors.rows, *order), wal);
+                    Floors::raise(Floors::stripe(&floors.customers, *customer), wal);
+                }
+                Change::Categories => Floors::raise(&floors.categories, wal),
+                Change::Customer(_) | Change::Sales => {}
+            }
         }
         self.epoch.fetch_add(1, Ordering::AcqRel);
         if changes.contains(&Change::Listing) {
@@ -700,8 +792,10 @@ impl ReadCache {
     }
 
     /// Drops every entry (for a process whose projections run elsewhere and only
-    /// learns that something changed, not what).
-    pub fn invalidate_everything(&self) {
+    /// learns that something changed, not what), with `wal` as in
+    /// [`ReadCache::invalidate`].
+    pub fn invalidate_everything(&self, wal: Lsn) {
+        Floors::raise(&self.floors.everything, wal);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.listing_epoch.fetch_add(1, Ordering::AcqRel);
         self.order_list_epoch.fetch_add(1, Ordering::AcqRel);
@@ -734,6 +828,7 @@ impl ReadCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::PRIMARY;
 
     fn key() -> ProductPageKey {
         ProductPageKey {
@@ -755,16 +850,20 @@ mod tests {
     async fn a_page_read_across_a_listing_change_is_not_kept() {
         let cache = ReadCache::new(CacheSettings::default());
         let epoch = cache.listing_epoch();
-        cache.invalidate(&[Change::Product(Uuid::nil())]).await;
-        cache.put_product_page(key(), epoch, page()).await;
+        cache.invalidate(&[Change::Product(Uuid::nil())], 0).await;
+        cache
+            .put_product_page(key(), (epoch, PRIMARY), page())
+            .await;
         assert!(
             cache.product_pages.get(&key()).await.is_some(),
             "a stock change does not spoil a page"
         );
 
         let epoch = cache.listing_epoch();
-        cache.invalidate(&[Change::Listing]).await;
-        cache.put_product_page(key(), epoch, page()).await;
+        cache.invalidate(&[Change::Listing], 0).await;
+        cache
+            .put_product_page(key(), (epoch, PRIMARY), page())
+            .await;
         assert!(cache.product_pages.get(&key()).await.is_none());
     }
 
@@ -773,24 +872,34 @@ mod tests {
         let cache = ReadCache::new(CacheSettings::default());
         let ann = Uuid::now_v7();
         let epoch = cache.order_list_epoch();
-        cache.put_order_page(ann, None, 10, epoch, page()).await;
+        cache
+            .put_order_page(ann, None, 10, (epoch, PRIMARY), page())
+            .await;
         assert!(cache.order_page(ann, None, 10).await.is_some());
         cache
-            .invalidate(&[Change::Order {
-                order: Uuid::now_v7(),
-                customer: ann,
-            }])
+            .invalidate(
+                &[Change::Order {
+                    order: Uuid::now_v7(),
+                    customer: ann,
+                }],
+                0,
+            )
             .await;
         assert!(cache.order_page(ann, None, 10).await.is_none());
 
         let stale = cache.order_list_epoch();
         cache
-            .invalidate(&[Change::Order {
-                order: Uuid::now_v7(),
-                customer: Uuid::now_v7(),
-            }])
+            .invalidate(
+                &[Change::Order {
+                    order: Uuid::now_v7(),
+                    customer: Uuid::now_v7(),
+                }],
+                0,
+            )
             .await;
-        cache.put_order_page(ann, None, 10, stale, page()).await;
+        cache
+            .put_order_page(ann, None, 10, (stale, PRIMARY), page())
+            .await;
         assert!(
             cache.order_page(ann, None, 10).await.is_none(),
             "read across an order change: not kept"
@@ -798,7 +907,9 @@ mod tests {
 
         let epoch = cache.order_list_epoch();
         for first in 1..=(ORDER_PAGES_PER_CUSTOMER as i64 + 3) {
-            cache.put_order_page(ann, None, first, epoch, page()).await;
+            cache
+                .put_order_page(ann, None, first, (epoch, PRIMARY), page())
+                .await;
         }
         let kept = cache.order_pages.get(&ann).await.map_or(0, |p| p.len());
         assert_eq!(kept, ORDER_PAGES_PER_CUSTOMER);
@@ -821,7 +932,7 @@ mod tests {
         let epoch = cache.listing_epoch();
         for first in 1..=200 {
             cache
-                .put_product_page(page_after(first), epoch, page())
+                .put_product_page(page_after(first), (epoch, PRIMARY), page())
                 .await;
         }
         cache.run_pending_tasks().await;
@@ -900,7 +1011,7 @@ mod tests {
             async move {
                 let rows = &cache.products;
                 cache
-                    .through(CacheKind::Products, rows, id, async || {
+                    .through(CacheKind::Products, rows, id, PRIMARY, async || {
                         // The database answers with the row as it was; the change
                         // commits and is invalidated before this reader goes on.
                         let _ = loading_tx.send(());
@@ -911,14 +1022,18 @@ mod tests {
             }
         });
         ok(loading_rx.await);
-        cache.invalidate(&[Change::Product(id)]).await;
+        cache.invalidate(&[Change::Product(id)], 0).await;
         let _ = loaded_tx.send(());
         reached(written).await;
 
         let fresh = ok(cache
-            .through(CacheKind::Products, &cache.products, id, async || {
-                Ok(Some(product(id, "after")))
-            })
+            .through(
+                CacheKind::Products,
+                &cache.products,
+                id,
+                PRIMARY,
+                async || Ok(Some(product(id, "after"))),
+            )
             .await);
         let _ = go.send(());
         let _ = ok(ok(stale.await));
@@ -937,11 +1052,15 @@ mod tests {
     async fn a_product_page_read_before_a_listing_change_is_never_served_after_it() {
         let cache = ReadCache::new(CacheSettings::default());
         let stale_epoch = cache.listing_epoch();
-        cache.invalidate(&[Change::Listing]).await;
+        cache.invalidate(&[Change::Listing], 0).await;
         let (written, go) = cache.seams.stop_at(Seam::ProductPageWritten);
         let stale = tokio::spawn({
             let cache = cache.clone();
-            async move { cache.put_product_page(key(), stale_epoch, page()).await }
+            async move {
+                cache
+                    .put_product_page(key(), (stale_epoch, PRIMARY), page())
+                    .await
+            }
         });
         reached(written).await;
         let seen = cache.product_page(&key()).await;
@@ -967,10 +1086,13 @@ mod tests {
         let (old_order, later_order) = (Uuid::now_v7(), Uuid::now_v7());
         let stale_epoch = cache.order_list_epoch();
         cache
-            .invalidate(&[Change::Order {
-                order: old_order,
-                customer: ann,
-            }])
+            .invalidate(
+                &[Change::Order {
+                    order: old_order,
+                    customer: ann,
+                }],
+                0,
+            )
             .await;
         let fresh_epoch = cache.order_list_epoch();
         let page_2_after = Some(OrderCursor {
@@ -983,7 +1105,7 @@ mod tests {
             let cache = cache.clone();
             async move {
                 cache
-                    .put_order_page(ann, None, 10, stale_epoch, order_page(old_order))
+                    .put_order_page(ann, None, 10, (stale_epoch, PRIMARY), order_page(old_order))
                     .await
             }
         });
@@ -993,7 +1115,13 @@ mod tests {
             let (cache, after) = (cache.clone(), page_2_after.clone());
             async move {
                 cache
-                    .put_order_page(ann, after, 10, fresh_epoch, order_page(later_order))
+                    .put_order_page(
+                        ann,
+                        after,
+                        10,
+                        (fresh_epoch, PRIMARY),
+                        order_page(later_order),
+                    )
                     .await
             }
         });
@@ -1013,6 +1141,112 @@ mod tests {
                 .await
                 .is_some(),
             "page 2, read after the change, is kept"
+        );
+    }
+
+    /// A replica that has not replayed the change that invalidated a key returns the
+    /// row as it was before: after the invalidation, such a row must not be kept
+    /// (the epoch alone would let it in, the read started after the change).
+    #[tokio::test]
+    async fn rows_pages_and_categories_from_a_source_behind_their_floor_are_not_kept() {
+        let cache = ReadCache::new(CacheSettings::default());
+        let id = Uuid::now_v7();
+        let ann = Uuid::now_v7();
+        cache
+            .invalidate(
+                &[
+                    Change::Product(id),
+                    Change::Listing,
+                    Change::Categories,
+                    Change::Order {
+                        order: id,
+                        customer: ann,
+                    },
+                ],
+                1_000,
+            )
+            .await;
+        let behind = 999;
+        let load = async || Ok(Some(product(id, "before the change")));
+        let rows = &cache.products;
+        let got = cache
+            .through(CacheKind::Products, rows, id, behind, load)
+            .await;
+        assert!(matches!(got, Ok(Some(_))), "the reader gets its answer");
+        assert!(
+            rows.get(&id).await.is_none(),
+            "a row from behind the floor was kept"
+        );
+        let epoch = cache.listing_epoch();
+        cache.put_product_page(key(), (epoch, behind), page()).await;
+        assert!(
+            cache.product_page(&key()).await.is_none(),
+            "a page from behind the floor was kept"
+        );
+        let epoch = cache.order_list_epoch();
+        cache
+            .put_order_page(ann, None, 10, (epoch, behind), page())
+            .await;
+        assert!(
+            cache.order_page(ann, None, 10).await.is_none(),
+            "an order page from behind the floor was kept"
+        );
+        cache
+            .put_categories((cache.epoch(), behind), Arc::new(Vec::new()))
+            .await;
+        assert!(
+            cache.categories.get(&()).await.is_none(),
+            "categories from behind the floor were kept"
+        );
+
+        // A source that has replayed the change may fill every one of them.
+        let caught_up = 1_000;
+        let load = async || Ok(Some(product(id, "after the change")));
+        let _ = cache
+            .through(CacheKind::Products, rows, id, caught_up, load)
+            .await;
+        assert!(
+            rows.get(&id).await.is_some(),
+            "a row from a caught-up source was not kept"
+        );
+        let epoch = cache.listing_epoch();
+        cache
+            .put_product_page(key(), (epoch, caught_up), page())
+            .await;
+        assert!(cache.product_page(&key()).await.is_some());
+        let epoch = cache.order_list_epoch();
+        cache
+            .put_order_page(ann, None, 10, (epoch, caught_up), page())
+            .await;
+        assert!(cache.order_page(ann, None, 10).await.is_some());
+
+        // Other keys' floors are their own (a different stripe, most of the time).
+        let other = (0..64).map(|_| Uuid::now_v7()).find(|o| {
+            !std::ptr::eq(
+                Floors::stripe(&cache.floors.rows, *o),
+                Floors::stripe(&cache.floors.rows, id),
+            )
+        });
+        if let Some(other) = other {
+            let load = async || Ok(Some(product(other, "untouched")));
+            let _ = cache
+                .through(CacheKind::Products, rows, other, behind, load)
+                .await;
+            assert!(
+                rows.get(&other).await.is_some(),
+                "an untouched key was held to another key's floor"
+            );
+        }
+
+        // A whole-cache drop holds every key to its floor.
+        cache.invalidate_everything(2_000);
+        let load = async || Ok(Some(product(id, "after the drop")));
+        let _ = cache
+            .through(CacheKind::Products, rows, id, 1_500, load)
+            .await;
+        assert!(
+            rows.get(&id).await.is_none(),
+            "a row from behind the whole-cache floor was kept"
         );
     }
 }

@@ -13,6 +13,7 @@ pub mod projector;
 pub mod queries;
 pub mod rebuild;
 pub mod schema;
+pub mod sources;
 pub mod views;
 
 pub use cache::{CacheKind, CacheSettings, CacheSnapshot, ReadCache};
@@ -26,3 +27,4 @@ pub use queries::ReadModels;
 pub use rebuild::{
     Rebuild, RebuildPhase, RebuildProgress, RebuildSettings, RebuildState, RebuildStatus,
 };
+pub use sources::{Lsn, ReadSources, ReplicaSettings, ReplicaStatus};

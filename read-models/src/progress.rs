@@ -2,6 +2,7 @@
 //! writes with a consistency token).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use diesel::prelude::*;
@@ -14,11 +15,16 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::ReadError;
 use crate::projections::{Applied, Projection};
+use crate::sources::{wal_position, Lsn};
 
 /// Checkpoints of every projection, published by the projector as it commits, and a
 /// feed of the events each projection has applied (for subscriptions).
 pub struct Progress {
     points: HashMap<Projection, watch::Sender<LogPoint>>,
+    /// For each projection, a WAL position of the primary at or past the commit that
+    /// moved it to its current point (0 when not tracked): a read replica that has
+    /// replayed this far shows the projection at least there.
+    wal: HashMap<Projection, AtomicU64>,
     feed: broadcast::Sender<Arc<Applied>>,
     /// The `generation` of each projection's tables last seen (a rebuild swaps in new
     /// tables and bumps it).
@@ -38,6 +44,10 @@ impl Progress {
             points: Projection::ALL
                 .into_iter()
                 .map(|p| (p, watch::Sender::new(LogPoint::default())))
+                .collect(),
+            wal: Projection::ALL
+                .into_iter()
+                .map(|p| (p, AtomicU64::new(0)))
                 .collect(),
             feed: broadcast::channel(1024).0,
             generations: std::sync::Mutex::new(HashMap::new()),
@@ -69,11 +79,17 @@ impl Progress {
         }
     }
 
-    /// Records that `projection` has applied everything up to `point`.
-    pub fn advance(&self, projection: Projection, point: LogPoint) {
+    /// Records that `projection` has applied everything up to `point`, committed on
+    /// the primary at or before WAL position `wal` (0: not tracked).
+    pub fn advance(&self, projection: Projection, point: LogPoint, wal: Lsn) {
         if let Some(tx) = self.points.get(&projection) {
             tx.send_if_modified(|cur| {
                 if point > *cur {
+                    // Before the point is published: a reader woken by it finds a
+                    // position that covers it.
+                    if let Some(w) = self.wal.get(&projection) {
+                        w.fetch_max(wal, Ordering::AcqRel);
+                    }
                     *cur = point;
                     true
                 } else {
@@ -91,13 +107,26 @@ impl Progress {
             .unwrap_or_default()
     }
 
-    /// Loads the checkpoints from the database (at start-up, or when another process
-    /// runs the projector).
+    /// Loads the checkpoints from the primary (at start-up).
     pub async fn refresh(&self, conn: &mut AsyncPgConnection) -> Result<(), ReadError> {
-        for (p, point) in Self::load(conn).await? {
-            self.advance(p, point);
+        let points = Self::load(conn).await?;
+        // Read after the checkpoints: past every commit they show.
+        let wal = wal_position(conn).await?;
+        for (p, point) in points {
+            self.advance(p, point, wal);
         }
         Ok(())
+    }
+
+    /// A WAL position of the primary past the commits that brought every projection
+    /// to where it stands (call once [`Progress::wait_for`] returned): a replica that
+    /// has replayed this far shows everything up to the awaited point.
+    pub fn wal_covering(&self) -> Lsn {
+        self.wal
+            .values()
+            .map(|w| w.load(Ordering::Acquire))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The checkpoints stored in the database.

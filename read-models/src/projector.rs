@@ -20,6 +20,7 @@ use crate::cache::ReadCache;
 use crate::error::ReadError;
 use crate::progress::Progress;
 use crate::projections::{changes_of, Applied, Change, Projection};
+use crate::sources::{wal_position, Lsn};
 use till_domain::events::StoredEvent;
 
 /// The default [`ProjectorSettings::pace`], in milliseconds (also the default of
@@ -121,6 +122,8 @@ pub struct Projector {
     cache: ReadCache,
     progress: Arc<Progress>,
     settings: ProjectorSettings,
+    /// Note the primary's WAL position after each batch (read replicas are in use).
+    track_wal: bool,
 }
 
 impl Projector {
@@ -138,6 +141,25 @@ impl Projector {
             cache,
             progress,
             settings,
+            track_wal: false,
+        }
+    }
+
+    /// Notes, after each batch, the primary's WAL position past its commit, with the
+    /// checkpoint it reached and the cache entries it invalidated: what reads from
+    /// replicas need ([`crate::sources`]). Costs a round trip per batch.
+    pub fn tracking_wal(mut self, on: bool) -> Self {
+        self.track_wal = on;
+        self
+    }
+
+    /// The primary's WAL position now, past everything this connection has seen
+    /// committed (0 when not tracked).
+    async fn wal_now(&self, conn: &mut AsyncPgConnection) -> Result<Lsn, ReadError> {
+        if self.track_wal {
+            wal_position(conn).await
+        } else {
+            Ok(0)
         }
     }
 
@@ -159,13 +181,14 @@ impl Projector {
         } else {
             Some(Vec::new())
         };
+        let wal = self.wal_now(&mut conn).await?;
         self.publish(
             projection,
             outcome.generation,
             missed,
             mine,
             batch.into(),
-            outcome.checkpoint,
+            (outcome.checkpoint, wal),
         )
         .await;
         Ok(outcome)
@@ -200,6 +223,7 @@ impl Projector {
         else {
             return Ok(None);
         };
+        let wal = self.wal_now(&mut conn).await?;
         let batch: Arc<[StoredEvent]> = round.batch.into();
         for ((projection, changes), generation) in group
             .iter()
@@ -213,7 +237,7 @@ impl Projector {
                 Some(round.missed.clone()),
                 changes,
                 batch.clone(),
-                round.checkpoint,
+                (round.checkpoint, wal),
             )
             .await;
         }
@@ -231,17 +255,19 @@ impl Projector {
         let (stored, generation) = checkpoint(&mut conn, projection).await?;
         if stored > local {
             let missed = read_range(&mut conn, local, stored).await?;
+            let wal = self.wal_now(&mut conn).await?;
             self.publish(
                 projection,
                 generation,
                 missed,
                 Vec::new(),
                 Arc::from([]),
-                stored,
+                (stored, wal),
             )
             .await;
         } else if self.progress.saw_generation(projection, generation) {
-            self.swapped(projection);
+            let wal = self.wal_now(&mut conn).await?;
+            self.swapped(projection, wal);
         }
         Ok(stored)
     }
@@ -255,16 +281,16 @@ impl Projector {
         missed: Option<Vec<StoredEvent>>,
         mine: Vec<Change>,
         batch: Arc<[StoredEvent]>,
-        checkpoint: LogPoint,
+        (checkpoint, wal): (LogPoint, Lsn),
     ) {
         if self.progress.saw_generation(projection, generation) {
-            self.swapped(projection);
+            self.swapped(projection, wal);
         }
         let missed = match missed {
             Some(events) => {
                 let mut changes = changes_of(projection, &events);
                 changes.extend(mine);
-                self.cache.invalidate(&changes).await;
+                self.cache.invalidate(&changes, wal).await;
                 events
             }
             None => {
@@ -272,12 +298,12 @@ impl Projector {
                     projection = projection.name(),
                     "far behind other processes: dropping the whole cache"
                 );
-                self.cache.invalidate_everything();
-                self.cache.invalidate(&mine).await;
+                self.cache.invalidate_everything(wal);
+                self.cache.invalidate(&mine, wal).await;
                 Vec::new()
             }
         };
-        self.progress.advance(projection, checkpoint);
+        self.progress.advance(projection, checkpoint, wal);
         let events = if missed.is_empty() {
             batch
         } else {
@@ -288,12 +314,12 @@ impl Projector {
 
     /// A rebuild swapped `projection`'s tables for new ones: nothing cached from the old
     /// ones can be trusted (the rebuild may have corrected them).
-    fn swapped(&self, projection: Projection) {
+    fn swapped(&self, projection: Projection, wal: Lsn) {
         tracing::info!(
             projection = projection.name(),
             "rebuilt tables swapped in: dropping the whole cache"
         );
-        self.cache.invalidate_everything();
+        self.cache.invalidate_everything(wal);
     }
 
     /// Follows the checkpoints other processes write (LISTEN plus a 1 s poll), for a

@@ -14,8 +14,9 @@ use till_domain::types::{CustomerId, Email, Name};
 use super::error::{self, Code};
 use super::ids::{self, Kind};
 use super::inputs::one_form;
+use super::mutation::caught_up;
 use super::types::customer::{Customer, Role};
-use super::{command_context, state, AdminGuard, RequestInfo};
+use super::{command_context, reads, state, AdminGuard, RequestInfo};
 
 /// Input of `register`.
 #[derive(Debug, InputObject)]
@@ -103,16 +104,11 @@ impl AuthPayload {
     }
     /// The account (after `register`, once the read model has it).
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
-        let st = state(ctx)?;
-        if let Some(at) = self.at {
-            st.reads
-                .progress()
-                .wait_for(at, st.consistency_wait)
-                .await
-                .map_err(error::read)?;
-        }
-        Ok(st
-            .reads
+        let reads = match self.at {
+            Some(at) => caught_up(ctx, at).await?,
+            None => reads(ctx)?.clone(),
+        };
+        Ok(reads
             .customer_summary(self.session.customer_id.0)
             .await
             .map_err(error::read)?
@@ -153,14 +149,8 @@ impl CustomerPayload {
     }
     /// The account after the change.
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
-        let st = state(ctx)?;
-        st.reads
-            .progress()
-            .wait_for(self.at, st.consistency_wait)
-            .await
-            .map_err(error::read)?;
-        Ok(st
-            .reads
+        Ok(caught_up(ctx, self.at)
+            .await?
             .customer_summary(self.id.0)
             .await
             .map_err(error::read)?

@@ -475,6 +475,7 @@ mod tests {
             request_id: uuid::Uuid::nil(),
             idempotency: None,
             client_ip: None,
+            reads: None,
         };
         let run = |charged: bool| {
             let mut request = async_graphql::Request::new("{ __typename }").data(info.clone());

@@ -22,7 +22,7 @@ use super::types::catalog::{Category, Product};
 use super::types::customer::Customer;
 use super::types::node::Node;
 use super::types::order::Order;
-use super::{principal, state};
+use super::{principal, reads};
 
 /// The query root of the federated schema: the parts of [`Query`], and the entity
 /// resolvers (named `Query` too: a gateway sees one query root).
@@ -74,8 +74,7 @@ impl Entities {
         ctx: &Context<'_>,
         #[graphql(key)] sku: String,
     ) -> Result<Option<Product>> {
-        let view = state(ctx)?
-            .reads
+        let view = reads(ctx)?
             .product_by_sku(sku.trim())
             .await
             .map_err(error::read)?;

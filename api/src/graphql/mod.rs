@@ -139,6 +139,9 @@ pub struct RequestInfo {
     pub idempotency: Option<IdempotencyClaim>,
     /// The client's address (rate-limit key of anonymous callers).
     pub client_ip: Option<std::net::IpAddr>,
+    /// The read models of the request's consistency token: they read only from a
+    /// source that has replayed it (None: the process's, any source).
+    pub reads: Option<ReadModels>,
 }
 
 /// Present when a stored idempotent result is being rendered again: mutations return
@@ -319,6 +322,15 @@ pub(crate) fn open_limits() -> Limits {
 
 pub(crate) fn state<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Arc<ApiState>> {
     ctx.data::<Arc<ApiState>>()
+}
+
+/// The read models this request reads through: its consistency token's when it sent
+/// one ([`RequestInfo::reads`]), else the process's.
+pub(crate) fn reads<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a ReadModels> {
+    match ctx.data_opt::<RequestInfo>().and_then(|i| i.reads.as_ref()) {
+        Some(reads) => Ok(reads),
+        None => Ok(&state(ctx)?.reads),
+    }
 }
 
 pub(crate) fn principal(ctx: &Context<'_>) -> async_graphql::Result<Principal> {

@@ -11,6 +11,7 @@ use till_domain::types::{
     Sku, Slug, StockDelta,
 };
 use till_read_models::views::OrderView;
+use till_read_models::ReadModels;
 use uuid::Uuid;
 
 use super::error::{self, coded, Code};
@@ -143,9 +144,8 @@ impl CategoryPayload {
     }
     /// The category after the change.
     async fn category(&self, ctx: &Context<'_>) -> Result<Option<Category>> {
-        let st = caught_up(ctx, self.at).await?;
-        Ok(st
-            .reads
+        let reads = caught_up(ctx, self.at).await?;
+        Ok(reads
             .category(self.id)
             .await
             .map_err(error::read)?
@@ -172,9 +172,8 @@ impl ProductPayload {
     }
     /// The product after the change.
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
-        let st = caught_up(ctx, self.at).await?;
-        Ok(st
-            .reads
+        let reads = caught_up(ctx, self.at).await?;
+        Ok(reads
             .product(self.id)
             .await
             .map_err(error::read)?
@@ -218,9 +217,8 @@ impl OrderPayload {
         if let Some(view) = &self.written {
             return Ok(Some(Order::written(view.clone(), self.at)));
         }
-        let st = caught_up(ctx, self.at).await?;
-        Ok(st
-            .reads
+        let reads = caught_up(ctx, self.at).await?;
+        Ok(reads
             .order(self.id)
             .await
             .map_err(error::read)?
@@ -228,18 +226,14 @@ impl OrderPayload {
     }
 }
 
-/// Waits (bounded) until the read models include `at`, for payload entities.
-async fn caught_up<'a>(
-    ctx: &'a Context<'_>,
-    at: LogPoint,
-) -> Result<&'a std::sync::Arc<super::ApiState>> {
+/// Waits (bounded) until the read models include `at`, for payload entities; they
+/// are read from a replica only if one has already replayed it (else the primary).
+pub(super) async fn caught_up(ctx: &Context<'_>, at: LogPoint) -> Result<ReadModels> {
     let st = state(ctx)?;
-    st.reads
-        .progress()
-        .wait_for(at, st.consistency_wait)
+    super::reads(ctx)?
+        .following(at, st.consistency_wait)
         .await
-        .map_err(error::read)?;
-    Ok(st)
+        .map_err(error::read)
 }
 
 /// Runs a command, or, when a stored idempotent result is being rendered again,

@@ -23,7 +23,7 @@ use super::types::node::Node;
 use super::types::order::{Order, OrderStatus};
 use super::types::reports::{DailySales, ProductSales};
 use super::types::scalars::{BigInt, Date};
-use super::{principal, state, SignedInGuard, StaffGuard};
+use super::{principal, reads, state, SignedInGuard, StaffGuard};
 use crate::auth::Principal;
 
 /// How to find one product: exactly one of its keys (`@oneOf`).
@@ -141,24 +141,20 @@ pub(super) fn is_visible(p: &Principal, status: &str) -> bool {
 /// exist or is not theirs to see (a product not for sale, another customer's order or
 /// account). `node` and the federation's entity references both look up through it.
 pub(super) async fn find(ctx: &Context<'_>, kind: Kind, uuid: uuid::Uuid) -> Result<Option<Node>> {
-    let st = state(ctx)?;
     let me = principal(ctx)?;
     Ok(match kind {
-        Kind::Product => st
-            .reads
+        Kind::Product => reads(ctx)?
             .product(uuid)
             .await
             .map_err(error::read)?
             .filter(|p| is_visible(&me, &p.status))
             .map(|p| Node::Product(Product(p))),
-        Kind::Category => st
-            .reads
+        Kind::Category => reads(ctx)?
             .category(uuid)
             .await
             .map_err(error::read)?
             .map(|c| Node::Category(Category::from(c))),
-        Kind::Order => st
-            .reads
+        Kind::Order => reads(ctx)?
             .order(uuid)
             .await
             .map_err(error::read)?
@@ -168,7 +164,7 @@ pub(super) async fn find(ctx: &Context<'_>, kind: Kind, uuid: uuid::Uuid) -> Res
             if !(me.is_staff() || me.user_id().map(|u| u.0) == Some(uuid)) {
                 None
             } else {
-                st.reads
+                reads(ctx)?
                     .customer_summary(uuid)
                     .await
                     .map_err(error::read)?
@@ -236,14 +232,12 @@ impl StoreQuery {
                 ))
             }
         };
-        let st = state(ctx)?;
         let view = match key {
             ProductKey::Id(id) => {
                 let uuid = ids::decode(Kind::Product, &id, "id")?;
-                st.reads.product(uuid).await.map_err(error::read)?
+                reads(ctx)?.product(uuid).await.map_err(error::read)?
             }
-            ProductKey::Sku(sku) => st
-                .reads
+            ProductKey::Sku(sku) => reads(ctx)?
                 .product_by_sku(sku.trim())
                 .await
                 .map_err(error::read)?,
@@ -267,7 +261,6 @@ impl StoreQuery {
         >,
         #[graphql(desc = "Ordering (default NEWEST).")] sort_by: Option<ProductSortBy>,
     ) -> Result<ProductConnection> {
-        let st = state(ctx)?;
         let n = page_size(ctx, first)?;
         let f = filter.unwrap_or_default();
         let me = principal(ctx)?;
@@ -311,8 +304,7 @@ impl StoreQuery {
         };
         let sort = sort_by.unwrap_or_default().into();
         let cursor = decode_cursor(after.as_deref())?;
-        let page = st
-            .reads
+        let page = reads(ctx)?
             .products(&filter, sort, cursor.as_ref(), n)
             .await
             .map_err(error::read)?;
@@ -321,7 +313,7 @@ impl StoreQuery {
 
     /// Every category, ordered by slug.
     async fn categories(&self, ctx: &Context<'_>) -> Result<Vec<Category>> {
-        let list = state(ctx)?.reads.categories().await.map_err(error::read)?;
+        let list = reads(ctx)?.categories().await.map_err(error::read)?;
         Ok(list.iter().cloned().map(Category::from).collect())
     }
 
@@ -331,8 +323,7 @@ impl StoreQuery {
         let Some(id) = principal(ctx)?.user_id() else {
             return Err(error::unauthenticated());
         };
-        Ok(state(ctx)?
-            .reads
+        Ok(reads(ctx)?
             .customer_summary(id.0)
             .await
             .map_err(error::read)?
@@ -359,8 +350,7 @@ impl StoreQuery {
             customer: Some(me.0),
             ..OrderFilter::default()
         };
-        let page = state(ctx)?
-            .reads
+        let page = reads(ctx)?
             .orders(&filter, cursor.as_ref(), n)
             .await
             .map_err(error::read)?;
@@ -410,8 +400,7 @@ impl StoreQuery {
             placed_from: f.placed_from.and_then(day_start),
             placed_to: f.placed_to.and_then(day_start),
         };
-        let page = state(ctx)?
-            .reads
+        let page = reads(ctx)?
             .orders(&filter, cursor.as_ref(), n)
             .await
             .map_err(error::read)?;
@@ -427,8 +416,7 @@ impl StoreQuery {
         #[graphql(desc = "Last day, inclusive (UTC); at most 3,660 days after `from`.")] to: Date,
     ) -> Result<Vec<DailySales>> {
         let st = state(ctx)?;
-        let rows = st
-            .reads
+        let rows = reads(ctx)?
             .sales_report(from.0, to.0)
             .await
             .map_err(error::read)?;
@@ -458,8 +446,7 @@ impl StoreQuery {
             ));
         }
         let st = state(ctx)?;
-        let rows = st
-            .reads
+        let rows = reads(ctx)?
             .top_products(i64::from(n))
             .await
             .map_err(error::read)?;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_graphql::{Context, Result, Subscription, ID};
 use futures_util::stream::{self, Stream};
 use till_domain::events::DomainEvent;
+use till_read_models::sources::PRIMARY;
 use till_read_models::{Applied, Projection};
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -98,11 +99,14 @@ impl Subscription {
         let id = ids::decode(Kind::Order, &order_id, "orderId")?;
         let st: Arc<ApiState> = state(ctx)?.clone();
         let feed = st.reads.progress().feed();
-        let mut order = st.reads.order(id).await.map_err(error::read)?;
+        // From the primary: the feed announces a change once the primary has it, and
+        // a replica may not have replayed it yet.
+        let reads = st.reads.at(PRIMARY);
+        let mut order = reads.order(id).await.map_err(error::read)?;
         if order.is_none() {
             // Subscribing right after placing the order: give the projector its moment.
             let _ = st.reads.wait_for_head(st.consistency_wait).await;
-            order = st.reads.order(id).await.map_err(error::read)?;
+            order = reads.order(id).await.map_err(error::read)?;
         }
         match order {
             Some(o) if me.is_staff() || me.user_id().map(|u| u.0) == Some(o.customer_id) => {}
@@ -114,8 +118,8 @@ impl Subscription {
             }
         }
         Ok(follow(feed, Watch::Order(id), move || {
-            let st = st.clone();
-            async move { st.reads.order(id).await.ok().flatten().map(Order::from) }
+            let reads = reads.clone();
+            async move { reads.order(id).await.ok().flatten().map(Order::from) }
         }))
     }
 
@@ -130,11 +134,14 @@ impl Subscription {
         let id = ids::decode(Kind::Product, &product_id, "productId")?;
         let st: Arc<ApiState> = state(ctx)?.clone();
         let feed = st.reads.progress().feed();
-        let mut product = st.reads.product(id).await.map_err(error::read)?;
+        // From the primary: the feed announces a change once the primary has it, and
+        // a replica may not have replayed it yet.
+        let reads = st.reads.at(PRIMARY);
+        let mut product = reads.product(id).await.map_err(error::read)?;
         if product.is_none() {
             // Subscribing right after creating the product: give the projector its moment.
             let _ = st.reads.wait_for_head(st.consistency_wait).await;
-            product = st.reads.product(id).await.map_err(error::read)?;
+            product = reads.product(id).await.map_err(error::read)?;
         }
         match product {
             Some(p) if me.is_staff() || p.status == "ACTIVE" => {}
@@ -146,8 +153,8 @@ impl Subscription {
             }
         }
         Ok(follow(feed, Watch::Stock(id), move || {
-            let st = st.clone();
-            async move { st.reads.product(id).await.ok().flatten().map(Product) }
+            let reads = reads.clone();
+            async move { reads.product(id).await.ok().flatten().map(Product) }
         }))
     }
 }

@@ -208,6 +208,7 @@ async fn prepare(req: &HttpRequest, data: &AppData) -> Result<(Media, RequestInf
         );
         r
     })?;
+    let mut reads = None;
     if let Some(raw) = req.headers().get("x-consistency-token") {
         let point = raw
             .to_str()
@@ -222,14 +223,8 @@ async fn prepare(req: &HttpRequest, data: &AppData) -> Result<(Media, RequestInf
                 )
             })?;
         let wait = data.api.consistency_wait;
-        if data
-            .api
-            .reads
-            .progress()
-            .wait_for(point, wait)
-            .await
-            .is_err()
-        {
+        let following = data.api.reads.following(point, wait).await;
+        let Ok(following) = following else {
             let mut r = request_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 media,
@@ -242,7 +237,12 @@ async fn prepare(req: &HttpRequest, data: &AppData) -> Result<(Media, RequestInf
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return Err(r);
-        }
+        };
+        // With read replicas: wait (bounded, holding no connection) for one that has
+        // replayed the projector's commit covering the token; the primary serves the
+        // request otherwise. Its reads never see less than the token either way.
+        following.caught_up_replica().await;
+        reads = Some(following);
     }
     Ok((
         media,
@@ -257,6 +257,7 @@ async fn prepare(req: &HttpRequest, data: &AppData) -> Result<(Media, RequestInf
                 .unwrap_or_else(uuid::Uuid::now_v7),
             idempotency: None,
             client_ip: client_ip(req, &data.trusted_proxies),
+            reads,
         },
     ))
 }

@@ -107,15 +107,18 @@ async fn readiness(state: &AdminState) -> (bool, serde_json::Value) {
             }
         }
     }
-    (
-        true,
-        json!({
-            "status": "ready",
-            "database": "ok",
-            "migrations": "current",
-            "projections": projections,
-        }),
-    )
+    let mut detail = json!({
+        "status": "ready",
+        "database": "ok",
+        "migrations": "current",
+        "projections": projections,
+    });
+    // Read replicas are shown, not required: reads fall back to the primary.
+    let replicas = state.scrape.reads.sources().status();
+    if !replicas.is_empty() {
+        detail["replicas"] = json!(replicas);
+    }
+    (true, detail)
 }
 
 /// `/metrics`: Prometheus text format.

@@ -192,6 +192,7 @@ pub async fn websocket(
                 request_id: uuid::Uuid::now_v7(),
                 idempotency: None,
                 client_ip,
+                reads: None,
             });
             Ok(data)
         },

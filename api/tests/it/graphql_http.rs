@@ -251,6 +251,7 @@ async fn a_database_outage_answers_503_and_the_process_stays_live() {
         till_api::app::Database {
             url: format!("postgres://postgres@127.0.0.1:{port}/till"),
             embedded: None,
+            replicas: Vec::new(),
         },
     )
     .await);

@@ -15,6 +15,7 @@ mod orders;
 mod payments;
 mod perimeter;
 mod rebuilds;
+mod replicas;
 mod scale_out;
 mod schema;
 mod security;

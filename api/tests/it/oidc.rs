@@ -301,6 +301,7 @@ async fn production_needs_https_for_the_issuer_and_its_keys() {
             till_api::app::Database {
                 url: db.url.clone(),
                 embedded: None,
+                replicas: Vec::new(),
             },
         )
         .await;

@@ -113,6 +113,7 @@ async fn build_with_webhook_secret(db: &TestDb, secret: &str) -> Result<(), Stri
         Database {
             url: db.url.clone(),
             embedded: None,
+            replicas: Vec::new(),
         },
     )
     .await

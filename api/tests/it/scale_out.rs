@@ -15,12 +15,16 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{account_on, code, ok, ServerProcess};
 
-async fn start(db: &TestDb) -> ServerProcess {
-    ServerProcess::start(
-        &db.url,
-        &[("TILL_RATE_LIMIT", "false"), ("TILL_DB_POOL_SIZE", "8")],
-    )
-    .await
+async fn start(db: &TestDb, replica: Option<&str>) -> ServerProcess {
+    let mut env = vec![("TILL_RATE_LIMIT", "false"), ("TILL_DB_POOL_SIZE", "8")];
+    if let Some(url) = replica {
+        env.extend([
+            ("TILL_READ_DATABASE_URLS", url),
+            ("TILL_READ_POOL_SIZE", "4"),
+            ("TILL_REPLICA_WAIT_MS", "10000"),
+        ]);
+    }
+    ServerProcess::start(&db.url, &env).await
 }
 
 async fn gql(base: &str, token: &str, query: &str, vars: Value, ct: Option<&str>) -> Value {
@@ -41,12 +45,27 @@ const PLACE: &str = "mutation($p: ID!) { placeOrder(input: {lines: [{productId: 
 
 #[tokio::test]
 async fn two_servers_share_writes_subscriptions_and_projection() {
-    let db = TestDb::with_pool_size(4).await;
+    two_servers(&TestDb::with_pool_size(4).await, None).await;
+}
+
+/// The same with both servers reading from a streaming replica that replays 300 ms
+/// behind: the token reads through B wait for it, and the takeover keeps every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_reading_from_a_lagging_replica_share_writes_and_projection() {
+    let db = TestDb::for_replicas(4).await;
+    let replica = {
+        let db = &db;
+        tokio::task::block_in_place(|| db.start_replica(Duration::from_millis(300)))
+    };
+    two_servers(&db, Some(&replica.url())).await;
+}
+
+async fn two_servers(db: &TestDb, replica: Option<&str>) {
     let commands = Commands::new(db.pool.clone());
     let (_, staff) = account_on(&commands, "staff@example.com", Role::Staff).await;
     let (_, shopper) = account_on(&commands, "shopper@example.com", Role::Customer).await;
-    let a = start(&db).await;
-    let b = start(&db).await;
+    let a = start(db, replica).await;
+    let b = start(db, replica).await;
 
     let body = gql(
         &a.base,

@@ -163,7 +163,11 @@ pub fn test_config() -> ServeConfig {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
-    let db = TestDb::with_pool_size(30).await;
+    spawn_app_on(TestDb::with_pool_size(30).await, tweak).await
+}
+
+/// [`spawn_app_with`] on `db` (a database on the replicas' cluster, say).
+pub async fn spawn_app_on(db: TestDb, tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let mut cfg = test_config();
     tweak(&mut cfg);
     let app = ok(Application::build(
@@ -171,6 +175,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
         Database {
             url: db.url.clone(),
             embedded: None,
+            replicas: Vec::new(),
         },
     )
     .await);

@@ -10,7 +10,8 @@
 //! It listens on 127.0.0.1 only, and not as an open door: its `postgres` superuser has
 //! a password generated when the folder is initialised (`initdb
 //! --auth=scram-sha-256`), kept in [`PASSWORD_FILE`] inside the data folder with mode
-//! 0600, and every connection must give it (scram-sha-256). Without that any local
+//! 0600 (owned by PostgreSQL's user, who owns the cluster anyway, so that a replica's
+//! base backup can copy it), and every connection must give it (scram-sha-256). Without that any local
 //! user could connect as the superuser and run programs as `postgres` (`COPY ... TO
 //! PROGRAM`). A folder initialised by an older Till with trust authentication gets a
 //! password and this authentication when it is next started.
@@ -68,7 +69,7 @@ pub enum EmbeddedError {
 }
 
 /// The file in the data folder holding the superuser's password (mode 0600, owned by
-/// the user Till runs as; when that is root, PostgreSQL's own user cannot read it).
+/// PostgreSQL's user when Till runs as root, by Till's user otherwise).
 pub const PASSWORD_FILE: &str = "till-password";
 
 /// The authentication rules Till gives a cluster: a password for every connection.
@@ -77,6 +78,7 @@ const PG_HBA: &str = "\
 local all all scram-sha-256
 host all all 127.0.0.1/32 scram-sha-256
 host all all ::1/128 scram-sha-256
+host replication all 127.0.0.1/32 scram-sha-256
 ";
 
 /// Options for [`EmbeddedPostgres::start`].
@@ -92,6 +94,20 @@ pub struct EmbeddedOptions {
     pub max_connections: u32,
 }
 
+/// Options for [`EmbeddedPostgres::start_replica`].
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// Data folder of the replica; emptied and filled with a fresh base backup.
+    pub data_dir: PathBuf,
+    /// The physical replication slot it streams from, created by the base backup (drop
+    /// a stale one first: [`super::drop_idle_slot`]).
+    pub slot: String,
+    /// `recovery_min_apply_delay`: how far behind the primary it replays, on purpose.
+    pub apply_delay: Duration,
+    /// As [`EmbeddedOptions::ephemeral`].
+    pub ephemeral: bool,
+}
+
 /// A running cluster owned by this process.
 pub struct EmbeddedPostgres {
     data_dir: PathBuf,
@@ -100,6 +116,7 @@ pub struct EmbeddedPostgres {
     password: String,
     child: Arc<Mutex<Option<Child>>>,
     pid: u32,
+    max_connections: u32,
 }
 
 impl EmbeddedPostgres {
@@ -169,6 +186,12 @@ impl EmbeddedPostgres {
             }
             Err(e) => return Err(EmbeddedError::PasswordFile(password_file, e)),
         };
+        if let Some(user) = &run_as {
+            // PostgreSQL's user may read it (it owns the cluster, superuser and all):
+            // a streaming replica's base backup copies every file of the folder.
+            nix::unistd::chown(&password_file, Some(user.uid), Some(user.gid))
+                .map_err(|e| EmbeddedError::PasswordFile(password_file.clone(), e.into()))?;
+        }
 
         let port = match opts.port {
             Some(p) => p,
@@ -215,9 +238,101 @@ impl EmbeddedPostgres {
             password,
             child,
             pid,
+            max_connections: opts.max_connections,
         };
         pg.wait_ready(&bin, Duration::from_secs(60), &log_path)?;
         Ok(pg)
+    }
+
+    /// Starts a streaming replica of this cluster (a hot standby on a port of its own):
+    /// a base backup of it through replication slot `slot`, a `standby.signal`, and
+    /// the connection back to this cluster; returns once it accepts connections (it
+    /// replays from then on). For `till serve --replicas` and tests.
+    pub fn start_replica(&self, opts: &ReplicaOptions) -> Result<Self, EmbeddedError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let bin = Self::find_binaries()?;
+        let run_as = unprivileged_user()?;
+        if opts.data_dir.join("PG_VERSION").exists() {
+            stop_stale_postmaster(&opts.data_dir);
+        }
+        if opts.data_dir.exists() {
+            fs::remove_dir_all(&opts.data_dir)?;
+        }
+        fs::create_dir_all(&opts.data_dir)?;
+        let data_dir = opts.data_dir.canonicalize()?;
+        if let Some(user) = &run_as {
+            check_reachable(&data_dir)?;
+            chown_tree_root(&data_dir, user)?;
+        }
+        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))?;
+        // The password reaches pg_basebackup in a password file of its own user, in a
+        // folder only that user can read, removed once the backup is taken.
+        let scratch =
+            std::env::temp_dir().join(format!("till-basebackup-{}", uuid::Uuid::new_v4().simple()));
+        fs::DirBuilder::new().mode(0o700).create(&scratch)?;
+        let backup = (|| {
+            let passfile = scratch.join("pgpass");
+            crate::private_file::write(
+                &passfile,
+                &format!("127.0.0.1:{}:*:postgres:{}\n", self.port, self.password),
+            )?;
+            if let Some(user) = &run_as {
+                for path in [&scratch, &passfile] {
+                    nix::unistd::chown(path.as_path(), Some(user.uid), Some(user.gid))
+                        .map_err(io::Error::from)?;
+                }
+            }
+            let mut cmd = Command::new(bin.join("pg_basebackup"));
+            cmd.args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg("-D")
+            .arg(&data_dir)
+            .args(["-X", "stream", "-c", "fast", "-C", "-S", &opts.slot, "-w"])
+            .env("PGPASSFILE", &passfile);
+            if opts.ephemeral {
+                cmd.arg("--no-sync");
+            }
+            run_checked(as_user(cmd, run_as.as_ref()), "pg_basebackup")
+        })();
+        let _ = fs::remove_dir_all(&scratch);
+        backup?;
+        // Standby settings, after the primary's own (the last setting wins). The
+        // password sits in the data folder, as the primary's does.
+        let conf = data_dir.join("postgresql.auto.conf");
+        let mut settings = fs::read_to_string(&conf).unwrap_or_default();
+        settings.push_str(&format!(
+            "\n# Written by Till: a streaming replica of the cluster on port {port}.\n\
+             primary_conninfo = 'host=127.0.0.1 port={port} user=postgres password={password} application_name={slot}'\n\
+             primary_slot_name = '{slot}'\n\
+             recovery_min_apply_delay = '{delay}ms'\n\
+             hot_standby = on\n\
+             hot_standby_feedback = on\n",
+            port = self.port,
+            password = self.password,
+            slot = opts.slot,
+            delay = opts.apply_delay.as_millis(),
+        ));
+        crate::private_file::write(&conf, &settings)?;
+        let signal = data_dir.join("standby.signal");
+        crate::private_file::write(&signal, "")?;
+        if let Some(user) = &run_as {
+            for path in [&conf, &signal] {
+                nix::unistd::chown(path.as_path(), Some(user.uid), Some(user.gid))
+                    .map_err(io::Error::from)?;
+            }
+        }
+        Self::start(&EmbeddedOptions {
+            data_dir,
+            port: None,
+            ephemeral: opts.ephemeral,
+            max_connections: self.max_connections,
+        })
     }
 
     fn wait_ready(&self, bin: &Path, timeout: Duration, log: &Path) -> Result<(), EmbeddedError> {

@@ -181,6 +181,22 @@ pub async fn check_ready(pool: &PgPool) -> Result<(), String> {
     }
 }
 
+/// Drops replication slot `slot` through `admin_url` when it exists and no replica
+/// streams from it (a replica made afresh takes a new one).
+pub async fn drop_idle_slot(admin_url: &str, slot: &str) -> Result<(), DomainError> {
+    let mut conn = connect(admin_url)
+        .await
+        .map_err(|e| DomainError::Unavailable(e.to_string()))?;
+    diesel::sql_query(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+         WHERE slot_name = $1 AND NOT active",
+    )
+    .bind::<diesel::sql_types::Text, _>(slot)
+    .execute(&mut conn)
+    .await?;
+    Ok(())
+}
+
 /// Creates database `name` through the maintenance URL `admin_url` unless it exists.
 pub async fn create_database_if_missing(admin_url: &str, name: &str) -> Result<(), DomainError> {
     use diesel::{ExpressionMethods as _, QueryDsl as _};

@@ -1,12 +1,14 @@
 //! Test support: one ephemeral cluster per test binary, a migrated template database,
-//! and a fresh database per test cloned from it and dropped afterwards.
+//! and a fresh database per test cloned from it and dropped afterwards. Tests with read
+//! replicas use a second cluster of their own (so that a base backup copies little) and
+//! start the streaming replicas they need ([`TestDb::start_replica`]).
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use super::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use super::embedded::{EmbeddedOptions, EmbeddedPostgres, ReplicaOptions};
 use super::{PgPool, PoolSettings};
 
 const TEMPLATE: &str = "till_template";
@@ -17,9 +19,14 @@ struct Cluster {
 }
 
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+static REPLICATED: OnceLock<Result<Cluster, String>> = OnceLock::new();
 
 fn cluster() -> &'static Cluster {
-    let result = CLUSTER.get_or_init(|| {
+    started(&CLUSTER)
+}
+
+fn started(cell: &'static OnceLock<Result<Cluster, String>>) -> &'static Cluster {
+    let result = cell.get_or_init(|| {
         // Run on a separate thread: start-up is blocking and migrations need a runtime.
         std::thread::spawn(start_cluster)
             .join()
@@ -93,6 +100,7 @@ pub struct TestDb {
     /// A pool on it.
     pub pool: PgPool,
     admin_url: String,
+    cluster: &'static Cluster,
 }
 
 impl TestDb {
@@ -103,7 +111,10 @@ impl TestDb {
 
     /// Like [`TestDb::new`] with a pool of `max_size` connections.
     pub async fn with_pool_size(max_size: u32) -> Self {
-        let cluster = cluster();
+        Self::on(cluster(), max_size).await
+    }
+
+    async fn on(cluster: &'static Cluster, max_size: u32) -> Self {
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
         let admin_url = cluster.pg.url("postgres");
         let mut conn = match AsyncPgConnection::establish(&admin_url).await {
@@ -129,6 +140,38 @@ impl TestDb {
             url,
             pool,
             admin_url,
+            cluster,
+        }
+    }
+
+    /// A database on the cluster kept for tests with read replicas, with a pool of
+    /// `max_size` connections; replicas started afterwards hold it too.
+    pub async fn for_replicas(max_size: u32) -> Self {
+        Self::on(started(&REPLICATED), max_size).await
+    }
+
+    /// Starts a streaming replica of this database's cluster that replays
+    /// `apply_delay` behind it (`recovery_min_apply_delay`); stopped, and its slot
+    /// dropped, on drop. Blocks for the base backup: call it from a blocking thread or
+    /// before load.
+    pub fn start_replica(&self, apply_delay: std::time::Duration) -> TestReplica {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let opts = ReplicaOptions {
+            data_dir: self.cluster._dir.join(format!("replica-{id}")),
+            slot: format!("test_{id}"),
+            apply_delay,
+            ephemeral: true,
+        };
+        let pg = match self.cluster.pg.start_replica(&opts) {
+            Ok(pg) => pg,
+            Err(e) => panic!("cannot start a test replica: {e}"),
+        };
+        TestReplica {
+            port: pg.port(),
+            pg: Some(pg),
+            opts,
+            db: self.name.clone(),
+            admin_url: self.admin_url.clone(),
         }
     }
 
@@ -157,6 +200,70 @@ impl Drop for TestDb {
                             .execute(&mut conn)
                             .await;
                 }
+            });
+        })
+        .join();
+    }
+}
+
+/// A streaming replica of a test cluster ([`TestDb::start_replica`]).
+pub struct TestReplica {
+    pg: Option<EmbeddedPostgres>,
+    port: u16,
+    opts: ReplicaOptions,
+    db: String,
+    admin_url: String,
+}
+
+impl TestReplica {
+    /// A URL for the test's database on the replica.
+    pub fn url(&self) -> String {
+        self.admin_url
+            .rsplit_once(':')
+            .map(|(head, _)| format!("{head}:{}/{}", self.port, self.db))
+            .unwrap_or_default()
+    }
+
+    /// Stops the replica (fast shutdown); [`TestReplica::start_again`] brings it back
+    /// on the same port, where it resumes streaming from its slot.
+    pub fn stop(&mut self) {
+        if let Some(pg) = self.pg.take() {
+            pg.stop();
+        }
+    }
+
+    /// Starts the stopped replica again.
+    pub fn start_again(&mut self) {
+        if self.pg.is_some() {
+            return;
+        }
+        match EmbeddedPostgres::start(&EmbeddedOptions {
+            data_dir: self.opts.data_dir.clone(),
+            port: Some(self.port),
+            ephemeral: true,
+            max_connections: 500,
+        }) {
+            Ok(pg) => self.pg = Some(pg),
+            Err(e) => panic!("cannot start the test replica again: {e}"),
+        }
+    }
+}
+
+impl Drop for TestReplica {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.opts.data_dir);
+        let admin = self.admin_url.clone();
+        let slot = self.opts.slot.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let _ = super::drop_idle_slot(&admin, &slot).await;
             });
         })
         .join();

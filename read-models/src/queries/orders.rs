@@ -13,6 +13,7 @@ use super::{uncached, Page, ReadModels};
 use crate::cache::CacheKind;
 use crate::error::ReadError;
 use crate::schema::{rm_customer_summary, rm_order_view as ov};
+use crate::sources::Choice;
 use crate::views::{CustomerSummary, OrderRow, OrderView};
 
 /// Filters of order lists.
@@ -40,17 +41,27 @@ pub struct OrderCursor {
 impl ReadModels {
     /// One order by id, from the cache when it is there.
     pub async fn order(&self, id: Uuid) -> Result<Option<Arc<OrderView>>, ReadError> {
+        let source = self.source();
         self.cache
-            .through(CacheKind::Orders, &self.cache.orders, id, async || {
-                let mut conn = self.pool.get().await?;
-                let row: Option<OrderRow> = ov::table
-                    .find(id)
-                    .select(OrderRow::as_select())
-                    .first(&mut conn)
-                    .await
-                    .optional()?;
-                row.map(OrderView::try_from).transpose()
-            })
+            .through(
+                CacheKind::Orders,
+                &self.cache.orders,
+                id,
+                source.at,
+                async || {
+                    let row: Option<OrderRow> = self
+                        .read(source, async |conn| {
+                            Ok(ov::table
+                                .find(id)
+                                .select(OrderRow::as_select())
+                                .first(conn)
+                                .await
+                                .optional()?)
+                        })
+                        .await?;
+                    row.map(OrderView::try_from).transpose()
+                },
+            )
             .await
     }
 
@@ -59,17 +70,22 @@ impl ReadModels {
         &self,
         ids: &[Uuid],
     ) -> Result<HashMap<Uuid, Arc<OrderView>>, ReadError> {
+        let source = self.source();
         self.cache
             .through_many(
                 CacheKind::Orders,
                 &self.cache.orders,
                 ids,
+                source.at,
                 async |missing| {
-                    let mut conn = self.pool.get().await?;
-                    let rows: Vec<OrderRow> = ov::table
-                        .filter(ov::id.eq_any(&missing))
-                        .select(OrderRow::as_select())
-                        .load(&mut conn)
+                    let rows: Vec<OrderRow> = self
+                        .read(source, async |conn| {
+                            Ok(ov::table
+                                .filter(ov::id.eq_any(&missing))
+                                .select(OrderRow::as_select())
+                                .load(conn)
+                                .await?)
+                        })
                         .await?;
                     rows.into_iter().map(OrderView::try_from).collect()
                 },
@@ -94,7 +110,7 @@ impl ReadModels {
                 }
         });
         let Some(customer) = only_customer else {
-            let rows = self.order_rows(filter, after, first).await?;
+            let rows = self.order_rows(self.source(), filter, after, first).await?;
             return Ok(uncached(rows, has_previous_page));
         };
         // Taken before the lookup: an order change from here on drops what we keep.
@@ -104,10 +120,10 @@ impl ReadModels {
             cached,
             &self.cache.orders,
             has_previous_page,
-            async || self.order_rows(filter, after, first).await,
-            async |ids| {
+            async |source| self.order_rows(source, filter, after, first).await,
+            async |at, ids| {
                 self.cache
-                    .put_order_page(customer, after.cloned(), first, list_epoch, ids)
+                    .put_order_page(customer, after.cloned(), first, (list_epoch, at), ids)
                     .await
             },
             async |wanted| self.orders_by_ids(&wanted).await,
@@ -119,38 +135,15 @@ impl ReadModels {
     /// follow.
     async fn order_rows(
         &self,
+        source: Choice,
         filter: &OrderFilter,
         after: Option<&OrderCursor>,
         first: i64,
     ) -> Result<(Vec<(OrderCursor, OrderView)>, bool), ReadError> {
-        let mut q = ov::table.into_boxed();
-        if let Some(c) = filter.customer {
-            q = q.filter(ov::customer_id.eq(c));
-        }
-        if let Some(s) = &filter.status {
-            q = q.filter(ov::status.eq(s.clone()));
-        }
-        if let Some(from) = filter.placed_from {
-            q = q.filter(ov::placed_at.ge(from));
-        }
-        if let Some(to) = filter.placed_to {
-            q = q.filter(ov::placed_at.lt(to));
-        }
-        if let Some(c) = after {
-            let t = DateTime::<Utc>::from_timestamp_micros(c.t)
-                .ok_or_else(|| ReadError::BadInput("the cursor is malformed".into()))?;
-            q = q.filter(
-                ov::placed_at
-                    .lt(t)
-                    .or(ov::placed_at.eq(t).and(ov::id.lt(c.id))),
-            );
-        }
-        let mut conn = self.pool.get().await?;
-        let rows: Vec<OrderRow> = q
-            .order((ov::placed_at.desc(), ov::id.desc()))
-            .limit(first + 1)
-            .select(OrderRow::as_select())
-            .load(&mut conn)
+        let rows: Vec<OrderRow> = self
+            .read(source, async |conn| {
+                order_page_rows(conn, filter, after, first + 1).await
+            })
             .await?;
         let has_next_page = rows.len() as i64 > first;
         let items = rows
@@ -172,12 +165,50 @@ impl ReadModels {
 
     /// A customer's summary.
     pub async fn customer_summary(&self, id: Uuid) -> Result<Option<CustomerSummary>, ReadError> {
-        let mut conn = self.pool.get().await?;
-        Ok(rm_customer_summary::table
-            .find(id)
-            .select(CustomerSummary::as_select())
-            .first(&mut conn)
-            .await
-            .optional()?)
+        self.read(self.source(), async |conn| {
+            Ok(rm_customer_summary::table
+                .find(id)
+                .select(CustomerSummary::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })
+        .await
     }
+}
+
+/// A page of orders, newest first, `limit` rows.
+async fn order_page_rows(
+    conn: &mut diesel_async::AsyncPgConnection,
+    filter: &OrderFilter,
+    after: Option<&OrderCursor>,
+    limit: i64,
+) -> Result<Vec<OrderRow>, ReadError> {
+    let mut q = ov::table.into_boxed();
+    if let Some(c) = filter.customer {
+        q = q.filter(ov::customer_id.eq(c));
+    }
+    if let Some(s) = &filter.status {
+        q = q.filter(ov::status.eq(s.clone()));
+    }
+    if let Some(from) = filter.placed_from {
+        q = q.filter(ov::placed_at.ge(from));
+    }
+    if let Some(to) = filter.placed_to {
+        q = q.filter(ov::placed_at.lt(to));
+    }
+    if let Some(c) = after {
+        let t = DateTime::<Utc>::from_timestamp_micros(c.t)
+            .ok_or_else(|| ReadError::BadInput("the cursor is malformed".into()))?;
+        q = q.filter(
+            ov::placed_at
+                .lt(t)
+                .or(ov::placed_at.eq(t).and(ov::id.lt(c.id))),
+        );
+    }
+    Ok(q.order((ov::placed_at.desc(), ov::id.desc()))
+        .limit(limit)
+        .select(OrderRow::as_select())
+        .load(conn)
+        .await?)
 }

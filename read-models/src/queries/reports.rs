@@ -45,7 +45,7 @@ impl ReadModels {
             #[diesel(sql_type = diesel::sql_types::Double)]
             seconds: f64,
         }
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.pool().get().await?;
         let age = diesel::sql_query(
             "SELECT coalesce(extract(epoch FROM clock_timestamp() - least( \
                (SELECT min(xact_start) FROM pg_stat_activity WHERE backend_xid IS NOT NULL \
@@ -72,33 +72,37 @@ impl ReadModels {
                 "a report spans at most 10 years".into(),
             ));
         }
-        let mut conn = self.pool.get().await?;
-        Ok(rm_sales_daily::table
-            .filter(rm_sales_daily::day.between(from, to))
-            .order(rm_sales_daily::day.asc())
-            .select(DailySales::as_select())
-            .load(&mut conn)
-            .await?)
+        self.read(self.source(), async |conn| {
+            Ok(rm_sales_daily::table
+                .filter(rm_sales_daily::day.between(from, to))
+                .order(rm_sales_daily::day.asc())
+                .select(DailySales::as_select())
+                .load(conn)
+                .await?)
+        })
+        .await
     }
 
     /// Best-selling products by units.
     pub async fn top_products(&self, limit: i64) -> Result<Vec<ProductSales>, ReadError> {
-        let mut conn = self.pool.get().await?;
-        Ok(rm_product_sales::table
-            .filter(rm_product_sales::units.gt(0))
-            .order((
-                rm_product_sales::units.desc(),
-                rm_product_sales::product_id.asc(),
-            ))
-            .limit(limit)
-            .select(ProductSales::as_select())
-            .load(&mut conn)
-            .await?)
+        self.read(self.source(), async |conn| {
+            Ok(rm_product_sales::table
+                .filter(rm_product_sales::units.gt(0))
+                .order((
+                    rm_product_sales::units.desc(),
+                    rm_product_sales::product_id.asc(),
+                ))
+                .limit(limit)
+                .select(ProductSales::as_select())
+                .load(conn)
+                .await?)
+        })
+        .await
     }
 
-    /// Checkpoint and lag of every projection.
+    /// Checkpoint and lag of every projection (from the primary).
     pub async fn projection_status(&self) -> Result<Vec<ProjectionStatus>, ReadError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.pool().get().await?;
         let rows: Vec<(String, i64, i64, DateTime<Utc>)> = pc::table
             .select((pc::projection, pc::tx_id, pc::position, pc::updated_at))
             .load(&mut conn)

@@ -7,7 +7,7 @@ use till_read_models::views::CustomerSummary;
 use super::money::Money;
 use super::order::Order;
 use crate::graphql::ids::{self, Kind};
-use crate::graphql::{error, state};
+use crate::graphql::{error, reads, state};
 
 /// What an account may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -84,8 +84,7 @@ impl Customer {
         let Some(id) = self.0.last_order_id else {
             return Ok(None);
         };
-        Ok(state(ctx)?
-            .reads
+        Ok(reads(ctx)?
             .order(id)
             .await
             .map_err(error::read)?

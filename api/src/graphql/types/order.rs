@@ -10,7 +10,7 @@ use till_read_models::views::{OrderLineView, OrderView};
 use super::catalog::Product;
 use super::money::Money;
 use crate::graphql::ids::{self, Kind};
-use crate::graphql::{principal, state};
+use crate::graphql::principal;
 
 /// Lifecycle of an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -155,21 +155,19 @@ pub struct OrderLine {
 impl OrderLine {
     /// The product as it is now (null if it no longer exists in the catalog view).
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
-        if let Some(at) = self.after {
-            let st = state(ctx)?;
-            st.reads
-                .progress()
-                .wait_for(at, st.consistency_wait)
-                .await
-                .map_err(crate::graphql::error::read)?;
-        }
+        let reads = match self.after {
+            Some(at) => crate::graphql::mutation::caught_up(ctx, at).await?,
+            None => crate::graphql::reads(ctx)?.clone(),
+        };
         // Cached products resolve at once; the loader batches the others into one query
-        // (it waits a moment to gather keys and runs the batch on a task of its own).
-        if let Some(p) = state(ctx)?.reads.cached_product(self.line.product_id).await {
+        // (it waits a moment to gather keys and runs the batch on a task of its own),
+        // on a source that has replayed what this reader must see.
+        if let Some(p) = reads.cached_product(self.line.product_id).await {
             return Ok(Some(Product(p)));
         }
         let loader = ctx.data::<Arc<crate::graphql::ProductLoader>>()?;
-        Ok(loader.load_one(self.line.product_id).await?.map(Product))
+        let key = (self.line.product_id, reads.floor());
+        Ok(loader.load_one(key).await?.map(Product))
     }
     /// Global id of the product.
     async fn product_id(&self) -> ID {
