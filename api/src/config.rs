@@ -217,7 +217,11 @@ pub struct ReplicaConfig {
 
     /// Dev only: `recovery_min_apply_delay` of the second and later `--replicas`, in
     /// milliseconds (a lagging replica to watch the routing with).
-    #[arg(long = "replica-delay-ms", env = "TILL_DEV_REPLICA_DELAY_MS", default_value_t = 0)]
+    #[arg(
+        long = "replica-delay-ms",
+        env = "TILL_DEV_REPLICA_DELAY_MS",
+        default_value_t = 0
+    )]
     pub dev_replica_delay_ms: u64,
 }
 

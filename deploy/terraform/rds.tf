@@ -36,6 +36,13 @@ locals {
       value = "500"
     },
     {
+      # The projector commits without waiting for the flush (synchronous_commit off for
+      # derived data), and replicas receive only flushed WAL: the WAL writer's round
+      # (200 ms by default) would add up to that to every read through a replica.
+      name  = "wal_writer_delay"
+      value = "10"
+    },
+    {
       # Till's projector reads up to pg_snapshot_xmin: long transactions anywhere on the
       # cluster delay projections, so they are logged.
       name  = "log_lock_waits"

@@ -555,6 +555,132 @@ pub fn host_of(url: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Sources over pools that never connect (the tests drive the monitor's
+    /// observations by hand).
+    fn sources(replicas: usize) -> ReadSources {
+        let pool = || {
+            till_domain::db::pool(
+                "postgres://nobody@127.0.0.1:1/none",
+                &till_domain::db::PoolSettings::default(),
+            )
+        };
+        ReadSources::new(
+            pool(),
+            (0..replicas)
+                .map(|i| (format!("replica-{i}"), pool()))
+                .collect(),
+            ReplicaSettings {
+                max_lag: Duration::from_millis(1_000),
+                ..ReplicaSettings::default()
+            },
+        )
+    }
+
+    fn standby(lsn: i64) -> Result<Replay, String> {
+        Ok(Replay {
+            standby: true,
+            lsn: Some(lsn),
+        })
+    }
+
+    #[tokio::test]
+    async fn lag_is_the_time_since_the_primary_passed_the_replayed_position() {
+        let s = sources(1);
+        let t0 = Instant::now();
+        s.sample(t0, 100);
+        s.sample(t0 + Duration::from_millis(500), 200);
+        s.sample(t0 + Duration::from_millis(900), 300);
+        let now = t0 + Duration::from_millis(1_000);
+        assert_eq!(s.lag(now, 300), Duration::ZERO, "caught up");
+        assert_eq!(s.lag(now, 250), Duration::from_millis(100));
+        assert_eq!(s.lag(now, 150), Duration::from_millis(500));
+        assert_eq!(
+            s.lag(now, 50),
+            Duration::from_millis(1_000),
+            "behind every sample"
+        );
+        // An idle primary (no new position) does not make a caught-up replica lag.
+        assert_eq!(s.lag(now + Duration::from_secs(60), 300), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_replica_leaves_the_rotation_past_the_lag_and_comes_back_under_half_of_it() {
+        let s = sources(1);
+        let r = &s.0.replicas[0];
+        let start = Instant::now() - Duration::from_secs(10);
+        s.sample(start, 1_000);
+        s.observe(r, standby(1_000));
+        assert!(
+            r.in_rotation.load(Ordering::Acquire),
+            "a caught-up replica serves"
+        );
+        assert_eq!(s.pick(1_000).replica, Some(0));
+        assert_eq!(
+            s.pick(1_001).replica,
+            None,
+            "the primary serves what it has not replayed"
+        );
+
+        // The primary moved on 10 s ago (its first sample past 1,000) and the replica
+        // did not follow: out.
+        let mut samples = s.0.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        samples.clear();
+        samples.push_back((start, 2_000));
+        drop(samples);
+        s.observe(r, standby(1_000));
+        assert!(!r.in_rotation.load(Ordering::Acquire));
+        assert_eq!(s.pick(0).replica, None, "no read goes to a lagging replica");
+
+        // 700 ms behind: under the bound, but not under half of it: still out.
+        let mut samples = s.0.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        samples.push_back((Instant::now() - Duration::from_millis(700), 3_000));
+        drop(samples);
+        s.observe(r, standby(2_000));
+        assert!(
+            !r.in_rotation.load(Ordering::Acquire),
+            "back in before half the bound"
+        );
+        s.observe(r, standby(3_000));
+        assert!(r.in_rotation.load(Ordering::Acquire), "caught up, back in");
+
+        // A failed poll, or a server that is not a standby, takes it out.
+        s.observe(r, Err("refused".into()));
+        assert!(!r.in_rotation.load(Ordering::Acquire) && !r.up.load(Ordering::Acquire));
+        s.observe(r, standby(3_000));
+        s.observe(
+            r,
+            Ok(Replay {
+                standby: false,
+                lsn: None,
+            }),
+        );
+        assert!(
+            !r.in_rotation.load(Ordering::Acquire),
+            "a primary is not a replica"
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_take_the_replicas_in_turn_and_only_those_far_enough() {
+        let s = sources(2);
+        s.sample(Instant::now(), 500);
+        s.observe(&s.0.replicas[0], standby(500));
+        s.observe(&s.0.replicas[1], standby(400));
+        let picks: Vec<_> = (0..4).map(|_| s.pick(0).replica).collect();
+        assert!(
+            picks.contains(&Some(0)) && picks.contains(&Some(1)),
+            "{picks:?}"
+        );
+        for _ in 0..4 {
+            let choice = s.pick(450);
+            assert_eq!(choice.replica, Some(0));
+            assert_eq!(choice.at, 500);
+        }
+        assert_eq!(s.pick(PRIMARY).replica, None);
+        assert_eq!(s.pick(PRIMARY).at, PRIMARY);
+        assert!(sources(0).pick(0).replica.is_none());
+    }
+
     #[test]
     fn hosts_leave_credentials_out() {
         assert_eq!(

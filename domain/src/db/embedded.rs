@@ -156,13 +156,7 @@ impl EmbeddedPostgres {
     pub fn start(opts: &EmbeddedOptions) -> Result<Self, EmbeddedError> {
         let bin = Self::find_binaries()?;
         let run_as = unprivileged_user()?;
-        fs::create_dir_all(&opts.data_dir)?;
-        let data_dir = opts.data_dir.canonicalize()?;
-        if let Some(user) = &run_as {
-            check_reachable(&data_dir)?;
-            chown_tree_root(&data_dir, user)?;
-        }
-        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))?;
+        let data_dir = own_data_dir(&opts.data_dir, run_as.as_ref())?;
 
         let password_file = data_dir.join(PASSWORD_FILE);
         if !data_dir.join("PG_VERSION").exists() {
@@ -213,7 +207,11 @@ impl EmbeddedPostgres {
             .arg(port.to_string())
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "unix_socket_directories="])
-            .args(["-c", &format!("max_connections={}", opts.max_connections)]);
+            .args(["-c", &format!("max_connections={}", opts.max_connections)])
+            // The projector commits without waiting for the flush, and a streaming
+            // replica only receives flushed WAL: with the default 200 ms a token read
+            // through a replica waited for the WAL writer's next round.
+            .args(["-c", "wal_writer_delay=10ms"]);
         if opts.ephemeral {
             cmd.args([
                 "-c",
@@ -258,13 +256,7 @@ impl EmbeddedPostgres {
         if opts.data_dir.exists() {
             fs::remove_dir_all(&opts.data_dir)?;
         }
-        fs::create_dir_all(&opts.data_dir)?;
-        let data_dir = opts.data_dir.canonicalize()?;
-        if let Some(user) = &run_as {
-            check_reachable(&data_dir)?;
-            chown_tree_root(&data_dir, user)?;
-        }
-        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))?;
+        let data_dir = own_data_dir(&opts.data_dir, run_as.as_ref())?;
         // The password reaches pg_basebackup in a password file of its own user, in a
         // folder only that user can read, removed once the backup is taken.
         let scratch =
@@ -283,18 +275,11 @@ impl EmbeddedPostgres {
                 }
             }
             let mut cmd = Command::new(bin.join("pg_basebackup"));
-            cmd.args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .arg("-D")
-            .arg(&data_dir)
-            .args(["-X", "stream", "-c", "fast", "-C", "-S", &opts.slot, "-w"])
-            .env("PGPASSFILE", &passfile);
+            cmd.args(self.client_args())
+                .arg("-D")
+                .arg(&data_dir)
+                .args(["-X", "stream", "-c", "fast", "-C", "-S", &opts.slot, "-w"])
+                .env("PGPASSFILE", &passfile);
             if opts.ephemeral {
                 cmd.arg("--no-sync");
             }
@@ -352,15 +337,8 @@ impl EmbeddedPostgres {
                 }
             }
             let ready = Command::new(bin.join("pg_isready"))
-                .args([
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    "postgres",
-                ])
+                .arg("-q")
+                .args(self.client_args())
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
@@ -372,6 +350,20 @@ impl EmbeddedPostgres {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The arguments that point a PostgreSQL client program at this cluster as its
+    /// superuser.
+    fn client_args(&self) -> [String; 6] {
+        [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+        ]
+        .map(str::to_owned)
     }
 
     /// The TCP port the cluster listens on (127.0.0.1).
@@ -528,6 +520,19 @@ fn set_password(
         nix::unistd::chown(&hba, Some(user.uid), Some(user.gid)).map_err(io::Error::from)?;
     }
     Ok(())
+}
+
+/// Creates `dir` if needed and makes it the data folder of the user PostgreSQL runs as
+/// (reachable, owned, mode 0700); returns its canonical path.
+fn own_data_dir(dir: &Path, run_as: Option<&User>) -> Result<PathBuf, EmbeddedError> {
+    fs::create_dir_all(dir)?;
+    let data_dir = dir.canonicalize()?;
+    if let Some(user) = run_as {
+        check_reachable(&data_dir)?;
+        chown_tree_root(&data_dir, user)?;
+    }
+    fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))?;
+    Ok(data_dir)
 }
 
 /// `Some(user)` when running as root (PostgreSQL must run as someone else).

@@ -185,24 +185,13 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let admin = self.admin_url.clone();
         let name = self.name.clone();
-        // Drop on a separate thread: Drop can run inside a runtime, which cannot block.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(mut conn) = AsyncPgConnection::establish(&admin).await {
-                    let _ =
-                        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .execute(&mut conn)
-                            .await;
-                }
-            });
-        })
-        .join();
+        on_own_thread(async move {
+            if let Ok(mut conn) = AsyncPgConnection::establish(&admin).await {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        });
     }
 }
 
@@ -255,17 +244,22 @@ impl Drop for TestReplica {
         let _ = std::fs::remove_dir_all(&self.opts.data_dir);
         let admin = self.admin_url.clone();
         let slot = self.opts.slot.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let _ = super::drop_idle_slot(&admin, &slot).await;
-            });
-        })
-        .join();
+        on_own_thread(async move {
+            let _ = super::drop_idle_slot(&admin, &slot).await;
+        });
     }
+}
+
+/// Runs `work` to its end on a thread and runtime of its own: a `Drop` can run inside a
+/// runtime, which cannot block.
+fn on_own_thread(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(work);
+        }
+    })
+    .join();
 }
