@@ -316,15 +316,27 @@ impl ReadSources {
         })
     }
 
+    /// Whether any replica is in rotation.
+    fn any_in_rotation(&self) -> bool {
+        self.0
+            .replicas
+            .iter()
+            .any(|r| r.in_rotation.load(Ordering::Acquire))
+    }
+
     /// Waits, at most the configured wait, until a replica in rotation has replayed
-    /// `floor`; holds no connection meanwhile. False when none did in time (the primary
-    /// then serves the read).
+    /// `floor`; holds no connection meanwhile. False when none did in time, or none is
+    /// in rotation to wait for (the primary then serves the read at once).
     pub async fn wait_for(&self, floor: Lsn) -> bool {
         if self.0.replicas.is_empty() {
             return false;
         }
         if self.caught_up(floor) {
             return true;
+        }
+        if !self.any_in_rotation() {
+            self.0.fallbacks_lagging.fetch_add(1, Ordering::Relaxed);
+            return false;
         }
         struct Waiting<'a>(&'a AtomicUsize);
         impl Drop for Waiting<'_> {
@@ -339,16 +351,19 @@ impl ReadSources {
         let reached = tokio::time::timeout(self.0.settings.wait, async {
             loop {
                 if self.caught_up(floor) {
-                    return;
+                    return true;
+                }
+                if !self.any_in_rotation() {
+                    return false;
                 }
                 if polled.changed().await.is_err() {
-                    // The monitor is gone: nothing will move.
-                    std::future::pending::<()>().await;
+                    // The monitor is gone (shutting down): nothing will move.
+                    return false;
                 }
             }
         })
         .await
-        .is_ok();
+        .unwrap_or(false);
         if !reached {
             self.0.fallbacks_lagging.fetch_add(1, Ordering::Relaxed);
         }
@@ -679,6 +694,21 @@ mod tests {
         assert_eq!(s.pick(PRIMARY).replica, None);
         assert_eq!(s.pick(PRIMARY).at, PRIMARY);
         assert!(sources(0).pick(0).replica.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_token_read_does_not_wait_when_no_replica_is_in_rotation() {
+        let s = sources(1);
+        let started = Instant::now();
+        assert!(!s.wait_for(1).await, "nothing to wait for");
+        assert!(
+            started.elapsed() < s.settings().wait,
+            "it waited out TILL_REPLICA_WAIT_MS for a replica out of rotation"
+        );
+        assert_eq!(s.counts().fallbacks_lagging, 1);
+        s.sample(Instant::now(), 10);
+        s.observe(&s.0.replicas[0], standby(10));
+        assert!(s.wait_for(10).await, "a caught-up replica needs no wait");
     }
 
     #[test]
