@@ -14,9 +14,8 @@ use till_domain::types::{CustomerId, Email, Name};
 use super::error::{self, Code};
 use super::ids::{self, Kind};
 use super::inputs::one_form;
-use super::mutation::caught_up;
 use super::types::customer::{Customer, Role};
-use super::{command_context, reads, state, AdminGuard, RequestInfo};
+use super::{caught_up, command_context, reads, state, AdminGuard, RequestInfo};
 
 /// Input of `register`.
 #[derive(Debug, InputObject)]

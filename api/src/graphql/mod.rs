@@ -28,6 +28,7 @@ use async_graphql::{
 };
 use futures_util::stream::BoxStream;
 use till_domain::commands::{CommandContext, Commands};
+use till_domain::event_log::LogPoint;
 use till_domain::idempotency::IdempotencyClaim;
 use till_domain::types::Currency;
 use till_read_models::ReadModels;
@@ -331,6 +332,19 @@ pub(crate) fn reads<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a ReadM
         Some(reads) => Ok(reads),
         None => Ok(&state(ctx)?.reads),
     }
+}
+
+/// Waits (bounded) until the read models include `at`, for payload entities; they
+/// are read from a replica only if one has already replayed it (else the primary).
+pub(crate) async fn caught_up(
+    ctx: &Context<'_>,
+    at: LogPoint,
+) -> async_graphql::Result<ReadModels> {
+    let st = state(ctx)?;
+    reads(ctx)?
+        .following(at, st.consistency_wait)
+        .await
+        .map_err(error::read)
 }
 
 pub(crate) fn principal(ctx: &Context<'_>) -> async_graphql::Result<Principal> {

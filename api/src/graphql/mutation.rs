@@ -11,7 +11,6 @@ use till_domain::types::{
     Sku, Slug, StockDelta,
 };
 use till_read_models::views::OrderView;
-use till_read_models::ReadModels;
 use uuid::Uuid;
 
 use super::error::{self, coded, Code};
@@ -19,7 +18,7 @@ use super::ids::{self, Kind};
 use super::inputs::one_form;
 use super::types::catalog::{Category, Product, ProductStatus};
 use super::types::order::Order;
-use super::{command_context, state, Replay, StaffGuard};
+use super::{caught_up, command_context, state, Replay, StaffGuard};
 
 /// Input of `archiveProduct`.
 #[derive(Debug, InputObject)]
@@ -224,16 +223,6 @@ impl OrderPayload {
             .map_err(error::read)?
             .map(Order::from))
     }
-}
-
-/// Waits (bounded) until the read models include `at`, for payload entities; they
-/// are read from a replica only if one has already replayed it (else the primary).
-pub(super) async fn caught_up(ctx: &Context<'_>, at: LogPoint) -> Result<ReadModels> {
-    let st = state(ctx)?;
-    super::reads(ctx)?
-        .following(at, st.consistency_wait)
-        .await
-        .map_err(error::read)
 }
 
 /// Runs a command, or, when a stored idempotent result is being rendered again,

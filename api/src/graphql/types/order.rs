@@ -156,7 +156,7 @@ impl OrderLine {
     /// The product as it is now (null if it no longer exists in the catalog view).
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
         let reads = match self.after {
-            Some(at) => crate::graphql::mutation::caught_up(ctx, at).await?,
+            Some(at) => crate::graphql::caught_up(ctx, at).await?,
             None => crate::graphql::reads(ctx)?.clone(),
         };
         // Cached products resolve at once; the loader batches the others into one query
