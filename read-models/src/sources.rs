@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use diesel::sql_types::{BigInt, Bool, Nullable};
 use diesel::QueryableByName;
 use diesel_async::AsyncPgConnection;
+use till_domain::db::plans::Repeatable;
 use till_domain::db::PgPool;
 use tokio::sync::{watch, Notify};
 
@@ -133,21 +134,6 @@ pub struct Choice {
     replica: Option<usize>,
     /// The position the source is known to have replayed ([`PRIMARY`] for the primary).
     pub at: Lsn,
-}
-
-/// An async closure that can be called again, whose future can be named (so that
-/// it can be required to be `Send`, as a GraphQL resolver's future must be).
-pub trait Repeatable<T, R>: AsyncFn(T) -> R + Fn(T) -> <Self as Repeatable<T, R>>::Fut {
-    /// The future the closure returns.
-    type Fut: std::future::Future<Output = R>;
-}
-
-impl<F, T, Fut, R> Repeatable<T, R> for F
-where
-    F: AsyncFn(T) -> R + Fn(T) -> Fut,
-    Fut: std::future::Future<Output = R>,
-{
-    type Fut = Fut;
 }
 
 /// A read: queries on a connection, run again on the primary when a replica fails

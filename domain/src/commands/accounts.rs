@@ -18,11 +18,10 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::customers::insert_customer;
-use super::{begin, finish, CommandContext, Commands, NewCustomer, Outcome};
+use super::{CommandContext, Commands, NewCustomer, Outcome};
 use crate::db::plans;
 use crate::db::prepared::Reuse;
 use crate::error::DomainError;
-use crate::event_log;
 use crate::events::DomainEvent;
 use crate::passwords::{self, Password};
 use crate::schema::{customers, external_identities, refresh_tokens};
@@ -372,50 +371,30 @@ impl Commands {
                 "administrators cannot lower their own role; ask another administrator".into(),
             ));
         }
-        let meta = ctx.meta();
-        self.run(|mut conn| {
-            let meta = meta.clone();
-            async move {
-                plans::transaction(&mut conn, async |conn| {
-                    begin(conn, ctx).await?;
-                    let from: Option<String> = customers::table
-                        .find(customer.0)
-                        .select(customers::role)
-                        .for_update()
-                        .first(conn)
-                        .await
-                        .optional()?;
-                    let from =
-                        from.ok_or_else(|| DomainError::not_found("customer", customer.0))?;
-                    diesel::update(customers::table.find(customer.0))
-                        .set(customers::role.eq(role.as_str()))
-                        .execute(conn)
-                        .await?;
-                    // Every process re-reads the role at once (access tokens carry
-                    // the role at issue; the current one applies).
-                    notify_auth(conn, &format!("a:{}", customer.0)).await?;
-                    let at = event_log::append(
-                        conn,
-                        &meta,
-                        &[DomainEvent::RoleGranted {
-                            customer_id: customer.0,
-                            from,
-                            role: role.as_str().to_owned(),
-                        }],
-                    )
-                    .await?;
-                    finish(
-                        conn,
-                        ctx,
-                        Outcome {
-                            value: customer,
-                            at,
-                        },
-                    )
-                    .await
-                })
+        self.execute(ctx, async |conn| {
+            let from: Option<String> = customers::table
+                .find(customer.0)
+                .select(customers::role)
+                .for_update()
+                .first(conn)
                 .await
-            }
+                .optional()?;
+            let from = from.ok_or_else(|| DomainError::not_found("customer", customer.0))?;
+            diesel::update(customers::table.find(customer.0))
+                .set(customers::role.eq(role.as_str()))
+                .execute(conn)
+                .await?;
+            // Every process re-reads the role at once (access tokens carry
+            // the role at issue; the current one applies).
+            notify_auth(conn, &format!("a:{}", customer.0)).await?;
+            Ok((
+                customer,
+                vec![DomainEvent::RoleGranted {
+                    customer_id: customer.0,
+                    from,
+                    role: role.as_str().to_owned(),
+                }],
+            ))
         })
         .await
     }
@@ -454,28 +433,20 @@ impl Commands {
             role,
             password_hash: None,
         };
-        let meta = CommandContext::system("oidc").meta();
         // Account and identity in one transaction: of two concurrent first sign-ins one
         // waits on the email's unique index, fails, and finds the other's identity.
         let created = self
-            .run(|mut conn| {
-                let meta = meta.clone();
-                let input = input.clone();
-                async move {
-                    plans::transaction(&mut conn, async |conn| {
-                        let (id, _) = insert_customer(conn, &meta, &input).await?;
-                        diesel::insert_into(external_identities::table)
-                            .values((
-                                external_identities::issuer.eq(issuer),
-                                external_identities::subject.eq(subject),
-                                external_identities::customer_id.eq(id.0),
-                            ))
-                            .execute(conn)
-                            .await?;
-                        Ok(id)
-                    })
-                    .await
-                }
+            .execute(&CommandContext::system("oidc"), async |conn| {
+                let (id, registered) = insert_customer(conn, &input).await?;
+                diesel::insert_into(external_identities::table)
+                    .values((
+                        external_identities::issuer.eq(issuer),
+                        external_identities::subject.eq(subject),
+                        external_identities::customer_id.eq(id.0),
+                    ))
+                    .execute(conn)
+                    .await?;
+                Ok((id, vec![registered]))
             })
             .await;
         match created {
@@ -496,7 +467,7 @@ impl Commands {
                         })
                 })
                 .await,
-            other => other,
+            other => other.map(|out| out.value),
         }
     }
 

@@ -3,10 +3,8 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::{begin, finish, on_unique, CommandContext, Commands, Outcome};
-use crate::db::plans;
+use super::{on_unique, CommandContext, Commands, Outcome};
 use crate::error::DomainError;
-use crate::event_log::{self, EventMeta, LogPoint};
 use crate::events::DomainEvent;
 use crate::schema::customers;
 use crate::types::{CustomerId, Email, Name, Role};
@@ -24,12 +22,12 @@ pub struct NewCustomer {
     pub password_hash: Option<String>,
 }
 
-/// Inserts an account and appends `CustomerRegistered`, inside the caller's transaction.
+/// Inserts an account inside the caller's transaction; returns it with its
+/// `CustomerRegistered` event.
 pub(super) async fn insert_customer(
     conn: &mut AsyncPgConnection,
-    meta: &EventMeta,
     input: &NewCustomer,
-) -> Result<(CustomerId, LogPoint), DomainError> {
+) -> Result<(CustomerId, DomainEvent), DomainError> {
     let id = CustomerId::new();
     diesel::insert_into(customers::table)
         .values((
@@ -46,18 +44,13 @@ pub(super) async fn insert_customer(
                 DomainError::Conflict("that email is already registered".into())
             })
         })?;
-    let at = event_log::append(
-        conn,
-        meta,
-        &[DomainEvent::CustomerRegistered {
-            customer_id: id.0,
-            email: input.email.as_str().to_owned(),
-            name: input.name.as_str().to_owned(),
-            role: input.role.as_str().to_owned(),
-        }],
-    )
-    .await?;
-    Ok((id, at))
+    let registered = DomainEvent::CustomerRegistered {
+        customer_id: id.0,
+        email: input.email.as_str().to_owned(),
+        name: input.name.as_str().to_owned(),
+        role: input.role.as_str().to_owned(),
+    };
+    Ok((id, registered))
 }
 
 impl Commands {
@@ -71,18 +64,9 @@ impl Commands {
         if input.role.is_staff() {
             ctx.require_staff()?;
         }
-        let meta = ctx.meta();
-        self.run(|mut conn| {
-            let input = input.clone();
-            let meta = meta.clone();
-            async move {
-                plans::transaction(&mut conn, async |conn| {
-                    begin(conn, ctx).await?;
-                    let (id, at) = insert_customer(conn, &meta, &input).await?;
-                    finish(conn, ctx, Outcome { value: id, at }).await
-                })
-                .await
-            }
+        self.execute(ctx, async |conn| {
+            let (id, registered) = insert_customer(conn, &input).await?;
+            Ok((id, vec![registered]))
         })
         .await
     }

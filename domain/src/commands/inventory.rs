@@ -3,11 +3,9 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::{begin, finish, CommandContext, Commands, Outcome};
-use crate::db::plans;
+use super::{CommandContext, Commands, Outcome};
 use crate::db::prepared::Reuse;
 use crate::error::DomainError;
-use crate::event_log;
 use crate::events::{DomainEvent, StockLevel};
 use crate::schema::inventory;
 use crate::types::{ProductId, StockDelta};
@@ -64,67 +62,57 @@ impl Commands {
         delta: i32,
         reason: Option<String>,
     ) -> Result<StockOutcome, DomainError> {
-        let meta = ctx.meta();
-        self.run(|mut conn| {
-            let meta = meta.clone();
-            let reason = reason.clone();
-            async move {
-                plans::transaction(&mut conn, async |conn| {
-                    begin(conn, ctx).await?;
-                    let current: Option<(i32, i32)> = inventory::table
-                        .find(product.0)
-                        .select((inventory::on_hand, inventory::reserved))
-                        .for_update()
-                        .first(conn)
-                        .await
-                        .optional()?;
-                    let (on_hand, reserved) =
-                        current.ok_or_else(|| DomainError::not_found("product", product))?;
-                    let new_on_hand = i64::from(on_hand) + i64::from(delta);
-                    if new_on_hand < i64::from(reserved) {
-                        return Err(DomainError::InvalidState(format!(
-                            "adjusting by {delta} would leave {new_on_hand} units on hand but {reserved} are reserved for orders"
-                        )));
-                    }
-                    if new_on_hand > i64::from(i32::MAX) {
-                        return Err(DomainError::Validation {
-                            field: "quantity",
-                            message: "on-hand stock would overflow".into(),
-                        });
-                    }
-                    let (on_hand, reserved, version): (i32, i32, i64) =
-                        diesel::update(inventory::table.find(product.0))
-                            .set((
-                                inventory::on_hand.eq(inventory::on_hand + delta),
-                                inventory::version.eq(inventory::version + 1),
-                            ))
-                            .returning((inventory::on_hand, inventory::reserved, inventory::version))
-                            .prepared()
-                            .get_result(conn)
-                            .await?;
-                    let stock = StockLevel {
-                        on_hand,
-                        reserved,
-                        version,
-                    };
-                    let event = match reason {
-                        None => DomainEvent::InventoryRestocked {
-                            product_id: product.0,
-                            quantity: delta,
-                            stock,
-                        },
-                        Some(reason) => DomainEvent::InventoryAdjusted {
-                            product_id: product.0,
-                            delta,
-                            reason,
-                            stock,
-                        },
-                    };
-                    let at = event_log::append(conn, &meta, &[event]).await?;
-                    finish(conn, ctx, Outcome { value: stock, at }).await
-                })
+        self.execute(ctx, async |conn| {
+            let current: Option<(i32, i32)> = inventory::table
+                .find(product.0)
+                .select((inventory::on_hand, inventory::reserved))
+                .for_update()
+                .first(conn)
                 .await
+                .optional()?;
+            let (on_hand, reserved) =
+                current.ok_or_else(|| DomainError::not_found("product", product))?;
+            let new_on_hand = i64::from(on_hand) + i64::from(delta);
+            if new_on_hand < i64::from(reserved) {
+                return Err(DomainError::InvalidState(format!(
+                    "adjusting by {delta} would leave {new_on_hand} units on hand but {reserved} are reserved for orders"
+                )));
             }
+            if new_on_hand > i64::from(i32::MAX) {
+                return Err(DomainError::Validation {
+                    field: "quantity",
+                    message: "on-hand stock would overflow".into(),
+                });
+            }
+            let (on_hand, reserved, version): (i32, i32, i64) =
+                diesel::update(inventory::table.find(product.0))
+                    .set((
+                        inventory::on_hand.eq(inventory::on_hand + delta),
+                        inventory::version.eq(inventory::version + 1),
+                    ))
+                    .returning((inventory::on_hand, inventory::reserved, inventory::version))
+                    .prepared()
+                    .get_result(conn)
+                    .await?;
+            let stock = StockLevel {
+                on_hand,
+                reserved,
+                version,
+            };
+            let event = match reason.clone() {
+                None => DomainEvent::InventoryRestocked {
+                    product_id: product.0,
+                    quantity: delta,
+                    stock,
+                },
+                Some(reason) => DomainEvent::InventoryAdjusted {
+                    product_id: product.0,
+                    delta,
+                    reason,
+                    stock,
+                },
+            };
+            Ok((stock, vec![event]))
         })
         .await
     }

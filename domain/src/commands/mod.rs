@@ -31,9 +31,11 @@ pub use payments::{
     REFUND_MAX_ATTEMPTS,
 };
 
+use crate::db::plans::{self, Repeatable};
 use crate::db::{PgPool, PooledConn};
 use crate::error::DomainError;
-use crate::event_log::{EventMeta, LogPoint};
+use crate::event_log::{self, EventMeta, LogPoint};
+use crate::events::DomainEvent;
 use crate::idempotency::{self, IdempotencyClaim};
 use crate::types::{CustomerId, Role};
 use crate::wakeups::{self, Announcer};
@@ -222,6 +224,90 @@ impl Commands {
                 other => return other,
             }
         }
+    }
+}
+
+/// What a command decides inside its transaction: the value it answers with and the
+/// events it appends (in that order). See [`Commands::execute`].
+pub(crate) type Decision<T> = (T, Vec<DomainEvent>);
+
+/// The body of a command: checks the current state and writes the tables on the
+/// transaction's connection, then returns its [`Decision`]. Called again when the
+/// transaction is retried, so it takes its input by reference.
+pub(crate) trait Decide<T>:
+    for<'r> AsyncFn(&'r mut AsyncPgConnection) -> Result<Decision<T>, DomainError>
+    + for<'r> Repeatable<&'r mut AsyncPgConnection, Result<Decision<T>, DomainError>, Fut: Send>
+    + Send
+    + Sync
+{
+}
+
+impl<F, T> Decide<T> for F where
+    F: for<'r> AsyncFn(&'r mut AsyncPgConnection) -> Result<Decision<T>, DomainError>
+        + for<'r> Repeatable<&'r mut AsyncPgConnection, Result<Decision<T>, DomainError>, Fut: Send>
+        + Send
+        + Sync
+{
+}
+
+impl Commands {
+    /// Runs a command as every command runs (in the manner of cqrs-es's command
+    /// handlers): one transaction on generic plans, retried on transient conflicts, that
+    /// claims the request's idempotency key, runs `decide`, appends the events it
+    /// decided and records the outcome under the key. A decision without events is an
+    /// error, and nothing it wrote is kept.
+    async fn execute<T, F>(
+        &self,
+        ctx: &CommandContext,
+        decide: F,
+    ) -> Result<Outcome<T>, DomainError>
+    where
+        T: Serialize + Send,
+        F: Decide<T>,
+    {
+        self.transact(ctx, true, decide)
+            .await?
+            .ok_or_else(|| DomainError::Internal("a command appended no events".into()))
+    }
+
+    /// [`Commands::execute`] for a follow-up that may find nothing left to do: a
+    /// decision without events appends nothing, records nothing and answers `None`.
+    async fn execute_if_any<F>(
+        &self,
+        ctx: &CommandContext,
+        decide: F,
+    ) -> Result<Option<LogPoint>, DomainError>
+    where
+        F: Decide<()>,
+    {
+        Ok(self.transact(ctx, false, decide).await?.map(|out| out.at))
+    }
+
+    async fn transact<T, F>(
+        &self,
+        ctx: &CommandContext,
+        events_required: bool,
+        decide: F,
+    ) -> Result<Option<Outcome<T>>, DomainError>
+    where
+        T: Serialize + Send,
+        F: Decide<T>,
+    {
+        let meta = ctx.meta();
+        let (meta, decide) = (&meta, &decide);
+        self.run(|mut conn| async move {
+            plans::transaction(&mut conn, async |conn| {
+                begin(conn, ctx).await?;
+                let (value, events) = decide(conn).await?;
+                if events.is_empty() && !events_required {
+                    return Ok(None);
+                }
+                let at = event_log::append(conn, meta, &events).await?;
+                finish(conn, ctx, Outcome { value, at }).await.map(Some)
+            })
+            .await
+        })
+        .await
     }
 }
 

@@ -202,31 +202,19 @@ impl Commands {
         if staff_only {
             ctx.require_staff()?;
         }
-        let meta = ctx.meta();
         let owner_filter = if ctx.is_staff() { None } else { ctx.user_id() };
-        self.run(|mut conn| {
-            let meta = meta.clone();
-            async move {
-                plans::transaction(&mut conn, async |conn| {
-                    begin(conn, ctx).await?;
-                    let head = lock_order(conn, id).await?;
-                    if owner_filter.is_some_and(|me| me.0 != head.customer_id) {
-                        return Err(DomainError::not_found("order", id));
-                    }
-                    if head.status == OrderStatus::PendingPayment
-                        && payment_pending(conn, id).await?
-                    {
-                        return Err(DomainError::InvalidState(format!(
-                            "order {id} has a payment in progress and cannot become {to} \
-                             now; it becomes PAID or PAYMENT_FAILED within moments"
-                        )));
-                    }
-                    let at =
-                        apply_transition(conn, &meta, id, &head, to, stock, Vec::new()).await?;
-                    finish(conn, ctx, Outcome { value: id, at }).await
-                })
-                .await
+        self.execute(ctx, async |conn| {
+            let head = lock_order(conn, id).await?;
+            if owner_filter.is_some_and(|me| me.0 != head.customer_id) {
+                return Err(DomainError::not_found("order", id));
             }
+            if head.status == OrderStatus::PendingPayment && payment_pending(conn, id).await? {
+                return Err(DomainError::InvalidState(format!(
+                    "order {id} has a payment in progress and cannot become {to} \
+                     now; it becomes PAID or PAYMENT_FAILED within moments"
+                )));
+            }
+            Ok((id, apply_transition(conn, id, &head, to, stock).await?))
         })
         .await
     }
@@ -234,16 +222,14 @@ impl Commands {
 
 /// Moves a locked order (`head`, from [`lock_order`]) to `to` inside the caller's
 /// transaction: checks the state machine, moves the stock of its lines, writes the
-/// status and its history, and appends the events (`extra` after the order's own).
+/// status and its history; returns the events to append.
 pub(super) async fn apply_transition(
     conn: &mut AsyncPgConnection,
-    meta: &event_log::EventMeta,
     id: OrderId,
     head: &OrderHead,
     to: OrderStatus,
     stock: StockMove,
-    extra: Vec<DomainEvent>,
-) -> Result<event_log::LogPoint, DomainError> {
+) -> Result<Vec<DomainEvent>, DomainError> {
     if !allowed(head.status, to) {
         return Err(DomainError::InvalidState(format!(
             "order {id} is {} and cannot become {to}",
@@ -251,7 +237,7 @@ pub(super) async fn apply_transition(
         )));
     }
     let lines = load_lines(conn, id).await?;
-    let mut batch = Vec::with_capacity(lines.len() + 1 + extra.len());
+    let mut batch = Vec::with_capacity(lines.len() + 1);
     let mut sorted = lines.clone();
     sorted.sort_by_key(|l| l.product_id);
     for line in &sorted {
@@ -330,8 +316,7 @@ pub(super) async fn apply_transition(
         at: now,
         version,
     });
-    batch.extend(extra);
-    event_log::append(conn, meta, &batch).await
+    Ok(batch)
 }
 
 /// When an order's inventory rows are locked.

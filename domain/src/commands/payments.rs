@@ -12,10 +12,9 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::json;
 
 use super::orders::{apply_transition, lock_order, StockMove};
-use super::{begin, finish, CommandContext, Commands, Outcome};
-use crate::db::plans;
+use super::{CommandContext, Commands, Outcome};
 use crate::error::DomainError;
-use crate::event_log::{self, LogPoint};
+use crate::event_log::LogPoint;
 use crate::events::DomainEvent;
 use crate::jobs::{self, NewJob};
 use crate::schema::{orders, payments};
@@ -199,12 +198,11 @@ impl<'a> Settle<'a> {
 /// transaction: the order's transition with its stock and events, then the payment row.
 async fn settle(
     conn: &mut AsyncPgConnection,
-    meta: &event_log::EventMeta,
     id: OrderId,
     head: &super::orders::OrderHead,
     to: Settle<'_>,
-) -> Result<LogPoint, DomainError> {
-    let at = apply_transition(conn, meta, id, head, to.order, to.stock, Vec::new()).await?;
+) -> Result<Vec<DomainEvent>, DomainError> {
+    let events = apply_transition(conn, id, head, to.order, to.stock).await?;
     diesel::update(payments::table.find(id.0))
         .set((
             payments::status.eq(to.payment.as_str()),
@@ -214,7 +212,7 @@ async fn settle(
         ))
         .execute(conn)
         .await?;
-    Ok(at)
+    Ok(events)
 }
 
 impl Commands {
@@ -236,53 +234,41 @@ impl Commands {
                 message: "must be 1 to 255 characters".into(),
             });
         }
-        let meta = ctx.meta();
         let owner = if ctx.is_staff() { None } else { ctx.user_id() };
-        self.run(|mut conn| {
-            let meta = meta.clone();
-            let token = token.to_owned();
-            async move {
-                plans::transaction(&mut conn, async |conn| {
-                    begin(conn, ctx).await?;
-                    let head = lock_order(conn, id).await?;
-                    if owner.is_some_and(|me| me.0 != head.customer_id) {
-                        return Err(DomainError::not_found("order", id));
-                    }
-                    if head.status != OrderStatus::PendingPayment {
-                        return Err(DomainError::InvalidState(format!(
-                            "order {id} is {} and cannot be paid",
-                            head.status
-                        )));
-                    }
-                    let inserted = diesel::insert_into(payments::table)
-                        .values((
-                            payments::order_id.eq(id.0),
-                            payments::method_token.eq(&token),
-                            payments::status.eq(PaymentStatus::Pending.as_str()),
-                        ))
-                        .on_conflict_do_nothing()
-                        .execute(conn)
-                        .await?;
-                    if inserted == 0 {
-                        return Err(DomainError::Conflict(format!(
-                            "a payment of order {id} is already in progress"
-                        )));
-                    }
-                    enqueue_for(conn, PAYMENTS_QUEUE, id, max_attempts).await?;
-                    let at = event_log::append(
-                        conn,
-                        &meta,
-                        &[DomainEvent::PaymentRequested {
-                            order_id: id.0,
-                            customer_id: head.customer_id,
-                            amount_minor: head.total_minor,
-                        }],
-                    )
-                    .await?;
-                    finish(conn, ctx, Outcome { value: id, at }).await
-                })
-                .await
+        self.execute(ctx, async |conn| {
+            let head = lock_order(conn, id).await?;
+            if owner.is_some_and(|me| me.0 != head.customer_id) {
+                return Err(DomainError::not_found("order", id));
             }
+            if head.status != OrderStatus::PendingPayment {
+                return Err(DomainError::InvalidState(format!(
+                    "order {id} is {} and cannot be paid",
+                    head.status
+                )));
+            }
+            let inserted = diesel::insert_into(payments::table)
+                .values((
+                    payments::order_id.eq(id.0),
+                    payments::method_token.eq(&token),
+                    payments::status.eq(PaymentStatus::Pending.as_str()),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if inserted == 0 {
+                return Err(DomainError::Conflict(format!(
+                    "a payment of order {id} is already in progress"
+                )));
+            }
+            enqueue_for(conn, PAYMENTS_QUEUE, id, max_attempts).await?;
+            Ok((
+                id,
+                vec![DomainEvent::PaymentRequested {
+                    order_id: id.0,
+                    customer_id: head.customer_id,
+                    amount_minor: head.total_minor,
+                }],
+            ))
         })
         .await
     }
@@ -327,64 +313,51 @@ impl Commands {
         id: OrderId,
         settlement: Settlement,
     ) -> Result<Option<LogPoint>, DomainError> {
-        let meta = CommandContext::system("payments").meta();
         let max_attempts = REFUND_MAX_ATTEMPTS;
-        self.run(|mut conn| {
-            let meta = meta.clone();
-            let settlement = settlement.clone();
-            async move {
-                plans::transaction(&mut conn, async |conn| {
-                    let head = lock_order(conn, id).await?;
-                    let payment = lock_payment(conn, id).await?;
-                    match (payment.status, settlement) {
-                        (PaymentStatus::Pending, Settlement::Captured { charge_id }) => {
-                            let to = Settle::captured(&charge_id);
-                            settle(conn, &meta, id, &head, to).await.map(Some)
-                        }
-                        (PaymentStatus::Pending, Settlement::Declined { reason }) => {
-                            let to = Settle::failed(PaymentStatus::Declined, &reason);
-                            settle(conn, &meta, id, &head, to).await.map(Some)
-                        }
-                        (
-                            PaymentStatus::Declined | PaymentStatus::Failed,
-                            Settlement::Captured { charge_id },
-                        ) => {
-                            tracing::warn!(
-                                order = %id,
-                                was = payment.status.as_str(),
-                                "money captured for an order that can no longer be paid; refunding"
-                            );
-                            diesel::update(payments::table.find(id.0))
-                                .set((
-                                    payments::status.eq(PaymentStatus::Refunding.as_str()),
-                                    payments::charge_id.eq(&charge_id),
-                                ))
-                                .execute(conn)
-                                .await?;
-                            enqueue_for(conn, REFUNDS_QUEUE, id, max_attempts).await?;
-                            let at = event_log::append(
-                                conn,
-                                &meta,
-                                &[DomainEvent::PaymentRefundRequested {
-                                    order_id: id.0,
-                                    customer_id: head.customer_id,
-                                    charge_id,
-                                    amount_minor: head.total_minor,
-                                }],
-                            )
-                            .await?;
-                            Ok(Some(at))
-                        }
-                        (PaymentStatus::Captured, Settlement::Declined { reason }) => {
-                            tracing::warn!(order = %id, %reason, "a decline after the capture; ignored");
-                            Ok(None)
-                        }
-                        // Already settled this way (or being refunded): nothing to do.
-                        _ => Ok(None),
-                    }
-                })
-                .await
-            }
+        let ctx = CommandContext::system("payments");
+        self.execute_if_any(&ctx, async |conn| {
+            let head = lock_order(conn, id).await?;
+            let payment = lock_payment(conn, id).await?;
+            let events = match (payment.status, &settlement) {
+                (PaymentStatus::Pending, Settlement::Captured { charge_id }) => {
+                    settle(conn, id, &head, Settle::captured(charge_id)).await?
+                }
+                (PaymentStatus::Pending, Settlement::Declined { reason }) => {
+                    let to = Settle::failed(PaymentStatus::Declined, reason);
+                    settle(conn, id, &head, to).await?
+                }
+                (
+                    PaymentStatus::Declined | PaymentStatus::Failed,
+                    Settlement::Captured { charge_id },
+                ) => {
+                    tracing::warn!(
+                        order = %id,
+                        was = payment.status.as_str(),
+                        "money captured for an order that can no longer be paid; refunding"
+                    );
+                    diesel::update(payments::table.find(id.0))
+                        .set((
+                            payments::status.eq(PaymentStatus::Refunding.as_str()),
+                            payments::charge_id.eq(charge_id),
+                        ))
+                        .execute(conn)
+                        .await?;
+                    enqueue_for(conn, REFUNDS_QUEUE, id, max_attempts).await?;
+                    vec![DomainEvent::PaymentRefundRequested {
+                        order_id: id.0,
+                        customer_id: head.customer_id,
+                        charge_id: charge_id.clone(),
+                        amount_minor: head.total_minor,
+                    }]
+                }
+                (PaymentStatus::Captured, Settlement::Declined { reason }) => {
+                    tracing::warn!(order = %id, %reason, "a decline after the capture; ignored");
+                    Vec::new()
+                }
+                // Already settled this way (or being refunded): nothing to do.
+                _ => Vec::new(),
+            };
+            Ok(((), events))
         })
         .await
     }
@@ -400,23 +373,16 @@ impl Commands {
         id: OrderId,
         reason: &str,
     ) -> Result<Option<LogPoint>, DomainError> {
-        let meta = CommandContext::system("payments").meta();
         let reason: String = reason.chars().take(500).collect();
-        self.run(|mut conn| {
-            let meta = meta.clone();
-            let reason = reason.clone();
-            async move {
-                plans::transaction(&mut conn, async |conn| {
-                    let head = lock_order(conn, id).await?;
-                    let payment = lock_payment(conn, id).await?;
-                    if payment.status != PaymentStatus::Pending {
-                        return Ok(None);
-                    }
-                    let to = Settle::failed(PaymentStatus::Failed, &reason);
-                    settle(conn, &meta, id, &head, to).await.map(Some)
-                })
-                .await
+        let ctx = CommandContext::system("payments");
+        self.execute_if_any(&ctx, async |conn| {
+            let head = lock_order(conn, id).await?;
+            let payment = lock_payment(conn, id).await?;
+            if payment.status != PaymentStatus::Pending {
+                return Ok(((), Vec::new()));
             }
+            let to = Settle::failed(PaymentStatus::Failed, &reason);
+            Ok(((), settle(conn, id, &head, to).await?))
         })
         .await
     }
@@ -464,39 +430,30 @@ impl Commands {
         id: OrderId,
         refund_id: &str,
     ) -> Result<Option<LogPoint>, DomainError> {
-        let meta = CommandContext::system("payments").meta();
-        self.run(|mut conn| {
-            let meta = meta.clone();
-            async move {
-                plans::transaction(&mut conn, async |conn| {
-                    let head = lock_order(conn, id).await?;
-                    let payment = lock_payment(conn, id).await?;
-                    if payment.status != PaymentStatus::Refunding {
-                        return Ok(None);
-                    }
-                    diesel::update(payments::table.find(id.0))
-                        .set((
-                            payments::status.eq(PaymentStatus::Refunded.as_str()),
-                            payments::refund_id.eq(refund_id),
-                            payments::refunded_at.eq(diesel::dsl::now),
-                        ))
-                        .execute(conn)
-                        .await?;
-                    let at = event_log::append(
-                        conn,
-                        &meta,
-                        &[DomainEvent::PaymentRefunded {
-                            order_id: id.0,
-                            customer_id: head.customer_id,
-                            refund_id: refund_id.to_owned(),
-                            amount_minor: head.total_minor,
-                        }],
-                    )
-                    .await?;
-                    Ok(Some(at))
-                })
-                .await
+        let ctx = CommandContext::system("payments");
+        self.execute_if_any(&ctx, async |conn| {
+            let head = lock_order(conn, id).await?;
+            let payment = lock_payment(conn, id).await?;
+            if payment.status != PaymentStatus::Refunding {
+                return Ok(((), Vec::new()));
             }
+            diesel::update(payments::table.find(id.0))
+                .set((
+                    payments::status.eq(PaymentStatus::Refunded.as_str()),
+                    payments::refund_id.eq(refund_id),
+                    payments::refunded_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn)
+                .await?;
+            Ok((
+                (),
+                vec![DomainEvent::PaymentRefunded {
+                    order_id: id.0,
+                    customer_id: head.customer_id,
+                    refund_id: refund_id.to_owned(),
+                    amount_minor: head.total_minor,
+                }],
+            ))
         })
         .await
     }

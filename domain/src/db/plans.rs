@@ -50,6 +50,22 @@ where
     type Fut = Fut;
 }
 
+/// An async closure that can be called again, whose future can be named (so that it
+/// can be required to be `Send`): the body of a command, or of a read that may run again
+/// on another source.
+pub trait Repeatable<T, R>: AsyncFn(T) -> R + Fn(T) -> <Self as Repeatable<T, R>>::Fut {
+    /// The future the closure returns.
+    type Fut: Future<Output = R>;
+}
+
+impl<F, T, Fut, R> Repeatable<T, R> for F
+where
+    F: AsyncFn(T) -> R + Fn(T) -> Fut,
+    Fut: Future<Output = R>,
+{
+    type Fut = Fut;
+}
+
 /// The body of a transaction: an async closure over the connection whose future is
 /// `Send`.
 pub trait TxBody<R, E>:
