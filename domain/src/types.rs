@@ -364,6 +364,18 @@ str_enum!(
     }
 );
 
+impl OrderStatus {
+    /// The order state machine: PENDING_PAYMENT -> PAID -> SHIPPED, or from
+    /// PENDING_PAYMENT to CANCELLED, PAYMENT_FAILED or EXPIRED.
+    pub fn can_become(self, to: OrderStatus) -> bool {
+        use OrderStatus::*;
+        matches!(
+            (self, to),
+            (PendingPayment, Paid | Cancelled | PaymentFailed | Expired) | (Paid, Shipped)
+        )
+    }
+}
+
 str_enum!(
     /// What an account may do.
     Role {
@@ -437,5 +449,17 @@ mod tests {
             assert_eq!(OrderStatus::from_db(s).map(|v| v.as_str()).ok(), Some(s));
         }
         assert!(Role::from_db("ROOT").is_err());
+    }
+
+    #[test]
+    fn order_state_machine() {
+        use OrderStatus::*;
+        assert!(PendingPayment.can_become(Paid));
+        assert!(PendingPayment.can_become(Cancelled));
+        assert!(Paid.can_become(Shipped));
+        assert!(!Paid.can_become(Cancelled));
+        assert!(!Shipped.can_become(Paid));
+        assert!(!Cancelled.can_become(Paid));
+        assert!(!PendingPayment.can_become(Shipped));
     }
 }

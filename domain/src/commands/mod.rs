@@ -8,7 +8,8 @@ mod catalog;
 mod customers;
 mod inventory;
 mod order_batches;
-mod orders;
+mod order_placing;
+mod order_transitions;
 mod payments;
 
 use std::future::Future;
@@ -25,7 +26,7 @@ pub use catalog::{NewCategory, NewProduct, ProductPatch};
 pub use customers::NewCustomer;
 pub use inventory::StockOutcome;
 pub use order_batches::{BatchStats, OrderBatching};
-pub use orders::{OrderLineInput, PlacedOrder};
+pub use order_placing::{OrderLineInput, PlacedOrder};
 pub use payments::{
     PaymentStatus, PaymentToCapture, Refund, Settlement, PAYMENTS_QUEUE, REFUNDS_QUEUE,
     REFUND_MAX_ATTEMPTS,

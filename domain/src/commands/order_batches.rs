@@ -43,7 +43,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::orders::{PlacedOrder, ProductRow};
+use super::order_placing::{PlacedOrder, ProductRow};
 use super::{CommandContext, Commands, Outcome};
 use crate::db::plans;
 use crate::db::prepared::Reuse;

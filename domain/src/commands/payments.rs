@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::json;
 
-use super::orders::{apply_transition, lock_order, StockMove};
+use super::order_transitions::{apply_transition, lock_order, OrderHead, StockMove};
 use super::{CommandContext, Commands, Outcome};
 use crate::error::DomainError;
 use crate::event_log::LogPoint;
@@ -199,7 +199,7 @@ impl<'a> Settle<'a> {
 async fn settle(
     conn: &mut AsyncPgConnection,
     id: OrderId,
-    head: &super::orders::OrderHead,
+    head: &OrderHead,
     to: Settle<'_>,
 ) -> Result<Vec<DomainEvent>, DomainError> {
     let events = apply_transition(conn, id, head, to.order, to.stock).await?;
@@ -520,7 +520,7 @@ impl Commands {
                     &ctx,
                     OrderId(id),
                     OrderStatus::Expired,
-                    super::orders::StockMove::Release,
+                    StockMove::Release,
                     true,
                 )
                 .await
