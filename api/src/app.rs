@@ -10,19 +10,20 @@ use actix_web::{web, App, HttpServer};
 use thiserror::Error;
 use till_domain::commands::Commands;
 use till_domain::db::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
-use till_domain::db::PgPool;
 use till_domain::types::Currency;
 use till_domain::DomainError;
-use till_read_models::{CacheSettings, Progress, Projector, ReadCache, ReadModels, ReadSources};
-use tokio::sync::watch;
+use till_read_models::{CacheSettings, ReadSide, ReadSources};
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::{Authenticator, OidcVerifier, TokenService};
+use crate::background::{replica_heartbeat, wait_for_signal, Background};
 use crate::config::{DbConfig, Mode, Secret, ServeConfig};
-use crate::graphql::cost::{BucketSettings, CostLimiter, RateSettings};
-use crate::graphql::{self, ApiState, Checks, Limits, TillSchema};
-use crate::http::documents::Documents;
+use crate::graphql::execution::documents::Documents;
+use crate::graphql::execution::rate_limit::{BucketSettings, CostLimiter, RateSettings};
+use crate::graphql::execution::Engine;
+use crate::graphql::{self, ApiState, Limits};
 use crate::http::health::AdminState;
+pub use crate::http::state::AppData;
 use crate::metrics::Scrape;
 use ipnet::IpNet;
 
@@ -44,65 +45,6 @@ pub enum StartError {
     /// Socket trouble.
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Shared by every HTTP worker.
-pub struct AppData {
-    /// The executable schema.
-    pub schema: TillSchema,
-    /// The same schema for queries whose document passed its full validation before:
-    /// it repeats only what depends on the variables (see `http::graphql::execute_one`).
-    pub known: TillSchema,
-    /// The same again without the guard, for such queries whose cost is fixed: the HTTP
-    /// layer charges, limits and counts them itself.
-    pub priced: TillSchema,
-    /// Longest a query may run (None: no bound).
-    pub query_timeout: Option<Duration>,
-    /// Resolver state.
-    pub api: Arc<ApiState>,
-    /// Mints Till's own tokens (tests and the CLI use it).
-    pub tokens: TokenService,
-    /// Verifies bearer tokens (own and external).
-    pub auth: Authenticator,
-    /// Persisted and trusted documents.
-    pub documents: Documents,
-    /// Open WebSocket connections per client network and account, with their caps.
-    pub connections: Arc<crate::http::clients::Connections>,
-    /// GET needs a preflight-forcing header.
-    pub csrf_prevention: bool,
-    /// Proxies whose X-Forwarded-For is believed.
-    pub trusted_proxies: Vec<IpNet>,
-    /// Rate limiting, when on.
-    pub rate: Option<Arc<CostLimiter>>,
-    /// Secret of inbound payment webhooks, when configured.
-    pub payment_webhook_secret: Option<Secret>,
-    /// Largest age of a webhook signature, seconds.
-    pub payment_webhook_tolerance_s: i64,
-    /// Per-address bucket of `POST /webhooks/payments` (None: no limit).
-    pub webhook_rate: Option<Arc<CostLimiter>>,
-    /// The fake payment provider (dev mode only).
-    pub fake_provider: Option<crate::http::fake_provider::FakeProvider>,
-    /// Which dev conveniences apply (see `config::Conveniences`).
-    pub conveniences: crate::config::Conveniences,
-    /// The pool (for readiness).
-    pub pool: PgPool,
-    /// Most operations per batch.
-    pub max_batch: usize,
-    /// Largest request body.
-    pub max_body_bytes: usize,
-    /// The SDL served at `/schema.graphql`.
-    pub sdl: String,
-    /// How long idempotency keys are kept.
-    pub idempotency_ttl: Duration,
-    /// Probes and metrics.
-    pub admin: Arc<AdminState>,
-}
-
-impl AppData {
-    /// True once shutdown has begun (readiness reports unready).
-    pub fn shutting_down(&self) -> bool {
-        self.admin.shutting_down.load(Ordering::Acquire)
-    }
 }
 
 /// Where the database is.
@@ -213,8 +155,7 @@ pub struct Application {
     server: actix_web::dev::Server,
     port: u16,
     data: Arc<AppData>,
-    stop_workers: watch::Sender<bool>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
+    background: Background,
     rebuilds: crate::rebuilds::Rebuilds,
     shutdown_timeout: Duration,
     shutdown_delay: Duration,
@@ -313,16 +254,6 @@ impl Application {
         };
         let shards = till_domain::db::shard::Shards::default();
         let shard_url = database.url.clone();
-        let cache = ReadCache::new(CacheSettings {
-            max_bytes: cfg.cache_max_bytes,
-            idle: Duration::from_secs(cfg.cache_idle_s),
-        });
-        let progress = Arc::new(Progress::new());
-        if let Ok(mut conn) = pool.get().await {
-            if let Err(e) = progress.refresh(&mut conn).await {
-                tracing::warn!(error = %e, "could not read projection checkpoints");
-            }
-        }
         let commands =
             Commands::new(pool.clone()).with_order_batching(cfg.order_batching.settings());
         let read_urls = database.read_urls(&cfg)?;
@@ -352,10 +283,11 @@ impl Application {
             );
             ReadSources::new(pool.clone(), replicas, cfg.replicas.settings())
         };
-        let reads = ReadModels::over(sources.clone(), cache.clone(), progress.clone());
-        let (stop_workers, stop_rx) = watch::channel(false);
-        let mut workers = Vec::new();
-        workers.extend(sources.spawn_monitor(stop_workers.subscribe()));
+        // One LISTEN connection for the process's followers (projector, jobs, fan-out,
+        // ended sessions and changed roles), and every background task.
+        let mut background = Background::new(database.url.clone());
+        let replica_monitor = sources.spawn_monitor(background.stopping());
+        background.tasks.extend(replica_monitor);
         // The projector gets connections of its own (one per projection, one for its
         // checks): on the request pool its batches queued behind the requests whose
         // writes they follow, and the commit -> visible lag grew with the write load.
@@ -366,45 +298,36 @@ impl Application {
                 ..cfg.db.pool_settings()
             },
         );
-        let projector = Projector::new(
-            projector_pool,
-            database.url.clone(),
-            cache,
-            progress.clone(),
-            cfg.projector_tuning.settings(),
-        )
-        .tracking_wal(sources.has_replicas());
-        // One LISTEN connection for the process's followers (projector, jobs, fan-out,
-        // ended sessions and changed roles).
-        let notifications = till_domain::db::listen::Listener::new(database.url.clone());
-        // This process's own commits wake its projector and job workers at once.
-        commands.wake_locally(&notifications);
-        let access = crate::auth::AccessCheck::new(commands.clone());
-        workers.push(access.follow(&notifications, stop_workers.subscribe()));
-        if cfg.projector {
-            workers.push(projector.spawn_on(&notifications, stop_rx.clone()));
-        } else {
-            // Another process projects: follow its checkpoints, invalidating what
-            // changed and feeding subscriptions.
-            workers.push(projector.spawn_follower(&notifications, stop_rx.clone()));
+        let ReadSide { projector, reads } = ReadSide::builder(pool.clone(), database.url.clone())
+            .cache(CacheSettings {
+                max_bytes: cfg.cache_max_bytes,
+                idle: Duration::from_secs(cfg.cache_idle_s),
+            })
+            .projector(cfg.projector_tuning.settings())
+            .projector_pool(projector_pool)
+            .sources(sources)
+            .build();
+        let progress = reads.progress().clone();
+        if let Ok(mut conn) = pool.get().await {
+            if let Err(e) = progress.refresh(&mut conn).await {
+                tracing::warn!(error = %e, "could not read projection checkpoints");
+            }
         }
-        workers.push(tokio::spawn(housekeeping(
-            commands.clone(),
-            HOUSEKEEPING_CHUNK,
-            stop_workers.subscribe(),
-        )));
-        workers.push(tokio::spawn(cache_housekeeping(
-            reads.cache().clone(),
-            stop_workers.subscribe(),
-        )));
+        let access = crate::auth::AccessCheck::new(commands.clone());
+        let follow_access = access.follow(&background.notifications, background.stopping());
+        background.tasks.push(follow_access);
+        // Without the projector here, another process projects: this one follows its
+        // checkpoints, invalidating what changed and feeding subscriptions.
+        background.start_read_side(&commands, &projector, cfg.projector, reads.cache().clone());
         let commits = Arc::new(crate::commit_times::CommitTimes::new());
-        workers.push(tokio::spawn(crate::metrics::observe_visibility(
-            progress.feed(),
-            commits.clone(),
-            stop_workers.subscribe(),
-        )));
-        let rebuilds =
-            crate::rebuilds::Rebuilds::new(database.url.clone(), stop_workers.subscribe());
+        background
+            .tasks
+            .push(tokio::spawn(crate::metrics::observe_visibility(
+                progress.feed(),
+                commits.clone(),
+                background.stopping(),
+            )));
+        let rebuilds = crate::rebuilds::Rebuilds::new(database.url.clone(), background.stopping());
         let api = Arc::new(ApiState {
             commands: commands.clone(),
             reads,
@@ -470,26 +393,17 @@ impl Application {
             query_timeout: (cfg.request_timeout_ms > 0)
                 .then(|| Duration::from_millis(cfg.request_timeout_ms)),
         };
-        let query_timeout = limits.query_timeout;
         let shared = graphql::Shared::new(api.clone());
-        let serve =
-            |limits, checks| graphql::build_serving(Some(&shared), limits, checks, cfg.federation);
-        let schema = serve(limits.clone(), Checks::Full);
-        let known = serve(limits.clone(), Checks::Known);
-        let priced = serve(limits, Checks::Priced);
+        let engine = Engine::new(&shared, limits, cfg.federation, documents);
         crate::metrics::handle();
         let pool_for_admin = pool.clone();
         let api_reads = api.reads.clone();
         let data = Arc::new(AppData {
-            sdl: schema.sdl(),
-            schema,
-            known,
-            priced,
-            query_timeout,
+            sdl: engine.schema.sdl(),
+            graphql: engine,
             api,
             tokens: TokenService::new(&secret),
             auth: Authenticator::new(TokenService::new(&secret), oidc, Some(access.clone())),
-            documents,
             connections: Arc::new(crate::http::clients::Connections::new(
                 cfg.ws_max_per_ip,
                 cfg.ws_max_per_account,
@@ -497,7 +411,6 @@ impl Application {
             )),
             csrf_prevention: cfg.csrf_prevention,
             trusted_proxies,
-            rate,
             payment_webhook_secret,
             payment_webhook_tolerance_s: cfg.payment_webhook_tolerance_s.max(1),
             webhook_rate: (cfg.webhook_rate_max > 0).then(|| {
@@ -509,9 +422,6 @@ impl Application {
                     cfg.rate.rate_max_principals,
                 ))
             }),
-            fake_provider: conveniences
-                .fake_provider
-                .then(crate::http::fake_provider::FakeProvider::default),
             conveniences,
             pool,
             max_batch: cfg.max_batch,
@@ -557,28 +467,27 @@ impl Application {
                     None
                 }
             };
-            workers.extend(
-                crate::jobs::start(
-                    commands.clone(),
-                    &notifications,
-                    &cfg.jobs,
-                    provider,
-                    stop_workers.subscribe(),
-                )
-                .map_err(StartError::Config)?,
-            );
+            background
+                .start_jobs(commands.clone(), &cfg.jobs, provider)
+                .map_err(StartError::Config)?;
         }
-        if let Some(rate) = &data.rate {
-            workers.push(tokio::spawn(replica_heartbeat(
+        if let Some(rate) = &data.graphql.rate {
+            background.tasks.push(tokio::spawn(replica_heartbeat(
                 commands.pool().clone(),
                 rate.clone(),
-                stop_workers.subscribe(),
+                background.stopping(),
             )));
         }
-        // Started once every follower has subscribed.
-        workers.push(notifications.spawn(stop_workers.subscribe()));
+        background.listen();
         let shared = web::Data::new(data.clone());
         let admin = web::Data::new(data.admin.clone());
+        // The fake payment provider's own state (dev mode only; its routes answer 404
+        // without it).
+        let fake_provider = web::Data::new(
+            data.conveniences
+                .fake_provider
+                .then(crate::http::fake_provider::FakeProvider::default),
+        );
         let metrics_on_main = cfg.admin_listen.is_none();
         let admin_server = match cfg.admin_listen {
             Some(addr) => Some(crate::http::health::serve_admin(addr, data.admin.clone())?),
@@ -600,6 +509,7 @@ impl Application {
             App::new()
                 .app_data(shared.clone())
                 .app_data(admin.clone())
+                .app_data(fake_provider.clone())
                 .app_data(web::PayloadConfig::new(max_body))
                 .wrap(actix_web::middleware::from_fn(
                     crate::http::request_id_header,
@@ -623,8 +533,7 @@ impl Application {
             server,
             port,
             data,
-            stop_workers,
-            workers,
+            background,
             rebuilds,
             shutdown_timeout: Duration::from_secs(cfg.shutdown_timeout_s),
             shutdown_delay: Duration::from_millis(cfg.shutdown_delay_ms),
@@ -666,16 +575,9 @@ impl Application {
         });
         let result = self.server.await;
         stopper.abort();
-        let _ = self.stop_workers.send(true);
+        self.background.signal_stop();
         self.rebuilds.wait(self.shutdown_timeout).await;
-        for w in self.workers {
-            if tokio::time::timeout(self.shutdown_timeout, w)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a background worker did not stop in time");
-            }
-        }
+        self.background.stop(self.shutdown_timeout).await;
         if let Some((task, h)) = admin {
             h.stop(true).await;
             let _ = task.await;
@@ -695,167 +597,5 @@ impl Application {
         let port = self.port;
         let data = self.data.clone();
         (port, data, tokio::spawn(self.run_until_stopped()))
-    }
-}
-
-pub(crate) async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}
-
-/// Drops idle cache entries every few seconds even when no request touches the cache:
-/// moka does its housekeeping only on access, so after a burst the entries (and the
-/// weighted size the metrics show) stayed until the next request. Then hands the
-/// heap the dropped entries and the load's buffers left free back to the system
-/// when it has grown (`heap`), so that resident memory falls after load.
-pub(crate) async fn cache_housekeeping(cache: ReadCache, mut stop: watch::Receiver<bool>) {
-    let mut heap = crate::heap::Heap::default();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {
-                cache.run_pending_tasks().await;
-                // After the cache let go of expired entries: hand the memory the
-                // load left free back to the system (see `heap`).
-                heap.tick();
-            }
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Rows a housekeeping statement deletes at most.
-pub(crate) const HOUSEKEEPING_CHUNK: usize = 10_000;
-
-/// Housekeeping every 5 minutes: expired idempotency keys and refresh tokens are
-/// deleted in chunks of `chunk` rows (safe on several replicas at once), looking at
-/// `stop` between chunks so that a backlog does not hold up shutdown.
-/// Takes the process's `commands` (one per process: each holds the connection that
-/// wakes the projectors).
-/// How often a serving replica says it is alive.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-/// A replica not heard from for this long no longer shares the budgets.
-const HEARTBEAT_WINDOW: Duration = Duration::from_secs(3);
-
-/// Keeps this replica in `api_replicas` and the rate limiter's replica count current;
-/// leaves the table on shutdown so the others take the budget back at once. When the
-/// database is away the last count stands.
-async fn replica_heartbeat(
-    pool: till_domain::db::PgPool,
-    rate: Arc<CostLimiter>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let me = uuid::Uuid::now_v7();
-    loop {
-        match till_domain::replicas::heartbeat(&pool, me, HEARTBEAT_WINDOW).await {
-            Ok(n) => {
-                rate.set_replicas(n);
-                metrics::gauge!("till_api_replicas").set(f64::from(n));
-            }
-            Err(e) => tracing::debug!(error = %e, "replica heartbeat failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(HEARTBEAT) => {}
-            _ = stop.changed() => break,
-        }
-    }
-    if let Err(e) = till_domain::replicas::leave(&pool, me).await {
-        tracing::debug!(error = %e, "could not leave the replica table");
-    }
-}
-
-pub(crate) async fn housekeeping(
-    commands: Commands,
-    chunk: usize,
-    mut stop: watch::Receiver<bool>,
-) {
-    let pool = commands.pool().clone();
-    let limit = i64::try_from(chunk).unwrap_or(i64::MAX);
-    loop {
-        let keys = crate::jobs::in_chunks(chunk, &stop, || {
-            till_domain::idempotency::purge_expired(&pool, limit)
-        })
-        .await;
-        report("expired idempotency keys", keys);
-        if *stop.borrow() {
-            return;
-        }
-        let tokens =
-            crate::jobs::in_chunks(chunk, &stop, || commands.purge_refresh_tokens(limit)).await;
-        report("expired refresh tokens", tokens);
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-fn report(what: &str, purged: Result<usize, till_domain::error::DomainError>) {
-    match purged {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(purged = n, "{what} purged"),
-        Err(e) => tracing::debug!(error = %e, "purging {what} failed"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use diesel::sql_types::BigInt;
-    use diesel_async::RunQueryDsl;
-    use till_domain::db::testing::TestDb;
-
-    use super::*;
-
-    #[derive(diesel::QueryableByName)]
-    struct Left {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-
-    /// Shutdown does not wait for a backlog of expired rows: housekeeping stops after
-    /// the chunk in flight, and the rest is purged at its next run.
-    #[tokio::test]
-    async fn housekeeping_stops_between_chunks_when_asked() {
-        let db = TestDb::new().await;
-        let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
-        diesel::sql_query(
-            "INSERT INTO idempotency_keys (principal, key, fingerprint, expires_at) \
-             SELECT 'test', 'k' || g, 'f', now() - interval '1 hour' FROM generate_series(1, 5) g",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        // Asked to stop before the first chunk ends.
-        stop_tx.send(true).unwrap_or_else(|e| panic!("{e}"));
-        let run = housekeeping(Commands::new(db.pool.clone()), 2, stop_rx);
-        assert!(
-            tokio::time::timeout(Duration::from_secs(30), run)
-                .await
-                .is_ok(),
-            "housekeeping did not stop"
-        );
-        let left: Left = diesel::sql_query("SELECT count(*) AS n FROM idempotency_keys")
-            .get_result(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(left.n, 3, "one chunk of 2 purged, then it stopped");
     }
 }

@@ -2,7 +2,6 @@
 //! (12-factor). Every field names its variable and default; secrets are wrapped so
 //! they never print.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,63 +9,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use till_domain::db::tls::{self, SslMode};
 
-/// A secret value that never shows in logs or debug output.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself; call only where it is used.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Secret {
-    /// The value given directly, else the contents of `file` (a mounted Kubernetes or
-    /// Docker secret; one trailing newline is dropped). `what` names the setting in
-    /// errors; the value itself never appears in them.
-    pub fn resolve(
-        value: Option<&Secret>,
-        file: Option<&std::path::Path>,
-        what: &str,
-    ) -> Result<Option<Secret>, String> {
-        match (value, file) {
-            (Some(_), Some(_)) => Err(format!("set {what} or {what}_FILE, not both")),
-            (Some(v), None) => Ok(Some(v.clone())),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("{what}_FILE {}: {e}", path.display()))?;
-                let text = text
-                    .strip_suffix("\r\n")
-                    .or_else(|| text.strip_suffix('\n'))
-                    .unwrap_or(&text);
-                if text.is_empty() {
-                    return Err(format!("{what}_FILE {} is empty", path.display()));
-                }
-                Ok(Some(Secret::new(text)))
-            }
-            (None, None) => Ok(None),
-        }
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
+pub use crate::secret::Secret;
 
 /// How the server treats itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -506,7 +449,7 @@ pub struct ProjectorTuning {
     /// Longest time between the starts of two batches of one group of projections
     /// while events keep arriving, in milliseconds (a full batch goes on at once).
     /// Longer gathers more events per transaction: more orders per second from the
-    /// same database, a later commit -> visible (`benches/README.md`, load run 11).
+    /// same database, a later commit -> visible (`benches/HISTORY.md`, load run 11).
     #[arg(
         long = "projector-pace-ms",
         env = "TILL_PROJECTOR_PACE_MS",
@@ -519,7 +462,7 @@ pub struct ProjectorTuning {
     /// smaller batch it waits that share of the pace (a batch of one event when the
     /// server is idle is followed by the next at once). Higher keeps reads fresher under
     /// a moderate load, lower gathers more events per transaction
-    /// (`benches/README.md`, load run 19).
+    /// (`benches/HISTORY.md`, load run 19).
     #[arg(
         long = "projector-pace-full-at",
         env = "TILL_PROJECTOR_PACE_FULL_AT",
@@ -566,7 +509,7 @@ pub struct OrderBatchingConfig {
 
     /// Batches a process runs at once (each holds a database connection while it runs).
     /// One gives the largest batches: on 2 cores it placed the most orders, of one hot
-    /// product and of random ones (`benches/README.md`, load run 20).
+    /// product and of random ones (`benches/HISTORY.md`, load run 20).
     #[arg(
         long = "order-batch-runners",
         env = "TILL_ORDER_BATCH_RUNNERS",

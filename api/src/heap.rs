@@ -3,9 +3,8 @@
 //! glibc's allocator keeps the memory a thread freed in that thread's arena for
 //! reuse. After a burst of reads fills the caches and they empty again (entries
 //! expire or are invalidated), most of that memory sits free inside the HTTP
-//! workers' arenas and stays resident: measured in benches/README.md, 21 of 25 MB
-//! taken from the system were free after the memory scenario. `malloc_trim` gives
-//! the free pages of every arena back.
+//! workers' arenas and stays resident (the memory scenario, benches/HISTORY.md, load
+//! run 15). `malloc_trim` gives the free pages of every arena back.
 //!
 //! A trim is not free (it walks each arena under its lock, and the pages fault back
 //! in when reused), so the housekeeping trims only when the allocator holds at

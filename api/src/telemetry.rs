@@ -107,8 +107,8 @@ const REQUEST_SPAN_TARGET: &str = "tracing_actix_web::root_span_builder";
 
 /// The HTTP request span: tracing-actix-web's own, built only when the level filter
 /// lets it through. Its fields (connection info, route pattern, incoming trace context)
-/// are worked out before the span is created, which cost a cached `product(id:)` about
-/// 4% of its time even with the span filtered out (`RUST_LOG=warn`).
+/// are worked out before the span is created, a visible share of a cached
+/// `product(id:)` even with the span filtered out (`RUST_LOG=warn`; benches/HISTORY.md).
 ///
 /// The filter is asked by level and target (`RUST_LOG=warn,tracing_actix_web=info`
 /// turns request spans on); directives that select spans by name or field

@@ -57,20 +57,22 @@ fn bench(c: &mut Criterion) {
         query_timeout: None,
     };
     let schema = graphql::build(Some(api.clone()), limits(None));
-    let bucket = graphql::cost::BucketSettings {
+    let bucket = graphql::execution::rate_limit::BucketSettings {
         max: u32::MAX,
         restore: u32::MAX,
     };
     let limited = graphql::build(
         Some(api.clone()),
-        limits(Some(Arc::new(graphql::cost::CostLimiter::new(
-            graphql::cost::RateSettings {
-                customer: bucket,
-                staff: bucket,
-                anonymous: bucket,
-                max_principals: 10_000,
-            },
-        )))),
+        limits(Some(Arc::new(
+            graphql::execution::rate_limit::CostLimiter::new(
+                graphql::execution::rate_limit::RateSettings {
+                    customer: bucket,
+                    staff: bucket,
+                    anonymous: bucket,
+                    max_principals: 10_000,
+                },
+            ),
+        ))),
     );
     let product_id = format!("Product:{}", world.products[0]);
     let product_id = {

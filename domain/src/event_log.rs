@@ -13,14 +13,6 @@ use crate::error::DomainError;
 use crate::events::{DomainEvent, StoredEvent};
 use crate::schema::events;
 
-/// The channel the projectors LISTEN on; commands NOTIFY it after their events commit
-/// ([`crate::wakeups`]).
-pub const EVENTS_CHANNEL: &str = "till_events";
-
-/// The channel a projector NOTIFYs after committing a batch, so projectors and
-/// followers in other processes invalidate their caches at once.
-pub const PROJECTED_CHANNEL: &str = "till_projected";
-
 /// A point in the log, in the projector's order: (transaction id, position).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,

@@ -1,7 +1,7 @@
 //! The PostgreSQL job queue: enqueue inside a command's transaction, claim with
 //! `FOR UPDATE SKIP LOCKED` under a lease, finish (delete), retry later with
 //! exponential backoff and full jitter, or move to the dead letters after the last
-//! attempt. Idle workers wake at once on a NOTIFY of [`JOBS_CHANNEL`], sent after the
+//! attempt. Idle workers wake at once on a NOTIFY of [`JOBS_CHANNEL`](crate::channels::JOBS_CHANNEL), sent after the
 //! enqueuing command commits (see `wakeups`).
 
 use std::time::Duration;
@@ -13,12 +13,10 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use rand::Rng;
 use serde_json::Value;
 
+use crate::channels::JOBS_CHANNEL;
 use crate::db::prepared::Reuse;
 use crate::db::PgPool;
 use crate::error::DomainError;
-
-/// The channel job workers LISTEN on; the payload is the queue name.
-pub const JOBS_CHANNEL: &str = "till_jobs";
 
 /// A job to enqueue.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 //!
 //! This crate knows nothing of HTTP or GraphQL.
 
+pub mod channels;
 pub mod commands;
 pub mod db;
 pub mod error;

@@ -4,8 +4,7 @@
 //! A transaction that NOTIFYs takes a database-wide lock at commit and holds it until
 //! its commit record is flushed, so that notifications queue in commit order. With a
 //! `pg_notify` in every command, all order transactions of the cluster committed one at
-//! a time: Till's own placeOrder transaction ran at 1,111-1,288 tps under pgbench with
-//! the NOTIFY and 2,014-2,376 without it (`benches/README.md`).
+//! a time, at about half the rate (benches/HISTORY.md, load run 4).
 //!
 //! Instead, [`Commands`](crate::commands::Commands) tell an [`Announcer`] after a
 //! transaction that appended events or enqueued jobs has committed (`event_log` and
@@ -24,10 +23,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 
+use crate::channels::{EVENTS_CHANNEL, JOBS_CHANNEL};
 use crate::db::listen::Listener;
 use crate::db::PgPool;
-use crate::event_log::EVENTS_CHANNEL;
-use crate::jobs::JOBS_CHANNEL;
 
 /// Who to wake after a commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use till_domain::channels::EVENTS_CHANNEL;
 use till_domain::db::listen::Listener;
 use till_domain::db::testing_tls::TlsCluster;
 use till_domain::db::{self, PoolSettings};
-use till_domain::event_log::EVENTS_CHANNEL;
 
 fn cluster() -> &'static TlsCluster {
     TlsCluster::shared()

@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
+use till_domain::channels::{EVENTS_CHANNEL, JOBS_CHANNEL};
 use till_domain::commands::{CommandContext, Commands, NewCategory};
 use till_domain::db::listen::listen;
 use till_domain::db::plans;
 use till_domain::db::testing::TestDb;
-use till_domain::event_log::{self, EventMeta, EVENTS_CHANNEL};
+use till_domain::event_log::{self, EventMeta};
 use till_domain::events::DomainEvent;
-use till_domain::jobs::{self, NewJob, JOBS_CHANNEL};
+use till_domain::jobs::{self, NewJob};
 use till_domain::types::{Name, Slug};
 use till_domain::wakeups::{self, Announcer, Wakes};
 use till_domain::DomainError;
@@ -208,8 +209,8 @@ async fn enqueue_two(conn: &mut diesel_async::AsyncPgConnection) -> Result<(), D
 #[tokio::test]
 async fn one_listener_wakes_each_follower_for_its_channels() {
     use diesel_async::RunQueryDsl;
+    use till_domain::channels::PROJECTED_CHANNEL;
     use till_domain::db::listen::Listener as Shared;
-    use till_domain::event_log::PROJECTED_CHANNEL;
 
     let db = TestDb::new().await;
     let shared = Shared::new(db.url.clone());

@@ -44,8 +44,8 @@ use moka::ops::compute::Op;
 use uuid::Uuid;
 
 use crate::error::ReadError;
+use crate::pages::{OrderCursor, Page, ProductCursor, ProductFilter, ProductSort};
 use crate::projections::Change;
-use crate::queries::{OrderCursor, Page, ProductCursor, ProductFilter, ProductSort};
 use crate::sources::Lsn;
 use crate::views::{CategoryView, Identified, OrderView, ProductView};
 

@@ -7,10 +7,12 @@
 
 pub mod cache;
 pub mod error;
+pub mod pages;
 pub mod progress;
 pub mod projections;
 pub mod projector;
 pub mod queries;
+pub mod read_side;
 pub mod rebuild;
 pub mod schema;
 pub mod sources;
@@ -24,6 +26,7 @@ pub use projector::{
     Projector, ProjectorSettings, RoundOutcome, DEFAULT_PACE_FULL_AT, DEFAULT_PACE_MS,
 };
 pub use queries::ReadModels;
+pub use read_side::{ReadSide, ReadSideBuilder};
 pub use rebuild::{
     Rebuild, RebuildPhase, RebuildProgress, RebuildSettings, RebuildState, RebuildStatus,
 };

@@ -8,11 +8,12 @@ use std::time::Duration;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use till_domain::channels::EVENTS_CHANNEL;
 use till_domain::db::listen::Listener;
 use till_domain::db::plans;
 use till_domain::db::prepared::Reuse;
 use till_domain::db::PgPool;
-use till_domain::event_log::{self, LogPoint, EVENTS_CHANNEL};
+use till_domain::event_log::{self, LogPoint};
 use till_domain::schema::projection_checkpoints;
 use tokio::sync::watch;
 
@@ -51,9 +52,8 @@ pub struct ProjectorSettings {
     /// Longest time between the starts of two batches of one group of projections
     /// while events keep arriving (a full batch goes on at once). Each batch is a
     /// transaction with its own round trips, and its commit wakes every listening
-    /// session; waking on every commit made batches of a few events each, and 10 ms
-    /// between batches cost a tenth of the order rate against 25 ms (benches/README.md,
-    /// load run 11).
+    /// session; waking on every commit made batches of a few events each, and a shorter
+    /// pace cost order throughput (benches/HISTORY.md, load run 11).
     pub pace: Duration,
     /// The batch size, in events, from which the next batch waits the whole
     /// [`ProjectorSettings::pace`]; after a smaller batch it waits that share of it
@@ -69,7 +69,7 @@ impl ProjectorSettings {
     /// at once (a mutation's payload and a read with its token wait for one batch, not
     /// for a tick); at a rate of `pace_full_at` events per pace or more the batches
     /// gather for the whole pace, as a fixed tick did, and the order load keeps its
-    /// share of the cores (docs/architecture.md, benches/README.md load run 19).
+    /// share of the cores (docs/architecture.md, benches/HISTORY.md load run 19).
     pub fn pause_after(&self, applied: usize) -> Duration {
         let full_at = self.pace_full_at.max(1);
         if applied >= full_at {
@@ -112,7 +112,7 @@ pub struct BatchOutcome {
 /// drops its whole cache instead.
 const MAX_MISSED_EVENTS: usize = 20_000;
 
-pub use till_domain::event_log::PROJECTED_CHANNEL;
+pub use till_domain::channels::PROJECTED_CHANNEL;
 
 /// Runs projections over a pool; cheap to clone.
 #[derive(Clone)]

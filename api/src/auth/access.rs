@@ -10,8 +10,9 @@
 
 use std::time::Duration;
 
+use till_domain::channels::AUTH_CHANNEL;
 use till_domain::commands::Commands;
-use till_domain::db::listen::{Listener, AUTH_CHANNEL, RECONNECTED};
+use till_domain::db::listen::{Listener, RECONNECTED};
 use till_domain::types::{CustomerId, Role};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;

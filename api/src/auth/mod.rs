@@ -194,7 +194,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
 
     #[tokio::test]
     async fn verified_tokens_are_remembered_and_others_still_refused() {

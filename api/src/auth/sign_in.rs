@@ -78,7 +78,7 @@ impl SignInLimiter {
             move || Arc::new(RateLimiter::direct_with_clock(a.quota(), clock))
         };
         if let Some(ip) = ip {
-            let net = crate::http::clients::network_of(ip);
+            let net = crate::networks::network_of(ip);
             let bucket = self
                 .networks
                 .get_with(net, "network", make(self.per_network));

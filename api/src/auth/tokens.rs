@@ -11,7 +11,7 @@ use till_domain::types::{CustomerId, Role};
 use uuid::Uuid;
 
 use super::{AuthError, Principal};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// `iss` and `aud` of Till's own tokens.
 pub const ISSUER: &str = "till";

@@ -1,7 +1,7 @@
 //! Recently verified access tokens of Till's own, so a client that sends the same
 //! bearer token on every request pays for the signature check and the claim parsing
-//! once per minute instead of on each request (on the cached `product(id:)` read that
-//! was about 6% of the server's CPU).
+//! once per minute instead of on each request (a visible share of a cached read's CPU;
+//! benches/HISTORY.md).
 //!
 //! Only tokens that verified are kept (garbage cannot fill the cache), the entry keeps
 //! the token's own expiry and is refused after it exactly as the verifier would, and

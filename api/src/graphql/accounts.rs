@@ -330,7 +330,7 @@ impl AccountMutation {
         let cmd = command_context(ctx)?;
         let id = CustomerId(ids::decode(Kind::Customer, &customer_id, "customerId")?);
         let out =
-            super::mutation::perform(ctx, state(ctx)?.commands.grant_role(&cmd, id, role.into()))
+            super::payloads::perform(ctx, state(ctx)?.commands.grant_role(&cmd, id, role.into()))
                 .await?;
         Ok(CustomerPayload {
             at: out.at,

@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use uuid::Uuid;
 
-use super::error::{coded, Code};
+use super::codes::{coded, Code};
 
 /// Types that have global ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,18 +1,15 @@
-//! Payments, dead letters and webhooks in the schema: `payOrder` (owner or staff), and
-//! the back office's `deadLetters` with `retryDeadLetter` / `discardDeadLetter`, and
-//! outbound webhook subscriptions with their delivery history.
+//! Dead letters and webhooks in the schema: the back office's `deadLetters` with
+//! `retryDeadLetter` / `discardDeadLetter`, and outbound webhook subscriptions with
+//! their delivery history.
 
 use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use till_domain::types::OrderId;
 use till_domain::{jobs, webhooks};
 
 use super::error::{self, coded, Code};
-use super::ids::{self, Kind};
 use super::inputs::one_form;
-use super::mutation::{perform, OrderPayload};
 use super::types::connection::PageInfo;
-use super::{command_context, state, AdminGuard, StaffGuard};
+use super::{state, AdminGuard, StaffGuard};
 
 /// The job queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -41,16 +38,6 @@ impl JobQueue {
 pub struct DeadLetterFilter {
     /// Only this queue's.
     pub queue: Option<JobQueue>,
-}
-
-/// Input of `payOrder`.
-#[derive(Debug, InputObject)]
-pub struct PayOrderInput {
-    /// The order (global id).
-    pub order_id: ID,
-    /// The payment provider's payment method token.
-    #[graphql(secret)]
-    pub payment_method_token: String,
 }
 
 /// Input of `retryDeadLetter` and `discardDeadLetter`: the dead letter.
@@ -443,61 +430,13 @@ impl JobsQuery {
     }
 }
 
-/// Payments and the job queue.
+/// The job queue and webhook subscriptions.
 #[derive(Default)]
 pub struct JobsMutation;
 
-/// Payments and the job queue.
+/// The job queue and webhook subscriptions.
 #[Object]
 impl JobsMutation {
-    /// Pays an unpaid order with a payment method token (its owner or staff). The
-    /// capture runs in the background: the order becomes PAID, or PAYMENT_FAILED with
-    /// its stock released; follow it with `order(id:)` or the `orderStatusChanged`
-    /// subscription. While the capture runs the order cannot be cancelled (CONFLICT).
-    /// With the built-in fake provider, `tok_ok` succeeds, `tok_slow` succeeds after
-    /// half a second, `tok_declined` is declined and `tok_flaky` fails twice before
-    /// succeeding.
-    #[graphql(complexity = 10)]
-    async fn pay_order(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The order and the payment method.")] input: Option<PayOrderInput>,
-        #[graphql(
-            desc = "The order (global id).",
-            deprecation = "use `input`; the flat arguments go in the next release"
-        )]
-        order_id: Option<ID>,
-        #[graphql(
-            desc = "The provider's payment method token.",
-            secret,
-            deprecation = "use `input`; the flat arguments go in the next release"
-        )]
-        payment_method_token: Option<String>,
-    ) -> Result<OrderPayload> {
-        let any_flat = order_id.is_some() || payment_method_token.is_some();
-        let flat = order_id
-            .zip(payment_method_token)
-            .map(|(order_id, payment_method_token)| PayOrderInput {
-                order_id,
-                payment_method_token,
-            });
-        let PayOrderInput {
-            order_id,
-            payment_method_token,
-        } = one_form("payOrder", input, flat, any_flat)?;
-        let cmd = command_context(ctx)?;
-        let id = OrderId(ids::decode(Kind::Order, &order_id, "orderId")?);
-        let st = state(ctx)?;
-        let attempts = st.payment_max_attempts;
-        let out = perform(
-            ctx,
-            st.commands
-                .request_payment(&cmd, id, &payment_method_token, attempts),
-        )
-        .await?;
-        Ok(OrderPayload::new(out.at, out.value.0))
-    }
-
     /// Puts a dead letter back on its queue with fresh attempts (back office).
     #[graphql(guard = "StaffGuard", complexity = 10)]
     async fn retry_dead_letter(

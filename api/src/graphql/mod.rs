@@ -2,18 +2,16 @@
 //! command or a read query, and map the result.
 
 mod accounts;
-pub mod cost;
+pub mod codes;
 pub mod error;
+pub mod execution;
 mod federation;
-pub mod fixed_cost;
-pub mod guard;
 pub mod ids;
 mod inputs;
 mod jobs;
-pub mod limits;
 pub mod loaders;
 mod mutation;
-pub mod operations;
+mod payloads;
 mod projections;
 mod query;
 mod subscription;
@@ -34,6 +32,7 @@ use till_domain::types::Currency;
 use till_read_models::ReadModels;
 use uuid::Uuid;
 
+pub use execution::{Checks, Limits};
 pub use mutation::Mutation;
 pub use query::Query;
 pub use subscription::Subscription;
@@ -150,42 +149,6 @@ pub struct RequestInfo {
 #[derive(Debug, Clone)]
 pub struct Replay(pub serde_json::Value);
 
-/// Limits applied to every operation.
-#[derive(Clone)]
-pub struct Limits {
-    /// Deepest selection nesting.
-    pub max_depth: usize,
-    /// Highest static complexity.
-    pub max_complexity: usize,
-    /// Most aliases in one document.
-    pub max_aliases: usize,
-    /// Most root fields in one operation.
-    pub max_root_fields: usize,
-    /// Whether introspection is served.
-    pub introspection: bool,
-    /// Cost-based rate limiting, when on.
-    pub rate: Option<Arc<cost::CostLimiter>>,
-    /// Longest a query may run.
-    pub query_timeout: Option<Duration>,
-}
-
-/// How a schema checks the documents it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Checks {
-    /// Every validation rule, and the guard (limits, charge, operation metrics).
-    Full,
-    /// Only cost, depth and fragment cycles, and the guard: for documents that passed
-    /// `Full` before and whose cost depends on the variables.
-    Known,
-    /// Only cost, depth and fragment cycles, without the guard: for queries that passed
-    /// `Full` before and whose cost is fixed. The caller charges, limits the time and
-    /// counts them (see `http::graphql::execute_one`): with any extension installed,
-    /// async-graphql runs every field through its hooks, which cost a cached
-    /// `product(id:)` about an eighth of its time (benches/README.md, load run 12).
-    /// Cost and depth are still computed by the fast validation, for the limits.
-    Priced,
-}
-
 /// What the schemas of one process share: the resolver state and the product loader.
 #[derive(Clone)]
 pub struct Shared {
@@ -267,8 +230,8 @@ fn configure<Q>(
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity);
     if checks != Checks::Priced {
-        builder = builder.extension(guard::Guard::new(
-            limits::DocumentLimits {
+        builder = builder.extension(execution::guard::Guard::new(
+            execution::limits::DocumentLimits {
                 max_aliases: limits.max_aliases,
                 max_root_fields: limits.max_root_fields,
                 max_complexity: limits.max_complexity,

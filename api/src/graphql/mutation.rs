@@ -3,22 +3,19 @@
 //! the read model once it has caught up with the command (bounded wait).
 
 use async_graphql::{Context, InputObject, Object, Result, ID};
-use serde::de::DeserializeOwned;
-use till_domain::commands::{NewCategory, NewProduct, OrderLineInput, Outcome, ProductPatch};
-use till_domain::event_log::LogPoint;
+use till_domain::commands::{NewCategory, NewProduct, OrderLineInput, ProductPatch};
 use till_domain::types::{
     CategoryId, CustomerId, Description, Money as DomainMoney, Name, OrderId, ProductId, Quantity,
     Sku, Slug, StockDelta,
 };
 use till_read_models::views::OrderView;
-use uuid::Uuid;
 
 use super::error::{self, coded, Code};
 use super::ids::{self, Kind};
 use super::inputs::one_form;
-use super::types::catalog::{Category, Product, ProductStatus};
-use super::types::order::Order;
-use super::{caught_up, command_context, state, Replay, StaffGuard};
+use super::payloads::{parse, perform, CategoryPayload, OrderPayload, ProductPayload};
+use super::types::catalog::ProductStatus;
+use super::{command_context, state, StaffGuard};
 
 /// Input of `archiveProduct`.
 #[derive(Debug, InputObject)]
@@ -124,135 +121,6 @@ pub struct PlaceOrderInput {
     pub customer_id: Option<ID>,
 }
 
-/// Result of a category mutation.
-pub struct CategoryPayload {
-    at: LogPoint,
-    id: Uuid,
-}
-
-/// Result of a category mutation.
-#[Object]
-impl CategoryPayload {
-    /// Send as `X-Consistency-Token` to read your own write.
-    async fn consistency_token(&self) -> String {
-        self.at.to_token()
-    }
-    /// Global id of the category (available at once, without waiting for the read model).
-    async fn category_id(&self) -> ID {
-        ids::id(Kind::Category, self.id)
-    }
-    /// The category after the change.
-    async fn category(&self, ctx: &Context<'_>) -> Result<Option<Category>> {
-        let reads = caught_up(ctx, self.at).await?;
-        Ok(reads
-            .category(self.id)
-            .await
-            .map_err(error::read)?
-            .map(Category::from))
-    }
-}
-
-/// Result of a product or inventory mutation.
-pub struct ProductPayload {
-    at: LogPoint,
-    id: Uuid,
-}
-
-/// Result of a product or inventory mutation.
-#[Object]
-impl ProductPayload {
-    /// Send as `X-Consistency-Token` to read your own write.
-    async fn consistency_token(&self) -> String {
-        self.at.to_token()
-    }
-    /// Global id of the product (available at once, without waiting for the read model).
-    async fn product_id(&self) -> ID {
-        ids::id(Kind::Product, self.id)
-    }
-    /// The product after the change.
-    async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
-        let reads = caught_up(ctx, self.at).await?;
-        Ok(reads
-            .product(self.id)
-            .await
-            .map_err(error::read)?
-            .map(Product))
-    }
-}
-
-/// Result of an order mutation.
-pub struct OrderPayload {
-    at: LogPoint,
-    id: Uuid,
-    /// The order as the command's own event makes it (`placeOrder`; None when the
-    /// outcome is an idempotent replay, which reads the order as it is now).
-    written: Option<std::sync::Arc<OrderView>>,
-}
-
-impl OrderPayload {
-    /// The payload of a command on order `id` whose events end at `at`.
-    pub(super) fn new(at: LogPoint, id: Uuid) -> Self {
-        Self {
-            at,
-            id,
-            written: None,
-        }
-    }
-}
-
-/// Result of an order mutation.
-#[Object]
-impl OrderPayload {
-    /// Send as `X-Consistency-Token` to read your own write.
-    async fn consistency_token(&self) -> String {
-        self.at.to_token()
-    }
-    /// Global id of the order (available at once, without waiting for the read model).
-    async fn order_id(&self) -> ID {
-        ids::id(Kind::Order, self.id)
-    }
-    /// The order after the change.
-    async fn order(&self, ctx: &Context<'_>) -> Result<Option<Order>> {
-        if let Some(view) = &self.written {
-            return Ok(Some(Order::written(view.clone(), self.at)));
-        }
-        let reads = caught_up(ctx, self.at).await?;
-        Ok(reads
-            .order(self.id)
-            .await
-            .map_err(error::read)?
-            .map(Order::from))
-    }
-}
-
-/// Runs a command, or, when a stored idempotent result is being rendered again,
-/// returns the outcome it recorded without running anything.
-pub(super) async fn perform<T, F>(ctx: &Context<'_>, command: F) -> Result<Outcome<T>>
-where
-    T: DeserializeOwned,
-    F: std::future::Future<Output = std::result::Result<Outcome<T>, till_domain::DomainError>>,
-{
-    if let Some(Replay(stored)) = ctx.data_opt::<Replay>() {
-        let at = stored["at"].as_str().and_then(LogPoint::from_token);
-        let value = serde_json::from_value::<T>(stored["value"].clone()).ok();
-        return match (at, value) {
-            (Some(at), Some(value)) => Ok(Outcome { value, at }),
-            _ => Err(error::domain(till_domain::DomainError::Internal(
-                "a stored idempotent outcome does not decode".into(),
-            ))),
-        };
-    }
-    let out = command.await.map_err(error::domain)?;
-    if let Ok(st) = state(ctx) {
-        st.commits.committed(out.at.tx_id);
-    }
-    Ok(out)
-}
-
-fn parse<T>(r: std::result::Result<T, till_domain::DomainError>) -> Result<T> {
-    r.map_err(error::domain)
-}
-
 fn non_negative_stock(initial: Option<i32>) -> Result<Option<StockDelta>> {
     match initial {
         None | Some(0) => Ok(None),
@@ -272,6 +140,16 @@ pub struct Mutation(
     super::jobs::JobsMutation,
     super::projections::ProjectionsMutation,
 );
+
+/// Input of `payOrder`.
+#[derive(Debug, InputObject)]
+pub struct PayOrderInput {
+    /// The order (global id).
+    pub order_id: ID,
+    /// The payment provider's payment method token.
+    #[graphql(secret)]
+    pub payment_method_token: String,
+}
 
 /// Changes to the catalog, inventory and orders.
 #[derive(Default)]
@@ -570,6 +448,54 @@ impl CommerceMutation {
             id: out.value.id.0,
             written,
         })
+    }
+
+    /// Pays an unpaid order with a payment method token (its owner or staff). The
+    /// capture runs in the background: the order becomes PAID, or PAYMENT_FAILED with
+    /// its stock released; follow it with `order(id:)` or the `orderStatusChanged`
+    /// subscription. While the capture runs the order cannot be cancelled (CONFLICT).
+    /// With the built-in fake provider, `tok_ok` succeeds, `tok_slow` succeeds after
+    /// half a second, `tok_declined` is declined and `tok_flaky` fails twice before
+    /// succeeding.
+    #[graphql(complexity = 10)]
+    async fn pay_order(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The order and the payment method.")] input: Option<PayOrderInput>,
+        #[graphql(
+            desc = "The order (global id).",
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        order_id: Option<ID>,
+        #[graphql(
+            desc = "The provider's payment method token.",
+            secret,
+            deprecation = "use `input`; the flat arguments go in the next release"
+        )]
+        payment_method_token: Option<String>,
+    ) -> Result<OrderPayload> {
+        let any_flat = order_id.is_some() || payment_method_token.is_some();
+        let flat = order_id
+            .zip(payment_method_token)
+            .map(|(order_id, payment_method_token)| PayOrderInput {
+                order_id,
+                payment_method_token,
+            });
+        let PayOrderInput {
+            order_id,
+            payment_method_token,
+        } = one_form("payOrder", input, flat, any_flat)?;
+        let cmd = command_context(ctx)?;
+        let id = OrderId(ids::decode(Kind::Order, &order_id, "orderId")?);
+        let st = state(ctx)?;
+        let attempts = st.payment_max_attempts;
+        let out = perform(
+            ctx,
+            st.commands
+                .request_payment(&cmd, id, &payment_method_token, attempts),
+        )
+        .await?;
+        Ok(OrderPayload::new(out.at, out.value.0))
     }
 
     /// Cancels an unpaid order and releases its stock (its owner or staff). CONFLICT

@@ -7,25 +7,14 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use actix_web::HttpRequest;
+use ipnet::IpNet;
 use uuid::Uuid;
 
-/// The network a client address counts as: IPv4 (and IPv4-mapped IPv6) as is, IPv6 by
-/// its /64.
-pub fn network_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
+use crate::networks::network_of;
 
 /// Counts of open connections per key, capped.
 struct Counts<K> {
@@ -120,6 +109,33 @@ impl Connections {
     }
 }
 
+/// The client's address: the peer, or when the peer is a trusted proxy, the
+/// right-most `X-Forwarded-For` hop that is not itself a trusted proxy.
+pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    // Several header lines are one list in order (RFC 9110), and each proxy appends
+    // to its end: walk the lines from the last one, each from its right.
+    let lines: Vec<_> = req.headers().get_all("x-forwarded-for").collect();
+    for value in lines.into_iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return Some(client);
+        };
+        for hop in text.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) if is_trusted(&ip) => client = ip,
+                Ok(ip) => return Some(ip),
+                Err(_) => return Some(client),
+            }
+        }
+    }
+    Some(client)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +176,60 @@ mod tests {
         assert!(reg.enter_account(id).is_none());
         drop(held);
         assert!(reg.enter_account(id).is_some());
+    }
+}
+
+#[cfg(test)]
+mod client_ip_tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        s.parse().ok()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = ["10.0.0.0/8"]
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let from = |peer: &str, xff: Option<&str>| {
+            let mut r = TestRequest::default().peer_addr(
+                format!("{peer}:4000")
+                    .parse()
+                    .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into()),
+            );
+            if let Some(x) = xff {
+                r = r.insert_header(("x-forwarded-for", x));
+            }
+            client_ip(&r.to_http_request(), &trusted)
+        };
+        // A direct client cannot choose its address.
+        assert_eq!(from("203.0.113.5", Some("1.2.3.4")), ip("203.0.113.5"));
+        // Through the proxy: the right-most hop that is not a proxy; spoofed hops to
+        // its left are ignored.
+        assert_eq!(
+            from("10.1.1.1", Some("1.2.3.4, 198.51.100.7, 10.2.2.2")),
+            ip("198.51.100.7")
+        );
+        assert_eq!(from("10.1.1.1", None), ip("10.1.1.1"));
+        assert_eq!(from("10.1.1.1", Some("garbage")), ip("10.1.1.1"));
+    }
+
+    /// A proxy that appends its own `X-Forwarded-For` line (instead of extending the
+    /// client's) puts the address it saw last: the client's own line is to the left.
+    #[test]
+    fn an_appended_forwarded_for_line_is_read_from_the_end() {
+        let trusted: Vec<IpNet> = ["10.0.0.0/8"]
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let r = TestRequest::default()
+            .peer_addr(([10, 1, 1, 1], 4000).into())
+            .append_header(("x-forwarded-for", "1.2.3.4"))
+            .append_header(("x-forwarded-for", "198.51.100.7"))
+            .to_http_request();
+        assert_eq!(client_ip(&r, &trusted), ip("198.51.100.7"));
     }
 }

@@ -64,10 +64,10 @@ impl Refused {
 /// is off, the key is missing or the amount is not positive.
 fn admit<'a>(
     req: &'a HttpRequest,
-    data: &'a crate::app::AppData,
+    provider: &'a Option<FakeProvider>,
     amount: i64,
 ) -> Result<(&'a FakeProvider, &'a str), Refused> {
-    let state = data.fake_provider.as_ref().ok_or(Refused::Off)?;
+    let state = provider.as_ref().ok_or(Refused::Off)?;
     let key = req
         .headers()
         .get("idempotency-key")
@@ -90,9 +90,9 @@ pub(super) struct RefundRequest {
 pub(super) async fn refunds(
     req: HttpRequest,
     body: web::Json<RefundRequest>,
-    data: web::Data<std::sync::Arc<crate::app::AppData>>,
+    provider: web::Data<Option<FakeProvider>>,
 ) -> HttpResponse {
-    let (state, key) = match admit(&req, &data, body.amount) {
+    let (state, key) = match admit(&req, &provider, body.amount) {
         Ok(admitted) => admitted,
         Err(refused) => return refused.answer(),
     };
@@ -116,9 +116,9 @@ pub(super) struct ChargeRequest {
 pub(super) async fn charges(
     req: HttpRequest,
     body: web::Json<ChargeRequest>,
-    data: web::Data<std::sync::Arc<crate::app::AppData>>,
+    provider: web::Data<Option<FakeProvider>>,
 ) -> HttpResponse {
-    let (state, key) = match admit(&req, &data, body.amount) {
+    let (state, key) = match admit(&req, &provider, body.amount) {
         Ok(admitted) => admitted,
         Err(refused) => return refused.answer(),
     };

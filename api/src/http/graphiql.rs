@@ -91,7 +91,7 @@ const DEMO_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(3600)
 /// `GET /graphiql/demo-tokens`: fresh access tokens of the demo shopper and staff, so the
 /// page's tabs come signed in. Dev mode only (it listens on loopback only and prints the
 /// same tokens at start-up), with the demo accounts seeded; 404 otherwise.
-async fn demo_tokens(data: web::Data<std::sync::Arc<crate::app::AppData>>) -> HttpResponse {
+async fn demo_tokens(data: web::Data<std::sync::Arc<crate::http::state::AppData>>) -> HttpResponse {
     let c = &data.conveniences;
     if !(c.explorer && c.demo_tokens) {
         return HttpResponse::NotFound().finish();
@@ -123,7 +123,7 @@ fn get_or_head() -> Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
-async fn page(data: web::Data<std::sync::Arc<crate::app::AppData>>) -> HttpResponse {
+async fn page(data: web::Data<std::sync::Arc<crate::http::state::AppData>>) -> HttpResponse {
     if !data.conveniences.explorer {
         return HttpResponse::NotFound().finish();
     }
@@ -138,7 +138,7 @@ async fn page(data: web::Data<std::sync::Arc<crate::app::AppData>>) -> HttpRespo
 
 async fn asset(
     file: web::Path<String>,
-    data: web::Data<std::sync::Arc<crate::app::AppData>>,
+    data: web::Data<std::sync::Arc<crate::http::state::AppData>>,
 ) -> HttpResponse {
     if !data.conveniences.explorer {
         return HttpResponse::NotFound().finish();

@@ -1,14 +1,13 @@
 //! HTTP concerns: the GraphQL-over-HTTP endpoint, GraphiQL, SDL, health probes.
 
 pub mod clients;
-pub mod documents;
 pub mod fake_provider;
 pub mod graphiql;
 pub mod graphql;
 pub mod health;
-pub mod idempotency;
+pub mod payment_webhooks;
+pub mod state;
 pub mod subscriptions;
-pub mod webhooks;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -111,7 +110,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::route().to(graphql::method_not_allowed)),
     )
     .route("/schema.graphql", web::get().to(graphql::sdl))
-    .route("/webhooks/payments", web::post().to(webhooks::payments))
+    .route(
+        "/webhooks/payments",
+        web::post().to(payment_webhooks::payments),
+    )
     .route(
         "/fake-provider/charges",
         web::post().to(fake_provider::charges),

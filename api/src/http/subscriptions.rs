@@ -31,11 +31,11 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::clients::Slot;
-use crate::app::AppData;
 use crate::auth::access::Change;
 use crate::auth::{Authenticated, Principal};
 use crate::graphql::error::{self, Code};
 use crate::graphql::RequestInfo;
+use crate::http::state::AppData;
 
 /// Largest client message (a subscribe with its document).
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -103,7 +103,7 @@ pub async fn websocket(
     let protocol = WebSocketProtocols::from_str(&chosen)
         .map_err(|_| actix_web::error::ErrorBadRequest("unknown WebSocket protocol"))?;
     let app = data.get_ref().clone();
-    let client_ip = super::graphql::client_ip(&req, &app.trusted_proxies);
+    let client_ip = super::clients::client_ip(&req, &app.trusted_proxies);
     let ip_slot = match client_ip {
         Some(ip) => match app.connections.enter_ip(ip) {
             Some(slot) => Some(slot),
@@ -178,7 +178,7 @@ pub async fn websocket(
         |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
     ));
     let init_state = state.clone();
-    let engine = WebSocket::new(app.schema.clone(), client, protocol).on_connection_init(
+    let engine = WebSocket::new(app.graphql.schema.clone(), client, protocol).on_connection_init(
         move |_payload: Value| async move {
             // The gate authenticated the caller before it let the frame through.
             let principal = lock(&init_state)
@@ -368,7 +368,7 @@ async fn gate(app: &AppData, state: &State, legacy: bool, frame: Vec<u8>) -> Ver
             let payload = &msg["payload"];
             let query = payload["query"].as_str().map(str::to_owned);
             let extensions = payload.get("extensions").filter(|e| e.is_object());
-            let document = match app.documents.resolve(query, extensions) {
+            let document = match app.graphql.documents.resolve(query, extensions) {
                 Ok(d) => d,
                 Err(r) => return refuse(legacy, &id, r.code, &r.message),
             };

@@ -6,16 +6,17 @@
 pub mod egress;
 pub mod expiry;
 pub mod payments;
-pub mod webhooks;
+pub mod webhook_delivery;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use till_domain::channels::{EVENTS_CHANNEL, JOBS_CHANNEL};
 use till_domain::db::listen::Listener;
 use till_domain::db::PgPool;
-use till_domain::jobs::{self, Backoff, Failed, Job, JOBS_CHANNEL};
+use till_domain::jobs::{self, Backoff, Failed, Job};
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
@@ -118,7 +119,11 @@ pub fn start(
     workers.push(QueueWorker {
         queue: till_domain::webhooks::WEBHOOKS_QUEUE,
         concurrency: cfg.webhooks_concurrency.max(1),
-        handler: webhooks::delivery_handler(pool.clone(), webhook_http, cfg.webhook_allow_private),
+        handler: webhook_delivery::delivery_handler(
+            pool.clone(),
+            webhook_http,
+            cfg.webhook_allow_private,
+        ),
         give_up: None,
     });
     let settings = RunnerSettings::new(
@@ -130,11 +135,11 @@ pub fn start(
         },
     )?;
     let mut handles = spawn(pool.clone(), listener, workers, settings, stop.clone());
-    handles.push(tokio::spawn(webhooks::fan_out(
+    handles.push(tokio::spawn(webhook_delivery::fan_out(
         pool,
-        listener.subscribe(&[till_domain::event_log::EVENTS_CHANNEL]),
+        listener.subscribe(&[EVENTS_CHANNEL]),
         cfg.webhook_max_attempts.max(1),
-        webhooks::FAN_OUT_BATCH,
+        webhook_delivery::FAN_OUT_BATCH,
         stop.clone(),
     )));
     handles.push(tokio::spawn(expiry::run(

@@ -7,7 +7,7 @@ use crate::support::*;
 const DOC: &str = "{ categories { slug } }";
 
 fn hash(doc: &str) -> String {
-    till_api::http::documents::sha256_hex(doc)
+    till_api::graphql::execution::documents::sha256_hex(doc)
 }
 
 async fn post(app: &TestApp, body: Value) -> (u16, Value) {
@@ -216,7 +216,7 @@ async fn a_query_seen_before_answers_bad_variables_as_on_first_sight() {
 #[tokio::test]
 async fn a_query_seen_before_is_answered_charged_and_counted_as_on_first_sight() {
     // Seen before, a query runs on a schema that validates only what depends on the
-    // variables (here `AppData::priced`, its cost being fixed): its answer, charge and
+    // variables (here `Engine::priced`, its cost being fixed): its answer, charge and
     // metrics are as on first sight.
     let app = charging_app().await;
     let product = app.product("SEEN-1", 1234, 5).await;

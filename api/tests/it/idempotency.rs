@@ -183,7 +183,7 @@ async fn keys_fingerprint_the_document_a_persisted_query_stands_for() {
     };
     let apq = |doc: &str| {
         json!({ "persistedQuery": { "version": 1,
-            "sha256Hash": till_api::http::documents::sha256_hex(doc) } })
+            "sha256Hash": till_api::graphql::execution::documents::sha256_hex(doc) } })
     };
     // Full text with its hash (registers it), then hash-only under the same key.
     let (status, _, first) = send(

@@ -484,7 +484,7 @@ async fn the_built_in_fake_provider_serves_the_demo_flow() {
 
 fn signed(body: &Value, at: i64) -> (String, String) {
     let raw = body.to_string();
-    let sig = till_api::http::webhooks::sign(WEBHOOK_SECRET.as_bytes(), at, raw.as_bytes());
+    let sig = till_api::webhook_signatures::sign(WEBHOOK_SECRET.as_bytes(), at, raw.as_bytes());
     (raw, format!("t={at},v1={sig}"))
 }
 

@@ -1,7 +1,6 @@
 //! Bulk seeding goes through the log: once the projector has caught up, the read
 //! models count exactly what was inserted.
 
-use std::sync::Arc;
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -11,7 +10,7 @@ use till_domain::types::Currency;
 use till_read_models::schema::{
     rm_categories, rm_customer_summary, rm_order_view, rm_product_view,
 };
-use till_read_models::{CacheSettings, Progress, Projector, ProjectorSettings, ReadCache};
+use till_read_models::ReadSide;
 
 use crate::support::ok;
 
@@ -25,13 +24,9 @@ async fn a_bulk_seed_is_projected_completely() {
         orders: 700,
     };
     ok(bulk(&db.pool, sizes, &ok(Currency::parse("EUR"))).await);
-    let projector = Projector::new(
-        db.pool.clone(),
-        db.url.clone(),
-        ReadCache::new(CacheSettings::default()),
-        Arc::new(Progress::new()),
-        ProjectorSettings::default(),
-    );
+    let projector = ReadSide::builder(db.pool.clone(), db.url.clone())
+        .build()
+        .projector;
     ok(projector.catch_up_all().await);
     let mut conn = ok(db.pool.get().await);
     let cats: i64 = ok(rm_categories::table.count().get_result(&mut conn).await);

@@ -111,10 +111,10 @@ async fn deliveries_are_signed_retried_and_recorded() {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     assert!(
-        till_api::http::webhooks::verify(secret.as_bytes(), sig, &last.body, now, 300).is_ok(),
+        till_api::webhook_signatures::verify(secret.as_bytes(), sig, &last.body, now, 300).is_ok(),
         "{sig}"
     );
-    assert!(till_api::http::webhooks::verify(b"wrong", sig, &last.body, now, 300).is_err());
+    assert!(till_api::webhook_signatures::verify(b"wrong", sig, &last.body, now, 300).is_err());
     let event: Value = serde_json::from_slice(&last.body).unwrap_or_default();
     assert_eq!(event["type"], "InventoryRestocked", "{event}");
     assert_eq!(event["data"]["quantity"], 7, "{event}");
@@ -181,7 +181,8 @@ async fn fan_out_stops_between_batches_when_asked() {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     ok(stop_tx.send(true));
     let (_wake_tx, wake_rx) = tokio::sync::watch::channel(0u64);
-    let run = till_api::jobs::webhooks::fan_out(app.data.pool.clone(), wake_rx, 3, 2, stop_rx);
+    let run =
+        till_api::jobs::webhook_delivery::fan_out(app.data.pool.clone(), wake_rx, 3, 2, stop_rx);
     assert!(
         tokio::time::timeout(Duration::from_secs(30), run)
             .await

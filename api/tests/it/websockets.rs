@@ -232,10 +232,10 @@ async fn the_document_policy_holds_on_a_socket() {
     let dir = std::env::temp_dir().join(format!("till-ws-trusted-{}", uuid::Uuid::new_v4()));
     ok(std::fs::create_dir_all(&dir));
     let manifest = dir.join("manifest.json");
-    let hash = till_api::http::documents::sha256_hex(STOCK);
+    let hash = till_api::graphql::execution::documents::sha256_hex(STOCK);
     ok(std::fs::write(
         &manifest,
-        json!({ hash.clone(): STOCK, till_api::http::documents::sha256_hex(RESTOCK): RESTOCK })
+        json!({ hash.clone(): STOCK, till_api::graphql::execution::documents::sha256_hex(RESTOCK): RESTOCK })
             .to_string(),
     ));
     let app = spawn_app_with(move |cfg| cfg.trusted_documents = Some(manifest)).await;

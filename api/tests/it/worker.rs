@@ -89,21 +89,16 @@ async fn a_worker_process_projects_and_stops_on_sigterm() {
 /// worker's checkpoints: consistency tokens resolve and its cache is not left stale.
 #[tokio::test]
 async fn a_server_without_a_projector_follows_the_worker_and_drops_stale_cache() {
-    use std::sync::Arc;
 
     use serde_json::json;
-    use till_read_models::{CacheSettings, Progress, Projector, ProjectorSettings, ReadCache};
+    use till_read_models::ReadSide;
 
     use crate::support::{code, spawn_app_with};
 
     let app = spawn_app_with(|cfg| cfg.projector = false).await;
-    let worker = Projector::new(
-        app.db.pool.clone(),
-        app.db.url.clone(),
-        ReadCache::new(CacheSettings::default()),
-        Arc::new(Progress::new()),
-        ProjectorSettings::default(),
-    );
+    let worker = ReadSide::builder(app.db.pool.clone(), app.db.url.clone())
+        .build()
+        .projector;
     let product = app.product("REPL-1", 100, 5).await;
     ok(worker.catch_up_all().await);
     let q = "query($p: ID!) { product(id: $p) { available } }";

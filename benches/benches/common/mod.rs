@@ -3,14 +3,10 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
-
 use till_domain::commands::{CommandContext, Commands, NewCategory, NewCustomer, NewProduct};
 use till_domain::db::testing::TestDb;
 use till_domain::types::*;
-use till_read_models::{
-    CacheSettings, Progress, Projector, ProjectorSettings, ReadCache, ReadModels,
-};
+use till_read_models::{Projector, ReadModels, ReadSide};
 
 pub struct World {
     pub db: TestDb,
@@ -87,17 +83,8 @@ pub async fn world(n: usize) -> World {
         )
         .await)
     .value;
-    let cache = ReadCache::new(CacheSettings::default());
-    let progress = Arc::new(Progress::new());
-    let projector = Projector::new(
-        db.pool.clone(),
-        db.url.clone(),
-        cache.clone(),
-        progress.clone(),
-        ProjectorSettings::default(),
-    );
+    let ReadSide { projector, reads } = ReadSide::builder(db.pool.clone(), db.url.clone()).build();
     ok(projector.catch_up_all().await);
-    let reads = ReadModels::new(db.pool.clone(), cache, progress);
     World {
         db,
         commands,

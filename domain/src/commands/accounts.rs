@@ -128,7 +128,7 @@ async fn revoke_family(conn: &mut AsyncPgConnection, family: Uuid) -> Result<usi
 /// Notifies `till_auth` (delivered when the transaction commits).
 async fn notify_auth(conn: &mut AsyncPgConnection, payload: &str) -> Result<(), DomainError> {
     diesel::sql_query("SELECT pg_notify($1, $2)")
-        .bind::<diesel::sql_types::Text, _>(crate::db::listen::AUTH_CHANNEL)
+        .bind::<diesel::sql_types::Text, _>(crate::channels::AUTH_CHANNEL)
         .bind::<diesel::sql_types::Text, _>(payload)
         .execute(conn)
         .await?;

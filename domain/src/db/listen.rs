@@ -13,22 +13,11 @@ use diesel_async::RunQueryDsl;
 use futures_util::StreamExt;
 use tokio::sync::{broadcast, watch};
 
-/// The channel account commands notify when a session ends or a role changes; the
-/// payload says which (`s:<family id>`, `a:<account id>`).
-pub const AUTH_CHANNEL: &str = "till_auth";
+use crate::channels::CHANNELS;
 
 /// What a payload subscriber receives after (re)connecting: notifications sent while
 /// the connection was down are lost, so everything it derived may be stale.
 pub const RECONNECTED: &str = "*";
-
-/// Every channel Till notifies: new events, moved projection checkpoints, new jobs,
-/// ended sessions and changed roles.
-pub const CHANNELS: [&str; 4] = [
-    crate::event_log::EVENTS_CHANNEL,
-    crate::event_log::PROJECTED_CHANNEL,
-    crate::jobs::JOBS_CHANNEL,
-    AUTH_CHANNEL,
-];
 
 /// The process's one LISTEN connection, shared by its followers; cheap to clone.
 #[derive(Clone)]

@@ -7,76 +7,15 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::PgArrayExpressionMethods;
 use diesel_async::RunQueryDsl;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{like_escape, uncached, Page, ReadModels};
+use super::{like_escape, uncached, ReadModels};
 use crate::cache::{CacheKind, ProductPageKey};
 use crate::error::ReadError;
+use crate::pages::{Page, ProductCursor, ProductFilter, ProductSort};
 use crate::schema::{rm_categories, rm_product_popularity as pop, rm_product_view as pv};
 use crate::sources::Choice;
 use crate::views::{CategoryRow, CategoryView, ProductRow, ProductView};
-
-/// Orderings of `products`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-pub enum ProductSort {
-    /// Cheapest first.
-    Price,
-    /// A to Z.
-    Name,
-    /// Newest first.
-    #[default]
-    Newest,
-    /// Most units sold first.
-    Popular,
-}
-
-/// Filters of `products`; all given filters must match.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct ProductFilter {
-    /// In this category or any below it.
-    pub category: Option<Uuid>,
-    /// Name contains this text (case-insensitive).
-    pub search: Option<String>,
-    /// Price at least this, minor units.
-    pub price_min: Option<i64>,
-    /// Price at most this, minor units.
-    pub price_max: Option<i64>,
-    /// Only products with available stock.
-    pub in_stock: bool,
-    /// Only these statuses (the API restricts non-staff to ACTIVE).
-    pub statuses: Vec<String>,
-}
-
-/// Position after a product in one ordering.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ProductCursor {
-    /// The ordering the cursor belongs to.
-    pub sort: ProductSort,
-    /// Sort key of the product (price, popularity or created_at micros as numbers).
-    pub n: Option<i64>,
-    /// Sort key when it is text (name).
-    pub s: Option<String>,
-    /// The product id (tie-breaker).
-    pub id: Uuid,
-}
-
-impl ProductCursor {
-    fn after(view: &ProductView, sort: ProductSort) -> Self {
-        let (n, s) = match sort {
-            ProductSort::Price => (Some(view.price_minor), None),
-            ProductSort::Name => (None, Some(view.name.clone())),
-            ProductSort::Newest => (Some(view.created_at.timestamp_micros()), None),
-            ProductSort::Popular => (Some(view.popularity), None),
-        };
-        Self {
-            sort,
-            n,
-            s,
-            id: view.id,
-        }
-    }
-}
 
 impl ReadModels {
     /// One product by id, from the cache when it is there.

@@ -11,8 +11,7 @@ use moka::future::Cache;
 use till_domain::db::PgPool;
 use uuid::Uuid;
 
-pub use catalog::{ProductCursor, ProductFilter, ProductSort};
-pub use orders::{OrderCursor, OrderFilter};
+pub use crate::pages::{OrderCursor, OrderFilter, Page, ProductCursor, ProductFilter, ProductSort};
 pub use reports::ProjectionStatus;
 
 use crate::cache::{IdPage, ReadCache};
@@ -21,17 +20,6 @@ use crate::progress::Progress;
 use crate::sources::{Choice, Lsn, Read, ReadSources, PRIMARY};
 use crate::views::Identified;
 use till_domain::event_log::LogPoint;
-
-/// A page of a keyset-paginated list.
-#[derive(Debug, Clone)]
-pub struct Page<T, C> {
-    /// Items with the cursor that points just after each.
-    pub items: Vec<(C, T)>,
-    /// Whether more items follow the last one.
-    pub has_next_page: bool,
-    /// Whether items precede the first one (true when paging with a cursor).
-    pub has_previous_page: bool,
-}
 
 /// Entry point of the read side; cheap to clone.
 ///

@@ -6,37 +6,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{uncached, Page, ReadModels};
+use super::{uncached, ReadModels};
 use crate::cache::CacheKind;
 use crate::error::ReadError;
+use crate::pages::{OrderCursor, OrderFilter, Page};
 use crate::schema::{rm_customer_summary, rm_order_view as ov};
 use crate::sources::Choice;
 use crate::views::{CustomerSummary, OrderRow, OrderView};
-
-/// Filters of order lists.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OrderFilter {
-    /// Only this customer's orders.
-    pub customer: Option<Uuid>,
-    /// Only orders in this status.
-    pub status: Option<String>,
-    /// Placed at or after.
-    pub placed_from: Option<DateTime<Utc>>,
-    /// Placed before.
-    pub placed_to: Option<DateTime<Utc>>,
-}
-
-/// Position after an order in newest-first order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct OrderCursor {
-    /// placed_at in microseconds.
-    pub t: i64,
-    /// The order id (tie-breaker).
-    pub id: Uuid,
-}
 
 impl ReadModels {
     /// One order by id, from the cache when it is there.

@@ -1,11 +1,7 @@
 //! Set-up shared by the read-models integration tests.
 
-use std::sync::Arc;
-
 use till_domain::db::testing::TestDb;
-use till_read_models::{
-    CacheSettings, Progress, Projector, ProjectorSettings, ReadCache, ReadModels,
-};
+use till_read_models::{Projector, ProjectorSettings, ReadModels, ReadSide};
 
 /// Panics with the error's text (tests only).
 pub fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
@@ -15,14 +11,8 @@ pub fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
 /// One process's read side on `db`: a projector and the read models, sharing a cache
 /// and a progress.
 pub fn read_side(db: &TestDb, settings: ProjectorSettings) -> (Projector, ReadModels) {
-    let cache = ReadCache::new(CacheSettings::default());
-    let progress = Arc::new(Progress::new());
-    let projector = Projector::new(
-        db.pool.clone(),
-        db.url.clone(),
-        cache.clone(),
-        progress.clone(),
-        settings,
-    );
-    (projector, ReadModels::new(db.pool.clone(), cache, progress))
+    let side = ReadSide::builder(db.pool.clone(), db.url.clone())
+        .projector(settings)
+        .build();
+    (side.projector, side.reads)
 }

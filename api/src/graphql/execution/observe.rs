@@ -13,7 +13,7 @@ use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::Response;
 use tracing::Instrument;
 
-use super::error::Code;
+use crate::graphql::error::Code;
 
 /// One request's operations: their types (noted at parse), metrics and the timeout
 /// around execution.
@@ -59,7 +59,7 @@ impl OperationScope {
                 None if ops.len() == 1 => ops.values().next().copied(),
                 None => None,
             });
-        let counted = ctx.data_opt::<super::cost::Charged>().is_none();
+        let counted = ctx.data_opt::<super::rate_limit::Charged>().is_none();
         observe(
             ty,
             operation_name,
@@ -127,7 +127,7 @@ fn timed_out(operation_name: Option<&str>, limit: Duration) -> Response {
         limit_ms = limit.as_millis() as u64,
         "query timed out"
     );
-    Response::from_errors(vec![super::error::request(
+    Response::from_errors(vec![crate::graphql::error::request(
         Code::Timeout,
         format!(
             "the query ran longer than {} ms and was stopped; ask for less",
@@ -165,8 +165,8 @@ mod tests {
     #[tokio::test]
     async fn slow_queries_stop_and_mutations_finish() {
         let schema = Schema::build(Q, M, EmptySubscription)
-            .extension(crate::graphql::guard::Guard::new(
-                crate::graphql::limits::DocumentLimits {
+            .extension(crate::graphql::execution::guard::Guard::new(
+                crate::graphql::execution::limits::DocumentLimits {
                     max_aliases: 10,
                     max_root_fields: 10,
                     max_complexity: usize::MAX,

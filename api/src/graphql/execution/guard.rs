@@ -21,10 +21,10 @@ use async_graphql::extensions::{
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Variables};
 
-use super::cost::{CostLimiter, RequestCharge};
 use super::fixed_cost::{self, FirstSight};
 use super::limits::{self, DocumentLimits};
-use super::operations::OperationScope;
+use super::observe::OperationScope;
+use super::rate_limit::{CostLimiter, RequestCharge};
 
 /// Builds each request's guard.
 pub struct Guard {

@@ -17,11 +17,11 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use till_domain::idempotency::{self, ClaimConflict, IdempotencyClaim, StoredKey};
 
-use super::graphql::{execute_one, from_json, refusal, render, request_error, Media};
-use crate::app::AppData;
+use super::{from_json, refusal, render, request_error, Media};
 use crate::auth::Principal;
 use crate::graphql::error::Code;
 use crate::graphql::{Replay, RequestInfo};
+use crate::http::state::AppData;
 
 /// The header clients send.
 pub const HEADER: &str = "idempotency-key";
@@ -93,7 +93,7 @@ pub(super) async fn run(
     body: Value,
 ) -> HttpResponse {
     let principal = principal_key(&info.principal);
-    let request = match from_json(body.clone(), &data.documents) {
+    let request = match from_json(body.clone(), &data.graphql.documents) {
         Ok(r) => r,
         Err(r) => return refusal(media, &r),
     };
@@ -117,7 +117,7 @@ pub(super) async fn run(
     );
     let mut claimed = info.clone();
     claimed.idempotency = Some(claim.clone());
-    let response = execute_one(data, request, &claimed).await;
+    let response = data.graphql.execute_one(request, &claimed).await;
     match claim.conflict() {
         None => {
             if let Ok(v) = serde_json::to_value(&response) {
@@ -195,11 +195,11 @@ async fn replay(
     };
     // The first request committed but never stored its response (it died, or is
     // stuck): render it again from the recorded outcome, without the command.
-    let request = match from_json(body.clone(), &data.documents) {
+    let request = match from_json(body.clone(), &data.graphql.documents) {
         Ok(r) => r.data(Replay(outcome)),
         Err(r) => return refusal(media, &r),
     };
-    let response = execute_one(data, request, info).await;
+    let response = data.graphql.execute_one(request, info).await;
     let value = match serde_json::to_value(&response) {
         Ok(v) => v,
         Err(_) => return unavailable(media),

@@ -11,7 +11,7 @@
 //! root-field limits of fixed-cost queries seen before, which depend on the text alone. An entry also
 //! remembers whether its document once passed full validation, so that queries sent
 //! again skip the rules that depend on the document alone, and the document's cost when
-//! that does not depend on the variables (see `http::graphql`).
+//! that does not depend on the variables (see [`super::engine`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -50,7 +50,7 @@ impl Parsed {
     }
 
     /// Records that the document passed full validation, with its cost when that is
-    /// fixed (see `graphql::fixed_cost`).
+    /// fixed (see [`super::fixed_cost`]).
     pub fn mark_validated(&self, fixed_cost: Option<usize>) {
         if let Some(cost) = fixed_cost {
             let _ = self.fixed_cost.set(cost);

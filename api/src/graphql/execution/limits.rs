@@ -10,7 +10,7 @@
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{ErrorExtensions, Pos, ServerError, ServerResult, Value, Variables};
 
-use super::error::Code;
+use crate::graphql::error::Code;
 
 /// The alias and root-field limits, from config.
 #[derive(Debug, Clone, Copy)]

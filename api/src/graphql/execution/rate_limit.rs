@@ -33,9 +33,9 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-use super::error::Code;
-use super::RequestInfo;
 use crate::auth::Principal;
+use crate::graphql::error::Code;
+use crate::graphql::RequestInfo;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
@@ -97,8 +97,8 @@ static KEYS: LazyLock<[Name; 5]> = LazyLock::new(|| {
 
 impl Charge {
     /// `{ requestedQueryCost, throttleStatus { currentlyAvailable, maximumAvailable,
-    /// restoreRate } }`, built directly: going through a JSON value cost a cached
-    /// `product(id:)` 1.4% of its time.
+    /// restoreRate } }`, built directly: going through a JSON value showed in a cached
+    /// `product(id:)`'s profile (benches/HISTORY.md).
     fn to_value(self) -> Value {
         let [cost, status, available, maximum, restore] = &*KEYS;
         let throttle = IndexMap::from([
@@ -117,8 +117,8 @@ impl Charge {
 pub struct CostLimiter {
     settings: RateSettings,
     buckets: crate::buckets::Buckets<Key, Arc<Limiter>>,
-    /// One clock for every bucket: a new quanta clock reads CPUID (0.8% of the server's
-    /// samples under checkout when each new bucket made its own).
+    /// One clock for every bucket: a new quanta clock reads CPUID, which showed in the
+    /// checkout profile when each new bucket made its own.
     clock: DefaultClock,
     /// API replicas alive (at least 1): each client's budget is shared among them.
     replicas: AtomicU32,
@@ -186,7 +186,7 @@ impl CostLimiter {
         let class = self.class(principal);
         let key = match (principal.user_id(), client_ip) {
             (Some(id), _) => Key::User(id.0),
-            (None, Some(ip)) => Key::Ip(crate::http::clients::network_of(ip)),
+            (None, Some(ip)) => Key::Ip(crate::networks::network_of(ip)),
             (None, None) => Key::Unknown,
         };
         let max = NonZeroU32::new(class.max).unwrap_or(NonZeroU32::MIN);
@@ -321,7 +321,7 @@ pub fn throttled(charge: &Charge) -> ServerError {
         .retry_after
         .map_or(1, |d| d.as_secs_f64().ceil() as u64)
         .max(1);
-    let mut e = super::error::request(
+    let mut e = crate::graphql::error::request(
         Code::Throttled,
         format!(
             "rate limited: this request costs {} points and {} are available; {} come back every second",

@@ -40,7 +40,7 @@ pub fn delivery_handler(pool: PgPool, http: reqwest::Client, allow_private: bool
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
-            let sig = crate::http::webhooks::sign(out.secret.as_bytes(), t, body.as_bytes());
+            let sig = crate::webhook_signatures::sign(out.secret.as_bytes(), t, body.as_bytes());
             let sent = match egress::check_url(&out.url, allow_private) {
                 Ok(url) => {
                     let mut request = http.post(url);

@@ -5,7 +5,7 @@
 //! arguments is a variable; every other part of a document's cost, and its depth, is
 //! fixed by its text. A document with one operation and no such argument is priced once,
 //! on its first full run, and later runs of it are charged that cost and skip the
-//! guard extension (see `http::graphql::execute_one`).
+//! guard extension (see [`super::engine::Engine::execute_one`]).
 //!
 //! The check is by field name across every type, so a field is taken as priced by its
 //! arguments when a field of that name is anywhere in the schema: it may call a fixed
