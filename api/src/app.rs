@@ -319,7 +319,7 @@ impl Application {
         // Without the projector here, another process projects: this one follows its
         // checkpoints, invalidating what changed and feeding subscriptions.
         background.start_read_side(&commands, &projector, cfg.projector, reads.cache().clone());
-        let commits = Arc::new(crate::commit_times::CommitTimes::new());
+        let commits = Arc::new(crate::local_commits::CommitTimes::new());
         background
             .tasks
             .push(tokio::spawn(crate::metrics::observe_visibility(

@@ -16,7 +16,7 @@ use till_domain::db::PgPool;
 use till_read_models::{Applied, ReadModels};
 use tokio::sync::{broadcast, watch};
 
-use crate::commit_times::CommitTimes;
+use crate::local_commits::CommitTimes;
 
 /// Most distinct GraphQL operation names given their own label.
 pub const MAX_OPERATION_NAMES: usize = 200;

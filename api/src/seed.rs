@@ -18,7 +18,7 @@ pub const DEMO_PASSWORD: &str = "till-demo-password";
 
 /// Seeds a small demo catalog and two accounts when the catalog is empty.
 pub async fn demo_if_empty(commands: &Commands) -> Result<(), DomainError> {
-    if !till_domain::lookups::catalog_is_empty(commands.pool()).await? {
+    if !till_domain::write_side_lookups::catalog_is_empty(commands.pool()).await? {
         return Ok(());
     }
     tracing::info!("seeding the demo catalog");

@@ -119,11 +119,11 @@ fn bench(c: &mut Criterion) {
     for (name, checks) in [
         (
             "graphql_product_by_id_known_document",
-            graphql::Checks::Known,
+            graphql::Checks::CostAndDepth,
         ),
         (
             "graphql_product_by_id_priced_document",
-            graphql::Checks::Priced,
+            graphql::Checks::CostAndDepthUnguarded,
         ),
     ] {
         let shared = graphql::Shared::new(api.clone());

@@ -12,7 +12,6 @@ pub mod event_log;
 pub mod events;
 pub mod idempotency;
 pub mod jobs;
-pub mod lookups;
 pub mod net;
 pub mod passwords;
 pub mod private_file;
@@ -22,5 +21,6 @@ pub mod seed;
 pub mod types;
 pub mod wakeups;
 pub mod webhooks;
+pub mod write_side_lookups;
 
 pub use error::DomainError;

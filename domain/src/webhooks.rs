@@ -18,8 +18,8 @@ use rand::RngCore;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::db::plans;
 use crate::db::prepared::Reuse;
+use crate::db::transactions;
 use crate::db::PgPool;
 use crate::error::DomainError;
 use crate::event_log::{self, LogPoint};
@@ -262,7 +262,7 @@ pub async fn deliveries(
 /// when there is no active subscriber: it then only moves past what is readable).
 pub async fn fan_out(pool: &PgPool, limit: i64, max_attempts: i32) -> Result<usize, DomainError> {
     let mut conn = pool.get().await?;
-    plans::transaction(&mut conn, async |conn| {
+    transactions::transaction(&mut conn, async |conn| {
         fan_out_batch(conn, limit, max_attempts).await
     })
     .await

@@ -146,16 +146,16 @@ async fn plan_cache_mode(
     setting(conn, "plan_cache_mode").await
 }
 
-/// Statements in a `plans::transaction` use generic plans; the connection is back to
+/// Statements in a `transactions::transaction` use generic plans; the connection is back to
 /// PostgreSQL's own choice after a commit and after a rollback, and out of the
 /// transaction either way.
 #[tokio::test]
 async fn plans_transaction_is_generic_inside_and_leaves_no_trace() {
-    use till_domain::db::plans;
+    use till_domain::db::transactions;
 
     let db = TestDb::new().await;
     let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
-    let inside = plans::transaction(&mut conn, async |conn| plan_cache_mode(conn).await)
+    let inside = transactions::transaction(&mut conn, async |conn| plan_cache_mode(conn).await)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(inside, "force_generic_plan");
@@ -164,17 +164,18 @@ async fn plans_transaction_is_generic_inside_and_leaves_no_trace() {
         Some("auto")
     );
 
-    let failed: Result<(), diesel::result::Error> = plans::transaction(&mut conn, async |conn| {
-        diesel::sql_query("SELECT 1 / 0").execute(conn).await?;
-        Ok(())
-    })
-    .await;
+    let failed: Result<(), diesel::result::Error> =
+        transactions::transaction(&mut conn, async |conn| {
+            diesel::sql_query("SELECT 1 / 0").execute(conn).await?;
+            Ok(())
+        })
+        .await;
     assert!(failed.is_err(), "division by zero fails the body");
     assert_eq!(
         plan_cache_mode(&mut conn).await.ok().as_deref(),
         Some("auto")
     );
-    let again = plans::transaction(&mut conn, async |conn| plan_cache_mode(conn).await)
+    let again = transactions::transaction(&mut conn, async |conn| plan_cache_mode(conn).await)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
@@ -183,11 +184,11 @@ async fn plans_transaction_is_generic_inside_and_leaves_no_trace() {
     );
 }
 
-/// A `plans::derived_transaction` (projections) commits without waiting for the flush;
+/// A `transactions::derived_transaction` (projections) commits without waiting for the flush;
 /// the setting ends with it.
 #[tokio::test]
 async fn derived_transactions_commit_without_waiting_for_the_flush() {
-    use till_domain::db::plans;
+    use till_domain::db::transactions;
 
     async fn synchronous_commit(
         conn: &mut diesel_async::AsyncPgConnection,
@@ -205,7 +206,7 @@ async fn derived_transactions_commit_without_waiting_for_the_flush() {
     let outside = synchronous_commit(&mut conn)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let inside = plans::derived_transaction(&mut conn, async |conn| {
+    let inside = transactions::derived_transaction(&mut conn, async |conn| {
         Ok::<_, diesel::result::Error>((
             synchronous_commit(conn).await?,
             plan_cache_mode(conn).await?,
@@ -232,19 +233,19 @@ async fn rows_of_t(conn: &mut diesel_async::AsyncPgConnection, n: Option<i32>) -
         .n
 }
 
-/// `plans::begin_with` sends the first statements behind BEGIN without waiting for it,
+/// `transactions::begin_with` sends the first statements behind BEGIN without waiting for it,
 /// and they run inside the transaction: rolled back with it, on generic plans, whether
 /// the statement still needed its Parse (first run) or was kept prepared (second run).
 #[tokio::test]
 async fn begin_with_runs_the_first_statements_inside_the_transaction() {
     use diesel_async::AsyncPgConnection;
-    use till_domain::db::plans;
+    use till_domain::db::transactions;
 
     let db = TestDb::new().await;
     let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
     create_t(&mut conn).await;
     for run in 0..2 {
-        let first = plans::begin_with(&mut conn, async |mut shared: &AsyncPgConnection| {
+        let first = transactions::begin_with(&mut conn, async |mut shared: &AsyncPgConnection| {
             diesel::sql_query("INSERT INTO t VALUES (1)")
                 .prepared()
                 .execute(&mut shared)
@@ -259,7 +260,7 @@ async fn begin_with_runs_the_first_statements_inside_the_transaction() {
         assert_eq!(first, "force_generic_plan", "run {run}");
         let inside = rows_of_t(&mut conn, None).await;
         let ended: Result<(), _> =
-            plans::end(&mut conn, Err(diesel::result::Error::RollbackTransaction)).await;
+            transactions::end(&mut conn, Err(diesel::result::Error::RollbackTransaction)).await;
         assert!(matches!(
             ended,
             Err(diesel::result::Error::RollbackTransaction)
@@ -272,7 +273,7 @@ async fn begin_with_runs_the_first_statements_inside_the_transaction() {
     }
 
     // Committed when the caller ends it with Ok.
-    plans::begin_with(&mut conn, async |mut shared: &AsyncPgConnection| {
+    transactions::begin_with(&mut conn, async |mut shared: &AsyncPgConnection| {
         diesel::sql_query("INSERT INTO t VALUES (2)")
             .execute(&mut shared)
             .await
@@ -280,7 +281,7 @@ async fn begin_with_runs_the_first_statements_inside_the_transaction() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    plans::end(&mut conn, Ok::<_, diesel::result::Error>(()))
+    transactions::end(&mut conn, Ok::<_, diesel::result::Error>(()))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(rows_of_t(&mut conn, None).await, 1);
@@ -298,11 +299,11 @@ async fn begin_with_runs_the_first_statements_inside_the_transaction() {
 async fn begin_with_rolls_back_on_error_and_a_dropped_one_breaks_the_connection() {
     use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
     use futures_util::FutureExt;
-    use till_domain::db::plans;
+    use till_domain::db::transactions;
 
     let db = TestDb::new().await;
     let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
-    let failed = plans::begin_with(&mut conn, async |mut shared: &AsyncPgConnection| {
+    let failed = transactions::begin_with(&mut conn, async |mut shared: &AsyncPgConnection| {
         diesel::sql_query("SELECT 1 / 0")
             .execute(&mut shared)
             .await
@@ -321,7 +322,7 @@ async fn begin_with_rolls_back_on_error_and_a_dropped_one_breaks_the_connection(
     );
 
     let mut other = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
-    let dropped = plans::begin_with(&mut other, async |mut shared: &AsyncPgConnection| {
+    let dropped = transactions::begin_with(&mut other, async |mut shared: &AsyncPgConnection| {
         diesel::sql_query("SELECT pg_sleep(0.2)")
             .execute(&mut shared)
             .await
@@ -335,14 +336,14 @@ async fn begin_with_rolls_back_on_error_and_a_dropped_one_breaks_the_connection(
     );
 }
 
-/// Opens a `plans::begin_with` transaction whose first statement inserts `n` into `t`
+/// Opens a `transactions::begin_with` transaction whose first statement inserts `n` into `t`
 /// and returns the transaction's id.
 async fn open_with_row(conn: &mut diesel_async::AsyncPgConnection, n: i32) -> String {
     use diesel::sql_types::Integer;
     use diesel_async::AsyncPgConnection;
-    use till_domain::db::plans;
+    use till_domain::db::transactions;
 
-    plans::begin_with(conn, async |mut shared: &AsyncPgConnection| {
+    transactions::begin_with(conn, async |mut shared: &AsyncPgConnection| {
         diesel::sql_query("INSERT INTO t VALUES ($1) RETURNING pg_current_xact_id()::text AS v")
             .bind::<Integer, _>(n)
             .prepared()
@@ -379,20 +380,20 @@ async fn create_t(conn: &mut diesel_async::AsyncPgConnection) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// `plans::commit_after` ends the transaction with its last statement inside it, whether
+/// `transactions::commit_after` ends the transaction with its last statement inside it, whether
 /// that statement still needed its Parse (first run on the connection: COMMIT waits
 /// for it) or was kept prepared (COMMIT goes out behind it), and leaves the connection
 /// out of the transaction.
 #[tokio::test]
 async fn commit_after_runs_the_last_statement_inside_the_transaction() {
-    use till_domain::db::plans;
+    use till_domain::db::transactions;
 
     let db = TestDb::new().await;
     let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
     create_t(&mut conn).await;
     for run in 0..3 {
         let xid = open_with_row(&mut conn, run).await;
-        let last = plans::commit_after(&mut conn, last_statement)
+        let last = transactions::commit_after(&mut conn, last_statement)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(last, xid, "run {run}: the same transaction");
@@ -411,7 +412,7 @@ async fn commit_after_runs_the_last_statement_inside_the_transaction() {
 #[tokio::test]
 async fn commit_after_sends_commit_with_a_prepared_statement_only() {
     use futures_util::FutureExt;
-    use till_domain::db::plans;
+    use till_domain::db::transactions;
 
     async fn committed(conn: &mut diesel_async::AsyncPgConnection, n: i32) -> bool {
         rows_of_t(conn, Some(n)).await == 1
@@ -424,7 +425,7 @@ async fn commit_after_sends_commit_with_a_prepared_statement_only() {
     // A fresh connection: the last statement needs its Parse, so COMMIT waits for it.
     let mut fresh = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
     open_with_row(&mut fresh, 1).await;
-    let once = plans::commit_after(&mut fresh, last_statement).now_or_never();
+    let once = transactions::commit_after(&mut fresh, last_statement).now_or_never();
     assert!(once.is_none(), "still waiting for the statement");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(!committed(&mut observer, 1).await, "COMMIT was not sent");
@@ -432,11 +433,11 @@ async fn commit_after_sends_commit_with_a_prepared_statement_only() {
     // The statement kept prepared on this connection: COMMIT goes out with it.
     let mut warm = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
     open_with_row(&mut warm, 2).await;
-    plans::commit_after(&mut warm, last_statement)
+    transactions::commit_after(&mut warm, last_statement)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     open_with_row(&mut warm, 3).await;
-    let once = plans::commit_after(&mut warm, last_statement).now_or_never();
+    let once = transactions::commit_after(&mut warm, last_statement).now_or_never();
     assert!(once.is_none(), "still waiting for the answers");
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while !committed(&mut observer, 3).await {
@@ -454,21 +455,22 @@ async fn commit_after_sends_commit_with_a_prepared_statement_only() {
 #[tokio::test]
 async fn commit_after_rolls_back_when_the_last_statement_fails() {
     use diesel_async::AsyncPgConnection;
-    use till_domain::db::plans;
+    use till_domain::db::transactions;
 
     let db = TestDb::new().await;
     let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
     create_t(&mut conn).await;
     for run in 0..3 {
         open_with_row(&mut conn, run).await;
-        let failed = plans::commit_after(&mut conn, async |mut shared: &AsyncPgConnection| {
-            diesel::sql_query("SELECT 1 / 0")
-                .prepared()
-                .execute(&mut shared)
-                .await
-                .map(|_| ())
-        })
-        .await;
+        let failed =
+            transactions::commit_after(&mut conn, async |mut shared: &AsyncPgConnection| {
+                diesel::sql_query("SELECT 1 / 0")
+                    .prepared()
+                    .execute(&mut shared)
+                    .await
+                    .map(|_| ())
+            })
+            .await;
         assert!(failed.is_err(), "run {run}: division by zero");
         assert!(!in_transaction(&mut conn), "run {run}: ended");
         assert_eq!(

@@ -6,8 +6,8 @@ use std::time::Duration;
 use till_domain::channels::{EVENTS_CHANNEL, JOBS_CHANNEL};
 use till_domain::commands::{CommandContext, Commands, NewCategory};
 use till_domain::db::listen::listen;
-use till_domain::db::plans;
 use till_domain::db::testing::TestDb;
+use till_domain::db::transactions;
 use till_domain::event_log::{self, EventMeta};
 use till_domain::events::DomainEvent;
 use till_domain::jobs::{self, NewJob};
@@ -82,7 +82,7 @@ async fn appending_events_notifies_nobody_from_the_writing_transaction() {
     let db = TestDb::new().await;
     let mut listener = Listener::new(&db).await;
     let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
-    plans::transaction(&mut conn, async |conn| {
+    transactions::transaction(&mut conn, async |conn| {
         let event = DomainEvent::CategoryCreated {
             category_id: uuid::Uuid::now_v7(),
             slug: "quiet".into(),
@@ -197,7 +197,7 @@ async fn enqueue_two(conn: &mut diesel_async::AsyncPgConnection) -> Result<(), D
         max_attempts: 1,
     };
     let jobs = vec![job(), job()];
-    plans::transaction(conn, async |conn| {
+    transactions::transaction(conn, async |conn| {
         jobs::enqueue(conn, &jobs).await?;
         Ok::<_, DomainError>(())
     })

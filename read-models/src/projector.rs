@@ -10,8 +10,8 @@ use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use till_domain::channels::EVENTS_CHANNEL;
 use till_domain::db::listen::Listener;
-use till_domain::db::plans;
 use till_domain::db::prepared::Reuse;
+use till_domain::db::transactions;
 use till_domain::db::PgPool;
 use till_domain::event_log::{self, LogPoint};
 use till_domain::schema::projection_checkpoints;
@@ -171,11 +171,12 @@ impl Projector {
         let local = self.progress.current(projection);
         let mut conn = self.pool.get().await?;
         let limit = self.settings.batch_size;
-        let (outcome, mine, batch) =
-            plans::derived_transaction_with(&mut conn, &lock_sql(&[projection]), async |conn| {
-                apply_batch(conn, projection, limit).await
-            })
-            .await?;
+        let (outcome, mine, batch) = transactions::derived_transaction_with(
+            &mut conn,
+            &lock_sql(&[projection]),
+            async |conn| apply_batch(conn, projection, limit).await,
+        )
+        .await?;
         let missed = if outcome.from > local {
             read_range(&mut conn, local, outcome.from).await?
         } else {
@@ -216,7 +217,7 @@ impl Projector {
         let mut conn = self.pool.get().await?;
         let limit = self.settings.batch_size;
         let Some(round) =
-            plans::derived_transaction_with(&mut conn, &lock_sql(group), async |conn| {
+            transactions::derived_transaction_with(&mut conn, &lock_sql(group), async |conn| {
                 apply_round(conn, group, from, limit).await
             })
             .await?

@@ -30,8 +30,8 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use till_domain::db::plans;
 use till_domain::db::prepared::Reuse;
+use till_domain::db::transactions;
 use till_domain::event_log::{self, LogPoint};
 use tokio::sync::watch;
 
@@ -554,7 +554,7 @@ impl Rebuild {
     async fn apply_one_batch(&mut self, cursor: LogPoint) -> Result<(i64, LogPoint), ReadError> {
         let projection = self.projection;
         let limit = self.settings.batch_size;
-        plans::derived_transaction(&mut self.conn, async |conn| {
+        transactions::derived_transaction(&mut self.conn, async |conn| {
             replay(conn, projection, cursor, limit).await
         })
         .await
@@ -572,7 +572,7 @@ impl Rebuild {
         let limit = self.settings.batch_size;
         let lock_timeout = self.settings.lock_timeout.as_millis();
         let retired = self.retired_schema();
-        plans::transaction(&mut self.conn, async |conn| {
+        transactions::transaction(&mut self.conn, async |conn| {
             diesel::sql_query(format!("SET LOCAL lock_timeout = {lock_timeout}"))
                 .execute(&mut *conn)
                 .await?;
@@ -842,7 +842,7 @@ async fn definitions(
         #[diesel(sql_type = Text)]
         ddl: String,
     }
-    let rows: Vec<Ddl> = plans::transaction(conn, async |conn| {
+    let rows: Vec<Ddl> = transactions::transaction(conn, async |conn| {
         diesel::sql_query("SET LOCAL search_path = ''")
             .execute(&mut *conn)
             .await?;

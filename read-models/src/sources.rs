@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use diesel::sql_types::{BigInt, Bool, Nullable};
 use diesel::QueryableByName;
 use diesel_async::AsyncPgConnection;
-use till_domain::db::plans::Repeatable;
+use till_domain::db::transactions::Repeatable;
 use till_domain::db::PgPool;
 use tokio::sync::{watch, Notify};
 

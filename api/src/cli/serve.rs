@@ -52,7 +52,8 @@ pub(super) async fn run(cfg: ServeConfig) -> Result<(), CliError> {
             (seed::DEMO_STAFF_EMAIL, "staff token"),
             (seed::DEMO_SHOPPER_EMAIL, "shopper token"),
         ] {
-            if let Ok(Some((id, role))) = till_domain::lookups::account_by_email(pool, email).await
+            if let Ok(Some((id, role))) =
+                till_domain::write_side_lookups::account_by_email(pool, email).await
             {
                 if let Ok(t) = tokens.mint(id, role, Duration::from_secs(24 * 3600)) {
                     println!("  {label} ({email}, 24 h):");

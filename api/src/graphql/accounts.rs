@@ -5,7 +5,6 @@
 //! (see `complexity`), which slows password guessing from one client.
 
 use async_graphql::{Context, ErrorExtensions, InputObject, Object, Result, ID};
-use chrono::{DateTime, Utc};
 use till_domain::commands::{Outcome, Registration, Session};
 use till_domain::event_log::LogPoint;
 use till_domain::passwords::Password;
@@ -14,8 +13,9 @@ use till_domain::types::{CustomerId, Email, Name};
 use super::error::{self, Code};
 use super::ids::{self, Kind};
 use super::inputs::one_form;
-use super::types::customer::{Customer, Role};
-use super::{caught_up, command_context, reads, state, AdminGuard, RequestInfo};
+use super::payloads::{AuthPayload, CustomerPayload, LogoutPayload};
+use super::types::customer::Role;
+use super::{command_context, state, AdminGuard, RequestInfo};
 
 /// Input of `register`.
 #[derive(Debug, InputObject)]
@@ -54,107 +54,6 @@ pub struct GrantRoleInput {
     pub customer_id: ID,
     /// The new role.
     pub role: Role,
-}
-
-/// A signed-in session.
-pub struct AuthPayload {
-    access_token: String,
-    expires_in: i64,
-    session: Session,
-    at: Option<LogPoint>,
-}
-
-/// A signed-in session: send `accessToken` as `Authorization: Bearer <token>`; before
-/// it expires, exchange `refreshToken` with the `refreshToken` mutation.
-#[Object]
-impl AuthPayload {
-    /// Bearer token for the `Authorization` header.
-    async fn access_token(&self) -> &str {
-        &self.access_token
-    }
-    /// Always `Bearer`.
-    async fn token_type(&self) -> &str {
-        "Bearer"
-    }
-    /// Seconds until the access token expires.
-    async fn expires_in(&self) -> i64 {
-        self.expires_in
-    }
-    /// One-time token for the `refreshToken` mutation; each use returns a new one and
-    /// using an old one again ends the session everywhere.
-    async fn refresh_token(&self) -> &str {
-        &self.session.refresh.token
-    }
-    /// When the refresh token stops working.
-    async fn refresh_token_expires_at(&self) -> DateTime<Utc> {
-        self.session.refresh.expires_at
-    }
-    /// The signed-in account (global id).
-    async fn customer_id(&self) -> ID {
-        ids::id(Kind::Customer, self.session.customer_id.0)
-    }
-    /// Its role.
-    async fn role(&self) -> Role {
-        self.session.role.into()
-    }
-    /// For `register`: send as `X-Consistency-Token` to read the new account.
-    async fn consistency_token(&self) -> Option<String> {
-        self.at.map(|a| a.to_token())
-    }
-    /// The account (after `register`, once the read model has it).
-    async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
-        let reads = match self.at {
-            Some(at) => caught_up(ctx, at).await?,
-            None => reads(ctx)?.clone(),
-        };
-        Ok(reads
-            .customer_summary(self.session.customer_id.0)
-            .await
-            .map_err(error::read)?
-            .map(Customer))
-    }
-}
-
-/// Result of `logout`.
-pub struct LogoutPayload {
-    revoked: bool,
-}
-
-/// Result of `logout`.
-#[Object]
-impl LogoutPayload {
-    /// True when a live session was ended (false for an unknown or already ended one).
-    async fn revoked(&self) -> bool {
-        self.revoked
-    }
-}
-
-/// Result of `grantRole`.
-pub struct CustomerPayload {
-    at: LogPoint,
-    id: CustomerId,
-}
-
-/// Result of an account change.
-#[Object]
-impl CustomerPayload {
-    /// Send as `X-Consistency-Token` to read your own write.
-    async fn consistency_token(&self) -> String {
-        self.at.to_token()
-    }
-    /// Global id of the account.
-    async fn customer_id(&self) -> ID {
-        ids::id(Kind::Customer, self.id.0)
-    }
-    /// The account after the change.
-    async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
-        Ok(caught_up(ctx, self.at)
-            .await?
-            .customer_summary(self.id.0)
-            .await
-            .map_err(error::read)?
-            .map(Customer))
-    }
 }
 
 fn signed_in(ctx: &Context<'_>, session: Session, at: Option<LogPoint>) -> Result<AuthPayload> {

@@ -130,7 +130,7 @@ mod tests {
     use crate::graphql::{build_serving, open_limits, Checks};
 
     async fn query_fields(federation: bool) -> Vec<String> {
-        let schema = build_serving(None, open_limits(), Checks::Full, federation);
+        let schema = build_serving(None, open_limits(), Checks::AllRules, federation);
         let r = schema
             .execute("{ __type(name: \"Query\") { fields { name } } }")
             .await;

@@ -123,7 +123,7 @@ pub struct ApiState {
     /// Projection rebuilds started from the back office.
     pub rebuilds: crate::rebuilds::Rebuilds,
     /// When this process's commands committed (for the commit -> visible metric).
-    pub commits: Arc<crate::commit_times::CommitTimes>,
+    pub commits: Arc<crate::local_commits::CommitTimes>,
     /// Sign-in attempts per client network and per email.
     pub sign_in: Arc<crate::auth::sign_in::SignInLimiter>,
 }
@@ -178,7 +178,7 @@ impl Shared {
 
 /// Builds the plain schema around shared state.
 pub fn build(state: Option<Arc<ApiState>>, limits: Limits) -> TillSchema {
-    build_checking(state.map(Shared::new).as_ref(), limits, Checks::Full)
+    build_checking(state.map(Shared::new).as_ref(), limits, Checks::AllRules)
 }
 
 /// Builds the plain schema with the given checks.
@@ -219,8 +219,8 @@ fn configure<Q>(
     checks: Checks,
 ) -> SchemaBuilder<Q, Mutation, Subscription> {
     let mode = match checks {
-        Checks::Full => ValidationMode::Strict,
-        Checks::Known | Checks::Priced => ValidationMode::Fast,
+        Checks::AllRules => ValidationMode::Strict,
+        Checks::CostAndDepth | Checks::CostAndDepthUnguarded => ValidationMode::Fast,
     };
     let mut builder = builder
         // Referenced by no field: in the SDL so that codegen types `extensions.code`.
@@ -229,7 +229,7 @@ fn configure<Q>(
         .validation_mode(mode)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity);
-    if checks != Checks::Priced {
+    if checks != Checks::CostAndDepthUnguarded {
         builder = builder.extension(execution::guard::Guard::new(
             execution::limits::DocumentLimits {
                 max_aliases: limits.max_aliases,
@@ -260,7 +260,7 @@ pub fn sdl() -> String {
 /// The subgraph's SDL as a gateway composes it (what `_service { sdl }` answers, sorted):
 /// Federation v2's `@link` and `@key` directives, without `_service` and `_entities`.
 pub fn federation_sdl() -> String {
-    build_serving(None, open_limits(), Checks::Full, true)
+    build_serving(None, open_limits(), Checks::AllRules, true)
         .sdl_with(sorted().federation().compose_directive())
 }
 

@@ -1,20 +1,26 @@
-//! What mutations answer with: the payloads of the commerce and back-office mutations
+//! What mutations answer with: the payloads of every mutation (commerce, accounts, jobs,
+//! projections)
 //! (a `consistencyToken`, the changed entity's id, and the entity as the read models
 //! have it once they reach the token), and [`perform`], which runs a command or
 //! replays an idempotent outcome.
 
-use async_graphql::{Context, Object, Result, ID};
+use async_graphql::{Context, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use till_domain::commands::Outcome;
+use till_domain::commands::{Outcome, Session};
 use till_domain::event_log::LogPoint;
+use till_domain::types::CustomerId;
 use till_read_models::views::OrderView;
 use uuid::Uuid;
 
 use super::error;
 use super::ids::{self, Kind};
 use super::types::catalog::{Category, Product};
+use super::types::customer::{Customer, Role};
+use super::types::jobs::WebhookSubscription;
 use super::types::order::Order;
-use super::{caught_up, state, Replay};
+use super::types::projections::ProjectionStatus;
+use super::{caught_up, reads, state, Replay};
 
 /// Result of a category mutation.
 pub struct CategoryPayload {
@@ -143,4 +149,137 @@ where
 
 pub(super) fn parse<T>(r: std::result::Result<T, till_domain::DomainError>) -> Result<T> {
     r.map_err(error::domain)
+}
+
+/// Result of `updateWebhookSubscription`.
+#[derive(SimpleObject)]
+pub struct WebhookSubscriptionPayload {
+    /// The subscription after the change.
+    pub subscription: WebhookSubscription,
+}
+
+/// Result of `retryDeadLetter` / `discardDeadLetter`.
+#[derive(SimpleObject)]
+pub struct DeadLetterPayload {
+    /// The dead letter acted on.
+    pub id: ID,
+    /// Its queue.
+    pub queue: Option<String>,
+}
+
+/// Result of `registerWebhook`.
+#[derive(SimpleObject)]
+pub struct RegisterWebhookPayload {
+    /// The subscription.
+    pub subscription: WebhookSubscription,
+    /// The signing secret, shown only here: verify `Till-Signature` with it.
+    pub secret: String,
+}
+
+/// Result of `startProjectionRebuild`.
+#[derive(SimpleObject)]
+pub struct ProjectionRebuildPayload {
+    /// The projection with its rebuild running (follow it in `projections`).
+    pub projection: ProjectionStatus,
+}
+
+/// A signed-in session.
+pub struct AuthPayload {
+    pub(super) access_token: String,
+    pub(super) expires_in: i64,
+    pub(super) session: Session,
+    pub(super) at: Option<LogPoint>,
+}
+
+/// A signed-in session: send `accessToken` as `Authorization: Bearer <token>`; before
+/// it expires, exchange `refreshToken` with the `refreshToken` mutation.
+#[Object]
+impl AuthPayload {
+    /// Bearer token for the `Authorization` header.
+    async fn access_token(&self) -> &str {
+        &self.access_token
+    }
+    /// Always `Bearer`.
+    async fn token_type(&self) -> &str {
+        "Bearer"
+    }
+    /// Seconds until the access token expires.
+    async fn expires_in(&self) -> i64 {
+        self.expires_in
+    }
+    /// One-time token for the `refreshToken` mutation; each use returns a new one and
+    /// using an old one again ends the session everywhere.
+    async fn refresh_token(&self) -> &str {
+        &self.session.refresh.token
+    }
+    /// When the refresh token stops working.
+    async fn refresh_token_expires_at(&self) -> DateTime<Utc> {
+        self.session.refresh.expires_at
+    }
+    /// The signed-in account (global id).
+    async fn customer_id(&self) -> ID {
+        ids::id(Kind::Customer, self.session.customer_id.0)
+    }
+    /// Its role.
+    async fn role(&self) -> Role {
+        self.session.role.into()
+    }
+    /// For `register`: send as `X-Consistency-Token` to read the new account.
+    async fn consistency_token(&self) -> Option<String> {
+        self.at.map(|a| a.to_token())
+    }
+    /// The account (after `register`, once the read model has it).
+    async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
+        let reads = match self.at {
+            Some(at) => caught_up(ctx, at).await?,
+            None => reads(ctx)?.clone(),
+        };
+        Ok(reads
+            .customer_summary(self.session.customer_id.0)
+            .await
+            .map_err(error::read)?
+            .map(Customer))
+    }
+}
+
+/// Result of `logout`.
+pub struct LogoutPayload {
+    pub(super) revoked: bool,
+}
+
+/// Result of `logout`.
+#[Object]
+impl LogoutPayload {
+    /// True when a live session was ended (false for an unknown or already ended one).
+    async fn revoked(&self) -> bool {
+        self.revoked
+    }
+}
+
+/// Result of `grantRole`.
+pub struct CustomerPayload {
+    pub(super) at: LogPoint,
+    pub(super) id: CustomerId,
+}
+
+/// Result of an account change.
+#[Object]
+impl CustomerPayload {
+    /// Send as `X-Consistency-Token` to read your own write.
+    async fn consistency_token(&self) -> String {
+        self.at.to_token()
+    }
+    /// Global id of the account.
+    async fn customer_id(&self) -> ID {
+        ids::id(Kind::Customer, self.id.0)
+    }
+    /// The account after the change.
+    async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
+        Ok(caught_up(ctx, self.at)
+            .await?
+            .customer_summary(self.id.0)
+            .await
+            .map_err(error::read)?
+            .map(Customer))
+    }
 }

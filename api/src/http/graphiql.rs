@@ -101,7 +101,7 @@ async fn demo_tokens(data: web::Data<std::sync::Arc<crate::http::state::AppData>
         ("shopper", crate::seed::DEMO_SHOPPER_EMAIL),
         ("staff", crate::seed::DEMO_STAFF_EMAIL),
     ] {
-        let account = till_domain::lookups::account_by_email(&data.pool, email).await;
+        let account = till_domain::write_side_lookups::account_by_email(&data.pool, email).await;
         let token = match account {
             Ok(Some((id, role))) => data.tokens.mint(id, role, DEMO_TOKEN_TTL).ok(),
             Ok(None) => None,

@@ -1,7 +1,6 @@
 //! Bulk seeding goes through the log: once the projector has caught up, the read
 //! models count exactly what was inserted.
 
-
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use till_api::seed::{bulk, SeedSizes};

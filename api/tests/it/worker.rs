@@ -89,7 +89,6 @@ async fn a_worker_process_projects_and_stops_on_sigterm() {
 /// worker's checkpoints: consistency tokens resolve and its cache is not left stale.
 #[tokio::test]
 async fn a_server_without_a_projector_follows_the_worker_and_drops_stale_cache() {
-
     use serde_json::json;
     use till_read_models::ReadSide;
 

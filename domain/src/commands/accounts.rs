@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use super::customers::insert_customer;
 use super::{CommandContext, Commands, NewCustomer, Outcome};
-use crate::db::plans;
 use crate::db::prepared::Reuse;
+use crate::db::transactions;
 use crate::error::DomainError;
 use crate::events::DomainEvent;
 use crate::passwords::{self, Password};
@@ -244,7 +244,7 @@ impl Commands {
             .run(|mut conn| {
                 let hash = hash.clone();
                 async move {
-                    plans::transaction(&mut conn, async |conn| {
+                    transactions::transaction(&mut conn, async |conn| {
                         let row: Option<TokenRow> = refresh_tokens::table
                             .filter(refresh_tokens::token_hash.eq(&hash))
                             .select((

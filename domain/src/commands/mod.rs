@@ -32,7 +32,7 @@ pub use payments::{
     REFUND_MAX_ATTEMPTS,
 };
 
-use crate::db::plans::{self, Repeatable};
+use crate::db::transactions::{self, Repeatable};
 use crate::db::{PgPool, PooledConn};
 use crate::error::DomainError;
 use crate::event_log::{self, EventMeta, LogPoint};
@@ -297,7 +297,7 @@ impl Commands {
         let meta = ctx.meta();
         let (meta, decide) = (&meta, &decide);
         self.run(|mut conn| async move {
-            plans::transaction(&mut conn, async |conn| {
+            transactions::transaction(&mut conn, async |conn| {
                 begin(conn, ctx).await?;
                 let (value, events) = decide(conn).await?;
                 if events.is_empty() && !events_required {
@@ -314,7 +314,7 @@ impl Commands {
 
 /// First statement of every command transaction: claim the idempotency key, if any
 /// (a duplicate waits here until the first transaction ends). Takes the connection
-/// shared, so it can go out with the transaction's BEGIN ([`plans::begin_with`]).
+/// shared, so it can go out with the transaction's BEGIN ([`transactions::begin_with`]).
 async fn begin(conn: &AsyncPgConnection, ctx: &CommandContext) -> Result<(), DomainError> {
     match &ctx.idempotency {
         Some(claim) => idempotency::claim(conn, claim).await,
@@ -323,7 +323,7 @@ async fn begin(conn: &AsyncPgConnection, ctx: &CommandContext) -> Result<(), Dom
 }
 
 /// Last statement of every command transaction: record the outcome under the key.
-/// Sends that one statement and nothing else ([`plans::commit_after`] may follow it).
+/// Sends that one statement and nothing else ([`transactions::commit_after`] may follow it).
 async fn finish<T: Serialize>(
     conn: &AsyncPgConnection,
     ctx: &CommandContext,

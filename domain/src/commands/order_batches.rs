@@ -45,8 +45,8 @@ use uuid::Uuid;
 
 use super::order_placing::{PlacedOrder, ProductRow};
 use super::{CommandContext, Commands, Outcome};
-use crate::db::plans;
 use crate::db::prepared::Reuse;
+use crate::db::transactions;
 use crate::error::DomainError;
 use crate::event_log::{EventColumns, LogPoint};
 use crate::events::{DomainEvent, OrderLineFact, StockLevel};
@@ -324,17 +324,18 @@ impl Commands {
         self.run(|mut conn| {
             let (products, customers, claims) = (&products, &customers, &claims);
             async move {
-                let (conflicts, stock, buyers) = plans::begin_with(&mut conn, async |shared| {
-                    // The keys' locks first; the reads after them, in one round trip.
-                    idempotency::lock_keys(shared, claims).await?;
-                    futures_util::future::try_join3(
-                        idempotency::stored_conflicts(shared, claims),
-                        read_stock(shared, products),
-                        read_buyers(shared, customers),
-                    )
-                    .await
-                })
-                .await?;
+                let (conflicts, stock, buyers) =
+                    transactions::begin_with(&mut conn, async |shared| {
+                        // The keys' locks first; the reads after them, in one round trip.
+                        idempotency::lock_keys(shared, claims).await?;
+                        futures_util::future::try_join3(
+                            idempotency::stored_conflicts(shared, claims),
+                            read_stock(shared, products),
+                            read_buyers(shared, customers),
+                        )
+                        .await
+                    })
+                    .await?;
                 // The claims' conflicts, order by order.
                 let mut conflicts = conflicts.into_iter();
                 let conflicts: Vec<Option<ClaimConflict>> = batch
@@ -703,7 +704,7 @@ async fn write(
     }
     if cols.order_ids.is_empty() {
         // Every order failed its checks: nothing to write, and the answers are theirs.
-        plans::end(conn, Ok::<_, DomainError>(())).await?;
+        transactions::end(conn, Ok::<_, DomainError>(())).await?;
         return Ok(checked
             .into_iter()
             .map(|c| match c {
@@ -722,7 +723,7 @@ async fn write(
     let expected_keys = cols.key_orders.len();
     let expected_rows = cols.stock_ids.len();
     let ev = EventColumns::of(events.iter());
-    let written: Vec<Written> = plans::commit_after(conn, async move |mut shared| {
+    let written: Vec<Written> = transactions::commit_after(conn, async move |mut shared| {
         Ok::<_, DomainError>(
             diesel::sql_query(WRITE_BATCH)
                 .bind::<Array<SqlUuid>, _>(cols.stock_ids)

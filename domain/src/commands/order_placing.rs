@@ -11,8 +11,8 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{begin, finish, CommandContext, Commands, Outcome};
-use crate::db::plans;
 use crate::db::prepared::Reuse;
+use crate::db::transactions;
 use crate::error::DomainError;
 use crate::event_log;
 use crate::events::{DomainEvent, OrderLineFact, StockLevel};
@@ -155,27 +155,27 @@ async fn place_once(
     lock: Lock,
 ) -> Result<Outcome<PlacedOrder>, DomainError> {
     // BEGIN, the key's claim and the read in one round trip.
-    let found = plans::begin_with(conn, async |shared| {
+    let found = transactions::begin_with(conn, async |shared| {
         begin(shared, ctx).await?;
         read_lines(shared, customer, ids, lock).await
     })
     .await?;
     let planned = match plan(conn, customer, merged, found).await {
         Ok(planned) => planned,
-        Err(e) => return plans::end(conn, Err(e)).await,
+        Err(e) => return transactions::end(conn, Err(e)).await,
     };
     // The last statement and COMMIT in one round trip.
     if ctx.idempotency.is_none() {
-        return plans::commit_after(conn, async |shared| {
+        return transactions::commit_after(conn, async |shared| {
             place(shared, meta, customer, currency, planned).await
         })
         .await;
     }
     let out = match place(conn, meta, customer, currency, planned).await {
         Ok(out) => out,
-        Err(e) => return plans::end(conn, Err(e)).await,
+        Err(e) => return transactions::end(conn, Err(e)).await,
     };
-    plans::commit_after(conn, async |shared| finish(shared, ctx, out).await).await
+    transactions::commit_after(conn, async |shared| finish(shared, ctx, out).await).await
 }
 
 /// One requested product as found (with its stock locked for this transaction when

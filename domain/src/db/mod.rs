@@ -3,7 +3,6 @@
 
 pub mod embedded;
 pub mod listen;
-pub mod plans;
 pub mod prepared;
 pub mod shard;
 #[cfg(feature = "testing")]
@@ -11,6 +10,7 @@ pub mod testing;
 #[cfg(feature = "testing")]
 pub mod testing_tls;
 pub mod tls;
+pub mod transactions;
 
 use std::time::Duration;
 

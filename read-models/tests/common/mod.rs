@@ -1,4 +1,6 @@
-//! Set-up shared by the read-models integration tests.
+//! Set-up shared by the read-models integration tests (each test crate uses a part).
+
+#![allow(dead_code)]
 
 use till_domain::db::testing::TestDb;
 use till_read_models::{Projector, ProjectorSettings, ReadModels, ReadSide};

@@ -44,9 +44,9 @@ impl Engine {
         Self {
             query_timeout: limits.query_timeout,
             rate: limits.rate.clone(),
-            schema: serve(limits.clone(), Checks::Full),
-            known: serve(limits.clone(), Checks::Known),
-            priced: serve(limits, Checks::Priced),
+            schema: serve(limits.clone(), Checks::AllRules),
+            known: serve(limits.clone(), Checks::CostAndDepth),
+            priced: serve(limits, Checks::CostAndDepthUnguarded),
             documents,
         }
     }

@@ -55,15 +55,15 @@ pub struct Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checks {
     /// Every validation rule, and the guard (limits, charge, operation metrics).
-    Full,
+    AllRules,
     /// Only cost, depth and fragment cycles, and the guard: for documents that passed
-    /// `Full` before and whose cost depends on the variables.
-    Known,
+    /// `AllRules` before and whose cost depends on the variables.
+    CostAndDepth,
     /// Only cost, depth and fragment cycles, without the guard: for queries that passed
-    /// `Full` before and whose cost is fixed. The caller charges, limits the time and
+    /// `AllRules` before and whose cost is fixed. The caller charges, limits the time and
     /// counts them (see [`Engine`]): with any extension installed,
     /// async-graphql runs every field through its hooks, which cost a cached
     /// `product(id:)` a large share of its time (benches/HISTORY.md, load run 12).
     /// Cost and depth are still computed by the fast validation, for the limits.
-    Priced,
+    CostAndDepthUnguarded,
 }

@@ -1,4 +1,5 @@
-//! Small write-side lookups the application needs at start-up (not read models).
+//! Small lookups in the write-side tables that the application needs outside a command
+//! (is the catalog empty, whose is this email): not read models, which may lag.
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
