@@ -244,17 +244,17 @@ mod tests {
     #[tokio::test]
     async fn housekeeping_stops_between_chunks_when_asked() {
         let db = TestDb::new().await;
-        let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = db.pool.get().await.unwrap();
         diesel::sql_query(
             "INSERT INTO idempotency_keys (principal, key, fingerprint, expires_at) \
              SELECT 'test', 'k' || g, 'f', now() - interval '1 hour' FROM generate_series(1, 5) g",
         )
         .execute(&mut conn)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let (stop_tx, stop_rx) = watch::channel(false);
         // Asked to stop before the first chunk ends.
-        stop_tx.send(true).unwrap_or_else(|e| panic!("{e}"));
+        stop_tx.send(true).unwrap();
         let run = housekeeping(Commands::new(db.pool.clone()), 2, stop_rx);
         assert!(
             tokio::time::timeout(Duration::from_secs(30), run)
@@ -265,7 +265,7 @@ mod tests {
         let left: Left = diesel::sql_query("SELECT count(*) AS n FROM idempotency_keys")
             .get_result(&mut conn)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert_eq!(left.n, 3, "one chunk of 2 purged, then it stopped");
     }
 }

@@ -1,5 +1,8 @@
 //! Criterion benches of domain input parsing (hot on every mutation) and of decoding
 //! events read back from the log (every projection decodes every event it reads).
+
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use till_domain::events::{DomainEvent, OrderLineFact};
 use uuid::Uuid;

@@ -4,6 +4,9 @@
 //! document limits on, and as the server runs a document it has parsed and validated
 //! before.
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -3,6 +3,9 @@
 //! tables (apply throughput); `projection_rebuild` is the real rebuild
 //! (`till projections rebuild`): copy into tables built aside, index, swap in.
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -27,23 +30,23 @@ fn bench(c: &mut Criterion) {
         let w = common::world(0).await;
         let pool = &w.db.pool;
         let cats = seed::categories(pool, "pb", 0, 20, &[]).await;
-        let cats = cats.unwrap_or_else(|e| panic!("{e}"));
+        let cats = cats.unwrap();
         let products = seed::products(pool, "pb", 0, 2000, &cats).await;
-        let products = products.unwrap_or_else(|e| panic!("{e}"));
+        let products = products.unwrap();
         let customers = seed::customers(pool, "pb", 0, 1000).await;
-        let customers = customers.unwrap_or_else(|e| panic!("{e}"));
+        let customers = customers.unwrap();
         for _ in 0..5 {
             seed::orders(pool, 2000, &customers, &products, "EUR")
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
         }
         w
     });
     let events: u64 = rt.block_on(async {
-        let mut conn = world.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = world.db.pool.get().await.unwrap();
         till_domain::event_log::head(&mut conn)
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .position as u64
     });
     let mut group = c.benchmark_group("projection_replay");
@@ -55,25 +58,25 @@ fn bench(c: &mut Criterion) {
                 rt.block_on(async {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        let mut conn = world.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+                        let mut conn = world.db.pool.get().await.unwrap();
                         diesel::sql_query(reset_sql(p))
                             .execute(&mut conn)
                             .await
-                            .unwrap_or_else(|e| panic!("{e}"));
+                            .unwrap();
                         diesel::sql_query(
                             "UPDATE projection_checkpoints SET tx_id = 0, position = 0 WHERE projection = $1",
                         )
                         .bind::<diesel::sql_types::Text, _>(p.name())
                         .execute(&mut conn)
                         .await
-                        .unwrap_or_else(|e| panic!("{e}"));
+                        .unwrap();
                         drop(conn);
                         let started = Instant::now();
                         world
                             .projector
                             .catch_up(p)
                             .await
-                            .unwrap_or_else(|e| panic!("{e}"));
+                            .unwrap();
                         total += started.elapsed();
                     }
                     total
@@ -96,11 +99,8 @@ fn bench(c: &mut Criterion) {
                         let started = Instant::now();
                         let rebuild = Rebuild::start(&world.db.url, p, RebuildSettings::default())
                             .await
-                            .unwrap_or_else(|e| panic!("{e}"));
-                        rebuild
-                            .run(&mut |_| {}, &stop)
-                            .await
-                            .unwrap_or_else(|e| panic!("{e}"));
+                            .unwrap();
+                        rebuild.run(&mut |_| {}, &stop).await.unwrap();
                         total += started.elapsed();
                     }
                     total

@@ -1,5 +1,8 @@
 //! Given/when/then tests of the command rules against a real PostgreSQL database.
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
+
 use diesel::prelude::*;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use till_domain::commands::{CommandContext, NewCustomer, NewProduct, ProductPatch};
@@ -25,7 +28,7 @@ async fn placing_an_order_reserves_every_line_and_appends_events() {
         .cmd
         .place_order(&ctx, ann, vec![line(a, 4), line(b, 1), line(a, 1)], &w.eur)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     // then
     assert_eq!(placed.value.total.minor(), 5 * 250 + 1000);
     assert_eq!(placed.value.lines.len(), 2, "repeated products are merged");
@@ -84,7 +87,7 @@ async fn cancelling_releases_stock_and_only_the_owner_may_cancel() {
             &w.eur,
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
 
     let by_bob = w
         .cmd
@@ -98,7 +101,7 @@ async fn cancelling_releases_stock_and_only_the_owner_may_cancel() {
     w.cmd
         .cancel_order(&CommandContext::user(ann, Role::Customer), placed.value.id)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(w.stock(a).await, (5, 0));
     assert_eq!(w.order_status(placed.value.id).await, "CANCELLED");
 
@@ -126,7 +129,7 @@ async fn payment_moves_reserved_stock_out_and_shipping_needs_payment() {
             &w.eur,
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let id = placed.value.id;
 
     let early = w.cmd.ship_order(&w.staff, id).await;
@@ -144,15 +147,9 @@ async fn payment_moves_reserved_stock_out_and_shipping_needs_payment() {
         "{as_customer:?}"
     );
 
-    w.cmd
-        .mark_paid(&w.staff, id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    w.cmd.mark_paid(&w.staff, id).await.unwrap();
     assert_eq!(w.stock(a).await, (3, 0));
-    w.cmd
-        .ship_order(&w.staff, id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    w.cmd.ship_order(&w.staff, id).await.unwrap();
     assert_eq!(w.order_status(id).await, "SHIPPED");
 }
 
@@ -161,13 +158,13 @@ async fn updating_with_a_stale_version_is_a_conflict() {
     let w = World::new().await;
     let a = w.product("A-5", 100, 0).await;
     let patch = ProductPatch {
-        price: Some(Money::price(120).unwrap_or_else(|e| panic!("{e}"))),
+        price: Some(Money::price(120).unwrap()),
         ..ProductPatch::default()
     };
     w.cmd
         .update_product(&w.staff, a, Some(1), patch.clone())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let stale = w.cmd.update_product(&w.staff, a, Some(1), patch).await;
     assert!(matches!(stale, Err(DomainError::Conflict(_))), "{stale:?}");
 }
@@ -182,11 +179,11 @@ async fn duplicates_are_conflicts() {
         .create_product(
             &w.staff,
             NewProduct {
-                sku: Sku::parse("DUP-1").unwrap_or_else(|e| panic!("{e}")),
-                name: Name::parse("name", "x").unwrap_or_else(|e| panic!("{e}")),
+                sku: Sku::parse("DUP-1").unwrap(),
+                name: Name::parse("name", "x").unwrap(),
                 description: Description::default(),
                 category: cat,
-                price: Money::price(1).unwrap_or_else(|e| panic!("{e}")),
+                price: Money::price(1).unwrap(),
                 status: ProductStatus::Active,
                 initial_stock: None,
             },
@@ -200,8 +197,8 @@ async fn duplicates_are_conflicts() {
         .create_customer(
             &w.staff,
             NewCustomer {
-                email: Email::parse("case@example.COM").unwrap_or_else(|e| panic!("{e}")),
-                name: Name::parse("name", "x").unwrap_or_else(|e| panic!("{e}")),
+                email: Email::parse("case@example.COM").unwrap(),
+                name: Name::parse("name", "x").unwrap(),
                 role: Role::Customer,
                 password_hash: None,
             },
@@ -226,15 +223,10 @@ async fn adjustments_cannot_undercut_reservations_and_customers_cannot_restock()
             &w.eur,
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let cut = w
         .cmd
-        .adjust_inventory(
-            &w.staff,
-            a,
-            StockDelta::adjustment(-2).unwrap_or_else(|e| panic!("{e}")),
-            "damaged",
-        )
+        .adjust_inventory(&w.staff, a, StockDelta::adjustment(-2).unwrap(), "damaged")
         .await;
     assert!(matches!(cut, Err(DomainError::InvalidState(_))), "{cut:?}");
     let by_customer = w
@@ -242,7 +234,7 @@ async fn adjustments_cannot_undercut_reservations_and_customers_cannot_restock()
         .restock(
             &CommandContext::user(ann, Role::Customer),
             a,
-            StockDelta::restock(5).unwrap_or_else(|e| panic!("{e}")),
+            StockDelta::restock(5).unwrap(),
         )
         .await;
     assert!(
@@ -304,7 +296,7 @@ async fn concurrent_two_line_orders_neither_deadlock_nor_oversell_and_report_eve
     assert_eq!((ok, out), (60, 60));
     assert_eq!(w.stock(a).await, (60, 60));
     assert_eq!(w.stock(b).await, (1000, 120));
-    let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = w.db.pool.get().await.unwrap();
     for (p, step) in [(a, 1), (b, 2)] {
         let mut levels: Vec<i64> = events::table
             .filter(events::event_type.eq("StockReserved"))
@@ -314,7 +306,7 @@ async fn concurrent_two_line_orders_neither_deadlock_nor_oversell_and_report_eve
             ))
             .load(&mut conn)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         levels.sort_unstable();
         let expected: Vec<i64> = (1..=60).map(|n| n * step).collect();
         assert_eq!(levels, expected, "reported levels of {p:?}");
@@ -330,18 +322,14 @@ struct Blocker {
 
 impl Blocker {
     async fn reserve(w: &World, p: ProductId, units: i32) -> Self {
-        let mut conn =
-            w.db.pool
-                .get_owned()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = w.db.pool.get_owned().await.unwrap();
         conn.batch_execute(&format!(
             "BEGIN; UPDATE inventory SET reserved = reserved + {units}, version = version + 1 \
              WHERE product_id = '{}'",
             p.0
         ))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         Self { conn }
     }
 
@@ -356,14 +344,14 @@ impl Blocker {
     ) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+            let mut conn = w.db.pool.get().await.unwrap();
             let waiting: i64 = diesel::dsl::sql::<diesel::sql_types::BigInt>(
                 "SELECT count(*) FROM pg_stat_activity \
                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
             )
             .get_result(&mut conn)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
             drop(conn);
             if waiting > 0 {
                 return;
@@ -381,10 +369,7 @@ impl Blocker {
     }
 
     async fn commit(mut self) {
-        self.conn
-            .batch_execute("COMMIT")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        self.conn.batch_execute("COMMIT").await.unwrap();
     }
 }
 
@@ -411,12 +396,9 @@ async fn stock_taken_between_an_orders_read_and_its_reservation_is_counted() {
     other.wait_for_a_waiter(&w, &mut order).await;
     other.commit().await;
     // then it reserves on top of the 3
-    let placed = order
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let placed = order.await.unwrap().unwrap();
     assert_eq!(w.stock(a).await, (10, 5));
-    let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = w.db.pool.get().await.unwrap();
     let reported: (i64, i64, i64) = events::table
         .filter(events::event_type.eq("StockReserved"))
         .filter(events::stream_id.eq(a.0))
@@ -430,13 +412,13 @@ async fn stock_taken_between_an_orders_read_and_its_reservation_is_counted() {
         ))
         .first(&mut conn)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let version: i64 = inventory::table
         .find(a.0)
         .select(inventory::version)
         .first(&mut conn)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(reported, (10, 5, version), "the level the reservation left");
     drop(conn);
     assert_eq!(placed.value.lines.len(), 1);
@@ -448,7 +430,7 @@ async fn stock_taken_between_an_orders_read_and_its_reservation_is_counted() {
     other.wait_for_a_waiter(&w, &mut order).await;
     other.commit().await;
     // then the oversell is refused and the order told what is left
-    match order.await.unwrap_or_else(|e| panic!("{e}")) {
+    match order.await.unwrap() {
         Err(DomainError::OutOfStock {
             sku,
             requested,
@@ -490,7 +472,7 @@ async fn orders_for_unknown_products_or_customers_are_not_found() {
 #[tokio::test]
 async fn expired_idempotency_keys_are_purged_and_live_ones_kept() {
     let w = World::new().await;
-    let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = w.db.pool.get().await.unwrap();
     diesel::sql_query(
         "INSERT INTO idempotency_keys (principal, key, fingerprint, expires_at) VALUES \
          ('user:a', 'old-1', 'f', now() - interval '1 hour'), \
@@ -499,23 +481,23 @@ async fn expired_idempotency_keys_are_purged_and_live_ones_kept() {
     )
     .execute(&mut conn)
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     drop(conn);
     let purged = till_domain::idempotency::purge_expired(&w.db.pool, 1)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(purged, 1, "bounded by the limit");
     let purged = till_domain::idempotency::purge_expired(&w.db.pool, 100)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(purged, 1);
     let live = till_domain::idempotency::lookup(&w.db.pool, "user:a", "live")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(live.is_some());
     let old = till_domain::idempotency::lookup(&w.db.pool, "user:a", "old-1")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(old.is_none());
 }
 
@@ -548,10 +530,10 @@ async fn place_order_statements_are_planned_once_per_connection() {
         w.cmd
             .place_order(&ctx, ann, vec![line(a, 1), line(b, 1)], &w.eur)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
     // then
-    let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = w.db.pool.get().await.unwrap();
     let counts: Vec<PlanCounts> = diesel::sql_query(
         "SELECT generic_plans AS generic, custom_plans AS custom FROM pg_prepared_statements \
          WHERE statement LIKE 'SELECT c.email AS customer_email%' \
@@ -559,7 +541,7 @@ async fn place_order_statements_are_planned_once_per_connection() {
     )
     .load(&mut conn)
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(counts.len(), 2, "both statements are kept prepared");
     for c in counts {
         assert_eq!(c.custom, 0, "never planned for its parameters");

@@ -2,6 +2,9 @@
 //! generated password (scram-sha-256), kept in a file only its owner can read, and a
 //! connection without it is refused.
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::PermissionsExt;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};

@@ -7,6 +7,8 @@
 //!
 //! A test binary of its own: the counting allocator sees the whole process.
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -64,12 +66,9 @@ static ALLOCATOR: Counting = Counting;
 /// concurrent hash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_hashes_reuses_a_fixed_set_of_memory_areas() {
-    let email = Email::parse("storm@example.com").unwrap_or_else(|e| panic!("{e}"));
-    let password =
-        Password::new_for("correct horse battery", &email).unwrap_or_else(|e| panic!("{e}"));
-    let stored = passwords::hash(&password)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let email = Email::parse("storm@example.com").unwrap();
+    let password = Password::new_for("correct horse battery", &email).unwrap();
+    let stored = passwords::hash(&password).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..32 {
         let stored = stored.clone();
@@ -92,7 +91,7 @@ async fn a_burst_of_hashes_reuses_a_fixed_set_of_memory_areas() {
         }));
     }
     for task in tasks {
-        let answered = task.await.unwrap_or_else(|e| panic!("{e}"));
+        let answered = task.await.unwrap();
         assert!(
             matches!(answered, Ok(true)),
             "a hash answered wrongly: {answered:?}"

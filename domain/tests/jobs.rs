@@ -2,6 +2,9 @@
 //! LOCKED (each job runs exactly once), lost workers' jobs are reclaimed after their
 //! lease, failures retry with backoff and end as dead letters that can be retried.
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -3,6 +3,9 @@
 //! keys, from two processes' worth of batchers; one bad order inside a batch; the
 //! queue's bounds.
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -75,7 +78,7 @@ struct Count {
 }
 
 async fn count(w: &World, sql: &str) -> i64 {
-    let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = w.db.pool.get().await.unwrap();
     diesel::sql_query(sql)
         .get_result::<Count>(&mut conn)
         .await
@@ -140,7 +143,7 @@ async fn a_crowd_buying_one_product_through_batches_keeps_every_order_guarantee(
     let mut per_key: BTreeMap<usize, Vec<Result<(), Option<ClaimConflict>>>> = BTreeMap::new();
     let mut out_of_stock = 0;
     for (i, lines, task) in tasks {
-        let (ctx, answer) = task.await.unwrap_or_else(|e| panic!("{e}"));
+        let (ctx, answer) = task.await.unwrap();
         let result = match answer {
             Ok(out) => {
                 assert!(
@@ -223,13 +226,13 @@ async fn a_crowd_buying_one_product_through_batches_keeps_every_order_guarantee(
         "each order has its own correlation id"
     );
     // Each answer's token is its own OrderPlaced event.
-    let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = w.db.pool.get().await.unwrap();
     let logged: Vec<Placed> = diesel::sql_query(
         "SELECT stream_id AS order_id, tx_id, position FROM events WHERE event_type = 'OrderPlaced'",
     )
     .load(&mut conn)
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     for p in &logged {
         let Some((at, _)) = placed.get(&p.order_id) else {
             panic!("an order in the log nobody was told of");
@@ -251,7 +254,7 @@ async fn a_crowd_buying_one_product_through_batches_keeps_every_order_guarantee(
     .bind::<SqlUuid, _>(hot.0)
     .load(&mut conn)
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let distinct: HashSet<i32> = levels.iter().map(|l| l.reserved).collect();
     assert_eq!(distinct.len(), levels.len(), "a level reported twice");
     assert_eq!(levels.last().map(|l| l.reserved), Some(40));
@@ -283,25 +286,18 @@ struct RowHolder {
 
 impl RowHolder {
     async fn hold(w: &World, p: ProductId) -> Self {
-        let mut conn =
-            w.db.pool
-                .get_owned()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = w.db.pool.get_owned().await.unwrap();
         conn.batch_execute(&format!(
             "BEGIN; SELECT 1 FROM inventory WHERE product_id = '{}' FOR UPDATE",
             p.0
         ))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         Self { conn }
     }
 
     async fn release(mut self) {
-        self.conn
-            .batch_execute("COMMIT")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        self.conn.batch_execute("COMMIT").await.unwrap();
     }
 }
 
@@ -344,14 +340,10 @@ async fn the_batch_behind_a_held_one(
         wait_until("the order to queue", || get(&stats.waiting) == queued).await;
     }
     holder.release().await;
-    first
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .1
-        .unwrap_or_else(|e| panic!("{e}"));
+    first.await.unwrap().1.unwrap();
     let mut answers = Vec::new();
     for task in tasks {
-        answers.push(task.await.unwrap_or_else(|e| panic!("{e}")));
+        answers.push(task.await.unwrap());
     }
     answers
 }
@@ -365,18 +357,18 @@ async fn a_bad_order_in_a_batch_fails_alone() {
     let hot = w.product("BATCH-HOT", 100, 10).await;
     let draft = w.product("BATCH-DRAFT", 100, 10).await;
     let ann = w.customer("batch@example.com").await;
-    let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = w.db.pool.get().await.unwrap();
     diesel::sql_query("UPDATE products SET status = 'DRAFT' WHERE id = $1")
         .bind::<SqlUuid, _>(draft.0)
         .execute(&mut conn)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     // a key already used for another request
     let used = keyed(ann, "used-key", "first");
     w.cmd
         .place_order(&used, ann, vec![line(hot, 1)], &w.eur)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     drop(conn);
     let cmd = Commands::new(w.db.pool.clone()).with_order_batching(batching(1));
     let stats = stats_of(&cmd);
@@ -497,13 +489,9 @@ async fn orders_past_the_queues_bounds_are_refused_and_take_nothing() {
     // the queued ones wait past their bound
     tokio::time::sleep(Duration::from_millis(400)).await;
     holder.release().await;
-    first
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .1
-        .unwrap_or_else(|e| panic!("{e}"));
+    first.await.unwrap().1.unwrap();
     for task in queued {
-        match task.await.unwrap_or_else(|e| panic!("{e}")).1 {
+        match task.await.unwrap().1 {
             Err(DomainError::Busy(m)) => assert!(m.contains("waited"), "{m}"),
             other => panic!("expected Busy, got {:?}", other.map(|o| o.value.id)),
         }
@@ -514,7 +502,7 @@ async fn orders_past_the_queues_bounds_are_refused_and_take_nothing() {
     // and the queue serves again afterwards
     cmd.place_order(&me(), ann, vec![line(hot, 1)], &w.eur)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(w.stock(hot).await, (100, 2));
 }
 
@@ -543,10 +531,10 @@ async fn batch_statements_are_planned_once_per_connection() {
         w.cmd
             .place_order(&ctx, ann, vec![line(a, 1), line(b, 1)], &w.eur)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
     // then
-    let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = w.db.pool.get().await.unwrap();
     let plans: Vec<Plans> = diesel::sql_query(
         "SELECT statement, generic_plans AS generic, custom_plans AS custom \
          FROM pg_prepared_statements \
@@ -555,7 +543,7 @@ async fn batch_statements_are_planned_once_per_connection() {
     )
     .load(&mut conn)
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(plans.len(), 3, "the three statements are kept prepared");
     for p in plans {
         assert_eq!(
@@ -580,7 +568,7 @@ async fn a_batch_that_fails_as_a_whole_places_its_orders_one_by_one() {
     let hot = w.product("FALLBACK-HOT", 100, 100).await;
     let ann = w.customer("fallback-a@example.com").await;
     let refused = w.customer("fallback-b@example.com").await;
-    let mut conn = w.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = w.db.pool.get().await.unwrap();
     conn.batch_execute(&format!(
         "CREATE FUNCTION refuse_order() RETURNS trigger LANGUAGE plpgsql AS $$ \
          BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
@@ -589,7 +577,7 @@ async fn a_batch_that_fails_as_a_whole_places_its_orders_one_by_one() {
         refused.0
     ))
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     drop(conn);
     let cmd = Commands::new(w.db.pool.clone()).with_order_batching(batching(1));
     let stats = stats_of(&cmd);

@@ -1,6 +1,9 @@
 //! Statements marked `.prepared()` stay prepared on their connection; raw SQL without
 //! it is prepared and closed again on every run (what diesel does by default).
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
+
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
 use till_domain::db::prepared::Reuse;
@@ -17,14 +20,14 @@ async fn prepared_copies(conn: &mut diesel_async::AsyncPgConnection, text: &str)
         .bind::<Text, _>(text)
         .get_result::<N>(conn)
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .n
 }
 
 #[tokio::test]
 async fn prepared_statements_are_kept_and_raw_ones_are_not() {
     let db = TestDb::new().await;
-    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = db.pool.get().await.unwrap();
     let kept = "SELECT $1::int8 + 1 AS n";
     let raw = "SELECT $1::int8 + 2 AS n";
     for i in 0..3 {
@@ -33,12 +36,12 @@ async fn prepared_statements_are_kept_and_raw_ones_are_not() {
             .prepared()
             .get_result(&mut *conn)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let b: N = diesel::sql_query(raw)
             .bind::<BigInt, _>(i)
             .get_result(&mut *conn)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert_eq!((a.n, b.n), (i + 1, i + 2));
     }
     assert_eq!(
@@ -62,11 +65,11 @@ async fn event_log_reads_are_right_under_generic_plans() {
     use till_domain::events::DomainEvent;
 
     let db = TestDb::new().await;
-    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = db.pool.get().await.unwrap();
     diesel::sql_query("SET plan_cache_mode = force_generic_plan")
         .execute(&mut *conn)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let category = |slug: &str| DomainEvent::CategoryCreated {
         category_id: uuid::Uuid::now_v7(),
         slug: slug.into(),
@@ -80,17 +83,17 @@ async fn event_log_reads_are_right_under_generic_plans() {
         &[category("a"), category("b"), category("c")],
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let second = event_log::append(&mut conn, &meta, &[category("d")])
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(second > first);
     // The log shows events only once every older transaction of the cluster has ended,
     // and tests in other databases of the same cluster run alongside this one.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while event_log::read_after(&conn, first, 10)
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .is_empty()
     {
         assert!(
@@ -105,20 +108,14 @@ async fn event_log_reads_are_right_under_generic_plans() {
             tx_id: first.tx_id,
             position: first.position - 2,
         };
-        let read = event_log::read_after(&conn, middle, 10)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let read = event_log::read_after(&conn, middle, 10).await.unwrap();
         let positions: Vec<i64> = read.iter().map(|e| e.position).collect();
         assert_eq!(
             positions,
             [first.position - 1, first.position, second.position]
         );
-        assert!(event_log::any_after(&mut conn, first)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")));
-        assert!(!event_log::any_after(&mut conn, second)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")));
+        assert!(event_log::any_after(&mut conn, first).await.unwrap());
+        assert!(!event_log::any_after(&mut conn, second).await.unwrap());
     }
 }
 
@@ -154,10 +151,10 @@ async fn plans_transaction_is_generic_inside_and_leaves_no_trace() {
     use till_domain::db::transactions;
 
     let db = TestDb::new().await;
-    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = db.pool.get().await.unwrap();
     let inside = transactions::transaction(&mut conn, async |conn| plan_cache_mode(conn).await)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(inside, "force_generic_plan");
     assert_eq!(
         plan_cache_mode(&mut conn).await.ok().as_deref(),
@@ -177,7 +174,7 @@ async fn plans_transaction_is_generic_inside_and_leaves_no_trace() {
     );
     let again = transactions::transaction(&mut conn, async |conn| plan_cache_mode(conn).await)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(
         again, "force_generic_plan",
         "rolled back, so a new transaction begins"
@@ -197,15 +194,13 @@ async fn derived_transactions_commit_without_waiting_for_the_flush() {
     }
 
     let db = TestDb::new().await;
-    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = db.pool.get().await.unwrap();
     // (test clusters run with it off; a server's sessions have it on)
     diesel::sql_query("SET synchronous_commit = on")
         .execute(&mut *conn)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let outside = synchronous_commit(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
+    let outside = synchronous_commit(&mut conn).await.unwrap();
     let inside = transactions::derived_transaction(&mut conn, async |conn| {
         Ok::<_, diesel::result::Error>((
             synchronous_commit(conn).await?,
@@ -213,7 +208,7 @@ async fn derived_transactions_commit_without_waiting_for_the_flush() {
         ))
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(inside, ("off".to_owned(), "force_generic_plan".to_owned()));
     assert_ne!(outside, "off");
     assert_eq!(
@@ -229,7 +224,7 @@ async fn rows_of_t(conn: &mut diesel_async::AsyncPgConnection, n: Option<i32>) -
         .bind::<diesel::sql_types::Nullable<diesel::sql_types::Integer>, _>(n)
         .get_result::<N>(conn)
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .n
 }
 
@@ -242,7 +237,7 @@ async fn begin_with_runs_the_first_statements_inside_the_transaction() {
     use till_domain::db::transactions;
 
     let db = TestDb::new().await;
-    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = db.pool.get().await.unwrap();
     create_t(&mut conn).await;
     for run in 0..2 {
         let first = transactions::begin_with(&mut conn, async |mut shared: &AsyncPgConnection| {
@@ -256,7 +251,7 @@ async fn begin_with_runs_the_first_statements_inside_the_transaction() {
             Ok::<_, diesel::result::Error>(mode.v)
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         assert_eq!(first, "force_generic_plan", "run {run}");
         let inside = rows_of_t(&mut conn, None).await;
         let ended: Result<(), _> =
@@ -280,10 +275,10 @@ async fn begin_with_runs_the_first_statements_inside_the_transaction() {
             .map(|_| ())
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     transactions::end(&mut conn, Ok::<_, diesel::result::Error>(()))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(rows_of_t(&mut conn, None).await, 1);
     assert_eq!(
         plan_cache_mode(&mut conn).await.ok().as_deref(),
@@ -302,7 +297,7 @@ async fn begin_with_rolls_back_on_error_and_a_dropped_one_breaks_the_connection(
     use till_domain::db::transactions;
 
     let db = TestDb::new().await;
-    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = db.pool.get().await.unwrap();
     let failed = transactions::begin_with(&mut conn, async |mut shared: &AsyncPgConnection| {
         diesel::sql_query("SELECT 1 / 0")
             .execute(&mut shared)
@@ -321,7 +316,7 @@ async fn begin_with_rolls_back_on_error_and_a_dropped_one_breaks_the_connection(
         "out of the transaction and usable"
     );
 
-    let mut other = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut other = db.pool.get().await.unwrap();
     let dropped = transactions::begin_with(&mut other, async |mut shared: &AsyncPgConnection| {
         diesel::sql_query("SELECT pg_sleep(0.2)")
             .execute(&mut shared)
@@ -352,7 +347,7 @@ async fn open_with_row(conn: &mut diesel_async::AsyncPgConnection, n: i32) -> St
             .map(|s| s.v)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap()
 }
 
 /// The last statement of the `commit_after` tests: the id of the transaction it runs in.
@@ -377,7 +372,7 @@ async fn create_t(conn: &mut diesel_async::AsyncPgConnection) {
     diesel::sql_query("CREATE TABLE t (n int)")
         .execute(conn)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
 }
 
 /// `transactions::commit_after` ends the transaction with its last statement inside it, whether
@@ -389,13 +384,13 @@ async fn commit_after_runs_the_last_statement_inside_the_transaction() {
     use till_domain::db::transactions;
 
     let db = TestDb::new().await;
-    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = db.pool.get().await.unwrap();
     create_t(&mut conn).await;
     for run in 0..3 {
         let xid = open_with_row(&mut conn, run).await;
         let last = transactions::commit_after(&mut conn, last_statement)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert_eq!(last, xid, "run {run}: the same transaction");
         assert!(!in_transaction(&mut conn), "run {run}: ended");
         assert_eq!(
@@ -419,11 +414,11 @@ async fn commit_after_sends_commit_with_a_prepared_statement_only() {
     }
 
     let db = TestDb::new().await;
-    let mut observer = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut observer = db.pool.get().await.unwrap();
     create_t(&mut observer).await;
 
     // A fresh connection: the last statement needs its Parse, so COMMIT waits for it.
-    let mut fresh = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut fresh = db.pool.get().await.unwrap();
     open_with_row(&mut fresh, 1).await;
     let once = transactions::commit_after(&mut fresh, last_statement).now_or_never();
     assert!(once.is_none(), "still waiting for the statement");
@@ -431,11 +426,11 @@ async fn commit_after_sends_commit_with_a_prepared_statement_only() {
     assert!(!committed(&mut observer, 1).await, "COMMIT was not sent");
 
     // The statement kept prepared on this connection: COMMIT goes out with it.
-    let mut warm = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut warm = db.pool.get().await.unwrap();
     open_with_row(&mut warm, 2).await;
     transactions::commit_after(&mut warm, last_statement)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     open_with_row(&mut warm, 3).await;
     let once = transactions::commit_after(&mut warm, last_statement).now_or_never();
     assert!(once.is_none(), "still waiting for the answers");
@@ -458,7 +453,7 @@ async fn commit_after_rolls_back_when_the_last_statement_fails() {
     use till_domain::db::transactions;
 
     let db = TestDb::new().await;
-    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = db.pool.get().await.unwrap();
     create_t(&mut conn).await;
     for run in 0..3 {
         open_with_row(&mut conn, run).await;

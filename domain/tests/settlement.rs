@@ -4,6 +4,9 @@
 //! for an order that can no longer be paid is refunded, and a keyed command that waited
 //! for another sorts after it in the log.
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use diesel::prelude::*;

@@ -2,6 +2,9 @@
 //! presents a certificate for `localhost` signed by a test CA: each `sslmode`, and the
 //! pool, migrations and the LISTEN connection over TLS.
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use diesel::QueryableByName;

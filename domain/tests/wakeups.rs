@@ -1,6 +1,9 @@
 //! The projectors' wake-up: sent after a command's events commit, from outside the
 //! command's transaction (a notifying transaction commits under a database-wide lock).
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use till_domain::channels::{EVENTS_CHANNEL, JOBS_CHANNEL};
@@ -35,7 +38,7 @@ impl Listener {
         tokio::time::timeout(Duration::from_secs(10), wake.wait_for(|n| *n >= 1))
             .await
             .unwrap_or_else(|e| panic!("LISTEN never started: {e}"))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         wake.borrow_and_update();
         Self { wake, _stop: stop }
     }
@@ -57,8 +60,8 @@ impl Listener {
 
 fn category(slug: &str) -> NewCategory {
     NewCategory {
-        slug: Slug::parse(slug).unwrap_or_else(|e| panic!("{e}")),
-        name: Name::parse("name", slug).unwrap_or_else(|e| panic!("{e}")),
+        slug: Slug::parse(slug).unwrap(),
+        name: Name::parse("name", slug).unwrap(),
         parent: None,
     }
 }
@@ -71,7 +74,7 @@ async fn a_command_wakes_the_projectors_once_its_events_commit() {
     commands
         .create_category(&CommandContext::system("test"), category("woken"))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(listener.notified(Duration::from_secs(10)).await);
 }
 
@@ -81,7 +84,7 @@ async fn a_command_wakes_the_projectors_once_its_events_commit() {
 async fn appending_events_notifies_nobody_from_the_writing_transaction() {
     let db = TestDb::new().await;
     let mut listener = Listener::new(&db).await;
-    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = db.pool.get().await.unwrap();
     transactions::transaction(&mut conn, async |conn| {
         let event = DomainEvent::CategoryCreated {
             category_id: uuid::Uuid::now_v7(),
@@ -93,7 +96,7 @@ async fn appending_events_notifies_nobody_from_the_writing_transaction() {
         Ok::<_, DomainError>(())
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert!(!listener.notified(Duration::from_millis(500)).await);
 }
 
@@ -102,10 +105,7 @@ async fn commands_that_append_nothing_wake_nobody() {
     let db = TestDb::new().await;
     let mut listener = Listener::new(&db).await;
     let commands = Commands::new(db.pool.clone());
-    commands
-        .purge_refresh_tokens(10)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    commands.purge_refresh_tokens(10).await.unwrap();
     assert!(!listener.notified(Duration::from_millis(500)).await);
 }
 
@@ -130,7 +130,7 @@ async fn the_announcer_folds_bursts_and_loses_no_wake_up() {
         })
         .collect();
     for t in burst {
-        t.await.unwrap_or_else(|e| panic!("{e}"));
+        t.await.unwrap();
     }
     listener.settle(Duration::from_millis(300)).await;
     let sent = *listener.wake.borrow() - before;
@@ -147,7 +147,7 @@ async fn the_announcer_folds_bursts_and_loses_no_wake_up() {
         let (a, b) = (announcer.clone(), announcer.clone());
         let racing = tokio::spawn(async move { a.committed() });
         b.committed();
-        racing.await.unwrap_or_else(|e| panic!("{e}"));
+        racing.await.unwrap();
         assert!(
             listener.notified(Duration::from_secs(10)).await,
             "round {round}: no wake-up after the last commit"
@@ -164,9 +164,9 @@ async fn enqueued_jobs_wake_the_workers_after_the_command_commits() {
     let mut workers = Listener::on(&db, &[JOBS_CHANNEL]).await;
     let announcer = Announcer::new(db.pool.clone());
 
-    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = db.pool.get().await.unwrap();
     let (result, wakes) = wakeups::track(enqueue_two(&mut conn)).await;
-    result.unwrap_or_else(|e| panic!("{e}"));
+    result.unwrap();
     assert_eq!(
         wakes,
         Wakes {
@@ -181,9 +181,7 @@ async fn enqueued_jobs_wake_the_workers_after_the_command_commits() {
     announcer.wake(wakes);
     assert!(workers.notified(Duration::from_secs(10)).await);
 
-    enqueue_two(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    enqueue_two(&mut conn).await.unwrap();
     assert!(
         workers.notified(Duration::from_secs(10)).await,
         "outside a command the transaction wakes the workers"
@@ -224,16 +222,16 @@ async fn one_listener_wakes_each_follower_for_its_channels() {
         tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|n| *n >= 1))
             .await
             .unwrap_or_else(|e| panic!("LISTEN never started: {e}"))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         rx.borrow_and_update();
     }
-    let mut conn = db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = db.pool.get().await.unwrap();
     let listening: i64 = diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
         "count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
     ))
     .get_result(&mut conn)
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(listening, 1, "one LISTEN session for three followers");
 
     // Notifies `channel`, waits until the follower of both channels wakes, and a moment
@@ -247,11 +245,11 @@ async fn one_listener_wakes_each_follower_for_its_channels() {
             .bind::<diesel::sql_types::Text, _>(channel)
             .execute(conn)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         tokio::time::timeout(Duration::from_secs(10), both.changed())
             .await
             .unwrap_or_else(|e| panic!("no wake-up: {e}"))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         both.borrow_and_update();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -272,7 +270,7 @@ async fn one_listener_wakes_each_follower_for_its_channels() {
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
         .unwrap_or_else(|e| panic!("the listener did not stop: {e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
 }
 
 /// A process's own commits wake its followers through its listener at once, before
@@ -296,7 +294,7 @@ async fn a_commit_wakes_this_process_followers_without_the_round_trip() {
             category("local-wake"),
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(
         projector.has_changed().unwrap_or(false),
         "the commit did not wake this process's projector"

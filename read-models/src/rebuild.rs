@@ -904,7 +904,7 @@ mod tests {
 
     #[test]
     fn index_builds_are_made_concurrent() {
-        let built = |ddl: &str| concurrently(ddl).unwrap_or_else(|e| panic!("{e}"));
+        let built = |ddl: &str| concurrently(ddl).unwrap();
         assert_eq!(
             built("CREATE INDEX a_idx ON s.t USING btree (x)"),
             "CREATE INDEX CONCURRENTLY a_idx ON s.t USING btree (x)"

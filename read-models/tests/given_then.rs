@@ -4,6 +4,9 @@
 //! projection makes of the events it is given, without the write side, the log or the
 //! projector around it (those are tested end to end in `projections.rs`).
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use chrono::{DateTime, Duration, Utc};

@@ -2,6 +2,9 @@
 //! exactly-once application with two projectors racing, and views that agree with the
 //! write model.
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use diesel::prelude::*;

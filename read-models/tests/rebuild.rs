@@ -3,6 +3,9 @@
 //! scratch, with every cache dropped; one rebuild per projection at a time; a stopped or
 //! abandoned rebuild changes nothing.
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

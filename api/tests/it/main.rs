@@ -1,6 +1,9 @@
 //! The api crate's integration tests: a real server on a random port against a real
 //! PostgreSQL database of its own per test.
 
+// Tests: a failed unwrap is the failure wanted, with the error's Debug.
+#![allow(clippy::unwrap_used)]
+
 mod accounts;
 mod documents;
 mod embedded;

@@ -12,7 +12,7 @@ use crate::support::*;
 fn every_mutation_takes_input_and_returns_a_payload() {
     use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
     let sdl = till_api::graphql::sdl();
-    let doc = async_graphql::parser::parse_schema(&sdl).unwrap_or_else(|e| panic!("{e}"));
+    let doc = async_graphql::parser::parse_schema(&sdl).unwrap();
     let deprecated = |directives: &[async_graphql::Positioned<
         async_graphql::parser::types::ConstDirective,
     >]| { directives.iter().any(|d| d.node.name.node == "deprecated") };

@@ -30,7 +30,7 @@ impl World {
             db,
             cmd,
             staff: CommandContext::system("test"),
-            eur: Currency::parse("EUR").unwrap_or_else(|e| panic!("{e}")),
+            eur: Currency::parse("EUR").unwrap(),
         }
     }
 
@@ -39,13 +39,13 @@ impl World {
             .create_category(
                 &self.staff,
                 NewCategory {
-                    slug: Slug::parse(slug).unwrap_or_else(|e| panic!("{e}")),
-                    name: Name::parse("name", slug).unwrap_or_else(|e| panic!("{e}")),
+                    slug: Slug::parse(slug).unwrap(),
+                    name: Name::parse("name", slug).unwrap(),
                     parent: None,
                 },
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .value
     }
 
@@ -55,19 +55,17 @@ impl World {
             .create_product(
                 &self.staff,
                 NewProduct {
-                    sku: Sku::parse(sku).unwrap_or_else(|e| panic!("{e}")),
-                    name: Name::parse("name", &format!("Product {sku}"))
-                        .unwrap_or_else(|e| panic!("{e}")),
+                    sku: Sku::parse(sku).unwrap(),
+                    name: Name::parse("name", &format!("Product {sku}")).unwrap(),
                     description: Description::default(),
                     category: cat,
-                    price: Money::price(price).unwrap_or_else(|e| panic!("{e}")),
+                    price: Money::price(price).unwrap(),
                     status: ProductStatus::Active,
-                    initial_stock: (stock > 0)
-                        .then(|| StockDelta::restock(stock).unwrap_or_else(|e| panic!("{e}"))),
+                    initial_stock: (stock > 0).then(|| StockDelta::restock(stock).unwrap()),
                 },
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .value
     }
 
@@ -76,35 +74,35 @@ impl World {
             .create_customer(
                 &self.staff,
                 NewCustomer {
-                    email: Email::parse(email).unwrap_or_else(|e| panic!("{e}")),
-                    name: Name::parse("name", "Ann").unwrap_or_else(|e| panic!("{e}")),
+                    email: Email::parse(email).unwrap(),
+                    name: Name::parse("name", "Ann").unwrap(),
                     role: Role::Customer,
                     password_hash: None,
                 },
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .value
     }
 
     pub async fn stock(&self, p: ProductId) -> (i32, i32) {
-        let mut conn = self.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = self.db.pool.get().await.unwrap();
         inventory::table
             .find(p.0)
             .select((inventory::on_hand, inventory::reserved))
             .first(&mut conn)
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
     }
 
     pub async fn event_count(&self, event_type: &str) -> i64 {
-        let mut conn = self.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = self.db.pool.get().await.unwrap();
         events::table
             .filter(events::event_type.eq(event_type))
             .count()
             .get_result(&mut conn)
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
     }
 
     /// Places `n` orders for `who` at once, the i-th with `lines(i)`; their results.
@@ -124,25 +122,25 @@ impl World {
             .collect();
         let mut results = Vec::with_capacity(n);
         for t in tasks {
-            results.push(t.await.unwrap_or_else(|e| panic!("{e}")).map(|_| ()));
+            results.push(t.await.unwrap().map(|_| ()));
         }
         results
     }
 
     pub async fn order_status(&self, id: OrderId) -> String {
-        let mut conn = self.db.pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = self.db.pool.get().await.unwrap();
         orders::table
             .find(id.0)
             .select(orders::status)
             .first(&mut conn)
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
     }
 }
 
 pub fn line(p: ProductId, q: i64) -> OrderLineInput {
     OrderLineInput {
         product: p,
-        quantity: Quantity::parse(q).unwrap_or_else(|e| panic!("{e}")),
+        quantity: Quantity::parse(q).unwrap(),
     }
 }
