@@ -78,16 +78,7 @@ async fn cancelling_releases_stock_and_only_the_owner_may_cancel() {
     let a = w.product("A-3", 100, 5).await;
     let ann = w.customer("ann3@example.com").await;
     let bob = w.customer("bob3@example.com").await;
-    let placed = w
-        .cmd
-        .place_order(
-            &CommandContext::user(ann, Role::Customer),
-            ann,
-            vec![line(a, 2)],
-            &w.eur,
-        )
-        .await
-        .unwrap();
+    let placed = w.order(ann, vec![line(a, 2)]).await;
 
     let by_bob = w
         .cmd
@@ -120,16 +111,7 @@ async fn payment_moves_reserved_stock_out_and_shipping_needs_payment() {
     let w = World::new().await;
     let a = w.product("A-4", 100, 5).await;
     let ann = w.customer("ann4@example.com").await;
-    let placed = w
-        .cmd
-        .place_order(
-            &CommandContext::user(ann, Role::Customer),
-            ann,
-            vec![line(a, 2)],
-            &w.eur,
-        )
-        .await
-        .unwrap();
+    let placed = w.order(ann, vec![line(a, 2)]).await;
     let id = placed.value.id;
 
     let early = w.cmd.ship_order(&w.staff, id).await;
@@ -215,15 +197,7 @@ async fn adjustments_cannot_undercut_reservations_and_customers_cannot_restock()
     let w = World::new().await;
     let a = w.product("A-6", 100, 5).await;
     let ann = w.customer("ann6@example.com").await;
-    w.cmd
-        .place_order(
-            &CommandContext::user(ann, Role::Customer),
-            ann,
-            vec![line(a, 4)],
-            &w.eur,
-        )
-        .await
-        .unwrap();
+    w.order(ann, vec![line(a, 4)]).await;
     let cut = w
         .cmd
         .adjust_inventory(&w.staff, a, StockDelta::adjustment(-2).unwrap(), "damaged")

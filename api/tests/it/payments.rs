@@ -17,6 +17,15 @@ const PAY: &str =
     "mutation($o: ID!, $t: String!) { payOrder(orderId: $o, paymentMethodToken: $t) { orderId } }";
 const WEBHOOK_SECRET: &str = "whsec_test_0123456789";
 
+/// The provider answers every POST to `route` with `response`.
+async fn answers(provider: &MockServer, route: &str, response: ResponseTemplate) {
+    Mock::given(method("POST"))
+        .and(path(route))
+        .respond_with(response)
+        .mount(provider)
+        .await;
+}
+
 async fn app_with_provider(provider: &MockServer, attempts: i32) -> TestApp {
     let url = provider.uri();
     spawn_app_with(move |cfg| {
@@ -80,14 +89,12 @@ async fn a_transient_failure_is_retried_as_one_logical_charge() {
         .up_to_n_times(2)
         .mount(&provider)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/charges"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({ "id": "ch_1", "status": "succeeded" })),
-        )
-        .mount(&provider)
-        .await;
+    answers(
+        &provider,
+        "/charges",
+        ResponseTemplate::new(200).set_body_json(json!({ "id": "ch_1", "status": "succeeded" })),
+    )
+    .await;
     let app = app_with_provider(&provider, 5).await;
     let product = app.product("PAY-1", 1500, 10).await;
     let (_, token) = app.customer("payer@example.com").await;
@@ -159,11 +166,7 @@ const RETRY: &str = "mutation($id: ID!) { retryDeadLetter(id: $id) { id queue } 
 async fn a_capture_that_fails_for_good_releases_the_stock_and_is_not_redriven() {
     for (status, attempts, sku) in [(500, 3, "PAY-2"), (400, 5, "PAY-2B")] {
         let provider = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/charges"))
-            .respond_with(ResponseTemplate::new(status))
-            .mount(&provider)
-            .await;
+        answers(&provider, "/charges", ResponseTemplate::new(status)).await;
         let app = app_with_provider(&provider, attempts).await;
         let product = app.product(sku, 1000, 5).await;
         let (_, token) = app.customer("unlucky@example.com").await;
@@ -201,11 +204,12 @@ async fn a_capture_that_fails_for_good_releases_the_stock_and_is_not_redriven() 
         // The provider is fixed, but the order no longer holds stock: a redrive is
         // refused and says why.
         provider.reset().await;
-        Mock::given(method("POST"))
-            .and(path("/charges"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": "ch_2" })))
-            .mount(&provider)
-            .await;
+        answers(
+            &provider,
+            "/charges",
+            ResponseTemplate::new(200).set_body_json(json!({ "id": "ch_2" })),
+        )
+        .await;
         let (_, body) = app
             .gql(Some(&app.staff_token), RETRY, json!({ "id": dead["id"] }))
             .await;
@@ -276,15 +280,14 @@ async fn a_cancel_during_a_capture_is_refused_and_no_charge_is_lost() {
 
     // The same against a real HTTP provider (wiremock) that answers after 600 ms.
     let provider = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/charges"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({ "id": "ch_slow" }))
-                .set_delay(Duration::from_millis(600)),
-        )
-        .mount(&provider)
-        .await;
+    answers(
+        &provider,
+        "/charges",
+        ResponseTemplate::new(200)
+            .set_body_json(json!({ "id": "ch_slow" }))
+            .set_delay(Duration::from_millis(600)),
+    )
+    .await;
     let app = app_with_provider(&provider, 5).await;
     let product = app.product("RACE-2", 1000, 5).await;
     let (_, token) = app.customer("racer2@example.com").await;
@@ -305,15 +308,14 @@ async fn a_cancel_during_a_capture_is_refused_and_no_charge_is_lost() {
 #[tokio::test]
 async fn a_capture_that_lands_after_the_order_failed_is_refunded() {
     let provider = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/charges"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({ "id": "ch_late" }))
-                .set_delay(Duration::from_millis(800)),
-        )
-        .mount(&provider)
-        .await;
+    answers(
+        &provider,
+        "/charges",
+        ResponseTemplate::new(200)
+            .set_body_json(json!({ "id": "ch_late" }))
+            .set_delay(Duration::from_millis(800)),
+    )
+    .await;
     Mock::given(method("POST"))
         .and(path("/refunds"))
         .respond_with(
@@ -322,11 +324,12 @@ async fn a_capture_that_lands_after_the_order_failed_is_refunded() {
         .up_to_n_times(1)
         .mount(&provider)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/refunds"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": "re_1" })))
-        .mount(&provider)
-        .await;
+    answers(
+        &provider,
+        "/refunds",
+        ResponseTemplate::new(200).set_body_json(json!({ "id": "re_1" })),
+    )
+    .await;
     let app = app_with_provider(&provider, 5).await;
     let product = app.product("LATE-1", 1500, 5).await;
     let (_, token) = app.customer("late@example.com").await;
@@ -428,14 +431,12 @@ async fn a_capture_that_lands_after_the_order_failed_is_refunded() {
 #[tokio::test]
 async fn a_decline_fails_the_payment_and_releases_the_stock() {
     let provider = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/charges"))
-        .respond_with(
-            ResponseTemplate::new(402)
-                .set_body_json(json!({ "error": { "code": "card_declined" } })),
-        )
-        .mount(&provider)
-        .await;
+    answers(
+        &provider,
+        "/charges",
+        ResponseTemplate::new(402).set_body_json(json!({ "error": { "code": "card_declined" } })),
+    )
+    .await;
     let app = app_with_provider(&provider, 5).await;
     let product = app.product("PAY-3", 1000, 5).await;
     let (_, token) = app.customer("declined@example.com").await;
@@ -492,11 +493,7 @@ fn signed(body: &Value, at: i64) -> (String, String) {
 async fn signed_webhooks_settle_once_and_forgeries_are_refused() {
     // A provider that never answers the capture: the webhook settles the order.
     let provider = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/charges"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&provider)
-        .await;
+    answers(&provider, "/charges", ResponseTemplate::new(503)).await;
     let app = app_with_provider(&provider, 50).await;
     let product = app.product("PAY-5", 1000, 5).await;
     let (_, token) = app.customer("hook@example.com").await;

@@ -5,7 +5,8 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use till_domain::commands::{
-    CommandContext, Commands, NewCategory, NewCustomer, NewProduct, OrderLineInput,
+    CommandContext, Commands, NewCategory, NewCustomer, NewProduct, OrderLineInput, Outcome,
+    PlacedOrder,
 };
 use till_domain::db::testing::TestDb;
 use till_domain::schema::{events, inventory, orders};
@@ -125,6 +126,23 @@ impl World {
             results.push(t.await.unwrap().map(|_| ()));
         }
         results
+    }
+
+    /// An order `customer` places for themselves (given: it succeeds).
+    pub async fn order(
+        &self,
+        customer: CustomerId,
+        lines: Vec<OrderLineInput>,
+    ) -> Outcome<PlacedOrder> {
+        self.cmd
+            .place_order(
+                &CommandContext::user(customer, Role::Customer),
+                customer,
+                lines,
+                &self.eur,
+            )
+            .await
+            .unwrap()
     }
 
     pub async fn order_status(&self, id: OrderId) -> String {
