@@ -1,6 +1,10 @@
 //! Configuration: one typed struct read from flags and environment variables
 //! (12-factor). Every field names its variable and default; secrets are wrapped so
 //! they never print.
+//!
+//! Why one long file: every setting with its flag, variable, default and description in
+//! one place, so `till --help`, the README's table and the code cannot drift apart; a
+//! quarter of it is tests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -5,6 +5,9 @@
 //! Label cardinality is bounded: routes are actix route patterns; GraphQL operation
 //! names beyond the first [`MAX_OPERATION_NAMES`] distinct ones share the label
 //! `other`, and unnamed operations are `anonymous`.
+//!
+//! Why over 400 lines: every metric Till exports is described here, the one list the
+//! dashboards, alerts and docs/operations.md refer to.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};

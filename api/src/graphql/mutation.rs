@@ -1,6 +1,10 @@
 //! Mutation root: each resolver parses its input into domain types, runs one command
 //! and returns a payload with a consistency token. The payload's entity is read from
 //! the read model once it has caught up with the command (bounded wait).
+//!
+//! Why over 400 lines: the deprecated flat arguments double most signatures until they
+//! go in the next release; each resolver itself is a few lines (parse, one command,
+//! payload).
 
 use async_graphql::{Context, InputObject, Object, Result, ID};
 use till_domain::commands::{NewCategory, NewProduct, OrderLineInput, ProductPatch};

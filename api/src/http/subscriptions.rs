@@ -15,6 +15,9 @@
 //!   `TILL_WS_MAX_SUBSCRIPTIONS`);
 //! - the socket closes with 4401 when its token expires, its session ends (logout) or
 //!   its account's role changes, so it never outlives what its token allowed.
+//!
+//! Why over 400 lines: the WebSocket connection's life cycle (upgrade, caps, init and
+//! auth, re-checks, close) reads best in one file.
 
 use std::collections::HashSet;
 use std::str::FromStr;

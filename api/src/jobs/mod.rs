@@ -2,6 +2,9 @@
 //! each with a timeout on at most `concurrency` tasks, and records the outcome: done
 //! (deleted), retry later (exponential backoff, full jitter) or dead letter. Idle loops
 //! wake on NOTIFY from `enqueue`, or poll every second as a fallback.
+//!
+//! Why over 400 lines: the one worker loop every queue shares (claim, lease, run,
+//! retry, dead letter) and its start-up; the queues' handlers are in their own files.
 
 pub mod egress;
 pub mod expiry;

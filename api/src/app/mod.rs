@@ -1,5 +1,11 @@
 //! Building and running the HTTP application: state built once at start-up and shared
 //! through app data, the projector in-process, graceful shutdown.
+//!
+//! Why over 400 lines: `Application::build` reads top to bottom in the order a server
+//! starts; the parts that stand alone are in `app/database.rs`, `read_side.rs`
+//! (read-models), `background.rs` and `graphql/execution/`.
+
+mod database;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,15 +15,15 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use thiserror::Error;
 use till_domain::commands::Commands;
-use till_domain::db::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
+use till_domain::db::embedded::EmbeddedError;
 use till_domain::types::Currency;
 use till_domain::DomainError;
-use till_read_models::{CacheSettings, ReadSide, ReadSources};
+use till_read_models::{CacheSettings, ReadSide};
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::{Authenticator, OidcVerifier, TokenService};
 use crate::background::{replica_heartbeat, wait_for_signal, Background};
-use crate::config::{DbConfig, Mode, Secret, ServeConfig};
+use crate::config::{Mode, Secret, ServeConfig};
 use crate::graphql::execution::documents::Documents;
 use crate::graphql::execution::rate_limit::{BucketSettings, CostLimiter, RateSettings};
 use crate::graphql::execution::Engine;
@@ -25,6 +31,7 @@ use crate::graphql::{self, ApiState, Limits};
 use crate::http::health::AdminState;
 pub use crate::http::state::AppData;
 use crate::metrics::Scrape;
+pub use database::Database;
 use ipnet::IpNet;
 
 /// Connections the projector of a serving process holds, apart from the request pool.
@@ -46,109 +53,6 @@ pub enum StartError {
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
 }
-
-/// Where the database is.
-pub struct Database {
-    /// Connection URL.
-    pub url: String,
-    /// Streaming replicas of the embedded cluster (`till serve --replicas`), stopped on
-    /// drop before it.
-    pub replicas: Vec<EmbeddedPostgres>,
-    /// The embedded cluster, when Till started one (stopped on drop).
-    pub embedded: Option<EmbeddedPostgres>,
-}
-
-impl Database {
-    /// Uses `DATABASE_URL`, or starts the embedded PostgreSQL in dev mode.
-    pub async fn resolve(db: &DbConfig, mode: Mode) -> Result<Self, StartError> {
-        if let Some(url) = db.url().map_err(StartError::Config)? {
-            return Ok(Self {
-                url: url.expose().to_owned(),
-                replicas: Vec::new(),
-                embedded: None,
-            });
-        }
-        if mode == Mode::Production {
-            return Err(StartError::Config(
-                "DATABASE_URL is required in production mode".into(),
-            ));
-        }
-        let opts = EmbeddedOptions {
-            data_dir: db.pg_data.clone(),
-            port: (db.pg_port != 0).then_some(db.pg_port),
-            ephemeral: false,
-            max_connections: db.pg_max_connections,
-        };
-        tracing::info!(data = %opts.data_dir.display(), "starting the embedded PostgreSQL");
-        let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&opts))
-            .await
-            .map_err(|e| {
-                StartError::Config(format!("embedded PostgreSQL start-up panicked: {e}"))
-            })??;
-        let admin = pg.url("postgres");
-        till_domain::db::create_database_if_missing(&admin, "till").await?;
-        Ok(Self {
-            url: pg.url("till"),
-            replicas: Vec::new(),
-            embedded: Some(pg),
-        })
-    }
-
-    /// Starts `n` streaming replicas of the embedded cluster beside its data folder
-    /// (`<data>-replica-<i>`, made afresh each time, slot `till_replica_<i>`); the
-    /// second and later ones replay `delay` behind. Dev only (`till serve --replicas`).
-    pub async fn start_dev_replicas(
-        &mut self,
-        n: u8,
-        delay: Duration,
-        data: &std::path::Path,
-    ) -> Result<(), StartError> {
-        let Some(primary) = &self.embedded else {
-            return Err(StartError::Config(
-                "--replicas starts replicas of the embedded PostgreSQL: leave DATABASE_URL \
-                 unset, or list your replicas in TILL_READ_DATABASE_URLS"
-                    .into(),
-            ));
-        };
-        let admin = primary.url("postgres");
-        for i in 0..n {
-            let slot = format!("till_replica_{i}");
-            till_domain::db::drop_idle_slot(&admin, &slot).await?;
-            let opts = till_domain::db::embedded::ReplicaOptions {
-                data_dir: data.with_file_name(format!(
-                    "{}-replica-{i}",
-                    data.file_name()
-                        .map_or("pg".into(), |n| n.to_string_lossy())
-                )),
-                slot,
-                apply_delay: if i == 0 { Duration::ZERO } else { delay },
-                ephemeral: false,
-            };
-            tracing::info!(replica = i, data = %opts.data_dir.display(), "starting an embedded streaming replica");
-            let replica = tokio::task::block_in_place(|| primary.start_replica(&opts))?;
-            self.replicas.push(replica);
-        }
-        Ok(())
-    }
-
-    /// URLs of the read replicas: TILL_READ_DATABASE_URLS, or the embedded ones.
-    fn read_urls(&self, cfg: &ServeConfig) -> Result<Vec<String>, StartError> {
-        let configured = cfg.replicas.urls(&cfg.db).map_err(StartError::Config)?;
-        if !configured.is_empty() && !self.replicas.is_empty() {
-            return Err(StartError::Config(
-                "set TILL_READ_DATABASE_URLS or --replicas, not both".into(),
-            ));
-        }
-        Ok(if configured.is_empty() {
-            self.replicas.iter().map(|r| r.url("till")).collect()
-        } else {
-            configured.iter().map(|u| u.expose().to_owned()).collect()
-        })
-    }
-}
-
-/// Longest a read waits for a replica's connection before the primary serves it.
-const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A built, listening application.
 pub struct Application {
@@ -256,33 +160,7 @@ impl Application {
         let shard_url = database.url.clone();
         let commands =
             Commands::new(pool.clone()).with_order_batching(cfg.order_batching.settings());
-        let read_urls = database.read_urls(&cfg)?;
-        let sources = if read_urls.is_empty() {
-            ReadSources::primary_only(pool.clone())
-        } else {
-            let base = cfg.db.pool_settings();
-            let settings = till_domain::db::PoolSettings {
-                max_size: cfg.replicas.read_pool_size,
-                // A replica that went away must not hold a read for long: past this the
-                // read runs on the primary instead.
-                acquire_timeout: base.acquire_timeout.min(REPLICA_ACQUIRE_TIMEOUT),
-                ..base
-            };
-            let replicas = read_urls
-                .iter()
-                .map(|url| {
-                    (
-                        till_read_models::sources::host_of(url),
-                        till_domain::db::pool(url, &settings),
-                    )
-                })
-                .collect();
-            tracing::info!(
-                replicas = read_urls.len(),
-                "reading the read models from replicas"
-            );
-            ReadSources::new(pool.clone(), replicas, cfg.replicas.settings())
-        };
+        let sources = database.read_sources(&cfg, &pool)?;
         // One LISTEN connection for the process's followers (projector, jobs, fan-out,
         // ended sessions and changed roles), and every background task.
         let mut background = Background::new(database.url.clone());
@@ -366,33 +244,8 @@ impl Application {
             }
             None => None,
         };
-        let rate = cfg.rate.rate_limit.then(|| {
-            Arc::new(CostLimiter::new(RateSettings {
-                customer: BucketSettings {
-                    max: cfg.rate.rate_customer_max,
-                    restore: cfg.rate.rate_customer_restore,
-                },
-                staff: BucketSettings {
-                    max: cfg.rate.rate_staff_max,
-                    restore: cfg.rate.rate_staff_restore,
-                },
-                anonymous: BucketSettings {
-                    max: cfg.rate.rate_anonymous_max,
-                    restore: cfg.rate.rate_anonymous_restore,
-                },
-                max_principals: cfg.rate.rate_max_principals,
-            }))
-        });
-        let limits = Limits {
-            max_depth: cfg.max_depth,
-            max_complexity: cfg.max_complexity,
-            max_aliases: cfg.max_aliases,
-            max_root_fields: cfg.max_root_fields,
-            introspection: conveniences.introspection,
-            rate: rate.clone(),
-            query_timeout: (cfg.request_timeout_ms > 0)
-                .then(|| Duration::from_millis(cfg.request_timeout_ms)),
-        };
+        let rate = rate_limiter(&cfg);
+        let limits = limits(&cfg, conveniences.introspection, rate.clone());
         let shared = graphql::Shared::new(api.clone());
         let engine = Engine::new(&shared, limits, cfg.federation, documents);
         crate::metrics::handle();
@@ -449,24 +302,7 @@ impl Application {
         let listener = TcpListener::bind(cfg.listen)?;
         let port = listener.local_addr()?.port();
         if cfg.jobs.jobs {
-            let provider = match (&cfg.jobs.payment_provider_url, cfg.mode) {
-                (Some(url), _) => Some(url.clone()),
-                (None, _) if conveniences.fake_provider => {
-                    Some(format!("http://127.0.0.1:{port}/fake-provider"))
-                }
-                (None, Mode::Production) => {
-                    return Err(StartError::Config(
-                        "TILL_PAYMENT_PROVIDER_URL is required in production mode".into(),
-                    ))
-                }
-                (None, Mode::Dev) => {
-                    tracing::warn!(
-                        "no TILL_PAYMENT_PROVIDER_URL and no fake provider (it runs only on the \
-                         embedded database unless TILL_FAKE_PROVIDER=true): payments stay pending"
-                    );
-                    None
-                }
-            };
+            let provider = payment_provider(&cfg, conveniences.fake_provider, port)?;
             background
                 .start_jobs(commands.clone(), &cfg.jobs, provider)
                 .map_err(StartError::Config)?;
@@ -598,4 +434,64 @@ impl Application {
         let data = self.data.clone();
         (port, data, tokio::spawn(self.run_until_stopped()))
     }
+}
+
+/// The cost-based rate limiter, when on.
+fn rate_limiter(cfg: &ServeConfig) -> Option<Arc<CostLimiter>> {
+    cfg.rate.rate_limit.then(|| {
+        Arc::new(CostLimiter::new(RateSettings {
+            customer: BucketSettings {
+                max: cfg.rate.rate_customer_max,
+                restore: cfg.rate.rate_customer_restore,
+            },
+            staff: BucketSettings {
+                max: cfg.rate.rate_staff_max,
+                restore: cfg.rate.rate_staff_restore,
+            },
+            anonymous: BucketSettings {
+                max: cfg.rate.rate_anonymous_max,
+                restore: cfg.rate.rate_anonymous_restore,
+            },
+            max_principals: cfg.rate.rate_max_principals,
+        }))
+    })
+}
+
+/// The limits every operation is held to.
+fn limits(cfg: &ServeConfig, introspection: bool, rate: Option<Arc<CostLimiter>>) -> Limits {
+    Limits {
+        max_depth: cfg.max_depth,
+        max_complexity: cfg.max_complexity,
+        max_aliases: cfg.max_aliases,
+        max_root_fields: cfg.max_root_fields,
+        introspection,
+        rate,
+        query_timeout: (cfg.request_timeout_ms > 0)
+            .then(|| Duration::from_millis(cfg.request_timeout_ms)),
+    }
+}
+
+/// Where payment captures go: the configured provider, the built-in fake one (dev, on
+/// `port`), or nowhere (dev without either: payments stay pending).
+fn payment_provider(
+    cfg: &ServeConfig,
+    fake_provider: bool,
+    port: u16,
+) -> Result<Option<String>, StartError> {
+    Ok(match (&cfg.jobs.payment_provider_url, cfg.mode) {
+        (Some(url), _) => Some(url.clone()),
+        (None, _) if fake_provider => Some(format!("http://127.0.0.1:{port}/fake-provider")),
+        (None, Mode::Production) => {
+            return Err(StartError::Config(
+                "TILL_PAYMENT_PROVIDER_URL is required in production mode".into(),
+            ))
+        }
+        (None, Mode::Dev) => {
+            tracing::warn!(
+                "no TILL_PAYMENT_PROVIDER_URL and no fake provider (it runs only on the \
+                 embedded database unless TILL_FAKE_PROVIDER=true): payments stay pending"
+            );
+            None
+        }
+    })
 }
