@@ -44,6 +44,34 @@ async fn given(db: &TestDb, projection: Projection, events: Vec<DomainEvent>) ->
     changes
 }
 
+/// `N` fresh ids.
+fn ids<const N: usize>() -> [Uuid; N] {
+    std::array::from_fn(|_| Uuid::now_v7())
+}
+
+/// A category `shirts` with one active product `tee` in it, at 15.00.
+fn catalog(shirts: Uuid, tee: Uuid) -> [DomainEvent; 2] {
+    [
+        DomainEvent::CategoryCreated {
+            category_id: shirts,
+            slug: "shirts".into(),
+            name: "Shirts".into(),
+            parent_id: None,
+        },
+        DomainEvent::ProductCreated {
+            product_id: tee,
+            sku: "TEE-1".into(),
+            name: "Tee".into(),
+            description: "Cotton".into(),
+            category_id: shirts,
+            price_minor: 1500,
+            status: "ACTIVE".into(),
+            version: 1,
+            created_at: Utc::now(),
+        },
+    ]
+}
+
 fn level(on_hand: i32, reserved: i32, version: i64) -> StockLevel {
     StockLevel {
         on_hand,
@@ -112,47 +140,29 @@ fn moved(
 #[tokio::test]
 async fn product_view_given_a_catalog_and_stock_then_rows_with_path_stock_and_popularity() {
     let db = TestDb::new().await;
-    let (shirts, tee, order, ann) = (
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-    );
+    let [shirts, tee, order, ann] = ids();
     let at = Utc::now();
     let changes = given(
         &db,
         Projection::ProductView,
-        vec![
-            DomainEvent::CategoryCreated {
-                category_id: shirts,
-                slug: "shirts".into(),
-                name: "Shirts".into(),
-                parent_id: None,
-            },
-            DomainEvent::ProductCreated {
-                product_id: tee,
-                sku: "TEE-1".into(),
-                name: "Tee".into(),
-                description: "Cotton".into(),
-                category_id: shirts,
-                price_minor: 1500,
-                status: "ACTIVE".into(),
-                version: 1,
-                created_at: at,
-            },
-            DomainEvent::InventoryRestocked {
-                product_id: tee,
-                quantity: 10,
-                stock: level(10, 0, 1),
-            },
-            placed(order, ann, vec![line(tee, 2, 1500)], at),
-            DomainEvent::StockReserved {
-                product_id: tee,
-                order_id: order,
-                quantity: 2,
-                stock: level(10, 2, 2),
-            },
-        ],
+        [
+            catalog(shirts, tee).as_slice(),
+            &[
+                DomainEvent::InventoryRestocked {
+                    product_id: tee,
+                    quantity: 10,
+                    stock: level(10, 0, 1),
+                },
+                placed(order, ann, vec![line(tee, 2, 1500)], at),
+                DomainEvent::StockReserved {
+                    product_id: tee,
+                    order_id: order,
+                    quantity: 2,
+                    stock: level(10, 2, 2),
+                },
+            ],
+        ]
+        .concat(),
     )
     .await;
     assert!(changes.contains(&Change::Categories));
@@ -226,40 +236,27 @@ async fn product_view_given_a_catalog_and_stock_then_rows_with_path_stock_and_po
 #[tokio::test]
 async fn product_view_given_an_older_stock_level_after_a_newer_one_then_the_newer_stands() {
     let db = TestDb::new().await;
-    let (shirts, tee) = (Uuid::now_v7(), Uuid::now_v7());
+    let [shirts, tee] = ids();
     given(
         &db,
         Projection::ProductView,
-        vec![
-            DomainEvent::CategoryCreated {
-                category_id: shirts,
-                slug: "shirts".into(),
-                name: "Shirts".into(),
-                parent_id: None,
-            },
-            DomainEvent::ProductCreated {
-                product_id: tee,
-                sku: "TEE-1".into(),
-                name: "Tee".into(),
-                description: String::new(),
-                category_id: shirts,
-                price_minor: 1500,
-                status: "ACTIVE".into(),
-                version: 1,
-                created_at: Utc::now(),
-            },
-            DomainEvent::InventoryRestocked {
-                product_id: tee,
-                quantity: 5,
-                stock: level(5, 0, 2),
-            },
-            // A level from before the one above (its version is lower).
-            DomainEvent::InventoryRestocked {
-                product_id: tee,
-                quantity: 3,
-                stock: level(3, 0, 1),
-            },
-        ],
+        [
+            catalog(shirts, tee).as_slice(),
+            &[
+                DomainEvent::InventoryRestocked {
+                    product_id: tee,
+                    quantity: 5,
+                    stock: level(5, 0, 2),
+                },
+                // A level from before the one above (its version is lower).
+                DomainEvent::InventoryRestocked {
+                    product_id: tee,
+                    quantity: 3,
+                    stock: level(3, 0, 1),
+                },
+            ],
+        ]
+        .concat(),
     )
     .await;
     let mut conn = ok(db.pool.get().await);
@@ -274,7 +271,7 @@ async fn product_view_given_an_older_stock_level_after_a_newer_one_then_the_newe
 #[tokio::test]
 async fn order_view_given_a_placed_then_paid_order_then_its_status_and_history() {
     let db = TestDb::new().await;
-    let (order, ann, tee) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let [order, ann, tee] = ids();
     let at = Utc::now();
     let lines = vec![line(tee, 2, 1500)];
     let changes = given(
@@ -320,12 +317,7 @@ async fn order_view_given_a_placed_then_paid_order_then_its_status_and_history()
 #[tokio::test]
 async fn customer_summary_given_orders_and_a_cancellation_then_counts_spend_and_last_order() {
     let db = TestDb::new().await;
-    let (ann, first, second, tee) = (
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-    );
+    let [ann, first, second, tee] = ids();
     let at = Utc::now();
     let later = at + Duration::minutes(5);
     let changes = given(
@@ -371,12 +363,7 @@ async fn customer_summary_given_orders_and_a_cancellation_then_counts_spend_and_
 #[tokio::test]
 async fn sales_given_orders_and_an_expiry_then_days_and_products_net_of_it() {
     let db = TestDb::new().await;
-    let (ann, kept, expired, tee) = (
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-    );
+    let [ann, kept, expired, tee] = ids();
     let at = Utc::now();
     let changes = given(
         &db,
