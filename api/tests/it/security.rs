@@ -68,7 +68,7 @@ async fn a_customer_cannot_see_or_touch_another_customers_order() {
     let (_, body) = app
         .gql(
             Some(&ann),
-            "mutation($p: ID!) { placeOrder(input: {lines: [{productId: $p, quantity: 1}]}) { order { id customer { email } } } }",
+            "mutation($p: ID!) { placeOrder(input: {lines: [{productId: $p, quantity: 1}]}) { consistencyToken order { id customer { email } } } }",
             json!({ "p": product }),
         )
         .await;
@@ -76,16 +76,24 @@ async fn a_customer_cannot_see_or_touch_another_customers_order() {
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    // Every read below waits for the read models to hold the order: a refusal must not
+    // pass because the order is not projected yet.
+    let token = body["data"]["placeOrder"]["consistencyToken"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let seen = [("x-consistency-token", token.as_str())];
     assert_eq!(
         body["data"]["placeOrder"]["order"]["customer"]["email"], "ann@example.com",
         "{body}"
     );
 
     let (_, body) = app
-        .gql(
+        .gql_with(
             Some(&bob),
             "query($id: ID!) { order(id: $id) { id } }",
             json!({ "id": order }),
+            &seen,
         )
         .await;
     assert_eq!(code(&body), None, "{body}");
@@ -95,26 +103,29 @@ async fn a_customer_cannot_see_or_touch_another_customers_order() {
         "another's order: {body}"
     );
     let (_, body) = app
-        .gql(
+        .gql_with(
             Some(&bob),
             "query($id: ID!) { node(id: $id) { id ... on Order { total { amount } } } }",
             json!({ "id": order }),
+            &seen,
         )
         .await;
     assert_eq!(body["data"]["node"], serde_json::Value::Null, "{body}");
     let (_, body) = app
-        .gql(
+        .gql_with(
             Some(&bob),
             "mutation($id: ID!) { cancelOrder(id: $id) { consistencyToken } }",
             json!({ "id": order }),
+            &seen,
         )
         .await;
     assert_eq!(code(&body), Some("NOT_FOUND"), "{body}");
     let (_, body) = app
-        .gql(
+        .gql_with(
             Some(&bob),
             "{ myOrders { edges { node { id } } } }",
             json!({}),
+            &seen,
         )
         .await;
     assert_eq!(body["data"]["myOrders"]["edges"], json!([]), "{body}");
@@ -125,20 +136,22 @@ async fn a_customer_cannot_see_or_touch_another_customers_order() {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Customer:{}", ann_id.0))
     };
     let (_, body) = app
-        .gql(
+        .gql_with(
             Some(&bob),
             "query($id: ID!) { node(id: $id) { id ... on Customer { email } } }",
             json!({ "id": ann_node }),
+            &seen,
         )
         .await;
     assert_eq!(body["data"]["node"], serde_json::Value::Null, "{body}");
 
     // Staff see it, and the owner's email.
     let (_, body) = app
-        .gql(
+        .gql_with(
             Some(&app.staff_token),
             "query($id: ID!) { node(id: $id) { ... on Order { customer { email } } } }",
             json!({ "id": order }),
+            &seen,
         )
         .await;
     assert_eq!(

@@ -213,6 +213,10 @@ impl EmbeddedPostgres {
             // through a replica waited for the WAL writer's next round.
             .args(["-c", "wal_writer_delay=10ms"]);
         if opts.ephemeral {
+            // Test clusters take base backups for replicas while other tests write WAL
+            // (each new database is one): keep recent WAL, so a backup's stream never
+            // finds its start recycled by another test's checkpoint.
+            cmd.args(["-c", "wal_keep_size=512MB"]);
             cmd.args([
                 "-c",
                 "fsync=off",
